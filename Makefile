@@ -1,0 +1,67 @@
+# Every workflow of the book is a target here. `make book` and `make test` set themselves up.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+# Data: the prepared TFDS datasets beside the project when present, else TFDS's default folder.
+TFDS_DATA_DIR ?= $(if $(wildcard ../shared/tensorflow_datasets),$(abspath ../shared/tensorflow_datasets),$(HOME)/tensorflow_datasets)
+export TFDS_DATA_DIR
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+# No GPU here: run the CUDA kernels in Numba's simulator (a real GPU is used when nvidia-smi finds one).
+ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu),)
+export NUMBA_ENABLE_CUDASIM ?= 1
+endif
+
+NB_TIMEOUT ?= 5400
+
+.PHONY: help setup export sync check test test-all execute book bench clean
+help:
+	@echo "make book      set up, export the package and render the book site into _book/"
+	@echo "make test      set up, check export and twins, run pytest and nbdev_test (quick)"
+	@echo "make test-all  the same, with the slow cells and slow tests"
+	@echo "make execute   re-run every chapter fully, saving outputs in place"
+	@echo "make bench     benchmark tables (needs the bench extra for PyTorch columns)"
+	@echo "make sync      sync notebooks with their jupytext twins;  make export: nbdev_export"
+
+setup: $(STAMP)
+$(STAMP): setup.py settings.ini pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+export: setup
+	$(BIN)/nbdev_export
+
+sync: setup
+	$(BIN)/jupytext --sync nbs/*.ipynb
+	$(BIN)/nbdev_export
+
+# Fails when a twin disagrees with its notebook or when nbdev_export would change dl_from_scratch/.
+check: setup
+	$(BIN)/python tools/check_sync.py
+
+test: setup check
+	$(BIN)/python -m pytest tests/ -q -m "not slow"
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+test-all: setup check
+	$(BIN)/python -m pytest tests/ -q
+	$(BIN)/nbdev_test --n_workers 1 --flags "slow" --timing
+
+execute: setup
+	$(BIN)/python tools/execute.py --timeout $(NB_TIMEOUT) $(NBS)
+
+book: setup export
+	$(BIN)/python tools/render_book.py
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf _book _docs _proc .pytest_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,228 @@
+# %% [markdown]
+# # Conventions: dtypes, random numbers, shapes and devices
+#
+# > The small rules every other chapter leans on.
+#
+# ## Purpose
+#
+# Every chapter of this book builds a piece of a deep-learning library. They
+# fit together only if they agree on a few conventions, collected here:
+#
+# * **dtypes.** We *train* in `float32`, because it halves memory traffic and
+#   that is what accelerators are built for. We *check gradients* in `float64`,
+#   because central differences with step $h$ have round-off error of order
+#   $\varepsilon_{\text{mach}}/h$, which for `float32` ($\varepsilon \approx
+#   10^{-7}$) swamps any relative error below $10^{-3}$.
+# * **random numbers** always come from an explicit `np.random.Generator`, so
+#   every experiment can be re-run bit for bit.
+# * **shapes.** Images are NHWC, sequences are `(N, T, D)`, and a wrong shape
+#   is an error that names what was expected and what came.
+# * **devices.** On the CPU arrays are NumPy arrays; on an NVIDIA GPU they are
+#   CuPy arrays. Code asks `get_array_module(x)` which one it holds, so one
+#   implementation serves both. Importing the package never needs a GPU.
+
+# %%
+#| default_exp core
+
+# %%
+#| export
+from __future__ import annotations
+import contextlib
+import numpy as np
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail
+
+# %% [markdown]
+# ## Dtype policy
+#
+# One module-level default decides the dtype of new parameters and of data
+# converted by the library. `precision(np.float64)` switches it for a block,
+# which is how the gradient checks build their layers.
+
+# %%
+#| export
+_DTYPE = np.dtype(np.float32)
+
+def get_dtype() -> np.dtype:
+    "The floating dtype new parameters and converted inputs get (float32 unless changed)."
+    return _DTYPE
+
+def set_dtype(dtype) -> None:
+    "Set the default floating dtype: `np.float32` (training) or `np.float64` (gradient checks)."
+    global _DTYPE
+    dtype = np.dtype(dtype)
+    if dtype.kind != 'f':
+        raise ValueError(f"set_dtype expected a floating dtype (float32 or float64), got {dtype}")
+    _DTYPE = dtype
+
+@contextlib.contextmanager
+def precision(dtype):
+    "Context manager: use `dtype` as the default floating dtype inside the block."
+    old = get_dtype()
+    set_dtype(dtype)
+    try: yield
+    finally: set_dtype(old)
+
+# %%
+test_eq(get_dtype(), np.float32)
+with precision(np.float64): test_eq(get_dtype(), np.float64)
+test_eq(get_dtype(), np.float32)
+test_fail(lambda: set_dtype(np.int32), contains='floating dtype')
+
+# %% [markdown]
+# ## Random numbers
+#
+# Functions that need randomness take `rng=None | int | Generator`.
+# `as_rng` turns any of them into a `Generator`: `None` gives a fresh,
+# unpredictable one, an `int` a seeded one, and a `Generator` is passed through
+# (so a caller can thread one generator through a whole experiment).
+
+# %%
+#| export
+def as_rng(rng=None) -> np.random.Generator:
+    "A `np.random.Generator` from `None`, a seed, or a `Generator` (returned as is)."
+    if isinstance(rng, np.random.Generator): return rng
+    if rng is None or isinstance(rng, (int, np.integer)): return np.random.default_rng(rng)
+    raise TypeError(f"rng must be None, an int seed or a numpy Generator, got {type(rng).__name__}")
+
+# %%
+test_eq(as_rng(0).random(3), as_rng(0).random(3))
+g = as_rng(1); test_eq(as_rng(g) is g, True)
+test_fail(lambda: as_rng('seed'), contains='numpy Generator')
+
+# %% [markdown]
+# ## Devices: one code path for NumPy and CuPy
+#
+# CuPy mirrors NumPy's API, so most of the library is written against an
+# "array module" `xp` obtained from the data itself. CuPy is imported lazily
+# and only when it is installed *and* a GPU answers, so `import dl_from_scratch`
+# works on any machine.
+
+# %%
+#| export
+_cupy = None
+_cupy_checked = False
+
+def cupy_or_none():
+    "The `cupy` module when it is installed and a CUDA device is usable, else `None`."
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy
+            cupy.cuda.runtime.getDeviceCount()
+            _cupy = cupy
+        except Exception:
+            _cupy = None
+    return _cupy
+
+def has_cuda() -> bool:
+    "True when CuPy and a CUDA GPU are available."
+    return cupy_or_none() is not None
+
+def get_array_module(x):
+    "`cupy` for a CuPy array, else `numpy`. Never imports CuPy for a NumPy input."
+    if type(x).__module__.startswith('cupy'):
+        import cupy
+        return cupy
+    return np
+
+def to_numpy(x):
+    "Copy a CuPy array to the host; NumPy arrays and scalars come back as NumPy arrays."
+    return x.get() if hasattr(x, 'get') and type(x).__module__.startswith('cupy') else np.asarray(x)
+
+def to_device(x, device: str = 'cpu'):
+    "Move `x` to `'cpu'` (NumPy) or `'cuda'` (CuPy)."
+    if device == 'cpu': return to_numpy(x)
+    if device == 'cuda':
+        cp = cupy_or_none()
+        if cp is None: raise RuntimeError("to_device('cuda') needs CuPy and a CUDA GPU; neither was found")
+        return cp.asarray(x)
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+# %% [markdown]
+# The hot loops (im2col convolution, BPTT) come in three implementations:
+# a NumPy reference, a Numba CPU kernel and a Numba CUDA kernel. A kernel
+# function takes `backend=` and asks `resolve_backend` which one to run:
+# `'auto'` picks CUDA for CuPy arrays and the Numba CPU kernel otherwise.
+
+# %%
+#| export
+BACKENDS = ('numpy', 'numba', 'cuda')
+
+def resolve_backend(x, backend: str = 'auto') -> str:
+    "Which kernel implementation to use for data `x`: 'numpy', 'numba' or 'cuda'."
+    if backend == 'auto':
+        return 'cuda' if get_array_module(x) is not np else 'numba'
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    return backend
+
+# %%
+test_eq(get_array_module(np.zeros(2)), np)
+test_eq(resolve_backend(np.zeros(2)), 'numba')
+test_eq(resolve_backend(np.zeros(2), 'numpy'), 'numpy')
+test_fail(lambda: resolve_backend(np.zeros(2), 'tpu'), contains='backend')
+test_eq(to_numpy([1, 2]), np.array([1, 2]))
+test_fail(lambda: to_device(np.zeros(2), 'tpu'), contains="'cpu' or 'cuda'")
+
+# %% [markdown]
+# ## Checking inputs
+#
+# A library that fails deep inside a matrix product with
+# `shapes (32,784) and (10,128) not aligned` makes its user do the detective
+# work. `check_array` fails early instead, and its message says who expected
+# what. A `None` in the expected shape matches any size (the batch axis,
+# usually).
+
+# %%
+#| export
+def _fmt_shape(shape) -> str:
+    return '(' + ', '.join('N' if s is None else str(s) for s in shape) + (',)' if len(shape) == 1 else ')')
+
+def check_array(x, name: str = 'input', *, ndim: int | tuple | None = None, shape: tuple | None = None,
+                kind: str | None = 'f', finite: bool = True, who: str = ''):
+    """Validate an array argument and return it.
+
+    * `ndim`: required rank (an int or a tuple of allowed ranks);
+    * `shape`: required shape, `None` entries match any size, e.g. `(None, 784)`;
+    * `kind`: required dtype kind(s): `'f'` float, `'i'`/`'u'` integers, `'iu'` either, `None` any;
+    * `finite`: reject NaN and ±inf (floats only).
+
+    Raises `ValueError` naming the expected and the actual value."""
+    xp = get_array_module(x)
+    if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
+        x = np.asarray(x)
+    pre = f"{who} expected {name}" if who else f"expected {name}"
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = ' or '.join(str(a) for a in allowed)
+            extra = f" {_fmt_shape(shape)}" if shape is not None else ''
+            raise ValueError(f"{pre} of rank {want}{extra}, got shape {tuple(x.shape)} (rank {x.ndim})")
+    if shape is not None:
+        if len(shape) != x.ndim or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+            raise ValueError(f"{pre} of shape {_fmt_shape(shape)}, got {tuple(x.shape)}")
+    if kind is not None and x.dtype.kind not in kind and not (kind == 'f' and x.dtype.kind in 'iub'):
+        raise ValueError(f"{pre} with dtype kind {kind!r}, got dtype {x.dtype}")
+    if finite and x.dtype.kind == 'f' and not bool(xp.isfinite(x).all()):
+        raise ValueError(f"{pre} to be finite, got {int((~xp.isfinite(x)).sum())} NaN/inf value(s)")
+    return x
+
+# %%
+x = np.zeros((3, 5), np.float32)
+test_eq(check_array(x, ndim=2, shape=(None, 5)) is x, True)
+test_fail(lambda: check_array(x, 'x', shape=(None, 4), who='Dense'), contains='Dense expected x of shape (N, 4), got (3, 5)')
+test_fail(lambda: check_array(x, ndim=4), contains='rank 4')
+test_fail(lambda: check_array(np.array([1., np.nan])), contains='NaN')
+test_fail(lambda: check_array(np.array(['a'])), contains='dtype')
+check_array(np.arange(3), kind='iu')   # integer labels pass
+
+# %% [markdown]
+# ## References
+#
+# * N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM 2002 (round-off in finite differences).
+# * NumPy Enhancement Proposal 19, *Random number generator policy* (why `Generator` objects instead of a global seed).
+# * CuPy documentation, *Writing CPU/GPU agnostic code* (`get_array_module`).
