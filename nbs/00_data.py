@@ -1,0 +1,431 @@
+# %% [markdown]
+# # Data: real datasets, batches and synthetic sets
+#
+# > Loading TFDS datasets as NumPy arrays without TensorFlow, a batching iterator, and the toy sets the sources use.
+#
+# ## Purpose
+#
+# Every experiment in this book runs on data, and the data layer has three
+# jobs:
+#
+# 1. **Real datasets as plain arrays.** MNIST, Fashion-MNIST, CIFAR-10 and
+#    Tiny Shakespeare come from [TensorFlow Datasets](https://www.tensorflow.org/datasets)
+#    (TFDS). TFDS can read datasets prepared in the `array_record` format with
+#    NumPy alone (`tfds.data_source`), so TensorFlow is never needed. `load`
+#    returns images as `uint8` arrays in NHWC layout, labels as `int64`, and
+#    text as `str`.
+# 2. **Minibatches.** `BatchIterator` slices any set of aligned arrays into
+#    batches, shuffling with an explicit random generator.
+# 3. **Synthetic sets** small enough to reason about: a linear-regression set,
+#    XOR, two moons, the deeplearning.ai "flower", and spirals.
+#
+# ### Where the data comes from
+#
+# `load` looks in the TFDS data directory: the `data_dir` argument, else the
+# environment variable `TFDS_DATA_DIR`, else `~/tensorflow_datasets`. It never
+# touches the network unless you pass `download=True`. Decoding 60,000 PNG
+# images through TFDS takes several seconds, so the decoded arrays are cached
+# as an `.npz` file (in `~/.cache/dl_from_scratch`, or `DLFS_CACHE_DIR`) and
+# later loads read that file.
+
+# %%
+#| default_exp data
+
+# %%
+#| export
+from __future__ import annotations
+import os, tempfile
+from pathlib import Path
+import numpy as np
+from tqdm.auto import tqdm
+from dl_from_scratch.core import as_rng, get_dtype, check_array
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail, test_close
+import time
+
+# %% [markdown]
+# ## The datasets we know
+#
+# Each known dataset has a *kind*: image sets have `image` and `label`
+# features, text sets a single `text` feature per split. Asking for anything
+# else is an error that lists what is known.
+
+# %%
+#| export
+DATASETS = {
+    'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
+}
+
+class DatasetNotFoundError(FileNotFoundError):
+    "A known dataset that is not prepared in the data directory (and `download=False`)."
+
+def data_dir(path=None) -> Path:
+    "The TFDS data directory: `path`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."
+    return Path(path or os.environ.get('TFDS_DATA_DIR') or Path.home() / 'tensorflow_datasets').expanduser()
+
+def cache_dir(path=None) -> Path:
+    "Where decoded arrays are cached: `path`, else `$DLFS_CACHE_DIR`, else `~/.cache/dl_from_scratch`."
+    return Path(path or os.environ.get('DLFS_CACHE_DIR') or Path.home() / '.cache' / 'dl_from_scratch').expanduser()
+
+def _check_name(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+# %%
+test_fail(lambda: _check_name('imagenet'), contains='known datasets: cifar10, fashion_mnist, mnist, tiny_shakespeare')
+test_eq(data_dir('/x'), Path('/x'))
+
+# %% [markdown]
+# ## Writing a cache file atomically
+#
+# A process killed half-way through `np.savez` leaves a truncated file, and a
+# truncated cache is worse than none: the next load would fail, or worse,
+# read garbage. So we write to a temporary file in the same directory and
+# `os.replace` it onto the final name. On POSIX and Windows that rename is
+# atomic: readers see either the old file or the complete new one.
+
+# %%
+#| export
+def atomic_savez(path, **arrays) -> Path:
+    "Save `arrays` to the `.npz` file `path` atomically: a crash mid-write leaves any old file intact."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(f, **arrays)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.remove(tmp)
+        raise
+    return path
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    p = atomic_savez(Path(d) / 'a.npz', x=np.arange(3))
+    test_eq(np.load(p)['x'], np.arange(3))
+    class Boom:            # an array-like whose conversion fails mid-save
+        def __array__(self, *a, **k): raise RuntimeError('disk full')
+    test_fail(lambda: atomic_savez(p, x=Boom()), contains='disk full')
+    test_eq(np.load(p)['x'], np.arange(3))               # the old file survives
+    test_eq(sorted(os.listdir(d)), ['a.npz'])             # and no temporary is left behind
+
+# %% [markdown]
+# ## Reading through TFDS
+#
+# `tfds.data_source` gives random access to the examples of a prepared split.
+# We read them in chunks of 1,000 (one `__getitems__` call each, which lets
+# TFDS batch the file reads) and stack them into arrays. A dataset missing
+# from the data directory raises `DatasetNotFoundError`, which names the
+# directory searched and says how to get the data.
+
+# %%
+#| export
+def _not_found(name, ddir, err=None):
+    return DatasetNotFoundError(
+        f"dataset {name!r} is not prepared in {ddir} (searched for {ddir / name}). "
+        f"Either point TFDS_DATA_DIR (or data_dir=) at a directory that holds it, or, online, "
+        f"call load({name!r}, ..., download=True) to let TFDS download and prepare it "
+        f"(`tfds build {name} --file_format=array_record` does the same from the shell)."
+        + (f" TFDS said: {type(err).__name__}: {str(err).splitlines()[0]}" if err else ''))
+
+def _read_tfds(name: str, split: str, ddir: Path, download: bool, progress: bool = True) -> dict:
+    "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`) or a `text` string."
+    import tensorflow_datasets as tfds    # imported here: it is slow to import and only needed on a cache miss
+    try:
+        src = tfds.data_source(name, split=split, data_dir=str(ddir), download=download)
+    except Exception as e:                # TFDS raises NotImplementedError, FileNotFoundError, ... here
+        if not download and not (ddir / name).is_dir(): raise _not_found(name, ddir, e) from e
+        raise
+    n, step = len(src), 1000
+    def get(idx):
+        try: return src.__getitems__(idx)       # one batched read per chunk
+        except (AttributeError, TypeError): return [src[i] for i in idx]   # sources without batched reads (mocks)
+    examples = []
+    with tqdm(total=n, desc=f'decoding {name}[{split}]', unit='ex', disable=not progress, leave=False) as bar:
+        for s in range(0, n, step):
+            examples += get(list(range(s, min(n, s + step))))
+            bar.update(min(n, s + step) - s)
+    if DATASETS[name] == 'text':
+        text = ''.join(e['text'].decode('utf-8') if isinstance(e['text'], bytes) else str(e['text']) for e in examples)
+        return {'text': np.array(text)}
+    x = np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples])
+    y = np.array([int(e['label']) for e in examples], dtype=np.int64)
+    return {'x': x, 'y': y}
+
+# %% [markdown]
+# ## `load`
+
+# %%
+#| export
+def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
+         cache: bool = True, cache_dir: str | os.PathLike | None = None,
+         download: bool = False, progress: bool = True):
+    """Load a split of a known dataset as NumPy arrays.
+
+    Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
+    (NHWC) and `y` int64 of shape (N,); returns a `str` for text datasets.
+
+    Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
+    `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
+    Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
+    Touches the network only when `download=True`."""
+    kind = _check_name(name)
+    if not isinstance(split, str) or not split.isidentifier():
+        raise ValueError(f"split must be a plain split name such as 'train' or 'test', got {split!r}")
+    ddir = globals()['data_dir'](data_dir)
+    path = globals()['cache_dir'](cache_dir) / f'{name}-{split}.npz'
+    arrays = None
+    if cache and path.exists():
+        try:
+            with np.load(path) as f: arrays = {k: f[k] for k in f.files}
+        except Exception:
+            arrays = None                 # unreadable cache: decode again and overwrite it
+    if arrays is None:
+        arrays = _read_tfds(name, split, ddir, download, progress)
+        if cache: atomic_savez(path, **arrays)
+    if kind == 'text': return str(arrays['text'])
+    return arrays['x'], arrays['y']
+
+# %% [markdown]
+# Tests that must run anywhere use TFDS's mock data, which fabricates random
+# examples with the right features, so they exercise the whole decoding path
+# without any files:
+
+# %%
+import tensorflow_datasets as tfds
+with tempfile.TemporaryDirectory() as d, tfds.testing.mock_data(num_examples=7):
+    x, y = load('mnist', 'train', cache_dir=d, progress=False)
+    test_eq((x.shape, x.dtype, y.shape, y.dtype), ((7, 28, 28, 1), np.uint8, (7,), np.int64))
+    assert (Path(d) / 'mnist-train.npz').exists()
+    x2, y2 = load('mnist', 'train', cache_dir=d)           # second load: from the cache
+    test_eq(x2, x); test_eq(y2, y)
+    assert isinstance(load('tiny_shakespeare', 'train', cache=False, progress=False), str)
+test_fail(lambda: load('imagenet'), contains='known datasets')
+test_fail(lambda: load('mnist', 'train', data_dir='/nonexistent', cache=False), contains='/nonexistent')
+
+# %% [markdown]
+# With the real data (prepared under `TFDS_DATA_DIR`), the first load decodes
+# and caches, and the second reads the cache:
+
+# %%
+_have = (data_dir() / 'mnist').is_dir()
+if _have:
+    t0 = time.perf_counter(); xtr, ytr = load('mnist', 'train'); t1 = time.perf_counter()
+    xtr, ytr = load('mnist', 'train'); t2 = time.perf_counter()
+    print(f"MNIST train {xtr.shape} {xtr.dtype}: first call {t1-t0:.2f} s, cached call {t2-t1:.3f} s")
+    xte, yte = load('mnist', 'test')
+    test_eq((len(xtr), len(xte)), (60000, 10000))
+    print(f"test-split pixel mean {xte.mean()/255:.4f} (published 0.1325)")
+    test_close(xte.mean() / 255, 0.1325, eps=5e-4)
+
+# %% [markdown]
+# ## Minibatches
+#
+# Stochastic gradient descent visits the data in random minibatches. The
+# iterator below draws a fresh permutation from its generator at the start of
+# every pass, so two iterators built with equal seeds visit the data in the
+# same order, and different epochs visit it in different orders. `drop_last`
+# drops a final short batch (useful when a layer, like BatchNorm, dislikes
+# tiny batches).
+
+# %%
+#| export
+class BatchIterator:
+    """Iterate over aligned arrays in minibatches.
+
+    `arrays`: any number of arrays with the same first dimension N.
+    Yields tuples of batches (a single array when one array was given), each
+    of first dimension `batch_size` (the last may be smaller unless `drop_last`)."""
+    def __init__(self, *arrays, batch_size: int = 32, shuffle: bool = False, rng=None, drop_last: bool = False):
+        if not arrays: raise ValueError("BatchIterator expected at least one array, got none")
+        n = len(arrays[0])
+        for i, a in enumerate(arrays):
+            if len(a) != n:
+                raise ValueError(f"BatchIterator expected arrays of equal length {n}, got length {len(a)} for array {i}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.arrays, self.n, self.batch_size = arrays, n, int(batch_size)
+        self.shuffle, self.rng, self.drop_last = shuffle, as_rng(rng), drop_last
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = self.rng.permutation(self.n) if self.shuffle else None
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, min(self.n, (b + 1) * self.batch_size))
+            idx = order[sl] if order is not None else sl
+            batch = tuple(a[idx] for a in self.arrays)
+            yield batch[0] if len(batch) == 1 else batch
+
+# %%
+X, Y = np.arange(10).reshape(10, 1), np.arange(10)
+it = BatchIterator(X, Y, batch_size=4)
+test_eq(len(it), 3); test_eq([len(y) for _, y in it], [4, 4, 2])
+test_eq(len(BatchIterator(X, batch_size=4, drop_last=True)), 2)
+a = np.concatenate([y for _, y in BatchIterator(X, Y, batch_size=3, shuffle=True, rng=0)])
+b = np.concatenate([y for _, y in BatchIterator(X, Y, batch_size=3, shuffle=True, rng=0)])
+test_eq(a, b); test_eq(sorted(a), list(range(10))); assert (a != np.arange(10)).any()
+it = BatchIterator(X, Y, batch_size=3, shuffle=True, rng=0)
+e1, e2 = [np.concatenate([y for _, y in it]) for _ in range(2)]
+assert (e1 != e2).any()                                     # a new order every epoch
+test_fail(lambda: BatchIterator(X, Y[:5]), contains='equal length 10')
+
+# %% [markdown]
+# ## Small helpers: one-hot codes and a train/test split
+
+# %%
+#| export
+def one_hot(y, n_classes: int | None = None, dtype=None):
+    "Integer labels of shape (N,) to one-hot rows of shape (N, n_classes)."
+    y = check_array(y, 'labels', ndim=1, kind='iu', who='one_hot')
+    k = int(y.max()) + 1 if n_classes is None else n_classes
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"one_hot expected labels in [0, {k}), got range [{y.min()}, {y.max()}]")
+    out = np.zeros((len(y), k), dtype=dtype or get_dtype())
+    out[np.arange(len(y)), y] = 1
+    return out
+
+def train_test_split(*arrays, test_size: float | int = 0.2, rng=None, shuffle: bool = True):
+    "Split aligned arrays into train and test parts; returns `(a_train, a_test, b_train, b_test, ...)`."
+    n = len(arrays[0])
+    n_test = int(round(test_size * n)) if isinstance(test_size, float) else int(test_size)
+    idx = as_rng(rng).permutation(n) if shuffle else np.arange(n)
+    out = []
+    for a in arrays: out += [a[idx[n_test:]], a[idx[:n_test]]]
+    return tuple(out)
+
+# %%
+test_eq(one_hot(np.array([0, 2])), np.array([[1, 0, 0], [0, 0, 1]], np.float32))
+test_fail(lambda: one_hot(np.array([0, 3]), 3), contains='[0, 3)')
+a, b = train_test_split(np.arange(10), test_size=0.3, rng=0)
+test_eq((len(a), len(b)), (7, 3)); test_eq(sorted(np.concatenate([a, b])), list(range(10)))
+
+# %% [markdown]
+# ## Synthetic sets
+#
+# **Linear regression** (*Dive into Deep Learning* §3.2): $\mathbf{y} =
+# \mathbf{X}\mathbf{w} + b + \boldsymbol\epsilon$ with $\mathbf{w} = [2,
+# -3.4]^\top$, $b = 4.2$, $\mathbf{X}$ standard normal and $\epsilon \sim
+# \mathcal N(0, 0.01^2)$.
+
+# %%
+#| export
+def synthetic_linear(n: int = 1000, w=(2.0, -3.4), b: float = 4.2, noise: float = 0.01, rng=None):
+    "D2L's regression set: X (n, len(w)) standard normal, y = X w + b + noise, of shape (n, 1)."
+    rng = as_rng(rng)
+    w = np.asarray(w, dtype=np.float64)
+    X = rng.normal(0.0, 1.0, (n, len(w)))
+    y = X @ w + b + rng.normal(0.0, noise, n)
+    return X.astype(get_dtype()), y.reshape(-1, 1).astype(get_dtype())
+
+def xor(dtype=None):
+    "The four XOR points: X (4, 2) and y (4, 1)."
+    dt = dtype or get_dtype()
+    return (np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dt), np.array([[0], [1], [1], [0]], dt))
+
+# %%
+X, y = synthetic_linear(rng=0)
+w_hat = np.linalg.lstsq(np.c_[X, np.ones(len(X))].astype(np.float64), y.astype(np.float64), rcond=None)[0].ravel()
+test_close(w_hat, [2, -3.4, 4.2], eps=2e-3)
+test_eq(xor()[1].ravel(), [0, 1, 1, 0])
+
+# %% [markdown]
+# **Two moons** (the set scikit-learn's `make_moons` makes): the upper half of
+# a unit circle, and a lower half circle shifted by $(1, -\tfrac12)$, plus
+# Gaussian noise of standard deviation `noise`.
+
+# %%
+#| export
+def make_moons(n_samples: int = 100, noise: float | None = None, rng=None, shuffle: bool = True):
+    "Two interleaving half circles: X (n_samples, 2), y (n_samples,) int64 in {0, 1}."
+    rng = as_rng(rng)
+    n_out = n_samples // 2; n_in = n_samples - n_out
+    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
+    X = np.r_[np.c_[np.cos(t_out), np.sin(t_out)], np.c_[1 - np.cos(t_in), 1 - np.sin(t_in) - 0.5]]
+    y = np.r_[np.zeros(n_out, np.int64), np.ones(n_in, np.int64)]
+    if noise: X = X + rng.normal(0.0, noise, X.shape)
+    if shuffle:
+        p = rng.permutation(n_samples); X, y = X[p], y[p]
+    return X.astype(get_dtype()), y
+
+# %% [markdown]
+# **The planar "flower"** of the deeplearning.ai course (C1 W3): two classes of
+# 200 points on the petals of the rose $r = 4\sin 4\theta$, with noise 0.2 on
+# both $\theta$ and $r$. The course seeds NumPy's legacy generator with 1; an
+# integer `rng` here seeds the same legacy generator, so `planar_flower()`
+# returns the course's exact points. (The course stores examples as columns,
+# `X` of shape (2, 400); we use rows.)
+#
+# **Spirals** (CS231n): `n_classes` arms, each with $r$ from 0 to 1 and
+# $\theta$ sweeping 4 radians plus noise.
+
+# %%
+#| export
+def planar_flower(m: int = 400, noise: float = 0.2, rng=1):
+    "The course's 2-class flower: X (m, 2), y (m,) int64. An int `rng` seeds the legacy generator as the course did."
+    r_ = np.random.RandomState(rng) if isinstance(rng, (int, np.integer)) else as_rng(rng)
+    N, a = m // 2, 4
+    X = np.zeros((m, 2)); y = np.zeros(m, np.int64)
+    for j in range(2):
+        ix = range(N * j, N * (j + 1))
+        t = np.linspace(j * 3.12, (j + 1) * 3.12, N) + r_.standard_normal(N) * noise
+        r = a * np.sin(4 * t) + r_.standard_normal(N) * noise
+        X[ix] = np.c_[r * np.sin(t), r * np.cos(t)]; y[ix] = j
+    return X.astype(get_dtype()), y
+
+def spirals(n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2, rng=None):
+    "CS231n spirals: X (n_per_class*n_classes, 2), y int64 class ids."
+    rng = as_rng(rng)
+    X, y = [], []
+    for j in range(n_classes):
+        r = np.linspace(0.0, 1, n_per_class)
+        t = np.linspace(j * 4, (j + 1) * 4, n_per_class) + rng.standard_normal(n_per_class) * noise
+        X.append(np.c_[r * np.sin(t), r * np.cos(t)]); y.append(np.full(n_per_class, j, np.int64))
+    return np.concatenate(X).astype(get_dtype()), np.concatenate(y)
+
+# %%
+X, y = make_moons(200, noise=0.1, rng=0)
+test_eq((X.shape, y.shape, set(y)), ((200, 2), (200,), {0, 1}))
+X, y = planar_flower()
+test_eq((X.shape, np.bincount(y).tolist()), ((400, 2), [200, 200]))
+test_eq(planar_flower()[0], X)                        # deterministic, as the course
+X, y = spirals(50, 3, rng=0); test_eq((X.shape, np.bincount(y).tolist()), ((150, 2), [50, 50, 50]))
+
+# %% [markdown]
+# ## A look at the data
+
+# %%
+import matplotlib.pyplot as plt
+fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
+for ax, (title, (X, y)) in zip(axs, [('make_moons(500, noise=0.1)', make_moons(500, 0.1, rng=0)),
+                                     ('planar flower (course data)', planar_flower()),
+                                     ('spirals (3 classes)', spirals(100, 3, rng=0))]):
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=8, cmap='coolwarm'); ax.set_title(title); ax.set_aspect('equal')
+plt.tight_layout(); plt.show()
+
+# %%
+if (data_dir() / 'cifar10').is_dir():
+    xs, ys = load('mnist', 'test')
+    xc, yc = load('cifar10', 'test')
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    fig, axs = plt.subplots(2, 8, figsize=(12, 3.4))
+    for i in range(8):
+        axs[0, i].imshow(xs[i, ..., 0], cmap='gray'); axs[0, i].set_title(str(ys[i]))
+        axs[1, i].imshow(xc[i]); axs[1, i].set_title(names[yc[i]], fontsize=8)
+    for ax in axs.ravel(): ax.axis('off')
+    plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# ## References
+#
+# * TensorFlow Datasets, *`tfds.data_source`* and the `array_record` format (random access without TensorFlow).
+# * A. Zhang, Z. C. Lipton, M. Li, A. J. Smola, *Dive into Deep Learning*, §3.2 (the synthetic regression set).
+# * A. Ng et al., deeplearning.ai *Neural Networks and Deep Learning*, week 3 (the planar flower set).
+# * F. Pedregosa et al., scikit-learn, `sklearn.datasets.make_moons` (the two-moons construction).
+# * A. Karpathy, CS231n *Neural Networks Case Study* (the spiral set).
