@@ -1,0 +1,684 @@
+# %% [markdown]
+# # Optimization algorithms
+#
+# > Gradient descent and its descendants: momentum, Nesterov, Adagrad, Adadelta, RMSprop, Adam, AMSGrad, Adamax, Nadam and Rprop; learning-rate schedules and gradient clipping.
+#
+# ## Purpose
+#
+# Training a network is minimising a loss $L(\theta)$ over millions of
+# parameters with nothing but its gradient. Every optimizer in this chapter
+# answers the same question differently: *given the gradient $g_t$ at step
+# $t$, how far, and in which direction, should each parameter move?*
+#
+# We derive each rule, implement it once in the `optim` module so that it
+# works on any `dict` of arrays (the parameters of a layer, of a whole model,
+# or of a toy problem), check each against a hand computation of its first two
+# steps, and then race them:
+#
+# * on the 1-D lab $f(x)=x^3-3x^2+7$ of *Build Your Own Deep Learning* §3.6,
+#   reproducing every number it prints, including those of its faulty Adam;
+# * on the two-parameter linear regression of *Hands-On Deep Learning
+#   Algorithms with Python*, ch. 3 (its twelve update rules on one plot);
+# * on Ketkar's `make_moons` network (2–1000 tanh–2 softmax, L2 0.01) from the
+#   same initial weights, as in his Listing 8-4.
+
+# %%
+#| default_exp optim
+
+# %%
+#| export
+from __future__ import annotations
+import math
+import numpy as np
+from dl_from_scratch.core import get_array_module, check_array
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_close, test_fail
+
+# %% [markdown]
+# ## The optimizer interface
+#
+# A model's parameters are a plain `dict[str, ndarray]` (see `core`), and so are
+# its gradients. An optimizer is an object with one method,
+# `step(params, grads)`, that updates every array of `params` **in place**
+# (layers keep references to their arrays, so we must not rebind them) and
+# remembers, per key, whatever history its rule needs: a velocity, a running
+# mean of squared gradients, a step count. Because the state is keyed by name,
+# one optimizer can serve a whole model as long as the names are unique, and
+# `reset()` forgets everything.
+#
+# The learning rate `lr` is a number or a *schedule*: a callable
+# `epoch -> lr`. The optimizer reads `self.epoch`, which a training loop sets
+# at the start of every epoch (as Keras's `LearningRateScheduler` does); a
+# loop that never sets it trains at `schedule(0)`.
+#
+# Two kinds of gradient clipping can be switched on for every optimizer
+# (`clipvalue`, `global_clipnorm`); they are defined after the update rules.
+
+# %%
+#| export
+class Optimizer:
+    """Base class: `step(params, grads)` updates the arrays of `params` in place.
+
+    `params` and `grads` are `dict[str, ndarray]`; every key of `grads` must be in
+    `params` with the same shape. State (velocities, moment estimates, step
+    counts) is kept per key in `self.state[key]`. `lr` is a float or a schedule
+    `epoch -> lr`, evaluated at `self.epoch`. `clipvalue` clips every gradient
+    element to [-clipvalue, clipvalue]; `global_clipnorm` rescales all gradients
+    together so that their joint L2 norm is at most that value."""
+    name = 'optimizer'
+
+    def __init__(self, lr=0.01, clipvalue: float | None = None, global_clipnorm: float | None = None):
+        if not callable(lr) and not (float(lr) > 0):
+            raise ValueError(f"{type(self).__name__} expected lr > 0 (a float or a schedule epoch -> lr), got {lr!r}")
+        self.lr, self.clipvalue, self.global_clipnorm = lr, clipvalue, global_clipnorm
+        self.state: dict[str, dict] = {}
+        self.iterations = 0   # number of step() calls so far
+        self.epoch = 0        # set by the training loop; schedules are evaluated at it
+
+    @property
+    def current_lr(self) -> float:
+        "The learning rate of the next step: `lr(epoch)` for a schedule, else `lr`."
+        return float(self.lr(self.epoch)) if callable(self.lr) else float(self.lr)
+
+    def reset(self):
+        "Forget all per-parameter state and the iteration count."
+        self.state.clear(); self.iterations = 0
+
+    def _check(self, params, grads):
+        who = f"{type(self).__name__}.step"
+        if not isinstance(params, dict) or not isinstance(grads, dict):
+            raise ValueError(f"{who} expected params and grads as dict[str, ndarray], "
+                             f"got {type(params).__name__} and {type(grads).__name__}")
+        missing = [k for k in grads if k not in params]
+        if missing:
+            raise ValueError(f"{who}: grads has keys {missing} that params lacks (params keys: {list(params)})")
+        for k, g in grads.items():
+            p = params[k]
+            if not hasattr(p, 'dtype') or p.dtype.kind != 'f':
+                raise ValueError(f"{who} expected params[{k!r}] to be a floating array (updated in place), "
+                                 f"got {type(p).__name__} {getattr(p, 'dtype', '')}")
+            check_array(g, f"grads[{k!r}]", shape=tuple(p.shape), finite=False, who=who)
+
+    def step(self, params: dict, grads: dict) -> None:
+        "Apply one update to every `params[k]` for which `grads[k]` is given (in place)."
+        self._check(params, grads)
+        if self.clipvalue is not None: grads = clip_by_value(grads, self.clipvalue)
+        if self.global_clipnorm is not None: grads, _ = clip_by_global_norm(grads, self.global_clipnorm)
+        lr = self.current_lr
+        for k, g in grads.items():
+            p = params[k]
+            st = self.state.get(k)
+            if st is None:
+                st = self.state[k] = self._init_state(p)
+                st['t'] = 0
+            elif st.get('shape', p.shape) != p.shape:
+                raise ValueError(f"{type(self).__name__}: params[{k!r}] has shape {p.shape} but its state was "
+                                 f"built for {st['shape']}; call reset() when the model changes")
+            st['shape'] = p.shape
+            st['t'] += 1
+            self._update(p, g, st, lr)
+        self.iterations += 1
+
+    def _init_state(self, p) -> dict: return {}
+    def _update(self, p, g, st: dict, lr: float) -> None: raise NotImplementedError
+
+    def get_config(self) -> dict:
+        "The constructor arguments (a schedule is returned as the object)."
+        return {k: v for k, v in vars(self).items() if k not in ('state', 'iterations', 'epoch')}
+
+    def __repr__(self):
+        args = ', '.join(f"{k}={v!r}" for k, v in self.get_config().items() if v is not None)
+        return f"{type(self).__name__}({args})"
+
+# %% [markdown]
+# ## Gradient descent, SGD and momentum
+#
+# **Gradient descent.** To first order, $L(\theta+\Delta)\approx L(\theta)+g^\top\Delta$
+# with $g=\nabla_\theta L$. Among steps of a fixed length the one that lowers $L$
+# fastest is $\Delta\propto-g$ (by Cauchy–Schwarz, $g^\top u\ge-\|g\|\|u\|$ with
+# equality for $u=-g$), so
+# $$\theta_{t+1}=\theta_t-\eta\,g_t .$$
+# *Batch* gradient descent computes $g_t$ on the whole training set,
+# *stochastic* gradient descent on one example, *minibatch* SGD on a few
+# ($B=32\ldots512$): an unbiased, noisy, much cheaper estimate. All three are
+# the same update; they differ only in what the caller passes as `grads`.
+#
+# **Momentum.** In a long narrow valley the gradient points mostly across the
+# valley, and plain descent zig-zags. Momentum keeps a velocity, an
+# exponentially decaying sum of past steps,
+# $$v_t=\mu v_{t-1}-\eta g_t,\qquad \theta_t=\theta_{t-1}+v_t ,$$
+# so components that flip sign cancel and those that persist add up, to
+# $\eta/(1-\mu)$ times the gradient in the limit (ten times for $\mu=0.9$).
+# Sutskever et al. and Keras write it this way; Ng's course writes
+# $v_t=\beta v_{t-1}+(1-\beta)g_t,\ \theta_t=\theta_{t-1}-\alpha v_t$, which is the
+# same rule with $\eta=\alpha(1-\beta)$ (and $\mu=\beta$).
+#
+# **Nesterov.** Nesterov's accelerated gradient evaluates the gradient at the
+# point momentum is about to carry us to, $v_t=\mu v_{t-1}-\eta\nabla L(\theta_{t-1}+\mu v_{t-1})$.
+# An optimizer that only receives the gradient at the current parameters
+# cannot do that, but a change of variable $\tilde\theta=\theta+\mu v$ turns it
+# into an update that needs only $g_t=\nabla L(\tilde\theta_{t-1})$:
+# $$v_t=\mu v_{t-1}-\eta g_t,\qquad \tilde\theta_t=\tilde\theta_{t-1}+\mu v_t-\eta g_t .$$
+# (Check: $\tilde\theta_t=\theta_t+\mu v_t=\tilde\theta_{t-1}-\mu v_{t-1}+v_t+\mu v_t$, and
+# $v_t-\mu v_{t-1}=-\eta g_t$.) This is the form Keras and PyTorch use; we
+# verify below, on linear regression, that it traces exactly the look-ahead
+# iterates of the textbook form.
+
+# %%
+#| export
+class SGD(Optimizer):
+    """Gradient descent, with optional (Nesterov) momentum (Keras/PyTorch convention).
+
+    momentum 0: `p -= lr*g`.  Else `v = momentum*v - lr*g`, then `p += v`,
+    or, with `nesterov=True`, `p += momentum*v - lr*g`."""
+    name = 'sgd'
+    def __init__(self, lr=0.01, momentum: float = 0.0, nesterov: bool = False, **kw):
+        super().__init__(lr, **kw)
+        if not 0 <= momentum < 1: raise ValueError(f"SGD expected 0 <= momentum < 1, got {momentum}")
+        if nesterov and momentum == 0: raise ValueError("SGD(nesterov=True) needs momentum > 0, got momentum=0")
+        self.momentum, self.nesterov = momentum, nesterov
+
+    def _init_state(self, p):
+        return {'v': get_array_module(p).zeros_like(p)} if self.momentum else {}
+
+    def _update(self, p, g, st, lr):
+        if not self.momentum:
+            p -= lr * g; return
+        v, mu = st['v'], self.momentum
+        v *= mu; v -= lr * g
+        if self.nesterov: p += mu * v - lr * g
+        else: p += v
+
+# %% [markdown]
+# Hand computation, $\eta=0.1$, $\mu=0.9$, $\theta_0=1$, gradients $g_1=1$,
+# $g_2=-2$:
+#
+# * plain: $\theta_1=1-0.1=0.9$, $\theta_2=0.9+0.2=1.1$;
+# * momentum: $v_1=-0.1$, $\theta_1=0.9$; $v_2=-0.09+0.2=0.11$, $\theta_2=1.01$;
+# * Nesterov: $\theta_1=1-0.09-0.1=0.81$; $\theta_2=0.81+0.099+0.2=1.109$.
+
+# %%
+def two_steps(opt, g1, g2, p0=1.0):
+    "Run `opt` for two steps on a one-key dict; return the parameter after each."
+    params = {'w': np.array([p0])}
+    opt.step(params, {'w': np.array([g1])}); p1 = params['w'][0]
+    opt.step(params, {'w': np.array([g2])}); p2 = params['w'][0]
+    return p1, p2
+
+test_close(two_steps(SGD(0.1), 1., -2.), (0.9, 1.1), eps=1e-12)
+test_close(two_steps(SGD(0.1, momentum=0.9), 1., -2.), (0.9, 1.01), eps=1e-12)
+test_close(two_steps(SGD(0.1, momentum=0.9, nesterov=True), 1., -2.), (0.81, 1.109), eps=1e-12)
+# arrays are updated in place (layers hold references to them), per key
+w = np.ones((2, 3), np.float32); params = {'w': w, 'b': np.zeros(3, np.float32)}
+SGD(0.5).step(params, {'w': np.ones((2, 3), np.float32), 'b': np.full(3, 2, np.float32)})
+test_eq(params['w'] is w, True); test_eq(w, np.full((2, 3), 0.5, np.float32)); test_eq(params['b'], np.full(3, -1.))
+test_eq(w.dtype, np.float32)
+test_fail(lambda: SGD(0.1).step(params, {'w': np.ones((3, 2))}), contains='shape (2, 3), got (3, 2)')
+test_fail(lambda: SGD(0.1).step(params, {'v': np.ones(3)}), contains="keys ['v']")
+test_fail(lambda: SGD(-1.), contains='lr > 0')
+test_fail(lambda: SGD(0.1, nesterov=True), contains='momentum > 0')
+
+# %% [markdown]
+# ## Per-parameter learning rates: Adagrad, RMSprop, Adadelta
+#
+# One learning rate for all parameters is a compromise: a weight whose
+# gradient is always large needs small steps, a rarely active one large
+# steps. **Adagrad** (Duchi, Hazan & Singer 2011) divides each coordinate's step
+# by the root of the sum of its squared gradients so far,
+# $$G_t=G_{t-1}+g_t^2,\qquad \theta_t=\theta_{t-1}-\frac{\eta}{\sqrt{G_t}+\epsilon}\,g_t$$
+# (all operations elementwise). Its weakness is that $G_t$ only grows, so the
+# effective rate $\eta/\sqrt{G_t}$ decays like $1/\sqrt t$ and learning stalls.
+#
+# **RMSprop** (Hinton, Coursera lecture 6e, 2012) replaces the sum by an
+# exponentially weighted average, which forgets old gradients:
+# $$E_t=\rho E_{t-1}+(1-\rho)g_t^2,\qquad \theta_t=\theta_{t-1}-\frac{\eta}{\sqrt{E_t}+\epsilon}\,g_t .$$
+#
+# **Adadelta** (Zeiler 2012) notices that in both rules the step has the units
+# of $\eta$, not of $\theta$. Newton's step $H^{-1}g$ has the right units, and
+# $\Delta\theta/ g\approx 1/H$; so Zeiler replaces $\eta$ by a running RMS of past
+# *updates*:
+# $$E[g^2]_t=\rho E[g^2]_{t-1}+(1-\rho)g_t^2,\quad
+#   \Delta_t=\frac{\sqrt{E[\Delta^2]_{t-1}+\epsilon}}{\sqrt{E[g^2]_t+\epsilon}}\,g_t,\quad
+#   E[\Delta^2]_t=\rho E[\Delta^2]_{t-1}+(1-\rho)\Delta_t^2,\quad
+#   \theta_t=\theta_{t-1}-\eta\Delta_t ,$$
+# with $\eta=1$ in the paper (Keras's default of $\eta=10^{-3}$ makes Adadelta
+# a thousand times slower than Zeiler's; that is why *Build Your Own Deep
+# Learning* §3.8 reaches only 82.59% on MNIST with it).
+#
+# Where $\epsilon$ sits (inside or outside the root) changes nothing but the
+# behaviour of coordinates with near-zero gradients; we follow Keras and
+# PyTorch, $\sqrt{E}+\epsilon$, except in Adadelta whose ratio needs it inside.
+
+# %%
+#| export
+class Adagrad(Optimizer):
+    "Adagrad: `G += g**2; p -= lr*g/(sqrt(G) + eps)`, elementwise; `G` starts at `initial_accumulator_value`."
+    name = 'adagrad'
+    def __init__(self, lr=0.01, eps: float = 1e-7, initial_accumulator_value: float = 0.0, **kw):
+        super().__init__(lr, **kw)
+        self.eps, self.initial_accumulator_value = eps, initial_accumulator_value
+    def _init_state(self, p):
+        return {'G': get_array_module(p).full_like(p, self.initial_accumulator_value)}
+    def _update(self, p, g, st, lr):
+        G = st['G']; G += g * g
+        p -= lr * g / (get_array_module(p).sqrt(G) + self.eps)
+
+class RMSprop(Optimizer):
+    "RMSprop: `E = rho*E + (1-rho)*g**2; p -= lr*g/(sqrt(E) + eps)`, elementwise."
+    name = 'rmsprop'
+    def __init__(self, lr=0.001, rho: float = 0.9, eps: float = 1e-7, **kw):
+        super().__init__(lr, **kw)
+        if not 0 <= rho < 1: raise ValueError(f"RMSprop expected 0 <= rho < 1, got {rho}")
+        self.rho, self.eps = rho, eps
+    def _init_state(self, p): return {'E': get_array_module(p).zeros_like(p)}
+    def _update(self, p, g, st, lr):
+        E, rho = st['E'], self.rho
+        E *= rho; E += (1 - rho) * g * g
+        p -= lr * g / (get_array_module(p).sqrt(E) + self.eps)
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012): step = sqrt(E[dx^2] + eps)/sqrt(E[g^2] + eps) * g; `p -= lr*step`.
+
+    `lr=1.0` is the paper's rule (Keras's default 0.001 slows it 1000-fold)."""
+    name = 'adadelta'
+    def __init__(self, lr=1.0, rho: float = 0.95, eps: float = 1e-6, **kw):
+        super().__init__(lr, **kw)
+        if not 0 <= rho < 1: raise ValueError(f"Adadelta expected 0 <= rho < 1, got {rho}")
+        self.rho, self.eps = rho, eps
+    def _init_state(self, p):
+        xp = get_array_module(p); return {'Eg2': xp.zeros_like(p), 'Edx2': xp.zeros_like(p)}
+    def _update(self, p, g, st, lr):
+        xp, rho, eps = get_array_module(p), self.rho, self.eps
+        Eg2, Edx2 = st['Eg2'], st['Edx2']
+        Eg2 *= rho; Eg2 += (1 - rho) * g * g
+        dx = xp.sqrt(Edx2 + eps) / xp.sqrt(Eg2 + eps) * g
+        Edx2 *= rho; Edx2 += (1 - rho) * dx * dx
+        p -= lr * dx
+
+# %% [markdown]
+# Hand computations ($\theta_0=1$, $g_1=1$, $g_2=-2$, $\epsilon$ negligible unless stated):
+#
+# * Adagrad, $\eta=0.1$: $G_1=1$, $\theta_1=1-0.1=0.9$; $G_2=5$, $\theta_2=0.9+0.2/\sqrt5$.
+# * RMSprop, $\eta=0.01$, $\rho=0.9$: $E_1=0.1$, $\theta_1=1-0.01/\sqrt{0.1}$;
+#   $E_2=0.09+0.4=0.49$, $\theta_2=\theta_1+0.02/0.7$.
+# * Adadelta, $\eta=1$, $\rho=0.9$, $\epsilon=10^{-2}$ (large, so that it matters):
+#   $E[g^2]_1=0.1$, $\Delta_1=\sqrt{0.01}/\sqrt{0.11}=0.1/\sqrt{0.11}$, $E[\Delta^2]_1=0.1\Delta_1^2=0.01/0.11$;
+#   $E[g^2]_2=0.09+0.4=0.49$, $\Delta_2=\sqrt{E[\Delta^2]_1+0.01}/\sqrt{0.5}\cdot(-2)$.
+
+# %%
+test_close(two_steps(Adagrad(0.1, eps=0), 1., -2.), (0.9, 0.9 + 0.2 / 5 ** .5), eps=1e-12)
+test_close(two_steps(Adagrad(0.1, eps=0, initial_accumulator_value=1.), 1., -2.),
+           (1 - 0.1 / 2 ** .5, 1 - 0.1 / 2 ** .5 + 0.2 / 6 ** .5), eps=1e-12)
+p1 = 1 - 0.01 / 0.1 ** .5
+test_close(two_steps(RMSprop(0.01, rho=0.9, eps=0), 1., -2.), (p1, p1 + 0.02 / 0.7), eps=1e-12)
+d1 = 0.1 / 0.11 ** .5; e1 = 0.1 * d1 ** 2; d2 = (e1 + 0.01) ** .5 / 0.5 ** .5 * -2
+test_close(two_steps(Adadelta(1.0, rho=0.9, eps=1e-2), 1., -2.), (1 - d1, 1 - d1 - d2), eps=1e-12)
+
+# %% [markdown]
+# ## Adam, AMSGrad, Adamax and Nadam
+#
+# **Adam** (Kingma & Ba 2015) is momentum and RMSprop together: running means of
+# the gradient and of its square,
+# $$m_t=\beta_1m_{t-1}+(1-\beta_1)g_t,\qquad v_t=\beta_2v_{t-1}+(1-\beta_2)g_t^2 .$$
+# Both start at zero, so early on they are biased towards zero: unrolling,
+# $\mathbb E[m_t]=(1-\beta_1^t)\,\mathbb E[g]$ for a stationary gradient. Dividing
+# by $1-\beta^t$ removes the bias,
+# $$\hat m_t=\frac{m_t}{1-\beta_1^t},\quad \hat v_t=\frac{v_t}{1-\beta_2^t},\quad
+#   \theta_t=\theta_{t-1}-\eta\,\frac{\hat m_t}{\sqrt{\hat v_t}+\epsilon}.$$
+# The bias-corrected values are used only in the step; the recursions run on
+# the raw $m_t, v_t$. (The source of our 1-D lab feeds $\hat m, \hat v$ back into
+# the recursion, and computes the gradient at the starting point only; we
+# reproduce that below.) On the first step $\hat m_1/\sqrt{\hat v_1}=g_1/|g_1|$,
+# so Adam's first move is $\eta$ in every coordinate, whatever the gradient's
+# scale.
+#
+# **AMSGrad** (Reddi, Kale & Kumar 2018) shows that Adam can fail to converge
+# because $\hat v_t$ may shrink, letting the step grow; it uses the running
+# maximum $v^{\max}_t=\max(v^{\max}_{t-1},v_t)$ instead of $v_t$ (we bias-correct it as
+# PyTorch does).
+#
+# **Adamax** (Kingma & Ba, §7) replaces the $L^2$ norm in $v$ by an $L^p$ norm and
+# lets $p\to\infty$: $u_t=\max(\beta_2u_{t-1},|g_t|)$, which needs no bias
+# correction, and $\theta_t=\theta_{t-1}-\frac{\eta}{1-\beta_1^t}\frac{m_t}{u_t+\epsilon}$.
+#
+# **Nadam** (Dozat 2016) puts Nesterov's look-ahead into Adam. Nesterov applies
+# the *next* momentum step now; in Adam's terms the step uses
+# $\beta_1 \hat m_t$ (the momentum part of the next $m$) plus the bias-corrected
+# current gradient. With Dozat's momentum schedule
+# $\mu_t=\beta_1\,(1-\tfrac12\,0.96^{\,t\,\psi})$, $\psi=0.004$ (a warm-up: $\mu_t$ starts
+# near $\beta_1/2$ and grows slowly; Keras and PyTorch use it too) or a constant
+# $\mu_t=\beta_1$ (`schedule_decay=None`), his Algorithm 2 is
+# $$m_t=\mu_t m_{t-1}+(1-\mu_t)g_t,\qquad
+#   \bar m_t=\frac{\mu_{t+1}\,m_t}{1-\prod_{i=1}^{t+1}\mu_i}+\frac{(1-\mu_t)\,g_t}{1-\prod_{i=1}^{t}\mu_i},\qquad
+#   \theta_t=\theta_{t-1}-\eta\frac{\bar m_t}{\sqrt{\hat v_t}+\epsilon}.$$
+# *Hands-On Deep Learning Algorithms* prints a garbled version of this and its
+# code finally steps with plain $\hat m_t$: it is Adam with a broken bias
+# correction (and divides by $1-\beta_2^0=0$ on its first step).
+
+# %%
+#| export
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), optionally AMSGrad (Reddi et al. 2018).
+
+    `m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g**2;`
+    `p -= lr * (m/(1-b1**t)) / (sqrt(v'/(1-b2**t)) + eps)` with `v' = v`, or the running max of `v` for AMSGrad."""
+    name = 'adam'
+    def __init__(self, lr=0.001, beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-7,
+                 amsgrad: bool = False, **kw):
+        super().__init__(lr, **kw)
+        for nm, b in (('beta_1', beta_1), ('beta_2', beta_2)):
+            if not 0 <= b < 1: raise ValueError(f"{type(self).__name__} expected 0 <= {nm} < 1, got {b}")
+        self.beta_1, self.beta_2, self.eps, self.amsgrad = beta_1, beta_2, eps, amsgrad
+    def _init_state(self, p):
+        xp = get_array_module(p)
+        st = {'m': xp.zeros_like(p), 'v': xp.zeros_like(p)}
+        if self.amsgrad: st['vmax'] = xp.zeros_like(p)
+        return st
+    def _update(self, p, g, st, lr):
+        xp, b1, b2, t = get_array_module(p), self.beta_1, self.beta_2, st['t']
+        m, v = st['m'], st['v']
+        m *= b1; m += (1 - b1) * g
+        v *= b2; v += (1 - b2) * g * g
+        if self.amsgrad:
+            xp.maximum(st['vmax'], v, out=st['vmax']); v = st['vmax']
+        p -= (lr / (1 - b1 ** t)) * m / (xp.sqrt(v / (1 - b2 ** t)) + self.eps)
+
+class Adamax(Adam):
+    "Adamax (Kingma & Ba 2015, §7): `u = max(b2*u, |g|); p -= lr/(1-b1**t) * m/(u + eps)`."
+    name = 'adamax'
+    def __init__(self, lr=0.002, beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-7, **kw):
+        super().__init__(lr, beta_1, beta_2, eps, **kw)
+        del self.amsgrad
+    def _init_state(self, p):
+        xp = get_array_module(p); return {'m': xp.zeros_like(p), 'u': xp.zeros_like(p)}
+    def _update(self, p, g, st, lr):
+        xp, b1, t = get_array_module(p), self.beta_1, st['t']
+        m, u = st['m'], st['u']
+        m *= b1; m += (1 - b1) * g
+        u *= self.beta_2; xp.maximum(u, xp.abs(g), out=u)
+        p -= (lr / (1 - b1 ** t)) * m / (u + self.eps)
+
+class Nadam(Adam):
+    """Nadam, Dozat (2016) Algorithm 2, with momentum schedule `mu_t = b1*(1 - 0.5*0.96**(t*schedule_decay))`.
+
+    `m = mu_t*m + (1-mu_t)*g`; `mbar = mu_{t+1}*m/(1 - prod_{i<=t+1} mu_i) + (1-mu_t)*g/(1 - prod_{i<=t} mu_i)`;
+    `p -= lr * mbar/(sqrt(v/(1-b2**t)) + eps)`. `schedule_decay=None` makes `mu_t = b1` constant."""
+    name = 'nadam'
+    def __init__(self, lr=0.002, beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-7,
+                 schedule_decay: float | None = 0.004, **kw):
+        super().__init__(lr, beta_1, beta_2, eps, **kw)
+        del self.amsgrad
+        self.schedule_decay = schedule_decay
+    def _mu(self, t):
+        if self.schedule_decay is None: return self.beta_1
+        return self.beta_1 * (1 - 0.5 * 0.96 ** (t * self.schedule_decay))
+    def _init_state(self, p):
+        xp = get_array_module(p); return {'m': xp.zeros_like(p), 'v': xp.zeros_like(p), 'mu_prod': 1.0}
+    def _update(self, p, g, st, lr):
+        xp, b2, t = get_array_module(p), self.beta_2, st['t']
+        mu_t, mu_next = self._mu(t), self._mu(t + 1)
+        prod_t = st['mu_prod'] * mu_t; st['mu_prod'] = prod_t
+        m, v = st['m'], st['v']
+        m *= mu_t; m += (1 - mu_t) * g
+        v *= b2; v += (1 - b2) * g * g
+        mbar = (mu_next / (1 - prod_t * mu_next)) * m + ((1 - mu_t) / (1 - prod_t)) * g
+        p -= lr * mbar / (xp.sqrt(v / (1 - b2 ** t)) + self.eps)
+
+# %% [markdown]
+# Hand computations ($\theta_0=1$, $g_1=1$, $g_2=-2$, $\eta=0.1$, $\beta_1=0.9$, $\beta_2=0.99$, $\epsilon=0$):
+#
+# * Adam: $m_1=0.1$, $v_1=0.01$, $\hat m_1=1$, $\hat v_1=1$, $\theta_1=0.9$;
+#   $m_2=0.09-0.2=-0.11$, $v_2=0.0099+0.04=0.0499$, $\hat m_2=-0.11/0.19$,
+#   $\hat v_2=0.0499/0.0199$, $\theta_2=0.9+0.1\cdot(0.11/0.19)/\sqrt{0.0499/0.0199}$.
+# * AMSGrad: with $g_2=-2$ the max is $v_2$ itself, so the same as Adam; with
+#   $g_2=0.01$ instead, $v_2=0.0099+10^{-6}<v_1$ and the max keeps $v_1=0.01$:
+#   $\theta_2=0.9-0.1\cdot(0.091/0.19)/\sqrt{0.01/0.0199}$.
+# * Adamax: $u_1=1$, $\theta_1=1-0.1\cdot\frac{0.1}{0.1}=0.9$; $u_2=\max(0.99,2)=2$,
+#   $\theta_2=0.9-\frac{0.1}{0.19}\cdot\frac{-0.11}{2}$.
+# * Nadam with constant $\mu=0.9$: $m_1=0.1$, $\bar m_1=\frac{0.9\cdot0.1}{1-0.81}+\frac{0.1\cdot1}{0.1}$,
+#   $\hat v_1=1$; $m_2=-0.11$, $\bar m_2=\frac{0.9\cdot(-0.11)}{1-0.729}+\frac{0.1\cdot(-2)}{0.19}$,
+#   $\hat v_2=0.0499/0.0199$.
+
+# %%
+a1 = 0.9; a2 = a1 + 0.1 * (0.11 / 0.19) / (0.0499 / 0.0199) ** .5
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0), 1., -2.), (a1, a2), eps=1e-12)
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0, amsgrad=True), 1., -2.), (a1, a2), eps=1e-12)
+am2 = 0.9 - 0.1 * (0.091 / 0.19) / (0.01 / 0.0199) ** .5
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0, amsgrad=True), 1., 0.01), (0.9, am2), eps=1e-12)
+# plain Adam with the same gradients uses v_2 < v_1 and takes a larger second step
+ad2 = 0.9 - 0.1 * (0.091 / 0.19) / ((0.0099 + 1e-6) / 0.0199) ** .5
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0), 1., 0.01), (0.9, ad2), eps=1e-12)
+assert abs(ad2 - 0.9) > abs(am2 - 0.9)
+test_close(two_steps(Adamax(0.1, 0.9, 0.99, eps=0), 1., -2.), (0.9, 0.9 - 0.1 / 0.19 * (-0.11 / 2)), eps=1e-12)
+mb1 = 0.9 * 0.1 / (1 - 0.81) + 0.1 / 0.1
+mb2 = 0.9 * -0.11 / (1 - 0.729) + 0.1 * -2 / 0.19
+n1 = 1 - 0.1 * mb1; n2 = n1 - 0.1 * mb2 / (0.0499 / 0.0199) ** .5
+test_close(two_steps(Nadam(0.1, 0.9, 0.99, eps=0, schedule_decay=None), 1., -2.), (n1, n2), eps=1e-12)
+# with Dozat's schedule: mu_t = 0.9*(1 - 0.5*0.96**(0.004 t))
+mu = [0.9 * (1 - 0.5 * 0.96 ** (0.004 * t)) for t in (1, 2, 3)]
+m1 = (1 - mu[0]) * 1.; mb1 = mu[1] * m1 / (1 - mu[0] * mu[1]) + (1 - mu[0]) * 1. / (1 - mu[0])
+m2 = mu[1] * m1 + (1 - mu[1]) * -2.; mb2 = mu[2] * m2 / (1 - mu[0] * mu[1] * mu[2]) + (1 - mu[1]) * -2. / (1 - mu[0] * mu[1])
+n1 = 1 - 0.1 * mb1 / 1.; n2 = n1 - 0.1 * mb2 / (0.0499 / 0.0199) ** .5
+test_close(two_steps(Nadam(0.1, 0.9, 0.99, eps=0), 1., -2.), (n1, n2), eps=1e-12)
+
+# %% [markdown]
+# ## Rprop
+#
+# **Rprop** (Riedmiller & Braun 1993) ignores the gradient's size altogether
+# and keeps, per coordinate, a step size $\Delta$ that it adapts from the *sign*
+# of successive gradients: if the sign is unchanged we are still going
+# downhill, so grow the step ($\Delta\leftarrow\min(1.2\Delta,\Delta_{\max})$); if it
+# flipped we jumped over a minimum, so shrink it
+# ($\Delta\leftarrow\max(0.5\Delta,\Delta_{\min})$) and skip this coordinate's move
+# (its stored gradient is set to zero, so the next step neither grows nor
+# shrinks). Then $\theta\leftarrow\theta-\operatorname{sign}(g)\,\Delta$. This is the
+# Rprop$^-$ variant PyTorch implements; $\Delta$ starts at the learning rate. It
+# was designed for full-batch training: with noisy minibatch gradients the
+# signs flip at random.
+
+# %%
+#| export
+class Rprop(Optimizer):
+    """Rprop (Riedmiller & Braun 1993; the Rprop- variant of PyTorch).
+
+    Per element: step *= eta_plus if sign(g) == sign(g_prev), *= eta_minus (and g := 0) if it flipped,
+    clipped to [step_min, step_max]; `p -= sign(g)*step`. The step starts at `lr`."""
+    name = 'rprop'
+    def __init__(self, lr=0.01, eta_minus: float = 0.5, eta_plus: float = 1.2,
+                 step_min: float = 1e-6, step_max: float = 50.0, **kw):
+        super().__init__(lr, **kw)
+        if not 0 < eta_minus < 1 < eta_plus:
+            raise ValueError(f"Rprop expected 0 < eta_minus < 1 < eta_plus, got {eta_minus}, {eta_plus}")
+        self.eta_minus, self.eta_plus, self.step_min, self.step_max = eta_minus, eta_plus, step_min, step_max
+    def _init_state(self, p):
+        xp = get_array_module(p); return {'prev': xp.zeros_like(p), 'step': None}
+    def _update(self, p, g, st, lr):
+        xp = get_array_module(p)
+        if st['step'] is None: st['step'] = xp.full_like(p, lr)
+        step, prev = st['step'], st['prev']
+        s = g * prev
+        step *= xp.where(s > 0, self.eta_plus, xp.where(s < 0, self.eta_minus, 1.0)).astype(p.dtype)
+        xp.clip(step, self.step_min, self.step_max, out=step)
+        g = xp.where(s < 0, 0, g)
+        p -= xp.sign(g) * step
+        prev[...] = g
+
+# %% [markdown]
+# Hand computation, $\Delta_0=\eta=0.1$, on two coordinates with gradients
+# $(1, 1)$ then $(1, -2)$: first step $\theta_1=\theta_0-(0.1, 0.1)$; second, the
+# first coordinate kept its sign, $\Delta=0.12$, the second flipped, $\Delta=0.05$
+# and no move: $\theta_2=\theta_1-(0.12, 0)$. A third gradient $(1,-2)$ moves the
+# second coordinate by $+0.05$ without changing its step.
+
+# %%
+opt = Rprop(0.1); params = {'w': np.array([1., 1.])}
+opt.step(params, {'w': np.array([1., 1.])}); test_close(params['w'], [0.9, 0.9], eps=1e-12)
+opt.step(params, {'w': np.array([1., -2.])}); test_close(params['w'], [0.78, 0.9], eps=1e-12)
+test_close(opt.state['w']['step'], [0.12, 0.05], eps=1e-12)
+opt.step(params, {'w': np.array([1., -2.])}); test_close(params['w'], [0.78 - 0.144, 0.95], eps=1e-12)
+test_close(opt.state['w']['step'], [0.144, 0.05], eps=1e-12)
+
+# %% [markdown]
+# ## Learning-rate schedules
+#
+# A constant rate is a compromise between progress early on and precision near
+# the minimum, where minibatch noise keeps SGD bouncing around at a distance
+# proportional to $\eta$. Decaying the rate removes that floor (Robbins–Monro:
+# $\sum\eta_t=\infty$, $\sum\eta_t^2<\infty$ suffice). The three classic schedules,
+# in Keras's parameterisation with $e$ the epoch:
+#
+# * inverse time: $\eta_e=\dfrac{\eta_0}{1+\text{decay\_rate}\cdot e/\text{decay\_steps}}$
+#   (Ng's course: $\eta_0=0.2$, decay 1 gives 0.1, 0.067, 0.05, 0.04 at epochs 1–4);
+# * exponential: $\eta_e=\eta_0\,\text{decay\_rate}^{\,e/\text{decay\_steps}}$ (e.g. $0.95^e\eta_0$);
+# * step: $\eta_e=\eta_0\,\text{drop}^{\lfloor e/\text{epochs\_drop}\rfloor}$.
+#
+# `staircase=True` floors $e/\text{decay\_steps}$, turning the first two into step functions.
+
+# %%
+#| export
+class LearningRateSchedule:
+    "A callable `epoch -> learning rate`; pass it as an optimizer's `lr`."
+    def __call__(self, epoch) -> float: raise NotImplementedError
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+def _check_lr0(who, lr0):
+    if not float(lr0) > 0: raise ValueError(f"{who} expected initial_learning_rate > 0, got {lr0!r}")
+
+class InverseTimeDecay(LearningRateSchedule):
+    "`lr0 / (1 + decay_rate * epoch/decay_steps)` (floored ratio when `staircase`)."
+    def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 1.0, staircase=False):
+        _check_lr0('InverseTimeDecay', initial_learning_rate)
+        self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
+            initial_learning_rate, decay_steps, decay_rate, staircase
+    def __call__(self, epoch):
+        r = epoch / self.decay_steps
+        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(r) if self.staircase else r))
+
+class ExponentialDecay(LearningRateSchedule):
+    "`lr0 * decay_rate ** (epoch/decay_steps)` (floored ratio when `staircase`)."
+    def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 0.95, staircase=False):
+        _check_lr0('ExponentialDecay', initial_learning_rate)
+        self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
+            initial_learning_rate, decay_steps, decay_rate, staircase
+    def __call__(self, epoch):
+        r = epoch / self.decay_steps
+        return self.initial_learning_rate * self.decay_rate ** (math.floor(r) if self.staircase else r)
+
+class StepDecay(LearningRateSchedule):
+    "`lr0 * drop ** floor(epoch/epochs_drop)`: multiply by `drop` every `epochs_drop` epochs."
+    def __init__(self, initial_learning_rate: float, drop: float = 0.5, epochs_drop: int = 10):
+        _check_lr0('StepDecay', initial_learning_rate)
+        self.initial_learning_rate, self.drop, self.epochs_drop = initial_learning_rate, drop, epochs_drop
+    def __call__(self, epoch):
+        return self.initial_learning_rate * self.drop ** math.floor(epoch / self.epochs_drop)
+
+# %% [markdown]
+# Ng's example, and the optimizer reading the schedule at the epoch the
+# training loop sets:
+
+# %%
+sched = InverseTimeDecay(0.2, decay_steps=1, decay_rate=1)
+inv_values = [sched(e) for e in range(1, 5)]
+print('inverse-time decay, epochs 1-4:', [round(v, 3) for v in inv_values], '(source: 0.1, 0.067, 0.05, 0.04)')
+test_eq([round(v, 3) for v in inv_values], [0.1, 0.067, 0.05, 0.04])
+test_close(ExponentialDecay(0.2, 1, 0.95)(3), 0.2 * 0.95 ** 3, eps=1e-15)
+test_eq(ExponentialDecay(0.2, 10, 0.5, staircase=True)(19), 0.1)
+test_eq([StepDecay(0.1, 0.5, 10)(e) for e in (0, 9, 10, 25)], [0.1, 0.1, 0.05, 0.025])
+opt = SGD(sched); test_eq(opt.current_lr, 0.2); opt.epoch = 3; test_close(opt.current_lr, 0.05, eps=1e-15)
+params = {'w': np.array([1.])}; opt.step(params, {'w': np.array([1.])}); test_close(params['w'], [0.95], eps=1e-15)
+test_fail(lambda: StepDecay(0.), contains='initial_learning_rate > 0')
+
+# %% [markdown]
+# ## Gradient clipping
+#
+# An exploding gradient (common in recurrent networks, chapter 10) produces one
+# huge step that undoes all training so far. Two cures:
+#
+# * **by value**: clip every element to $[-c, c]$. Cheap, but it changes the
+#   gradient's direction;
+# * **by global norm** (Pascanu, Mikolov & Bengio 2013): if the norm of all
+#   gradients together, $\|g\|=\big(\sum_k\|g_k\|^2\big)^{1/2}$, exceeds $c$, scale
+#   them all by $c/\|g\|$. The direction is kept, only the length is capped.
+#   It returns the norm before clipping too, which is worth logging.
+#
+# Both return new arrays: the gradients a layer holds are left alone.
+
+# %%
+#| export
+def clip_by_value(grads: dict, clip_value: float) -> dict:
+    "Every array of `grads` clipped elementwise to `[-clip_value, clip_value]` (new dict, new arrays)."
+    if not clip_value > 0: raise ValueError(f"clip_by_value expected clip_value > 0, got {clip_value!r}")
+    return {k: get_array_module(g).clip(g, -clip_value, clip_value) for k, g in grads.items()}
+
+def global_norm(grads: dict) -> float:
+    "The L2 norm of all arrays of `grads` taken together: sqrt(sum_k ||g_k||^2)."
+    return math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
+
+def clip_by_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
+    """Scale all of `grads` by `max_norm/norm` when their global norm exceeds `max_norm`.
+
+    Returns `(clipped, norm)`, `norm` being the global norm *before* clipping (as `tf.clip_by_global_norm`)."""
+    if not max_norm > 0: raise ValueError(f"clip_by_global_norm expected max_norm > 0, got {max_norm!r}")
+    norm = global_norm(grads)
+    if not norm > max_norm: return {k: g.copy() for k, g in grads.items()}, norm
+    s = max_norm / norm
+    return {k: (g * s).astype(g.dtype, copy=False) for k, g in grads.items()}, norm
+
+# %%
+g = {'a': np.array([3., -4.]), 'b': np.array([[12.]])}          # global norm 13
+cg, n = clip_by_global_norm(g, 6.5)
+test_eq(n, 13.0); test_close(cg['a'], [1.5, -2.], eps=1e-12); test_close(cg['b'], [[6.]], eps=1e-12)
+test_close(global_norm(cg), 6.5, eps=1e-12)
+test_eq(g['a'], np.array([3., -4.]))                                # originals untouched
+cg, n = clip_by_global_norm(g, 20.); test_eq(cg['a'], g['a']); test_eq(cg['a'] is g['a'], False)
+test_eq(clip_by_value(g, 3.5)['a'], np.array([3., -3.5]))
+test_eq(clip_by_global_norm({'a': np.ones(4, np.float32)}, 1.)[0]['a'].dtype, np.float32)
+test_fail(lambda: clip_by_value(g, 0), contains='clip_value > 0')
+# clipping inside an optimizer: SGD with global_clipnorm=6.5 on g moves by exactly lr*6.5 in total
+params = {'a': np.zeros(2), 'b': np.zeros((1, 1))}
+SGD(1.0, global_clipnorm=6.5).step(params, g)
+test_close(math.hypot(np.linalg.norm(params['a']), params['b'][0, 0]), 6.5, eps=1e-12)
+
+# %% [markdown]
+# ## Names
+#
+# `get_optimizer` turns the strings Keras accepts (and Ketkar's `downhill`
+# names `'nag'` and `'rprop'`) into optimizers with their default settings;
+# keyword arguments override them. An `Optimizer` instance passes through.
+
+# %%
+#| export
+_OPTIMIZERS = {
+    'sgd': lambda **kw: SGD(**kw), 'gd': lambda **kw: SGD(**kw),
+    'momentum': lambda **kw: SGD(**{'momentum': 0.9, **kw}),
+    'nag': lambda **kw: SGD(**{'momentum': 0.9, 'nesterov': True, **kw}),
+    'nesterov': lambda **kw: SGD(**{'momentum': 0.9, 'nesterov': True, **kw}),
+    'adagrad': lambda **kw: Adagrad(**kw), 'adadelta': lambda **kw: Adadelta(**kw),
+    'rmsprop': lambda **kw: RMSprop(**kw), 'adam': lambda **kw: Adam(**kw),
+    'amsgrad': lambda **kw: Adam(**{'amsgrad': True, **kw}),
+    'adamax': lambda **kw: Adamax(**kw), 'nadam': lambda **kw: Nadam(**kw), 'rprop': lambda **kw: Rprop(**kw),
+}
+
+def get_optimizer(identifier, **kwargs) -> Optimizer:
+    "An `Optimizer` from a Keras name ('sgd', 'adam', 'rmsprop', ...) or an instance (returned as is)."
+    if isinstance(identifier, Optimizer):
+        if kwargs: raise ValueError(f"get_optimizer got an Optimizer instance and keyword arguments {list(kwargs)}")
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _OPTIMIZERS:
+        return _OPTIMIZERS[identifier.lower()](**kwargs)
+    raise ValueError(f"get_optimizer expected an Optimizer or one of {sorted(_OPTIMIZERS)}, got {identifier!r}")
+
+# %%
+test_eq(type(get_optimizer('Adam')), Adam)
+test_eq(get_optimizer('adam', lr=0.01).lr, 0.01)
+o = get_optimizer('nag'); test_eq((o.momentum, o.nesterov), (0.9, True))
+test_eq(get_optimizer('amsgrad').amsgrad, True)
+test_eq(get_optimizer(o) is o, True)
+test_fail(lambda: get_optimizer('adamw'), contains="one of ['adadelta'")
+for nm in _OPTIMIZERS:   # every optimizer moves a float32 parameter downhill on 0.5*||w||^2, keeping dtype
+    o = get_optimizer(nm); params = {'w': np.full(3, 2., np.float32)}
+    for _ in range(3): o.step(params, {'w': params['w'].copy()})
+    assert params['w'].dtype == np.float32 and (params['w'] < 2).all(), (nm, params['w'])
+print(repr(Adam()))
