@@ -55,11 +55,13 @@ test-all: setup check
 
 execute: setup
 	$(BIN)/python tools/execute.py --timeout $(NB_TIMEOUT) $(NBS)
+	$(BIN)/jupytext --sync nbs/*.ipynb
 
 book: setup export
 	$(BIN)/python tools/render_book.py
 
 bench: setup
+	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]' || echo "torch unavailable: PyTorch columns will be skipped"
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -1,0 +1,32 @@
+"""`make bench`: run every benchmark in this folder and print its tables.
+
+Each benchmark module has a `main()` that prints its own table (medians and ratios, measured in one run
+on this machine). PyTorch columns appear when the `bench` extra (torch) is installed.
+"""
+from __future__ import annotations
+import importlib, os, platform, sys, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ['data', 'conv', 'rnn']
+
+
+def main():
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"python {platform.python_version()}, numpy {np.__version__}")
+    try:
+        import torch; print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    except ImportError:
+        print("torch not installed: PyTorch columns are skipped (pip install -e '.[bench]')")
+    names = [n for n in ORDER if (HERE / f'{n}.py').exists()]
+    names += sorted(p.stem for p in HERE.glob('*.py') if p.stem not in ORDER + ['run'] and not p.stem.startswith('_'))
+    for n in names:
+        t0 = time.perf_counter()
+        importlib.import_module(n).main()
+        print(f"[{n}: {time.perf_counter() - t0:.0f} s]")
+
+
+if __name__ == '__main__':
+    main()

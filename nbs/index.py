@@ -1,0 +1,80 @@
+# %% [markdown]
+# # Deep Learning from Scratch
+#
+# > Every algorithm derived, implemented in NumPy (hot loops in Numba, for the CPU and CUDA), tested where it is written, and trained on real data.
+#
+# ## What this book is
+#
+# This is a book and a Python package at once. Each chapter is a Jupyter
+# notebook that
+#
+# 1. states what it is for,
+# 2. **derives** an algorithm in mathematics and prose,
+# 3. **implements** it in NumPy, one exported cell at a time, each followed by a
+#    test cell that checks it (gradients are checked against finite
+#    differences; compiled kernels against their NumPy reference),
+# 4. runs **experiments** on real data (MNIST, Fashion-MNIST, CIFAR-10, Tiny
+#    Shakespeare) with plots, and
+# 5. sets our numbers **beside the published ones** it reproduces, explaining
+#    any difference — including the places where a source text is wrong.
+#
+# The exported cells form the package `dl_from_scratch`, a small Keras-like
+# library whose only run-time dependencies are NumPy, Numba, matplotlib, tqdm
+# and TensorFlow Datasets (for loading data, without TensorFlow).
+#
+# The content comes from five texts: a Hy/org-mode "build your own deep
+# learning" book; a university report on sparse autoencoders, CNNs and
+# RNN/LSTM/GRU with hand-written BPTT; *Hands-On Deep Learning Algorithms with
+# Python*; study notes on *Dive into Deep Learning* and the deeplearning.ai
+# courses; and N. Ketkar's *Deep Learning with Python*. Where a text used a
+# framework, we build the thing ourselves.
+#
+# ## How to read it and run it
+#
+# * **Read** the rendered site (`make book` writes it to `_book/index.html`).
+# * **Run** a chapter: `make setup`, then open `nbs/NN_topic.ipynb` in Jupyter
+#   with the `.venv` kernel. Set `TFDS_DATA_DIR` to a folder of prepared TFDS
+#   datasets to work offline.
+# * **Use** the package: `pip install dl_from_scratch` (extras: `[cuda]` for
+#   CuPy and numba-cuda, `[bench]` for the PyTorch benchmarks).
+# * **Test** everything: `make test` runs the inline tests of every chapter
+#   (quick mode: cells marked `#| slow` are skipped) and the cross-cutting
+#   tests in `tests/`.
+#
+# Each notebook has a plain-text twin (`nbs/NN_topic.py`, jupytext percent
+# format) for editing and reviewing diffs; `make sync` keeps the two in step.
+#
+# ## Chapter map
+#
+# | part | chapter | exports |
+# |---|---|---|
+# | 0 | Conventions: dtypes, random numbers, shapes and devices | `core` |
+# | 0 | Data: real datasets, batches and synthetic sets | `data` |
+# | I | 01 Foundations: activations, losses, numerical gradients | `functional`, `losses`, `gradcheck` |
+# | I | 02 Automatic differentiation | `autodiff` |
+# | I | 03 Linear models | |
+# | I | 04 Optimization algorithms | `optim` |
+# | I | 05 Multilayer perceptrons and the model API | `layers`, `init`, `model`, `viz` |
+# | I | 06 Regularization, initialization and normalization | `layers` (Dropout, BatchNorm, GroupNorm) |
+# | II | 07 Convolutions: naive, im2col, Numba CPU and CUDA | `kernels.conv`, `conv` |
+# | II | 08 Convolutional networks | |
+# | III | 10 Recurrent networks and BPTT | `kernels.recurrent`, `rnn` |
+# | III | 11 LSTM and GRU | `rnn` |
+#
+# Later parts (modern CNN blocks, text and word2vec, attention, autoencoders
+# and VAEs, GANs, capsules, style transfer, GPU programming) follow the map in
+# `DESIGN.md`.
+#
+# ## A taste of the package
+
+# %%
+#| hide
+from fastcore.test import test_eq
+
+# %%
+import numpy as np
+from dl_from_scratch.data import make_moons, BatchIterator
+X, y = make_moons(200, noise=0.1, rng=0)
+batches = BatchIterator(X, y, batch_size=32, shuffle=True, rng=0)
+print(len(batches), 'batches of', X.shape[1], 'features')
+test_eq(len(batches), 7)
