@@ -1,0 +1,59 @@
+"Finite differences: error orders, check_grad, and check_layer_grad on a duck-typed stochastic layer."
+import numpy as np
+import pytest
+from dl_from_scratch.gradcheck import derivative, numerical_grad, rel_error, check_grad, check_layer_grad
+
+
+@pytest.mark.parametrize('method,order', [('forward', 1), ('backward', 1), ('central', 2), ('richardson', 4)])
+def test_error_order(method, order):
+    # halving h divides the truncation error by 2**order (h large enough that round-off is negligible)
+    e1 = abs(derivative(np.exp, 0.5, 0.1, method) - np.exp(0.5))
+    e2 = abs(derivative(np.exp, 0.5, 0.05, method) - np.exp(0.5))
+    assert abs(np.log2(e1 / e2) - order) < 0.15
+
+
+def test_source_numbers():
+    # Hands-On DL ch.1 prints 6.000000000012662 for f = x**2 at 3 with "eps = 1e-2"; only eps = 1e-4 gives it
+    assert derivative(lambda x: x ** 2, 3.0, 1e-4, 'central') == 6.000000000012662
+    assert derivative(lambda x: x ** 2, 3.0, 1e-2, 'central') == pytest.approx(6, abs=1e-12)
+    g = numerical_grad(lambda v: np.sqrt(np.sum(v ** 2)), np.array([1., 2.]))
+    np.testing.assert_allclose(g, [0.4472, 0.8944], atol=1e-4)
+
+
+def test_check_grad_catches_errors():
+    A = np.random.default_rng(0).standard_normal((4, 3))
+    f = lambda w: np.sum(np.sin(A @ w))
+    g = lambda w: A.T @ np.cos(A @ w)
+    w = np.array([0.1, -0.4, 0.3])
+    assert check_grad(f, g, w) < 1e-9
+    assert check_grad(f, lambda w: g(w) + 1e-3, w) > 1e-5
+    assert check_grad(lambda x: x ** 3, lambda x: 3 * x ** 2, 2.0) < 1e-9
+
+
+class Dropoutish:
+    "y = (x * scale) with a random mask; params {'scale'}, rng attribute."
+    def __init__(self, bug=False):
+        self.params, self.grads, self.rng, self.bug = {'scale': np.array([0.5, -1.5, 2.0])}, {}, np.random.default_rng(3), bug
+    def forward(self, x, training=False):
+        m = (self.rng.random(x.shape) > 0.4).astype(float) if training else np.ones_like(x)
+        self.cache = (x, m)
+        return x * self.params['scale'] * m
+    def backward(self, dy):
+        x, m = self.cache
+        self.grads['scale'] = (dy * x * (1 if self.bug else m)).sum(0)
+        return dy * self.params['scale'] * m
+
+
+def test_check_layer_grad_reseeds_rng_and_catches_bugs():
+    x = np.random.default_rng(1).standard_normal((6, 3))
+    errs = check_layer_grad(Dropoutish(), x)
+    assert set(errs) == {'x', 'scale'} and max(errs.values()) < 1e-8
+    assert check_layer_grad(Dropoutish(bug=True), x)['scale'] > 1e-3
+
+
+def test_rel_error_and_bad_input():
+    assert rel_error([3., 4.], [3., 4.]) == 0
+    with pytest.raises(ValueError, match='floating ndarray'):
+        numerical_grad(np.sum, [1, 2])
+    with pytest.raises(ValueError, match='method'):
+        derivative(np.sin, 1.0, method='spline')
