@@ -1,0 +1,993 @@
+# %% [markdown]
+# # Convolutions
+#
+# > Cross-correlation, its gradients, im2col, pooling; three implementations of each hot loop (NumPy, Numba CPU, Numba CUDA), proven equal and timed.
+#
+# ## Purpose
+#
+# A dense layer connects every input to every output. An image of
+# $32\times32\times3$ pixels has 3072 inputs, and a dense layer of 1000 units
+# on it holds three million weights, most of which learn the same thing: a
+# detector of an edge or a texture is as useful in the top-left corner as in
+# the bottom-right. A **convolutional layer** builds that prior in. It slides a
+# small filter (say $3\times3\times3$, 27 weights) over the image and
+# computes the same weighted sum at every position. Its two properties are
+# *parameter sharing* (one filter everywhere) and *sparse connectivity*
+# (each output sees a small window).
+#
+# This chapter
+#
+# 1. derives the forward and backward pass of a 2-D convolution with stride
+#    and padding, and of max, average and L2 pooling;
+# 2. writes them as naive loops, the readable reference, and gradient-checks
+#    those against central differences on the CS231n fixture;
+# 3. turns convolution into one matrix product with **im2col** (and its
+#    adjoint **col2im**), and writes those and the pooling loops three times:
+#    a NumPy reference, a Numba CPU kernel and a Numba CUDA kernel, tested
+#    equal to each other;
+# 4. (in the second half, [07a: convolution layers](07a_conv_layers.ipynb))
+#    builds the layers `Conv2D`, `MaxPool2D` and `AvgPool2D` on them, uses
+#    convolution as image processing (edge filters on a photo), and times the
+#    implementations against each other and against PyTorch.
+#
+# This notebook exports `dl_from_scratch.kernels.conv` (the kernels and the
+# naive reference); 07a exports `dl_from_scratch.conv` (the layers).
+#
+# Images are NHWC throughout: `x[n, h, w, c]`, as TFDS and Keras give them.
+# Kernels are `(KH, KW, C, F)`, Keras's layout.
+
+# %%
+#| default_exp kernels.conv
+
+# %%
+#| hide
+# No GPU here: run the CUDA kernels in Numba's simulator. This must happen before numba.cuda is imported.
+import os, shutil
+if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+
+# %%
+#| export
+from __future__ import annotations
+import math
+import numpy as np
+from numba import njit, prange
+from dl_from_scratch.core import check_array, get_array_module, resolve_backend
+
+# %%
+#| hide
+import time
+import matplotlib.pyplot as plt
+from fastcore.test import test_eq, test_close, test_fail
+from dl_from_scratch.core import precision
+
+# %% [markdown]
+# ## Derivation
+#
+# ### Cross-correlation and convolution
+#
+# For an image $X$ and a kernel $K$ of size $f\times f$, **cross-correlation**
+# is
+#
+# $$ (X \star K)_{ij} = \sum_{m=0}^{f-1}\sum_{l=0}^{f-1} X_{i+m,\,j+l}\,K_{m l}, $$
+#
+# and **convolution**, in the sense of signal processing, flips the kernel:
+#
+# $$ (X * K)_{ij} = \sum_{m}\sum_{l} X_{i-m,\,j-l}\,K_{m l} = (X \star \operatorname{rot180}(K))_{ij}\ \text{(up to a shift of the index)}. $$
+#
+# Convolution is commutative and associative; cross-correlation is not. A
+# deep-learning "convolution" layer computes the cross-correlation: the kernel
+# is learned, so whether it is stored flipped makes no difference to what the
+# layer can represent, and skipping the flip saves an index computation.
+# (Ketkar's chapter 5 gives both definitions and says that libraries use the
+# names interchangeably; so do we, from here on.)
+#
+# ### Stride, padding and the output size
+#
+# With $p$ rows of zeros added on each side and the window moved $s$ pixels
+# at a time, an input of size $n$ gives
+#
+# $$ o = \left\lfloor \frac{n + 2p - f}{s} \right\rfloor + 1 $$
+#
+# outputs along that axis. (The course notes print this with a ceiling and an
+# extra $-1$; the floor form above is the right one, for both axes.)
+# *Valid* convolution uses $p=0$. *Same* convolution chooses $p$ so that
+# $o = \lceil n/s\rceil$; for $s=1$ and odd $f$ that is $p=(f-1)/2$. For an
+# even $f$ or $s>1$ the total padding $\max((o-1)s + f - n, 0)$ can be odd,
+# and then (as TensorFlow and Keras do) the extra row goes at the bottom and
+# the extra column at the right. So our kernels take four paddings
+# $(p_t, p_b, p_l, p_r)$.
+#
+# ### Many channels, many filters
+#
+# An NHWC input $X$ of $C$ channels and a bank of $F$ filters $W$ of shape
+# $(f_h, f_w, C, F)$ with biases $b_k$ give
+#
+# $$ Y_{n,i,j,k} = b_k + \sum_{m=0}^{f_h-1}\sum_{l=0}^{f_w-1}\sum_{c=0}^{C-1}
+#    \tilde X_{n,\,s i+m,\,s j+l,\,c}\; W_{m,l,c,k}, $$
+#
+# where $\tilde X$ is the zero-padded input. Each filter sums over *all* input
+# channels (Ketkar's figure 5-10: convolve each channel, then add), and the
+# output has one channel per filter.
+#
+# ### Backward pass
+#
+# Write $\delta_{n,i,j,k} = \partial L/\partial Y_{n,i,j,k}$ for the gradient
+# that arrives from above. $Y$ is linear in $b$, $W$ and $\tilde X$, so the
+# chain rule only has to collect, for each parameter, the outputs it touched:
+#
+# $$ \frac{\partial L}{\partial b_k} = \sum_{n,i,j} \delta_{n,i,j,k}, \qquad
+#    \frac{\partial L}{\partial W_{m,l,c,k}} = \sum_{n,i,j} \delta_{n,i,j,k}\,
+#        \tilde X_{n,\,s i+m,\,s j+l,\,c}, $$
+#
+# $$ \frac{\partial L}{\partial \tilde X_{n,h,w,c}} = \sum_{k}\ \sum_{\substack{i,m:\ s i + m = h\\ j,l:\ s j + l = w}}
+#     \delta_{n,i,j,k}\, W_{m,l,c,k}, $$
+#
+# and $\partial L/\partial X$ is $\partial L/\partial \tilde X$ with the
+# padding cut off. In words: $dW$ is the *valid cross-correlation of the input
+# with the output gradient* (for $s=1$: $dW_{\cdot,\cdot,c,k} = X_{\cdot,\cdot,c} \star \delta_{\cdot,\cdot,k}$),
+# and $dX$, for $s=1$, is $\sum_{i,m:\ i+m=h}\delta_{h-m}W_m$, the
+# *full convolution of $\delta$ with $W$*, which is the same as the full
+# cross-correlation of the zero-padded $\delta$ with $\operatorname{rot180}(W)$.
+# For $s>1$ the same formulas hold with zeros inserted between the entries of
+# $\delta$ ("dilated" by $s$).
+#
+# **The worked example.** Take a $3\times3$ input $x_1,\dots,x_9$ (row by row),
+# a $2\times2$ kernel $w_1,\dots,w_4$, stride 1, no padding, so that
+# $o_1 = x_1w_1 + x_2w_2 + x_4w_3 + x_5w_4$, $o_2 = x_2w_1 + x_3w_2 + x_5w_3 + x_6w_4$,
+# $o_3 = x_4w_1 + x_5w_2 + x_7w_3 + x_8w_4$, $o_4 = x_5w_1 + x_6w_2 + x_8w_3 + x_9w_4$.
+# With $\delta_k = \partial L/\partial o_k$, differentiating each $o_k$ gives
+#
+# | | correct $\partial L/\partial x$ | printed in *Hands-On Deep Learning Algorithms*, ch. 6 |
+# |---|---|---|
+# | $x_1$ | $\delta_1w_1$ | $\delta_1w_1$ |
+# | $x_2$ | $\delta_1w_2+\delta_2w_1$ | $\delta_1w_1+\delta_2w_2$ ✗ |
+# | $x_3$ | $\delta_2w_2$ | $\delta_3w_3$ ✗ |
+# | $x_4$ | $\delta_1w_3+\delta_3w_1$ | $\delta_1w_1+\delta_4w_4$ ✗ |
+# | $x_5$ | $\delta_1w_4+\delta_2w_3+\delta_3w_2+\delta_4w_1$ | $\delta_1w_1+\delta_2w_2+\delta_3w_3+\delta_4w_4$ ✗ |
+# | $x_6$ | $\delta_2w_4+\delta_4w_2$ | $\delta_2w_2+\delta_4w_4$ ✗ |
+# | $x_7$ | $\delta_3w_3$ | $\delta_3w_3$ |
+# | $x_8$ | $\delta_3w_4+\delta_4w_3$ | $\delta_3w_3+\delta_4w_4$ ✗ |
+# | $x_9$ | $\delta_4w_4$ | $\delta_4w_4$ |
+#
+# *Hands-On* states the principle right ("a full convolution with the
+# 180°-rotated filter") but its element list is wrong for six of the nine
+# inputs: it pairs every $\delta_k$ with $w_k$, as if $x$ and $o$ were aligned.
+# The filter gradients it prints ($\partial L/\partial w_1 = \delta_1x_1 + \delta_2x_2 + \delta_3x_4 + \delta_4x_5$, ...)
+# are right. The mini-project report derives the same result with index typos
+# ($x_{i+k+1}$ for $x_{i+k-1}$) and calls the rotated kernel "$W^\top$", which
+# it is not: a transpose swaps $w_{12}$ and $w_{21}$; a 180° rotation maps
+# $w_{11}\leftrightarrow w_{22}$ and $w_{12}\leftrightarrow w_{21}$. The code
+# cell after the naive reference checks the correct column and shows the printed
+# one fails.
+#
+# ### Pooling
+#
+# A pooling layer replaces each $f\times f$ window of each channel by one
+# number, with no weights:
+#
+# * **max**: $y = \max_{(m,l)} x_{m l}$; $\partial y/\partial x_{ml} = 1$ for the
+#   (first) maximal entry and 0 elsewhere, so backward routes $\delta$ through
+#   a *mask* of the winners (the forward pass records the winner's index);
+# * **average**: $y = \frac1{|w|}\sum x_{ml}$; each entry gets $\delta/|w|$.
+#   With "same" padding we average over the entries inside the image only, as
+#   Keras does, so $|w|$ is the number of real entries in the window;
+# * **L2**: $y = \sqrt{\sum x_{ml}^2}$; $\partial y/\partial x_{ml} = x_{ml}/y$.
+#
+# When windows overlap (stride < size) an input collects the gradient of every
+# window it belongs to. The output size is the formula above with the
+# pooling padding. (The build-your-own book's worked average-pool example
+# prints $[[4, 4.5], [3.25, 3.25]]$; the bottom-left value is
+# $(8+2+1+3)/4 = 3.5$, which we check below.)
+
+# %% [markdown]
+# ## Geometry
+#
+# Shared by the naive reference and the three fast implementations: the output size, the padding of `'valid'`,
+# `'same'` or an explicit number, and the checks that turn a bad geometry into
+# a `ValueError` that names both shapes.
+
+# %%
+#| export
+def _pair(v, name='value'):
+    "An int or a pair of ints as a tuple (a, b) of positive ints."
+    t = (int(v), int(v)) if np.isscalar(v) else tuple(int(e) for e in v)
+    if len(t) != 2 or min(t) < 1:
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {v!r}")
+    return t
+
+def _pad4(pad):
+    "Padding as (top, bottom, left, right) from an int, a pair (ph, pw) or a 4-tuple."
+    t = (int(pad),) * 4 if np.isscalar(pad) else tuple(int(e) for e in pad)
+    if len(t) == 2: t = (t[0], t[0], t[1], t[1])
+    if len(t) != 4 or min(t) < 0:
+        raise ValueError(f"padding must be a non-negative int, (ph, pw) or (top, bottom, left, right), got {pad!r}")
+    return t
+
+def conv_output_size(n: int, f: int, stride: int = 1, pad_total: int = 0) -> int:
+    "Outputs along one axis: floor((n + pad_total - f) / stride) + 1 (pad_total = p_before + p_after = 2p)."
+    return (n + pad_total - f) // stride + 1
+
+def resolve_padding(padding, input_hw, kernel_hw, strides=1):
+    """Explicit padding (top, bottom, left, right) for `padding` = 'valid', 'same' (TensorFlow's rule:
+    output ceil(n/s), the odd extra row/column at the bottom/right), an int, (ph, pw) or a 4-tuple."""
+    if isinstance(padding, str):
+        if padding == 'valid': return (0, 0, 0, 0)
+        if padding != 'same': raise ValueError(f"padding must be 'valid', 'same' or ints, got {padding!r}")
+        out = []
+        for n, f, s in zip(input_hw, _pair(kernel_hw, 'kernel_size'), _pair(strides, 'strides')):
+            total = max((-(-n // s) - 1) * s + f - n, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    return _pad4(padding)
+
+def _geometry(x_shape, kh, kw, stride, pad, who):
+    "Check the window fits and return (sh, sw, pt, pb, pl, pr, OH, OW)."
+    sh, sw = _pair(stride, 'stride')
+    pt, pb, pl, pr = _pad4(pad)
+    N, H, W, C = x_shape
+    Hp, Wp = H + pt + pb, W + pl + pr
+    if kh > Hp or kw > Wp:
+        raise ValueError(f"{who}: the window {kh}x{kw} is larger than the padded input {Hp}x{Wp} "
+                         f"(input shape {tuple(x_shape)}, padding {(pt, pb, pl, pr)}, kernel shape {(kh, kw)})")
+    return sh, sw, pt, pb, pl, pr, conv_output_size(H, kh, sh, pt + pb), conv_output_size(W, kw, sw, pl + pr)
+
+# %%
+test_eq(conv_output_size(32, 5, 1, 4), 32); test_eq(conv_output_size(7, 3, 2, 0), 3); test_eq(conv_output_size(28, 4, 2, 2), 14)
+test_eq(resolve_padding('same', (6, 6), 3), (1, 1, 1, 1))
+test_eq(resolve_padding('same', (6, 6), 4), (1, 2, 1, 2))           # odd total: extra row at the bottom
+test_eq(resolve_padding('same', (7, 8), 3, 2), (1, 1, 0, 1))        # ceil(7/2)=4 rows, ceil(8/2)=4 cols
+test_eq(resolve_padding('valid', (6, 6), 3), (0, 0, 0, 0)); test_eq(resolve_padding(2, (6, 6), 3), (2, 2, 2, 2))
+test_fail(lambda: _geometry((2, 4, 4, 3), 7, 7, 1, (1, 1, 1, 1), 'im2col'), contains='7x7 is larger than the padded input 6x6')
+test_fail(lambda: resolve_padding('full', (6, 6), 3), contains="'valid', 'same'")
+
+# %% [markdown]
+# ## The naive reference
+#
+# Loops over the batch and the output positions, with the sum over the window
+# (and over all filters at once) done by `np.tensordot`. It is slow, but
+# every line is a formula from above, so it is the reference the fast
+# versions are tested against. Padding is `int` (the same on all sides) or
+# `(top, bottom, left, right)`.
+
+# %%
+#| export
+def _naive_pad(x, pad):
+    pt, pb, pl, pr = _pad4(pad)
+    return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0))), (pt, pb, pl, pr)
+
+def conv2d_naive_forward(x, w, b=None, stride=1, pad=0):
+    """Naive 2-D cross-correlation. x (N, H, W, C), w (KH, KW, C, F), b (F,) or None -> y (N, OH, OW, F).
+    `stride` int or (sh, sw); `pad` int or (top, bottom, left, right)."""
+    sh, sw = _pair(stride, 'stride')
+    xp, (pt, pb, pl, pr) = _naive_pad(x, pad)
+    N, Hp, Wp, C = xp.shape
+    KH, KW, _, F = w.shape
+    OH, OW = (Hp - KH) // sh + 1, (Wp - KW) // sw + 1
+    y = np.zeros((N, OH, OW, F), np.result_type(x, w))
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                window = xp[n, i*sh:i*sh + KH, j*sw:j*sw + KW, :]        # (KH, KW, C)
+                y[n, i, j] = np.tensordot(window, w, axes=3)              # sum over m, l, c for every k
+    return y if b is None else y + b
+
+def conv2d_naive_backward(dy, x, w, stride=1, pad=0):
+    """Gradients of `conv2d_naive_forward`: dy (N, OH, OW, F) -> (dx (N, H, W, C), dw (KH, KW, C, F), db (F,))."""
+    sh, sw = _pair(stride, 'stride')
+    xp, (pt, pb, pl, pr) = _naive_pad(x, pad)
+    KH, KW, _, F = w.shape
+    N, OH, OW, _ = dy.shape
+    dxp, dw = np.zeros_like(xp, dtype=dy.dtype), np.zeros_like(w, dtype=dy.dtype)
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                d = dy[n, i, j]                                           # (F,)
+                dw += xp[n, i*sh:i*sh + KH, j*sw:j*sw + KW, :, None] * d  # dW[m,l,c,k] += X~[si+m, sj+l, c] delta_k
+                dxp[n, i*sh:i*sh + KH, j*sw:j*sw + KW, :] += w @ d        # dX~[si+m, sj+l, c] += W[m,l,c,k] delta_k
+    H, W = x.shape[1:3]
+    return dxp[:, pt:pt + H, pl:pl + W, :], dw, dy.sum(axis=(0, 1, 2))
+
+def pool2d_naive_forward(x, pool=2, stride=None, mode='max'):
+    """Naive max/average pooling without padding. x (N, H, W, C) -> y (N, OH, OW, C)."""
+    kh, kw = _pair(pool, 'pool')
+    sh, sw = _pair(kh if stride is None else stride, 'stride')
+    N, H, W, C = x.shape
+    OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
+    y = np.zeros((N, OH, OW, C), x.dtype)
+    reduce = {'max': np.max, 'avg': np.mean}[mode]
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                y[n, i, j] = reduce(x[n, i*sh:i*sh + kh, j*sw:j*sw + kw, :], axis=(0, 1))
+    return y
+
+def pool2d_naive_backward(dy, x, pool=2, stride=None, mode='max'):
+    """Gradient of `pool2d_naive_forward`: dy (N, OH, OW, C) -> dx (N, H, W, C)."""
+    kh, kw = _pair(pool, 'pool')
+    sh, sw = _pair(kh if stride is None else stride, 'stride')
+    N, OH, OW, C = dy.shape
+    dx = np.zeros_like(x, dtype=dy.dtype)
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                for c in range(C):
+                    win = x[n, i*sh:i*sh + kh, j*sw:j*sw + kw, c]
+                    if mode == 'max':   # the mask: only the (first) winner gets the gradient
+                        m, l = np.unravel_index(np.argmax(win), win.shape)
+                        dx[n, i*sh + m, j*sw + l, c] += dy[n, i, j, c]
+                    else:
+                        dx[n, i*sh:i*sh + kh, j*sw:j*sw + kw, c] += dy[n, i, j, c] / (kh * kw)
+    return dx
+
+# %% [markdown]
+# First the worked example: the $3\times3$ input and $2\times2$ kernel of the
+# derivation, with random numbers for $x$, $w$ and $\delta$. The naive
+# backward pass must equal the correct column of the table, and differ from
+# the printed one.
+
+# %%
+r = np.random.default_rng(0)
+X, Wk, D = r.normal(size=(3, 3)), r.normal(size=(2, 2)), r.normal(size=(2, 2))
+x1, x2, x3, x4, x5, x6, x7, x8, x9 = X.ravel(); w1, w2, w3, w4 = Wk.ravel(); d1, d2, d3, d4 = D.ravel()
+o = conv2d_naive_forward(X[None, :, :, None], Wk[:, :, None, None])[0, :, :, 0]
+test_close(o.ravel(), [x1*w1 + x2*w2 + x4*w3 + x5*w4, x2*w1 + x3*w2 + x5*w3 + x6*w4,
+                       x4*w1 + x5*w2 + x7*w3 + x8*w4, x5*w1 + x6*w2 + x8*w3 + x9*w4])
+dx, dw, db = conv2d_naive_backward(D[None, :, :, None], X[None, :, :, None], Wk[:, :, None, None])
+correct = [d1*w1, d1*w2 + d2*w1, d2*w2, d1*w3 + d3*w1, d1*w4 + d2*w3 + d3*w2 + d4*w1, d2*w4 + d4*w2,
+           d3*w3, d3*w4 + d4*w3, d4*w4]
+printed = [d1*w1, d1*w1 + d2*w2, d3*w3, d1*w1 + d4*w4, d1*w1 + d2*w2 + d3*w3 + d4*w4, d2*w2 + d4*w4,
+           d3*w3, d3*w3 + d4*w4, d4*w4]
+test_close(dx.ravel(), correct)
+wrong = ~np.isclose(dx.ravel(), printed)
+print('entries where the printed formula is wrong:', [f'x{i+1}' for i in np.flatnonzero(wrong)])
+test_eq(wrong.sum(), 6)
+# dW is the valid cross-correlation of X with delta (the book's filter gradients), and dX the full
+# cross-correlation of the zero-padded delta with the 180-degree rotated kernel.
+test_close(dw[:, :, 0, 0], conv2d_naive_forward(X[None, :, :, None], D[:, :, None, None])[0, :, :, 0])
+test_close(dx[0, :, :, 0], conv2d_naive_forward(np.pad(D, 1)[None, :, :, None], Wk[::-1, ::-1, None, None])[0, :, :, 0])
+test_close(db, D.sum())
+
+# %% [markdown]
+# The pooling worked example of the build-your-own book: max pooling is
+# printed right; average pooling's bottom-left entry is 3.5, not 3.25.
+
+# %%
+A = np.array([[2, 3, 1, 9], [4, 7, 3, 5], [8, 2, 2, 2], [1, 3, 4, 5]], float)[None, :, :, None]
+test_eq(pool2d_naive_forward(A, 2, 2, 'max')[0, :, :, 0], [[7, 9], [8, 5]])
+print(pool2d_naive_forward(A, 2, 2, 'avg')[0, :, :, 0])
+test_eq(pool2d_naive_forward(A, 2, 2, 'avg')[0, :, :, 0], [[4, 4.5], [3.5, 3.25]])
+
+# %% [markdown]
+# ### Gradient check on the CS231n fixture
+#
+# The mini-project report (CS231n's assignment) checks its naive backward
+# pass on `x` of shape $4\times3\times5\times5$ (NCHW), `w` $2\times3\times3\times3$,
+# stride 1, pad 1, all drawn with `np.random.seed(231)`, against centred
+# differences with $h=10^{-5}$, and measures
+# $\max|a-n| / \max(10^{-8}, |a|+|n|)$ (CS231n's `rel_error`). We draw the
+# very same numbers with the legacy `RandomState(231)`, transpose them to NHWC
+# and the kernel to $(KH, KW, C, F)$, and run the same check. Our figure also
+# gives this book's norm-based relative error $\|a-n\|/(\|a\|+\|n\|)$.
+
+# %%
+def numerical_grad_array(f, x, df, h=1e-5):
+    "Centred differences of the array function `f` at `x`, contracted with the upstream gradient `df` (CS231n's eval_numerical_gradient_array)."
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=['multi_index'])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + h; fp = f(x).copy()
+        x[i] = old - h; fm = f(x).copy()
+        x[i] = old
+        g[i] = np.sum((fp - fm) * df) / (2 * h)
+    return g
+
+def rel_error_cs231n(a, n): return np.max(np.abs(a - n) / np.maximum(1e-8, np.abs(a) + np.abs(n)))
+def rel_error(a, n): return np.linalg.norm(a - n) / (np.linalg.norm(a) + np.linalg.norm(n))
+
+rs = np.random.RandomState(231)
+x_ = rs.randn(4, 3, 5, 5); w_ = rs.randn(2, 3, 3, 3); b_ = rs.randn(2,); dout_ = rs.randn(4, 2, 5, 5)
+x0, w0, b0, dout = x_.transpose(0, 2, 3, 1).copy(), w_.transpose(2, 3, 1, 0).copy(), b_.copy(), dout_.transpose(0, 2, 3, 1).copy()
+dx_num = numerical_grad_array(lambda v: conv2d_naive_forward(v, w0, b0, 1, 1), x0, dout)
+dw_num = numerical_grad_array(lambda v: conv2d_naive_forward(x0, v, b0, 1, 1), w0, dout)
+db_num = numerical_grad_array(lambda v: conv2d_naive_forward(x0, w0, v, 1, 1), b0, dout)
+dx0, dw0, db0 = conv2d_naive_backward(dout, x0, w0, 1, 1)
+report = {'dx': 1.159803161159293e-08, 'dw': 2.2471264748452487e-10, 'db': 3.37264006649648e-11}
+print(f"{'':4}{'report (CS231n rel_error)':>28}{'ours (CS231n rel_error)':>26}{'ours (norm rel. error)':>24}")
+for k, (a, n) in {'dx': (dx0, dx_num), 'dw': (dw0, dw_num), 'db': (db0, db_num)}.items():
+    print(f"{k:4}{report[k]:28.3e}{rel_error_cs231n(a, n):26.3e}{rel_error(a, n):24.3e}")
+    assert rel_error_cs231n(a, n) < 1e-7 and rel_error(a, n) < 1e-8
+
+# %% [markdown]
+# The same for the naive max pool (the report: $3.28\times10^{-12}$ on
+# x $3\times2\times8\times8$, `dout` $3\times2\times4\times4$) and average pool.
+
+# %%
+rs = np.random.RandomState(231)
+xp_ = rs.randn(3, 2, 8, 8).transpose(0, 2, 3, 1).copy(); dp_ = rs.randn(3, 2, 4, 4).transpose(0, 2, 3, 1).copy()
+for mode in ('max', 'avg'):
+    num = numerical_grad_array(lambda v: pool2d_naive_forward(v, 2, 2, mode), xp_, dp_)
+    ana = pool2d_naive_backward(dp_, xp_, 2, 2, mode)
+    print(f"{mode} pool dx: CS231n rel_error {rel_error_cs231n(ana, num):.3e}" + ("  (report 3.28e-12)" if mode == 'max' else ''))
+    assert rel_error_cs231n(ana, num) < 1e-8
+
+# %% [markdown]
+# ## im2col: convolution as one matrix product
+#
+# The naive loop does $N\cdot OH\cdot OW$ small dot products. The same
+# arithmetic is *one* matrix product if each receptive field is first copied
+# into a row of a matrix, the "image to columns" transform:
+#
+# ```
+#  x[n] (H x W x C), kernel KH x KW, stride s        cols: one row per output position
+#
+#  +----+----+----+----+                               row (n, i, j) = the window at (s*i, s*j),
+#  | a  | b  | c  | d  |    window (0,0) = a b e f      flattened in (m, l, c) order:
+#  +----+----+----+----+    window (0,1) = b c f g
+#  | e  | f  | g  | h  |    ...                         [a b e f]   (x C channels each)
+#  +----+----+----+----+                               [b c f g]
+#  | i  | j  | k  | l  |                               [c d g h]
+#  +----+----+----+----+                               [e f i j]  ...
+#
+#  Y = cols (N*OH*OW, KH*KW*C)  @  W.reshape(KH*KW*C, F)  ->  (N*OH*OW, F) = (N, OH, OW, F)
+# ```
+#
+# With NHWC input and a kernel stored as $(KH, KW, C, F)$, the row order
+# $(m, l, c)$ is exactly the order of `W.reshape(-1, F)`, and the product's
+# rows come out in $(n, i, j)$ order, which is NHWC again: no transposes. The
+# backward pass is two more products and the adjoint of im2col:
+#
+# $$ dW = \text{cols}^\top\,\delta, \qquad d\,\text{cols} = \delta\,W^\top, \qquad dX = \operatorname{col2im}(d\,\text{cols}), $$
+#
+# where $\delta$ is $dY$ reshaped to $(N\cdot OH\cdot OW, F)$, and col2im
+# *adds* each row back into the window it came from (a pixel that sits in
+# several windows collects several contributions). The price is memory: each
+# pixel is copied $KH\cdot KW/s^2$ times. The gain is that the work lands in a
+# BLAS matrix product, which runs near the machine's peak.
+#
+# Each kernel below comes three times:
+#
+# * **NumPy reference**: loops over the $KH\cdot KW$ kernel offsets (9 for a
+#   $3\times3$ kernel) and copies one strided slice of the padded input per
+#   offset. Works unchanged on CuPy arrays.
+# * **Numba CPU** (`njit(parallel=True, cache=True)`): one pass, `prange` over
+#   $N\cdot OH$ rows, reading the padding as zeros instead of building a
+#   padded copy. col2im is written as a *gather* (each input pixel sums the
+#   entries that came from it) rather than a scatter, so parallel threads never
+#   write to the same place.
+# * **Numba CUDA** (`cuda.jit`): one thread per output element, the same
+#   gather. On a GPU the arrays are CuPy arrays and stay on the device; Numba
+#   reads them through `__cuda_array_interface__`. `numba.cuda` is imported
+#   only when a CUDA kernel is first used, so importing the package needs no GPU.
+#
+# `backend='auto'` (see `core.resolve_backend`) picks CUDA for CuPy arrays and
+# Numba CPU for NumPy arrays.
+
+# %% [markdown]
+# ### The NumPy reference
+
+# %%
+#| export
+def _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(x)
+    N, H, W, C = x.shape
+    xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cols = xp.empty((N, OH, OW, kh, kw, C), x.dtype)
+    for m in range(kh):            # one strided slice per kernel offset (m, l)
+        for l in range(kw):
+            cols[:, :, :, m, l, :] = xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :]
+    return cols.reshape(N * OH * OW, kh * kw * C)
+
+def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(cols)
+    N, H, W, C = x_shape
+    cols = cols.reshape(N, OH, OW, kh, kw, C)
+    dxpad = xp.zeros((N, H + pt + pb, W + pl + pr, C), cols.dtype)
+    for m in range(kh):            # the adjoint: add each slice back where it was read
+        for l in range(kw):
+            dxpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :] += cols[:, :, :, m, l, :]
+    return xp.ascontiguousarray(dxpad[:, pt:pt + H, pl:pl + W, :])
+
+# %% [markdown]
+# ### Numba CPU
+
+# %%
+#| export
+@njit(parallel=True, cache=True)
+def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
+    N, H, W, C = x.shape
+    cols = np.empty((N * OH * OW, kh * kw * C), x.dtype)
+    for r in prange(N * OH):
+        n, i = r // OH, r % OH
+        for j in range(OW):
+            row = r * OW + j
+            for m in range(kh):
+                h = i * sh + m - pt
+                for l in range(kw):
+                    w = j * sw + l - pl
+                    base = (m * kw + l) * C
+                    if 0 <= h < H and 0 <= w < W:
+                        for c in range(C): cols[row, base + c] = x[n, h, w, c]
+                    else:       # the padding: zeros, never materialised
+                        for c in range(C): cols[row, base + c] = 0
+    return cols
+
+@njit(parallel=True, cache=True)
+def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
+    dx = np.zeros((N, H, W, C), cols.dtype)
+    for r in prange(N * H):
+        n, h = r // H, r % H
+        for w in range(W):
+            for m in range(kh):          # gather: which windows (i, j) read pixel (h, w) at offset (m, l)?
+                t = h + pt - m
+                if t < 0 or t % sh != 0 or t // sh >= OH: continue
+                i = t // sh
+                for l in range(kw):
+                    u = w + pl - l
+                    if u < 0 or u % sw != 0 or u // sw >= OW: continue
+                    row = (n * OH + i) * OW + u // sw
+                    base = (m * kw + l) * C
+                    for c in range(C): dx[n, h, w, c] += cols[row, base + c]
+    return dx
+
+# %% [markdown]
+# ### Numba CUDA
+#
+# The kernels are compiled the first time a CUDA backend is used, so that
+# `numba.cuda` is never imported on a machine that does not ask for it. The
+# launcher moves NumPy inputs to the device and back (that is what the tests
+# under the simulator use); CuPy inputs stay where they are and a CuPy array
+# comes back.
+
+# %%
+#| export
+_CUDA_KERNELS = None
+cuda = None  # numba.cuda, imported on first use
+_TPB = 128   # threads per block
+
+def _cuda_kernels():
+    "Compile (once) and return the CUDA kernels; imports numba.cuda lazily."
+    global _CUDA_KERNELS, cuda
+    if _CUDA_KERNELS is not None: return _CUDA_KERNELS
+    # a module global, not a closure variable: the CUDA simulator swaps the kernels' global `cuda` for its own
+    from numba import cuda
+
+    @cuda.jit
+    def im2col_k(x, cols, kh, kw, sh, sw, pt, pl, OH, OW):
+        t = cuda.grid(1)
+        N, H, W, C = x.shape
+        K = kh * kw * C
+        if t >= cols.shape[0] * K: return
+        row, col = t // K, t % K
+        c, ml = col % C, col // C
+        m, l = ml // kw, ml % kw
+        j, r = row % OW, row // OW
+        i, n = r % OH, r // OH
+        h, w = i * sh + m - pt, j * sw + l - pl
+        cols[row, col] = x[n, h, w, c] if (h >= 0 and h < H and w >= 0 and w < W) else 0
+
+    @cuda.jit
+    def col2im_k(cols, dx, kh, kw, sh, sw, pt, pl, OH, OW):
+        t = cuda.grid(1)
+        N, H, W, C = dx.shape
+        if t >= N * H * W * C: return
+        c, r = t % C, t // C
+        w, r = r % W, r // W
+        h, n = r % H, r // H
+        acc = cols[0, 0] * 0
+        for m in range(kh):
+            a = h + pt - m
+            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            for l in range(kw):
+                u = w + pl - l
+                if u < 0 or u % sw != 0 or u // sw >= OW: continue
+                acc += cols[(n * OH + a // sh) * OW + u // sw, (m * kw + l) * C + c]
+        dx[n, h, w, c] = acc
+
+    @cuda.jit
+    def maxpool_fwd_k(x, y, idx, kh, kw, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        N, OH, OW, C = y.shape
+        H, W = x.shape[1], x.shape[2]
+        if t >= N * OH * OW * C: return
+        c, r = t % C, t // C
+        j, r = r % OW, r // OW
+        i, n = r % OH, r // OH
+        best, arg = -math.inf, -1
+        for m in range(kh):
+            h = i * sh + m - pt
+            if h < 0 or h >= H: continue
+            for l in range(kw):
+                w = j * sw + l - pl
+                if w < 0 or w >= W: continue
+                v = x[n, h, w, c]
+                if arg < 0 or v > best: best, arg = v, m * kw + l
+        y[n, i, j, c] = best
+        idx[n, i, j, c] = arg
+
+    @cuda.jit
+    def maxpool_bwd_k(dy, idx, dx, kh, kw, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        N, H, W, C = dx.shape
+        OH, OW = dy.shape[1], dy.shape[2]
+        if t >= N * H * W * C: return
+        c, r = t % C, t // C
+        w, r = r % W, r // W
+        h, n = r % H, r // H
+        acc = dy[0, 0, 0, 0] * 0
+        for m in range(kh):
+            a = h + pt - m
+            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            for l in range(kw):
+                u = w + pl - l
+                if u < 0 or u % sw != 0 or u // sw >= OW: continue
+                if idx[n, a // sh, u // sw, c] == m * kw + l: acc += dy[n, a // sh, u // sw, c]
+        dx[n, h, w, c] = acc
+
+    @cuda.jit
+    def avgpool_fwd_k(x, y, kh, kw, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        N, OH, OW, C = y.shape
+        H, W = x.shape[1], x.shape[2]
+        if t >= N * OH * OW * C: return
+        c, r = t % C, t // C
+        j, r = r % OW, r // OW
+        i, n = r % OH, r // OH
+        acc = x[0, 0, 0, 0] * 0
+        cnt = 0
+        for m in range(kh):
+            h = i * sh + m - pt
+            if h < 0 or h >= H: continue
+            for l in range(kw):
+                w = j * sw + l - pl
+                if w < 0 or w >= W: continue
+                acc += x[n, h, w, c]
+                cnt += 1
+        y[n, i, j, c] = acc / cnt
+
+    @cuda.jit
+    def avgpool_bwd_k(dy, dx, kh, kw, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        N, H, W, C = dx.shape
+        OH, OW = dy.shape[1], dy.shape[2]
+        if t >= N * H * W * C: return
+        c, r = t % C, t // C
+        w, r = r % W, r // W
+        h, n = r % H, r // H
+        acc = dy[0, 0, 0, 0] * 0
+        for m in range(kh):
+            a = h + pt - m
+            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            for l in range(kw):
+                u = w + pl - l
+                if u < 0 or u % sw != 0 or u // sw >= OW: continue
+                i, j = a // sh, u // sw     # window (i, j) holds cnt real pixels
+                cnt = (min(i * sh - pt + kh, H) - max(i * sh - pt, 0)) * (min(j * sw - pl + kw, W) - max(j * sw - pl, 0))
+                acc += dy[n, i, j, c] / cnt
+        dx[n, h, w, c] = acc
+
+    _CUDA_KERNELS = dict(im2col=im2col_k, col2im=col2im_k, maxpool_fwd=maxpool_fwd_k, maxpool_bwd=maxpool_bwd_k,
+                         avgpool_fwd=avgpool_fwd_k, avgpool_bwd=avgpool_bwd_k)
+    return _CUDA_KERNELS
+
+def _is_cupy(a): return type(a).__module__.startswith('cupy')
+
+class _CudaCall:
+    "Runs one CUDA kernel over `n` threads: device arrays in, device (CuPy in) or host (NumPy in) arrays out."
+    def __init__(self, like):
+        from numba import cuda
+        self.cuda, self.on_device = cuda, _is_cupy(like)
+    def to_dev(self, a):
+        return a if self.on_device else self.cuda.to_device(np.ascontiguousarray(a))
+    def empty(self, shape, dtype):
+        if self.on_device:
+            import cupy
+            return cupy.empty(shape, dtype)
+        return self.cuda.device_array(shape, dtype)
+    def result(self, d):
+        return d if self.on_device else d.copy_to_host()
+    def launch(self, kernel, n, *args):
+        kernel[max(1, (n + _TPB - 1) // _TPB), _TPB](*args)
+
+# %% [markdown]
+# ### Pooling kernels
+#
+# Max pooling returns, beside the maxima, the winner's offset $m\cdot KW + l$
+# inside its window (`int32`, first winner on ties, as `np.argmax`); backward
+# routes each gradient to that offset. Average pooling divides by the number
+# of real (not padded) entries in the window. Both backward passes are
+# gathers again, so overlapping windows (stride < size) are handled without
+# write conflicts.
+
+# %%
+#| export
+def _maxpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(x)
+    xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
+    wins = xp.stack([xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :]
+                     for m in range(kh) for l in range(kw)], axis=3)           # (N, OH, OW, kh*kw, C)
+    idx = wins.argmax(axis=3).astype(np.int32)
+    return wins.max(axis=3), idx
+
+def _maxpool_bwd_numpy(dy, idx, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(dy)
+    N, H, W, C = x_shape
+    dxpad = xp.zeros((N, H + pt + pb, W + pl + pr, C), dy.dtype)
+    for m in range(kh):
+        for l in range(kw):     # the mask of offset (m, l): where it won
+            dxpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :] += xp.where(idx == m * kw + l, dy, 0)
+    return xp.ascontiguousarray(dxpad[:, pt:pt + H, pl:pl + W, :])
+
+def _pool_counts(xp, n, k, s, p, o):
+    "Real (unpadded) entries along one axis of each of the `o` windows."
+    start = xp.arange(o) * s - p
+    return xp.minimum(start + k, n) - xp.maximum(start, 0)
+
+def _avgpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(x)
+    N, H, W, C = x.shape
+    xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    acc = xp.zeros((N, OH, OW, C), x.dtype)
+    for m in range(kh):
+        for l in range(kw):
+            acc += xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :]
+    cnt = _pool_counts(xp, H, kh, sh, pt, OH)[:, None] * _pool_counts(xp, W, kw, sw, pl, OW)[None, :]
+    return acc / cnt[None, :, :, None].astype(x.dtype)
+
+def _avgpool_bwd_numpy(dy, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(dy)
+    N, H, W, C = x_shape
+    cnt = _pool_counts(xp, H, kh, sh, pt, OH)[:, None] * _pool_counts(xp, W, kw, sw, pl, OW)[None, :]
+    g = dy / cnt[None, :, :, None].astype(dy.dtype)
+    dxpad = xp.zeros((N, H + pt + pb, W + pl + pr, C), dy.dtype)
+    for m in range(kh):
+        for l in range(kw):
+            dxpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :] += g
+    return xp.ascontiguousarray(dxpad[:, pt:pt + H, pl:pl + W, :])
+
+# %%
+#| export
+@njit(parallel=True, cache=True)
+def _maxpool_fwd_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
+    N, H, W, C = x.shape
+    y = np.empty((N, OH, OW, C), x.dtype)
+    idx = np.empty((N, OH, OW, C), np.int32)
+    for r in prange(N * OH):
+        n, i = r // OH, r % OH
+        for j in range(OW):
+            for c in range(C):
+                y[n, i, j, c] = -np.inf
+                idx[n, i, j, c] = -1
+            for m in range(kh):
+                h = i * sh + m - pt
+                if h < 0 or h >= H: continue
+                for l in range(kw):
+                    w = j * sw + l - pl
+                    if w < 0 or w >= W: continue
+                    for c in range(C):       # channels innermost: contiguous in NHWC
+                        v = x[n, h, w, c]
+                        if idx[n, i, j, c] < 0 or v > y[n, i, j, c]:
+                            y[n, i, j, c] = v
+                            idx[n, i, j, c] = m * kw + l
+    return y, idx
+
+@njit(parallel=True, cache=True)
+def _maxpool_bwd_numba(dy, idx, N, H, W, C, kh, kw, sh, sw, pt, pl):
+    OH, OW = dy.shape[1], dy.shape[2]
+    dx = np.zeros((N, H, W, C), dy.dtype)
+    for r in prange(N * H):
+        n, h = r // H, r % H
+        for w in range(W):
+            for m in range(kh):
+                a = h + pt - m
+                if a < 0 or a % sh != 0 or a // sh >= OH: continue
+                for l in range(kw):
+                    u = w + pl - l
+                    if u < 0 or u % sw != 0 or u // sw >= OW: continue
+                    i, j, k = a // sh, u // sw, m * kw + l
+                    for c in range(C):
+                        if idx[n, i, j, c] == k: dx[n, h, w, c] += dy[n, i, j, c]
+    return dx
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
+    N, H, W, C = x.shape
+    y = np.zeros((N, OH, OW, C), x.dtype)
+    for r in prange(N * OH):
+        n, i = r // OH, r % OH
+        h0, h1 = max(i * sh - pt, 0), min(i * sh - pt + kh, H)
+        for j in range(OW):
+            w0, w1 = max(j * sw - pl, 0), min(j * sw - pl + kw, W)
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    for c in range(C): y[n, i, j, c] += x[n, h, w, c]
+            cnt = (h1 - h0) * (w1 - w0)
+            for c in range(C): y[n, i, j, c] /= cnt
+    return y
+
+@njit(parallel=True, cache=True)
+def _avgpool_bwd_numba(dy, N, H, W, C, kh, kw, sh, sw, pt, pl):
+    OH, OW = dy.shape[1], dy.shape[2]
+    dx = np.zeros((N, H, W, C), dy.dtype)
+    for r in prange(N * H):
+        n, h = r // H, r % H
+        for w in range(W):
+            for m in range(kh):
+                a = h + pt - m
+                if a < 0 or a % sh != 0 or a // sh >= OH: continue
+                i = a // sh
+                ch = min(i * sh - pt + kh, H) - max(i * sh - pt, 0)
+                for l in range(kw):
+                    u = w + pl - l
+                    if u < 0 or u % sw != 0 or u // sw >= OW: continue
+                    j = u // sw
+                    cnt = ch * (min(j * sw - pl + kw, W) - max(j * sw - pl, 0))
+                    for c in range(C): dx[n, h, w, c] += dy[n, i, j, c] / cnt
+    return dx
+
+# %% [markdown]
+# ### The public kernels
+#
+# Each validates its input (rank 4, a window that fits), resolves the
+# backend, and calls one of the three implementations.
+
+# %%
+#| export
+def _backend(x, backend, who):
+    be = resolve_backend(x, backend)
+    if be == 'numba' and type(x).__module__.startswith('cupy'):
+        raise ValueError(f"{who}: backend 'numba' runs on the CPU and needs a NumPy array, got a CuPy array")
+    return be
+
+def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto'):
+    """Receptive fields as rows. x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C): row (n, i, j), column (m, l, c)
+    holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: int, (ph, pw) or (top, bottom, left, right)."""
+    check_array(x, 'x', ndim=4, shape=(None, None, None, None), finite=False, who='im2col')
+    kh, kw = _pair(kernel_size, 'kernel_size')
+    sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, kh, kw, strides, padding, 'im2col')
+    be = _backend(x, backend, 'im2col')
+    if be == 'numpy': return _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba': return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
+    N, H, W, C = x.shape
+    cc = _CudaCall(x)
+    cols = cc.empty((N * OH * OW, kh * kw * C), x.dtype)
+    cc.launch(_cuda_kernels()['im2col'], N * OH * OW * kh * kw * C, cc.to_dev(x), cols, kh, kw, sh, sw, pt, pl, OH, OW)
+    return cc.result(cols)
+
+def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto'):
+    """Adjoint of `im2col`: cols (N*OH*OW, KH*KW*C) -> dx (N, H, W, C) = x_shape, each entry the sum
+    of the column entries that were copied from it."""
+    N, H, W, C = (int(s) for s in x_shape)
+    kh, kw = _pair(kernel_size, 'kernel_size')
+    sh, sw, pt, pb, pl, pr, OH, OW = _geometry((N, H, W, C), kh, kw, strides, padding, 'col2im')
+    check_array(cols, 'cols', shape=(N * OH * OW, kh * kw * C), finite=False, who='col2im')
+    be = _backend(cols, backend, 'col2im')
+    if be == 'numpy': return _col2im_numpy(cols, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba': return _col2im_numba(np.ascontiguousarray(cols), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
+    cc = _CudaCall(cols)
+    dx = cc.empty((N, H, W, C), cols.dtype)
+    cc.launch(_cuda_kernels()['col2im'], N * H * W * C, cc.to_dev(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW)
+    return cc.result(dx)
+
+def _pool_geometry(x_shape, pool_size, strides, padding, who):
+    kh, kw = _pair(pool_size, 'pool_size')
+    g = _geometry(x_shape, kh, kw, (kh, kw) if strides is None else strides, padding, who)
+    pt, pb, pl, pr = g[2:6]
+    if max(pt, pb) >= kh or max(pl, pr) >= kw:   # a window made of padding only has no maximum
+        raise ValueError(f"{who}: padding {(pt, pb, pl, pr)} must be smaller than the window {kh}x{kw}")
+    return (kh, kw) + g
+
+def maxpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
+    """Max pooling. x (N, H, W, C) -> (y (N, OH, OW, C), idx (N, OH, OW, C) int32), idx = m*KW + l of the
+    (first) maximum inside its window. `strides` defaults to `pool_size`; padded entries never win."""
+    check_array(x, 'x', ndim=4, finite=False, who='maxpool2d')
+    kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'maxpool2d')
+    be = _backend(x, backend, 'maxpool2d')
+    if be == 'numpy': return _maxpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba': return _maxpool_fwd_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
+    N, H, W, C = x.shape
+    cc = _CudaCall(x)
+    y, idx = cc.empty((N, OH, OW, C), x.dtype), cc.empty((N, OH, OW, C), np.int32)
+    cc.launch(_cuda_kernels()['maxpool_fwd'], N * OH * OW * C, cc.to_dev(x), y, idx, kh, kw, sh, sw, pt, pl)
+    return cc.result(y), cc.result(idx)
+
+def maxpool2d_backward(dy, idx, x_shape, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
+    "Gradient of max pooling: dy, idx (N, OH, OW, C) -> dx (N, H, W, C) = x_shape."
+    N, H, W, C = (int(s) for s in x_shape)
+    kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry((N, H, W, C), pool_size, strides, padding, 'maxpool2d')
+    check_array(dy, 'dy', shape=(N, OH, OW, C), finite=False, who='maxpool2d backward')
+    check_array(idx, 'idx', shape=(N, OH, OW, C), kind='i', finite=False, who='maxpool2d backward')
+    be = _backend(dy, backend, 'maxpool2d')
+    if be == 'numpy': return _maxpool_bwd_numpy(dy, idx, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba':
+        return _maxpool_bwd_numba(np.ascontiguousarray(dy), np.ascontiguousarray(idx, np.int32), N, H, W, C, kh, kw, sh, sw, pt, pl)
+    cc = _CudaCall(dy)
+    dx = cc.empty((N, H, W, C), dy.dtype)
+    cc.launch(_cuda_kernels()['maxpool_bwd'], N * H * W * C, cc.to_dev(dy), cc.to_dev(idx), dx, kh, kw, sh, sw, pt, pl)
+    return cc.result(dx)
+
+def avgpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
+    "Average pooling over the real entries of each window. x (N, H, W, C) -> y (N, OH, OW, C)."
+    check_array(x, 'x', ndim=4, finite=False, who='avgpool2d')
+    kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'avgpool2d')
+    be = _backend(x, backend, 'avgpool2d')
+    if be == 'numpy': return _avgpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba': return _avgpool_fwd_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
+    N, H, W, C = x.shape
+    cc = _CudaCall(x)
+    y = cc.empty((N, OH, OW, C), x.dtype)
+    cc.launch(_cuda_kernels()['avgpool_fwd'], N * OH * OW * C, cc.to_dev(x), y, kh, kw, sh, sw, pt, pl)
+    return cc.result(y)
+
+def avgpool2d_backward(dy, x_shape, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
+    "Gradient of average pooling: dy (N, OH, OW, C) -> dx (N, H, W, C) = x_shape."
+    N, H, W, C = (int(s) for s in x_shape)
+    kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry((N, H, W, C), pool_size, strides, padding, 'avgpool2d')
+    check_array(dy, 'dy', shape=(N, OH, OW, C), finite=False, who='avgpool2d backward')
+    be = _backend(dy, backend, 'avgpool2d')
+    if be == 'numpy': return _avgpool_bwd_numpy(dy, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba': return _avgpool_bwd_numba(np.ascontiguousarray(dy), N, H, W, C, kh, kw, sh, sw, pt, pl)
+    cc = _CudaCall(dy)
+    dx = cc.empty((N, H, W, C), dy.dtype)
+    cc.launch(_cuda_kernels()['avgpool_bwd'], N * H * W * C, cc.to_dev(dy), dx, kh, kw, sh, sw, pt, pl)
+    return cc.result(dx)
+
+# %% [markdown]
+# ### The three implementations agree
+#
+# On one awkward geometry (odd sizes, a stride larger than the kernel along one
+# axis, asymmetric padding) every backend must give the NumPy reference's
+# numbers; and im2col followed by a matrix product must give the naive
+# convolution, with col2im giving its input gradient. (`tests/test_conv_kernels.py`
+# repeats this for hundreds of random geometries with hypothesis; CUDA runs in
+# Numba's simulator when there is no GPU, so the shapes stay small.)
+
+# %%
+r = np.random.default_rng(1)
+x = r.normal(size=(2, 7, 9, 3)).astype(np.float32)
+w = r.normal(size=(3, 2, 3, 4)).astype(np.float32)
+geom = dict(kernel_size=(3, 2), strides=(2, 3), padding=(1, 0, 2, 1))
+cols = {be: im2col(x, backend=be, **geom) for be in ('numpy', 'numba', 'cuda')}
+for be in ('numba', 'cuda'): test_eq(cols[be], cols['numpy'])
+y = (cols["numpy"] @ w.reshape(-1, 4)).reshape(2, 3, 4, 4)   # OH = (7+1-3)//2+1, OW = (9+3-2)//3+1
+test_close(y, conv2d_naive_forward(x, w, None, (2, 3), (1, 0, 2, 1)), eps=1e-5)
+dy = r.normal(size=y.shape).astype(np.float32)
+dcols = dy.reshape(-1, 4) @ w.reshape(-1, 4).T
+dxs = {be: col2im(dcols, x.shape, backend=be, **geom) for be in ('numpy', 'numba', 'cuda')}
+dx_ref, dw_ref, _ = conv2d_naive_backward(dy, x, w, (2, 3), (1, 0, 2, 1))
+for be in dxs: test_close(dxs[be], dx_ref, eps=1e-5)
+test_close((cols['numpy'].T @ dy.reshape(-1, 4)).reshape(w.shape), dw_ref, eps=1e-4)
+pool = dict(pool_size=3, strides=2, padding=(1, 1, 1, 1))
+ym, im = maxpool2d_forward(x, backend='numpy', **pool)
+for be in ('numba', 'cuda'):
+    yb, ib = maxpool2d_forward(x, backend=be, **pool); test_eq(yb, ym); test_eq(ib, im)
+dym = r.normal(size=ym.shape).astype(np.float32)
+ref_b = maxpool2d_backward(dym, im, x.shape, backend='numpy', **pool)
+for be in ('numba', 'cuda'): test_close(maxpool2d_backward(dym, im, x.shape, backend=be, **pool), ref_b, eps=1e-6)
+ya = avgpool2d_forward(x, backend='numpy', **pool)
+for be in ('numba', 'cuda'): test_close(avgpool2d_forward(x, backend=be, **pool), ya, eps=1e-6)
+ref_a = avgpool2d_backward(dym, x.shape, backend='numpy', **pool)
+for be in ('numba', 'cuda'): test_close(avgpool2d_backward(dym, x.shape, backend=be, **pool), ref_a, eps=1e-6)
+# without padding, the fast pools equal the naive loops
+test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
+test_close(avgpool2d_forward(x, 3, 2), pool2d_naive_forward(x, 3, 2, 'avg'), eps=1e-6)
+
+# %% [markdown]
+# Bad input fails early with both shapes in the message:
+
+# %%
+test_fail(lambda: im2col(np.zeros((3, 5, 5)), 3), contains='expected x of rank 4')
+test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 5, padding=0), contains='5x5 is larger than the padded input 4x4')
+test_fail(lambda: col2im(np.zeros((4, 9)), (1, 4, 4, 2), 3), contains='(4, 18)')
+test_fail(lambda: maxpool2d_forward(np.zeros((1, 4, 4, 1)), 2, padding=2), contains='smaller than the window')
+test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 3, backend='tpu'), contains='backend')
+
+# %% [markdown]
+# ## References
+#
+# * I. Goodfellow, Y. Bengio, A. Courville, *Deep Learning*, MIT Press 2016, ch. 9 (convolution, cross-correlation, pooling); N. Ketkar, *Deep Learning with Python*, Apress 2017, ch. 5 and listing 11-15 (im2col from primitives).
+# * CS231n, *Convolutional Neural Networks for Visual Recognition*, Stanford, assignment 2 (naive and fast layers; the gradient-check fixture and the pooling timings reproduced here).
+# * K. Chellapilla, S. Puri, P. Simard, "High Performance Convolutional Neural Networks for Document Processing", IWFHR 2006 (convolution unrolled into a matrix product: im2col).
+# * S. Lam, A. Pitrou, S. Seibert, "Numba: a LLVM-based Python JIT compiler", LLVM-HPC 2015; Numba documentation, *Supported Python features in CUDA Python* and *The CUDA simulator*.
+# * V. Dumoulin, F. Visin, "A guide to convolution arithmetic for deep learning", arXiv:1603.07285 (output sizes, padding, strides, transposed convolution as the adjoint).

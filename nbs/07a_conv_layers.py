@@ -1,0 +1,287 @@
+# %% [markdown]
+# # Convolution layers
+#
+# > `Conv2D`, `MaxPool2D` and `AvgPool2D` on the im2col kernels; convolution as image processing; how fast each implementation is.
+#
+# ## Purpose
+#
+# [Chapter 07](07_convolutions.ipynb) derived the forward and backward pass
+# of a convolution and of pooling, and wrote the hot loops (im2col, col2im,
+# pooling) three times. This half of the chapter wraps them into layers with
+# the `Layer` interface of chapter 05 (`build`, `forward`, `backward`,
+# `params`, `grads`), so that chapter 08 can stack them into networks;
+# gradient-checks the layers; uses a convolution with hand-made filters as
+# image processing; and times the naive loops, the NumPy im2col reference and
+# the Numba kernels against each other and against PyTorch.
+
+# %%
+#| default_exp conv
+
+# %%
+#| hide
+# No GPU here: run the CUDA kernels in Numba's simulator. This must happen before numba.cuda is imported.
+import os, shutil
+if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+
+# %%
+#| export
+from __future__ import annotations
+import numpy as np
+from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng
+from dl_from_scratch.layers import Layer, _get_activation
+from dl_from_scratch import init as initializers
+from dl_from_scratch.kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
+    maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _geometry,
+    conv2d_naive_forward, conv2d_naive_backward, pool2d_naive_forward, pool2d_naive_backward)
+
+# %%
+#| hide
+import time
+import matplotlib.pyplot as plt
+from fastcore.test import test_eq, test_close, test_fail
+from dl_from_scratch.core import precision
+from dl_from_scratch.gradcheck import check_layer_grad
+
+# %% [markdown]
+# ## `Conv2D`
+#
+# The layer holds a kernel `W` of shape $(KH, KW, C, F)$ (Keras's layout) and
+# a bias `b` of shape $(F,)$. Forward is
+# $Y = \operatorname{im2col}(X)\,W_{(KH\cdot KW\cdot C)\times F} + b$; it keeps
+# the columns for backward, which is
+#
+# $$ dW = \text{cols}^\top \delta,\quad db = \textstyle\sum_{\text{rows}} \delta,\quad dX = \operatorname{col2im}(\delta\, W^\top). $$
+#
+# The initialiser is Glorot uniform with Keras's fans for a kernel,
+# $\text{fan}_\text{in} = KH\cdot KW\cdot C$ and $\text{fan}_\text{out} = KH\cdot KW\cdot F$
+# (`init.compute_fans`). `padding` is `'valid'`, `'same'`, an int, a pair or
+# a 4-tuple; `'same'` is resolved for each input size, so one layer serves
+# images of any height and width with the channel count it was built for.
+# An optional activation is fused in, as in Keras.
+
+# %%
+#| export
+def _regularizer(r):
+    if r is None: return None
+    from dl_from_scratch import layers
+    return layers.get_regularizer(r)
+
+def _constraint(c):
+    if c is None: return None
+    from dl_from_scratch import layers
+    return layers.get_constraint(c)
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) over NHWC images.
+
+    x `(N, H, W, C)` -> y `(N, OH, OW, filters)`, OH = floor((H + p_t + p_b - KH) / s_h) + 1;
+    `W` `(KH, KW, C, filters)`, `b` `(filters,)`. `padding`: 'valid', 'same', int, (ph, pw) or
+    (top, bottom, left, right). `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' for im2col/col2im."""
+    def __init__(self, filters: int, kernel_size, strides=1, padding='valid', activation=None, use_bias: bool = True,
+                 kernel_initializer='glorot_uniform', bias_initializer='zeros', kernel_regularizer=None,
+                 kernel_constraint=None, rng=None, backend: str = 'auto', name=None):
+        super().__init__(name)
+        if int(filters) < 1: raise ValueError(f"Conv2D expected filters >= 1, got {filters}")
+        self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
+        resolve_padding(padding, (1, 1), 1)                      # validates the spelling now
+        self.padding, self.use_bias, self.backend = padding, use_bias, backend
+        self.activation = None if activation in (None, 'linear') else activation
+        if self.activation is not None: self._g, self._g_grad = _get_activation(self.activation)
+        self.kernel_initializer = initializers.get_initializer(kernel_initializer)
+        self.bias_initializer = initializers.get_initializer(bias_initializer)
+        self.kernel_regularizer, self.kernel_constraint = _regularizer(kernel_regularizer), _constraint(kernel_constraint)
+        self.rng = as_rng(rng)
+
+    def _pad(self, hw): return resolve_padding(self.padding, hw, self.kernel_size, self.strides)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2D expected input of rank 4 (N, H, W, C), got input shape (N, *{tuple(input_shape)})")
+        H, W, C = (int(s) for s in input_shape)
+        _geometry((1, H, W, C), *self.kernel_size, self.strides, self._pad((H, W)), 'Conv2D')
+        super().build(input_shape)
+        dt = get_dtype()
+        self.params['W'] = self.kernel_initializer((*self.kernel_size, C, self.filters), rng=self.rng, dtype=dt)
+        if self.use_bias: self.params['b'] = self.bias_initializer((self.filters,), rng=self.rng, dtype=dt)
+
+    def output_shape(self, input_shape):
+        H, W = int(input_shape[0]), int(input_shape[1])
+        pt, pb, pl, pr = self._pad((H, W))
+        return (conv_output_size(H, self.kernel_size[0], self.strides[0], pt + pb),
+                conv_output_size(W, self.kernel_size[1], self.strides[1], pl + pr), self.filters)
+
+    def _check(self, x):
+        x = check_array(x, 'input', ndim=4, finite=False, who='Conv2D')
+        kshape = tuple(self.params['W'].shape)
+        if x.shape[3] != kshape[2]:
+            raise ValueError(f"Conv2D expected input (N, H, W, {kshape[2]}) to match its kernel of shape {kshape} "
+                             f"(KH, KW, C, F), got input shape {tuple(x.shape)}")
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def forward(self, x, training=False):
+        x = self._check(x)
+        N, H, W, _ = x.shape
+        pad = self._pad((H, W))
+        cols = im2col(x, self.kernel_size, self.strides, pad, self.backend)    # (N*OH*OW, KH*KW*C)
+        z = cols @ self.params['W'].reshape(-1, self.filters)
+        if self.use_bias: z += self.params['b']
+        OH, OW, F = self.output_shape((H, W))
+        z = z.reshape(N, OH, OW, F)
+        y = z if self.activation is None else self._g(z)
+        self.cache = (cols, x.shape, pad, z)
+        return y
+
+    def backward(self, dy):
+        cols, x_shape, pad, z = self.cache
+        dz = dy if self.activation is None else dy * self._g_grad(z)
+        d2 = dz.reshape(-1, self.filters)                                       # delta as (N*OH*OW, F)
+        Wm = self.params['W'].reshape(-1, self.filters)
+        self.grads['W'] = (cols.T @ d2).reshape(self.params['W'].shape)
+        if self.use_bias: self.grads['b'] = d2.sum(axis=0)
+        return col2im(d2 @ Wm.T, x_shape, self.kernel_size, self.strides, pad, self.backend)
+
+    def regularization_loss(self):
+        return 0.0 if self.kernel_regularizer is None else float(self.kernel_regularizer(self.params['W']))
+
+    def regularization_grads(self):
+        return {} if self.kernel_regularizer is None else {'W': self.kernel_regularizer.grad(self.params['W'])}
+
+    def apply_constraints(self):
+        if self.kernel_constraint is not None: self.params['W'][...] = self.kernel_constraint(self.params['W'])
+
+# %% [markdown]
+# The layer computes what the naive loops compute, its parameter count is
+# Keras's ($3\cdot3\cdot3\cdot32 + 32 = 896$ for the first layer of the
+# CIFAR-10 net of the build-your-own book), `'same'` keeps the size, and its
+# gradients pass the float64 check:
+
+# %%
+r = np.random.default_rng(0)
+conv = Conv2D(4, (3, 2), strides=(2, 1), padding=(1, 0, 0, 1), rng=0)
+x = r.normal(size=(2, 7, 6, 3)).astype(np.float32)
+y = conv(x)
+test_eq(y.shape, (2, *conv.output_shape((7, 6, 3)))); test_eq(y.dtype, np.float32)
+test_close(y, conv2d_naive_forward(x, conv.params['W'], conv.params['b'], (2, 1), (1, 0, 0, 1)), eps=1e-5)
+test_eq(Conv2D(32, 3, padding='same', rng=0)(np.zeros((1, 32, 32, 3), np.float32)).shape, (1, 32, 32, 32))
+c32 = Conv2D(32, 3); c32.build((32, 32, 3)); test_eq(c32.count_params(), 896)
+c = Conv2D(6, 5, strides=2, padding='same'); test_eq(c.output_shape((28, 28, 1)), (14, 14, 6))
+# the Glorot limit sqrt(6 / (fan_in + fan_out)) with fan_in = 3*3*3 and fan_out = 3*3*32
+test_eq(np.abs(c32.params['W']).max() <= np.sqrt(6 / (27 + 288)), True)
+
+# %%
+with precision(np.float64):
+    for kw in (dict(kernel_size=3, strides=1, padding='same'), dict(kernel_size=(3, 2), strides=(2, 3), padding=(1, 0, 2, 1)),
+               dict(kernel_size=2, strides=3, padding='valid', activation='relu'), dict(kernel_size=4, strides=2, padding='same')):
+        errs = check_layer_grad(Conv2D(3, rng=1, **kw), np.random.default_rng(2).normal(size=(2, 7, 8, 2)))
+        print(kw, {k: f'{v:.1e}' for k, v in errs.items()})
+        assert max(errs.values()) < 1e-6
+
+# %% [markdown]
+# Bad input is refused with both shapes in the message: a kernel larger than
+# the padded input, a channel count that does not match the kernel, an input
+# that is not NHWC.
+
+# %%
+test_fail(lambda: Conv2D(2, 5)(np.zeros((1, 4, 4, 1))), contains='5x5 is larger than the padded input 4x4 (input shape (1, 4, 4, 1)')
+conv = Conv2D(2, 3); conv.build((8, 8, 3))
+test_fail(lambda: conv(np.zeros((1, 8, 8, 1), np.float32)), contains='kernel of shape (3, 3, 3, 2) (KH, KW, C, F), got input shape (1, 8, 8, 1)')
+test_fail(lambda: conv(np.zeros((8, 8, 3), np.float32)), contains='rank 4, got shape (8, 8, 3)')
+test_fail(lambda: Conv2D(2, 3)(np.zeros((8, 8, 3))), contains='rank 4 (N, H, W, C), got input shape (N, *(8, 3))')
+test_fail(lambda: Conv2D(2, 3, padding='full'), contains="'valid', 'same'")
+
+# %% [markdown]
+# ## Pooling layers
+#
+# `MaxPool2D` keeps the winners' offsets in its cache; `AvgPool2D` needs only
+# the input shape. `strides` defaults to `pool_size`, and `padding='same'`
+# pads as TensorFlow does, the padding never winning a max and never counted
+# in an average.
+
+# %%
+#| export
+class _Pool2D(Layer):
+    def __init__(self, pool_size=2, strides=None, padding='valid', backend: str = 'auto', name=None):
+        super().__init__(name)
+        self.pool_size = _pair(pool_size, 'pool_size')
+        self.strides = self.pool_size if strides is None else _pair(strides, 'strides')
+        resolve_padding(padding, (1, 1), 1)
+        self.padding, self.backend = padding, backend
+
+    def _pad(self, hw): return resolve_padding(self.padding, hw, self.pool_size, self.strides)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{type(self).__name__} expected input of rank 4 (N, H, W, C), got input shape (N, *{tuple(input_shape)})")
+        H, W, C = (int(s) for s in input_shape)
+        _geometry((1, H, W, C), *self.pool_size, self.strides, self._pad((H, W)), type(self).__name__)
+        super().build(input_shape)
+
+    def output_shape(self, input_shape):
+        H, W, C = (int(s) for s in input_shape)
+        pt, pb, pl, pr = self._pad((H, W))
+        return (conv_output_size(H, self.pool_size[0], self.strides[0], pt + pb),
+                conv_output_size(W, self.pool_size[1], self.strides[1], pl + pr), C)
+
+    def _check(self, x):
+        x = check_array(x, 'input', ndim=4, finite=False, who=type(self).__name__)
+        if self.input_shape is not None and x.shape[3] != self.input_shape[2]:
+            raise ValueError(f"{type(self).__name__} expected input (N, H, W, {self.input_shape[2]}) as built, got input shape {tuple(x.shape)}")
+        return x if x.dtype.kind == 'f' else x.astype(get_dtype())
+
+class MaxPool2D(_Pool2D):
+    """Max pooling. x `(N, H, W, C)` -> y `(N, OH, OW, C)`; backward routes dy to each window's (first) maximum."""
+    def forward(self, x, training=False):
+        x = self._check(x)
+        pad = self._pad(x.shape[1:3])
+        y, idx = maxpool2d_forward(x, self.pool_size, self.strides, pad, self.backend)
+        self.cache = (idx, x.shape, pad)
+        return y
+
+    def backward(self, dy):
+        idx, x_shape, pad = self.cache
+        return maxpool2d_backward(dy, idx, x_shape, self.pool_size, self.strides, pad, self.backend)
+
+class AvgPool2D(_Pool2D):
+    """Average pooling over the real (unpadded) entries of each window. x `(N, H, W, C)` -> y `(N, OH, OW, C)`."""
+    def forward(self, x, training=False):
+        x = self._check(x)
+        pad = self._pad(x.shape[1:3])
+        self.cache = (x.shape, pad)
+        return avgpool2d_forward(x, self.pool_size, self.strides, pad, self.backend)
+
+    def backward(self, dy):
+        x_shape, pad = self.cache
+        return avgpool2d_backward(dy, x_shape, self.pool_size, self.strides, pad, self.backend)
+
+MaxPooling2D, AveragePooling2D = MaxPool2D, AvgPool2D   # Keras's other names
+
+# %%
+x = np.random.default_rng(3).normal(size=(2, 9, 7, 3))
+test_eq(MaxPool2D()(x), pool2d_naive_forward(x, 2, 2, 'max'))
+test_close(AvgPool2D(3, 2)(x), pool2d_naive_forward(x, 3, 2, 'avg'))
+test_eq(MaxPool2D(2, padding='same').output_shape((9, 7, 3)), (5, 4, 3))
+test_eq(MaxPool2D(2, padding='same')(x).shape, (2, 5, 4, 3))
+test_eq(MaxPool2D().count_params(), 0)
+with precision(np.float64):
+    for cls in (MaxPool2D, AvgPool2D):
+        for kw in (dict(), dict(pool_size=3, strides=2), dict(pool_size=3, strides=1, padding='same'), dict(pool_size=2, strides=3)):
+            errs = check_layer_grad(cls(**kw), x)
+            print(cls.__name__, kw, f"dx rel. error {errs['x']:.1e}")
+            assert errs['x'] < 1e-6
+test_fail(lambda: MaxPool2D(3)(np.zeros((1, 2, 2, 1))), contains='3x3 is larger than the padded input 2x2')
+test_fail(lambda: AvgPool2D()(np.zeros((4, 4, 1))), contains='rank 4')
+
+# %% [markdown]
+# On a GPU the same layer runs the CUDA kernels and cuBLAS (CuPy's `@`)
+# without leaving the device; here the CUDA kernels run in Numba's simulator
+# on NumPy arrays, which is slow but checks the same code:
+
+# %%
+x = np.random.default_rng(4).normal(size=(2, 6, 5, 2)).astype(np.float32)
+dy = np.random.default_rng(5).normal(size=(2, 3, 3, 4)).astype(np.float32)
+outs = {}
+for be in ('numpy', 'numba', 'cuda'):
+    layer = Conv2D(4, 3, strides=2, padding='same', rng=0, backend=be)
+    outs[be] = (layer(x), layer.backward(dy), layer.grads['W'])
+for be in ('numba', 'cuda'):
+    for a, b in zip(outs[be], outs['numpy']): test_close(a, b, eps=1e-5)
