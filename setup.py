@@ -27,6 +27,5 @@ setuptools.setup(
                     'bench': reqs('bench_requirements')},
     zip_safe=False,
     classifiers=['Programming Language :: Python :: 3',
-                 'License :: OSI Approved :: Apache Software License',
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],
 )

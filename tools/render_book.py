@@ -60,7 +60,8 @@ STYLE = """
  .book-nav{display:flex;justify-content:space-between;gap:1em;font:15px/1.4 system-ui,sans-serif;
    padding:.6em 1.2em;background:#f4f6f8;border-bottom:1px solid #dde;position:sticky;top:0;z-index:10}
  .book-nav.bottom{border-top:1px solid #dde;border-bottom:none;position:static;margin-top:2em}
- .book-nav a{text-decoration:none;color:#1a5fb4} .book-nav .mid{text-align:center;flex:1}
+ .book-nav a{text-decoration:none;color:#1a5fb4;flex:1} .book-nav a:last-child{text-align:right}
+ .book-nav .mid{text-align:center;white-space:nowrap;flex:0 0 auto}
  .book-nav button{font:inherit;cursor:pointer;border:1px solid #bbc;border-radius:4px;background:#fff}
  body.code-folded .jp-Cell-inputWrapper, body.code-folded .jp-InputArea{display:none}
  .jp-Notebook{max-width:980px;margin:auto}
@@ -81,14 +82,31 @@ def nav(pages, i, where='top') -> str:
     return f'<nav class="book-nav {where}">{prev}<span class="mid">{mid}</span>{nxt}</nav>'
 
 
+def local_mathjax() -> str:
+    "Copy MathJax (shipped by jupyter-server-mathjax) into _book/ so math renders offline; else use the CDN."
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        print("  MathJax: from the CDN (pip install jupyter-server-mathjax to ship it with the site)")
+        return 'https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js?config=TeX-AMS_CHTML-full,Safe'
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / 'static', OUT / 'mathjax')
+    return 'mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe'
+
+# jupyter-server-mathjax ships only the STIX-Web fonts: tell MathJax to use them.
+STIX = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], '
+        'preferredFont: null, webFont: "STIX-Web", imageFont: null}, SVG: {font: "STIX-Web"}});</script>')
+
+
 def render_fallback() -> Path:
     cfg = yaml.safe_load((ROOT / '_quarto.yml').read_text())
     chapters = chapter_list(cfg)
     missing = [p for _, p in chapters if not (ROOT / p).exists()]
     if missing: sys.exit(f"render_book: _quarto.yml lists chapters that do not exist: {', '.join(missing)}")
-    exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
     if OUT.exists(): shutil.rmtree(OUT)
     OUT.mkdir()
+    mathjax = local_mathjax()
+    exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True,
+                            mathjax_url=mathjax)
     nbs = [(part, path, load_notebook(ROOT / path)) for part, path in chapters]
     pages = [('index.html' if Path(p).stem == 'index' else Path(p).stem + '.html', title_of(nb)) for _, p, nb in nbs]
     book = cfg['book']
@@ -105,7 +123,7 @@ def render_fallback() -> Path:
         top = nav(pages, i) + (''.join(toc) if href == 'index.html' else '')
         body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + top, body, count=1)
         body = body.replace('</body>', nav(pages, i, 'bottom') + '</body>', 1)
-        body = body.replace('</head>', STYLE + '</head>', 1)
+        body = body.replace('</head>', STYLE + (STIX if mathjax.startswith('mathjax/') else '') + '</head>', 1)
         (OUT / href).write_text(body, encoding='utf-8')
         print(f"  {href:<28} {title}")
     return OUT / 'index.html'
