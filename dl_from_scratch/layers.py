@@ -10,7 +10,7 @@ from .core import check_array, as_rng, get_dtype, get_array_module, to_device
 from . import init as initializers
 
 # %% auto #0
-__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten']
+__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
 
 # %% ../nbs/05_mlp.ipynb #14be0eea
 LAYERS: dict = {}   # class name -> Layer subclass, for rebuilding saved models
@@ -249,3 +249,166 @@ class Flatten(Layer):
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
+
+# %% ../nbs/06_regularization.ipynb #40e48045
+class Regularizer:
+    "A penalty `R(w) -> float` on a weight array, with `grad(w) -> dR/dw` (shape of `w`)."
+    def __call__(self, w) -> float: raise NotImplementedError
+    def grad(self, w): raise NotImplementedError
+    def get_config(self) -> dict: return dict(vars(self))
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
+
+class L2(Regularizer):
+    "`l2 * sum(w**2)` (Keras' convention, no 1/2); gradient `2 * l2 * w`."
+    def __init__(self, l2: float = 0.01): self.l2 = float(l2)
+    def __call__(self, w): return self.l2 * float((w * w).sum())
+    def grad(self, w): return (2 * self.l2) * w
+
+class L1(Regularizer):
+    "`l1 * sum(|w|)`; subgradient `l1 * sign(w)`."
+    def __init__(self, l1: float = 0.01): self.l1 = float(l1)
+    def __call__(self, w): return self.l1 * float(get_array_module(w).abs(w).sum())
+    def grad(self, w): return self.l1 * get_array_module(w).sign(w)
+
+class L1L2(Regularizer):
+    "`l1 * sum(|w|) + l2 * sum(w**2)` (elastic net)."
+    def __init__(self, l1: float = 0.0, l2: float = 0.0): self.l1, self.l2 = float(l1), float(l2)
+    def __call__(self, w): return L1(self.l1)(w) + L2(self.l2)(w)
+    def grad(self, w): return L1(self.l1).grad(w) + L2(self.l2).grad(w)
+
+def get_regularizer(reg) -> Regularizer:
+    "A `Regularizer` from 'l1', 'l2', 'l1_l2' (strength 0.01, as Keras) or an object with `__call__` and `grad`."
+    if isinstance(reg, str):
+        table = {'l1': L1, 'l2': L2, 'l1_l2': lambda: L1L2(0.01, 0.01)}
+        if reg.lower() in table: return table[reg.lower()]()
+    elif callable(reg) and hasattr(reg, 'grad'): return reg
+    raise ValueError(f"unknown regularizer {reg!r}; expected 'l1', 'l2', 'l1_l2' or an object with __call__ and grad")
+
+class Constraint:
+    "A projection `w -> w'` applied after each optimizer step."
+    def __call__(self, w): raise NotImplementedError
+    def get_config(self) -> dict: return dict(vars(self))
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
+
+class MaxNorm(Constraint):
+    """Rescale so that the L2 norm along `axis` is at most `max_value`. For a Dense kernel
+    `(D, U)`, `axis=0` bounds the incoming weight vector of every unit (Keras' default)."""
+    def __init__(self, max_value: float = 2.0, axis=0): self.max_value, self.axis = float(max_value), axis
+    def __call__(self, w):
+        xp = get_array_module(w)
+        norms = xp.sqrt((w * w).sum(axis=self.axis, keepdims=True))
+        return w * (xp.clip(norms, 0, self.max_value) / (norms + 1e-7))
+
+def get_constraint(c) -> Constraint:
+    "A `Constraint` from 'max_norm' (max 2, as Keras) or a callable `w -> w'`."
+    if isinstance(c, str) and c.lower() in ('max_norm', 'maxnorm'): return MaxNorm()
+    if callable(c): return c
+    raise ValueError(f"unknown constraint {c!r}; expected 'max_norm' or a callable w -> w'")
+
+# %% ../nbs/06_regularization.ipynb #69286cb8
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each element with probability `rate` and scale the rest
+    by `1/(1-rate)`; the identity at inference. Any shape `(N, ...)`; the mask comes from `self.rng`."""
+    def __init__(self, rate: float, rng=None, name=None):
+        super().__init__(name)
+        if not 0.0 <= float(rate) < 1.0: raise ValueError(f"Dropout expected 0 <= rate < 1, got {rate}")
+        self.rate, self.rng = float(rate), as_rng(rng)
+
+    def forward(self, x, training=False):
+        x = _check_input(self, x)
+        if not training or self.rate == 0.0:
+            self.cache = None
+            return x
+        xp, keep = get_array_module(x), 1.0 - self.rate
+        if xp is np: u = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+        else: u = xp.random.RandomState(int(self.rng.integers(2 ** 31))).random_sample(x.shape, dtype=x.dtype)
+        mask = (u >= self.rate).astype(x.dtype) / x.dtype.type(keep)
+        self.cache = mask
+        return x * mask
+
+    def backward(self, dy):
+        return dy if self.cache is None else dy * self.cache
+
+# %% ../nbs/06_regularization.ipynb #cafa4dbd
+class BatchNorm(Layer):
+    """Batch normalization over every axis but the last: dense `(N, D)` or spatial NHWC `(N, H, W, C)`.
+    `gamma`, `beta` `(C,)` are trained; `moving_mean`, `moving_var` `(C,)` are updated in training
+    with `momentum` and used at inference."""
+    def __init__(self, momentum: float = 0.9, eps: float = 1e-5, name=None):
+        super().__init__(name)
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        C, dt = self.input_shape[-1], get_dtype()
+        self.params = {'gamma': np.ones(C, dt), 'beta': np.zeros(C, dt)}
+        self.state = {'moving_mean': np.zeros(C, dt), 'moving_var': np.ones(C, dt)}
+
+    def forward(self, x, training=False):
+        x = _check_input(self, x)
+        xp, axes = get_array_module(x), tuple(range(x.ndim - 1))
+        if training:
+            mu, var = x.mean(axis=axes), x.var(axis=axes)
+            m = self.momentum
+            self.state['moving_mean'][...] = m * self.state['moving_mean'] + (1 - m) * mu
+            self.state['moving_var'][...] = m * self.state['moving_var'] + (1 - m) * var
+        else:
+            mu, var = self.state['moving_mean'], self.state['moving_var']
+        s = 1.0 / xp.sqrt(var + self.eps)
+        xhat = (x - mu) * s
+        self.cache = (xhat, s, training)
+        return self.params['gamma'] * xhat + self.params['beta']
+
+    def backward(self, dy):
+        xhat, s, training = self.cache
+        axes = tuple(range(dy.ndim - 1))
+        self.grads['beta'] = dy.sum(axis=axes)
+        self.grads['gamma'] = (dy * xhat).sum(axis=axes)
+        dxhat = dy * self.params['gamma']
+        if not training: return dxhat * s
+        M = dy.size // dy.shape[-1]
+        return (s / M) * (M * dxhat - dxhat.sum(axis=axes) - xhat * (dxhat * xhat).sum(axis=axes))
+
+BatchNormalization = BatchNorm   # Keras' name
+
+# %% ../nbs/06_regularization.ipynb #c9d883dc
+class GroupNorm(Layer):
+    """Group normalization of `(N, ..., C)` (NHWC images or `(N, C)`): statistics per example over
+    the positions and the `C/groups` channels of each group. `gamma`, `beta` `(C,)`."""
+    def __init__(self, groups: int, eps: float = 1e-5, name=None):
+        super().__init__(name)
+        self.groups, self.eps = int(groups), float(eps)
+
+    def build(self, input_shape):
+        C = int(input_shape[-1])
+        if self.groups < 1 or C % self.groups:
+            raise ValueError(f"GroupNorm expected the channel count to be a multiple of groups={self.groups}, got C={C}")
+        super().build(input_shape)
+        dt = get_dtype()
+        self.params = {'gamma': np.ones(C, dt), 'beta': np.zeros(C, dt)}
+
+    def _grouped(self, x):
+        "View `(N, ..., C)` as `(N, ..., G, C/G)`; return it and the axes a group's statistics run over."
+        xg = x.reshape(*x.shape[:-1], self.groups, x.shape[-1] // self.groups)
+        return xg, tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
+
+    def forward(self, x, training=False):
+        x = _check_input(self, x)
+        xp = get_array_module(x)
+        xg, axes = self._grouped(x)
+        mu, var = xg.mean(axis=axes, keepdims=True), xg.var(axis=axes, keepdims=True)
+        s = 1.0 / xp.sqrt(var + self.eps)
+        xhat = ((xg - mu) * s).reshape(x.shape)
+        self.cache = (xhat, s)
+        return self.params['gamma'] * xhat + self.params['beta']
+
+    def backward(self, dy):
+        xhat, s = self.cache
+        red = tuple(range(dy.ndim - 1))
+        self.grads['beta'] = dy.sum(axis=red)
+        self.grads['gamma'] = (dy * xhat).sum(axis=red)
+        dxh, axes = self._grouped(dy * self.params['gamma'])
+        xh, _ = self._grouped(xhat)
+        M = xh.size // (xh.shape[0] * self.groups)
+        dx = (s / M) * (M * dxh - dxh.sum(axis=axes, keepdims=True) - xh * (dxh * xh).sum(axis=axes, keepdims=True))
+        return dx.reshape(dy.shape)

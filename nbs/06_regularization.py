@@ -34,6 +34,8 @@ from dl_from_scratch.core import as_rng, get_dtype
 # %%
 #| hide
 from fastcore.test import test_eq, test_close, test_fail
+from dl_from_scratch.layers import Layer, Activation, _check_input
+from dl_from_scratch.core import get_array_module
 
 # %% [markdown]
 # ## Initialisers
@@ -166,3 +168,378 @@ q = orthogonal((4, 6), rng=0, dtype=np.float64); test_close(q @ q.T, np.eye(4), 
 test_eq(get_initializer('Xavier_Uniform') is glorot_uniform, True)
 test_fail(lambda: get_initializer('gaussian'), contains='unknown initializer')
 test_eq(zeros((2, 3), dtype=np.float64).dtype, np.float64)
+
+# %% [markdown]
+# ## Penalties: L2 (weight decay), L1, and the max-norm constraint
+#
+# ### L2 and weight decay
+#
+# Adding $R(W) = \lambda \sum_{ij} W_{ij}^2$ to the loss adds $2\lambda W$ to
+# the gradient. One SGD step with learning rate $\alpha$ becomes
+#
+# $$W \leftarrow W - \alpha(\nabla_W \mathcal{L} + 2\lambda W) = (1 - 2\alpha\lambda)\,W - \alpha \nabla_W \mathcal{L},$$
+#
+# so every step first shrinks ("decays") the weights by a constant factor:
+# for plain SGD, L2 regularisation *is* weight decay. (For adaptive
+# optimizers like Adam the two differ, because Adam rescales the penalty's
+# gradient too; decoupled weight decay, AdamW, applies the shrink directly.)
+# We follow Keras' convention, $R = \lambda\sum W^2$ without a $\tfrac12$;
+# the deeplearning.ai course writes $\tfrac{\lambda}{2m}\|W\|_F^2$, which is
+# Keras' $\lambda_\text{Keras} = \lambda / (2m)$. Only kernels are
+# penalised, not biases. L1, $\lambda\sum|W_{ij}|$, with subgradient
+# $\lambda\,\operatorname{sign}(W)$, pushes weights to exactly zero.
+#
+# ### Max-norm
+#
+# Instead of penalising large weights, *forbid* them: after every update,
+# rescale each unit's incoming weight vector $w_{:,u}$ to norm at most $c$
+# (Srebro & Shraibman 2005; used with dropout by Srivastava et al. 2014 and
+# by source 000's CIFAR-10 net, $c = 3$). It is a projection onto a convex
+# set, applied by the model after each optimizer step.
+
+# %%
+#| export layers
+class Regularizer:
+    "A penalty `R(w) -> float` on a weight array, with `grad(w) -> dR/dw` (shape of `w`)."
+    def __call__(self, w) -> float: raise NotImplementedError
+    def grad(self, w): raise NotImplementedError
+    def get_config(self) -> dict: return dict(vars(self))
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
+
+class L2(Regularizer):
+    "`l2 * sum(w**2)` (Keras' convention, no 1/2); gradient `2 * l2 * w`."
+    def __init__(self, l2: float = 0.01): self.l2 = float(l2)
+    def __call__(self, w): return self.l2 * float((w * w).sum())
+    def grad(self, w): return (2 * self.l2) * w
+
+class L1(Regularizer):
+    "`l1 * sum(|w|)`; subgradient `l1 * sign(w)`."
+    def __init__(self, l1: float = 0.01): self.l1 = float(l1)
+    def __call__(self, w): return self.l1 * float(get_array_module(w).abs(w).sum())
+    def grad(self, w): return self.l1 * get_array_module(w).sign(w)
+
+class L1L2(Regularizer):
+    "`l1 * sum(|w|) + l2 * sum(w**2)` (elastic net)."
+    def __init__(self, l1: float = 0.0, l2: float = 0.0): self.l1, self.l2 = float(l1), float(l2)
+    def __call__(self, w): return L1(self.l1)(w) + L2(self.l2)(w)
+    def grad(self, w): return L1(self.l1).grad(w) + L2(self.l2).grad(w)
+
+def get_regularizer(reg) -> Regularizer:
+    "A `Regularizer` from 'l1', 'l2', 'l1_l2' (strength 0.01, as Keras) or an object with `__call__` and `grad`."
+    if isinstance(reg, str):
+        table = {'l1': L1, 'l2': L2, 'l1_l2': lambda: L1L2(0.01, 0.01)}
+        if reg.lower() in table: return table[reg.lower()]()
+    elif callable(reg) and hasattr(reg, 'grad'): return reg
+    raise ValueError(f"unknown regularizer {reg!r}; expected 'l1', 'l2', 'l1_l2' or an object with __call__ and grad")
+
+class Constraint:
+    "A projection `w -> w'` applied after each optimizer step."
+    def __call__(self, w): raise NotImplementedError
+    def get_config(self) -> dict: return dict(vars(self))
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
+
+class MaxNorm(Constraint):
+    """Rescale so that the L2 norm along `axis` is at most `max_value`. For a Dense kernel
+    `(D, U)`, `axis=0` bounds the incoming weight vector of every unit (Keras' default)."""
+    def __init__(self, max_value: float = 2.0, axis=0): self.max_value, self.axis = float(max_value), axis
+    def __call__(self, w):
+        xp = get_array_module(w)
+        norms = xp.sqrt((w * w).sum(axis=self.axis, keepdims=True))
+        return w * (xp.clip(norms, 0, self.max_value) / (norms + 1e-7))
+
+def get_constraint(c) -> Constraint:
+    "A `Constraint` from 'max_norm' (max 2, as Keras) or a callable `w -> w'`."
+    if isinstance(c, str) and c.lower() in ('max_norm', 'maxnorm'): return MaxNorm()
+    if callable(c): return c
+    raise ValueError(f"unknown constraint {c!r}; expected 'max_norm' or a callable w -> w'")
+
+# %%
+from dl_from_scratch.layers import L1, L2, L1L2, MaxNorm, get_regularizer, Dense
+from dl_from_scratch.gradcheck import check_grad
+from dl_from_scratch.core import precision
+w = np.random.default_rng(0).normal(size=(4, 3))
+for r in [L2(0.3), L1L2(0.1, 0.2)]:
+    assert check_grad(r, r.grad, w + 0.01) < 1e-8, r
+test_close(L2(0.5)(np.array([1., 2.])), 2.5); test_close(L1(0.5)(np.array([1., -2.])), 1.5)
+wc = MaxNorm(1.0)(w * 10); test_close(np.linalg.norm(wc, axis=0), np.ones(3), eps=1e-5)
+small = w * 1e-3; test_close(MaxNorm(1.0)(small), small, eps=1e-6)       # inside the ball: unchanged (up to the 1e-7 guard)
+test_fail(lambda: get_regularizer('l3'), contains='unknown regularizer')
+
+# %% [markdown]
+# For plain SGD, L2 and weight decay are the same update. A model with
+# `kernel_regularizer=L2(λ)` trained one step must equal the hand-written
+# $(1-2\alpha\lambda)W - \alpha\nabla_W\mathcal{L}$; and the max-norm layer's
+# weights never leave the ball.
+
+# %%
+from dl_from_scratch.model import Sequential
+from dl_from_scratch.optim import SGD
+rng = np.random.default_rng(1)
+xb, yb = rng.normal(size=(8, 5)).astype(np.float32), rng.integers(0, 3, 8)
+lam, lr = 0.1, 0.5
+m0 = Sequential([Dense(3, rng=0)], input_shape=(5,)); m0.compile('sparse_categorical_crossentropy', SGD(lr))
+W0 = m0.layers[0].params['W'].copy()
+m0.forward(xb, training=True); _, dy = m0.loss.value_and_grad(m0.forward(xb, True), yb); m0.backward(dy)
+gW = m0.layers[0].grads['W'].copy()
+m1 = Sequential([Dense(3, rng=0, kernel_regularizer=L2(lam))], input_shape=(5,)); m1.compile('sparse_categorical_crossentropy', SGD(lr))
+m1.fit(xb, yb, epochs=1, batch_size=8, shuffle=False, verbose=0)
+test_close(m1.layers[0].params['W'], (1 - 2 * lr * lam) * W0 - lr * gW, eps=1e-6)
+m2 = Sequential([Dense(3, rng=0, kernel_constraint=MaxNorm(0.1))], input_shape=(5,)); m2.compile('sparse_categorical_crossentropy', SGD(lr))
+m2.fit(xb, yb, epochs=3, batch_size=4, verbose=0)
+assert (np.linalg.norm(m2.layers[0].params['W'], axis=0) <= 0.1 + 1e-6).all()
+
+# %% [markdown]
+# ## Inverted dropout
+#
+# During training, each unit's output is kept with probability $p = 1 -
+# \text{rate}$ and zeroed otherwise (Srivastava et al. 2014). *Inverted*
+# dropout divides the kept outputs by $p$ at training time,
+#
+# $$y = \frac{m \odot x}{p}, \quad m_i \sim \text{Bernoulli}(p), \qquad \mathbb{E}[y] = x,$$
+#
+# so that at test time the layer is the identity, with nothing to rescale.
+# The backward pass uses the same mask: $\bar x = m\odot\bar y / p$. The mask
+# comes from the layer's own `self.rng`, so a run is reproducible and the
+# gradient check (which reseeds `rng` before every forward pass) sees the same
+# mask each time.
+
+# %%
+#| export layers
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each element with probability `rate` and scale the rest
+    by `1/(1-rate)`; the identity at inference. Any shape `(N, ...)`; the mask comes from `self.rng`."""
+    def __init__(self, rate: float, rng=None, name=None):
+        super().__init__(name)
+        if not 0.0 <= float(rate) < 1.0: raise ValueError(f"Dropout expected 0 <= rate < 1, got {rate}")
+        self.rate, self.rng = float(rate), as_rng(rng)
+
+    def forward(self, x, training=False):
+        x = _check_input(self, x)
+        if not training or self.rate == 0.0:
+            self.cache = None
+            return x
+        xp, keep = get_array_module(x), 1.0 - self.rate
+        if xp is np: u = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+        else: u = xp.random.RandomState(int(self.rng.integers(2 ** 31))).random_sample(x.shape, dtype=x.dtype)
+        mask = (u >= self.rate).astype(x.dtype) / x.dtype.type(keep)
+        self.cache = mask
+        return x * mask
+
+    def backward(self, dy):
+        return dy if self.cache is None else dy * self.cache
+
+# %%
+from dl_from_scratch.layers import Dropout
+from dl_from_scratch.gradcheck import check_layer_grad
+x = np.ones((2000, 50), np.float32)
+dr = Dropout(0.3, rng=0); y = dr(x, training=True)
+test_close((y == 0).mean(), 0.3, eps=0.01)                      # the dropped fraction
+test_close(y.mean(), 1.0, eps=0.01)                             # expectation kept: inverted scaling
+test_eq(set(np.unique(y)), {0.0, np.float32(1 / 0.7)})
+test_eq(dr(x, training=False) is x, True)                       # identity at test time
+test_eq(Dropout(0.3, rng=5)(x, training=True), Dropout(0.3, rng=5)(x, training=True))   # fixed rng, same mask
+test_fail(lambda: Dropout(1.0), contains='0 <= rate < 1')
+with precision(np.float64):
+    errs = check_layer_grad(Dropout(0.5, rng=3), np.random.default_rng(0).normal(size=(6, 7)))
+print('Dropout gradient check:', errs); assert max(errs.values()) < 1e-6
+
+# %% [markdown]
+# ## Batch normalization
+#
+# Ioffe & Szegedy (2015) normalise each feature over the batch, then let the
+# net re-scale it:
+#
+# $$\mu = \frac1M\sum_{i} x_i,\quad \sigma^2 = \frac1M\sum_i (x_i-\mu)^2,\quad
+# \hat x_i = \frac{x_i-\mu}{\sqrt{\sigma^2+\epsilon}},\quad y_i = \gamma\hat x_i + \beta .$$
+#
+# For a dense input `(N, D)` the statistics run over the $M=N$ rows, per
+# feature; for an image batch `(N, H, W, C)` ("spatial" batch norm) over the
+# $M = NHW$ positions, per channel. In NHWC both cases are "every axis but
+# the last", which is why one class serves both. At inference there is no
+# batch to average, so the layer uses running averages kept during training,
+#
+# $$\mu_\text{run} \leftarrow m\,\mu_\text{run} + (1-m)\,\mu, \qquad \sigma^2_\text{run} \leftarrow m\,\sigma^2_\text{run} + (1-m)\,\sigma^2,$$
+#
+# with momentum $m = 0.9$ (CS231n's and source 001's value; Keras uses 0.99).
+#
+# **Backward.** $\hat x$ depends on every $x_i$ of the batch through $\mu$
+# and $\sigma$. With $\bar{\hat x} = \gamma\bar y$ and $s = (\sigma^2+\epsilon)^{-1/2}$,
+# summing the three paths and simplifying gives the compact form
+#
+# $$\bar\beta = \sum_i \bar y_i, \qquad \bar\gamma = \sum_i \bar y_i\hat x_i, \qquad
+# \bar x_i = \frac{s}{M}\Big(M\bar{\hat x}_i - \sum_j \bar{\hat x}_j - \hat x_i \sum_j \bar{\hat x}_j \hat x_j\Big),$$
+#
+# the "alt" backward of CS231n: the gradient is $\bar{\hat x}$ with its mean
+# and its component along $\hat x$ removed, scaled by $s$. In inference mode
+# the layer is a fixed affine map and $\bar x = \gamma s_\text{run}\bar y$.
+#
+# The running averages are *state*: saved with the model and counted by
+# `summary` as non-trainable parameters, as Keras does (4C parameters, 2C
+# trainable).
+
+# %%
+#| export layers
+class BatchNorm(Layer):
+    """Batch normalization over every axis but the last: dense `(N, D)` or spatial NHWC `(N, H, W, C)`.
+    `gamma`, `beta` `(C,)` are trained; `moving_mean`, `moving_var` `(C,)` are updated in training
+    with `momentum` and used at inference."""
+    def __init__(self, momentum: float = 0.9, eps: float = 1e-5, name=None):
+        super().__init__(name)
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        C, dt = self.input_shape[-1], get_dtype()
+        self.params = {'gamma': np.ones(C, dt), 'beta': np.zeros(C, dt)}
+        self.state = {'moving_mean': np.zeros(C, dt), 'moving_var': np.ones(C, dt)}
+
+    def forward(self, x, training=False):
+        x = _check_input(self, x)
+        xp, axes = get_array_module(x), tuple(range(x.ndim - 1))
+        if training:
+            mu, var = x.mean(axis=axes), x.var(axis=axes)
+            m = self.momentum
+            self.state['moving_mean'][...] = m * self.state['moving_mean'] + (1 - m) * mu
+            self.state['moving_var'][...] = m * self.state['moving_var'] + (1 - m) * var
+        else:
+            mu, var = self.state['moving_mean'], self.state['moving_var']
+        s = 1.0 / xp.sqrt(var + self.eps)
+        xhat = (x - mu) * s
+        self.cache = (xhat, s, training)
+        return self.params['gamma'] * xhat + self.params['beta']
+
+    def backward(self, dy):
+        xhat, s, training = self.cache
+        axes = tuple(range(dy.ndim - 1))
+        self.grads['beta'] = dy.sum(axis=axes)
+        self.grads['gamma'] = (dy * xhat).sum(axis=axes)
+        dxhat = dy * self.params['gamma']
+        if not training: return dxhat * s
+        M = dy.size // dy.shape[-1]
+        return (s / M) * (M * dxhat - dxhat.sum(axis=axes) - xhat * (dxhat * xhat).sum(axis=axes))
+
+BatchNormalization = BatchNorm   # Keras' name
+
+# %% [markdown]
+# ## Group normalization
+#
+# Batch norm's statistics get noisy when the batch is small. Wu & He (2018)
+# normalise each *example* instead, over groups of channels: split the $C$
+# channels into $G$ groups and compute $\mu, \sigma^2$ over the positions and
+# the $C/G$ channels of each group, separately for every example. $G=1$ is
+# layer norm, $G=C$ instance norm. $\gamma, \beta$ stay per channel, and
+# there are no running averages: training and inference compute the same
+# thing. The backward pass is batch norm's formula with $M = HW\,C/G$ and the
+# sums taken per (example, group). $\epsilon = 10^{-5}$, as in source 001.
+
+# %%
+#| export layers
+class GroupNorm(Layer):
+    """Group normalization of `(N, ..., C)` (NHWC images or `(N, C)`): statistics per example over
+    the positions and the `C/groups` channels of each group. `gamma`, `beta` `(C,)`."""
+    def __init__(self, groups: int, eps: float = 1e-5, name=None):
+        super().__init__(name)
+        self.groups, self.eps = int(groups), float(eps)
+
+    def build(self, input_shape):
+        C = int(input_shape[-1])
+        if self.groups < 1 or C % self.groups:
+            raise ValueError(f"GroupNorm expected the channel count to be a multiple of groups={self.groups}, got C={C}")
+        super().build(input_shape)
+        dt = get_dtype()
+        self.params = {'gamma': np.ones(C, dt), 'beta': np.zeros(C, dt)}
+
+    def _grouped(self, x):
+        "View `(N, ..., C)` as `(N, ..., G, C/G)`; return it and the axes a group's statistics run over."
+        xg = x.reshape(*x.shape[:-1], self.groups, x.shape[-1] // self.groups)
+        return xg, tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
+
+    def forward(self, x, training=False):
+        x = _check_input(self, x)
+        xp = get_array_module(x)
+        xg, axes = self._grouped(x)
+        mu, var = xg.mean(axis=axes, keepdims=True), xg.var(axis=axes, keepdims=True)
+        s = 1.0 / xp.sqrt(var + self.eps)
+        xhat = ((xg - mu) * s).reshape(x.shape)
+        self.cache = (xhat, s)
+        return self.params['gamma'] * xhat + self.params['beta']
+
+    def backward(self, dy):
+        xhat, s = self.cache
+        red = tuple(range(dy.ndim - 1))
+        self.grads['beta'] = dy.sum(axis=red)
+        self.grads['gamma'] = (dy * xhat).sum(axis=red)
+        dxh, axes = self._grouped(dy * self.params['gamma'])
+        xh, _ = self._grouped(xhat)
+        M = xh.size // (xh.shape[0] * self.groups)
+        dx = (s / M) * (M * dxh - dxh.sum(axis=axes, keepdims=True) - xh * (dxh * xh).sum(axis=axes, keepdims=True))
+        return dx.reshape(dy.shape)
+
+# %% [markdown]
+# ### Tests: the CS231n fixtures
+#
+# Source 001 reproduces CS231n's checks of spatial batch norm and group
+# norm. We run the same fixtures, in NHWC (their `(N, C, H, W) = (2, 3, 4, 5)`
+# is our `(2, 4, 5, 3)`), so the numbers printed beside the source's are the
+# same experiment with different random draws: forward statistics
+# (per-channel means ≈ 0 and stds ≈ 1, or β and γ after the affine step),
+# the test-time statistics after 50 training passes, and the relative errors
+# of the gradient checks.
+
+# %%
+from dl_from_scratch.layers import BatchNorm, GroupNorm
+r = np.random.default_rng(231)
+with precision(np.float64):
+    x = 4 * r.standard_normal((2, 4, 5, 3)) + 10
+    bn = BatchNorm(); y = bn(x, training=True)
+    print('spatial BN, before: means', x.mean((0, 1, 2)).round(4), 'stds', x.std((0, 1, 2)).round(4))
+    print('after (γ=1, β=0): means', y.mean((0, 1, 2)), 'stds', y.std((0, 1, 2)))
+    test_close(y.mean((0, 1, 2)), np.zeros(3), eps=1e-12); test_close(y.std((0, 1, 2)), np.ones(3), eps=1e-5)
+    bn.params['gamma'][:] = [3, 4, 5]; bn.params['beta'][:] = [6, 7, 8]; y = bn(x, training=True)
+    print('after (γ=[3,4,5], β=[6,7,8]): means', y.mean((0, 1, 2)), 'stds', y.std((0, 1, 2)))
+    test_close(y.mean((0, 1, 2)), [6, 7, 8], eps=1e-12); test_close(y.std((0, 1, 2)), [3, 4, 5], eps=1e-4)
+    bn = BatchNorm()
+    for _ in range(50): bn(2.3 * r.standard_normal((10, 11, 12, 4)) + 13, training=True)
+    y = bn(2.3 * r.standard_normal((10, 11, 12, 4)) + 13, training=False)
+    print('test time after 50 training passes: means', y.mean((0, 1, 2)).round(5), 'stds', y.std((0, 1, 2)).round(5))
+    test_close(y.mean((0, 1, 2)), np.zeros(4), eps=0.15); test_close(y.std((0, 1, 2)), np.ones(4), eps=0.1)
+    bn = BatchNorm(); bn.build((4, 5, 3))
+    bn.params['gamma'][:] = r.standard_normal(3); bn.params['beta'][:] = r.standard_normal(3)
+    e_bn = check_layer_grad(bn, 5 * r.standard_normal((2, 4, 5, 3)) + 12)
+    gn = GroupNorm(2); gn.build((4, 5, 6))
+    gn.params['gamma'][:] = r.standard_normal(6); gn.params['beta'][:] = r.standard_normal(6)
+    xg = 4 * r.standard_normal((2, 4, 5, 6)) + 10
+    yg = gn(xg)
+    gstats = yg.reshape(2, 4, 5, 2, 3)
+    e_gn = check_layer_grad(gn, 5 * r.standard_normal((2, 4, 5, 6)) + 12)
+print('GroupNorm(G=2) after (γ, β random, so undo them): per-(example, group) means',
+      ((gstats - gn.params['beta'].reshape(2, 3)) / gn.params['gamma'].reshape(2, 3)).mean((1, 2, 4)).ravel().round(12))
+print(f"{'':22}{'source 001':>14}{'ours':>12}")
+for lab, src, ours in [('spatial BN dx', 3.083846820796372e-07, e_bn['x']), ('spatial BN dgamma', 7.09738489671469e-12, e_bn['gamma']),
+                       ('spatial BN dbeta', 3.275608725278405e-12, e_bn['beta']), ('GN dx', 6.34590431845254e-08, e_gn['x']),
+                       ('GN dgamma', 1.0546047434202244e-11, e_gn['gamma']), ('GN dbeta', 3.81e-12, e_gn['beta'])]:
+    print(f'{lab:22}{src:14.3e}{ours:12.3e}')
+    assert ours < 1e-6
+
+# %% [markdown]
+# And the rest: BN on dense inputs in train and inference mode, GN on dense
+# input and with $G = 1$ (layer norm) and $G = C$ (instance norm), Keras'
+# parameter count (4C for BN, with 2C non-trainable), the running-average
+# update rule, and the bad-input checks.
+
+# %%
+with precision(np.float64):
+    for layer, xin in [(BatchNorm(), r.normal(size=(7, 4)) * 3 + 1), (GroupNorm(2), r.normal(size=(5, 6))),
+                       (GroupNorm(1), r.normal(size=(2, 3, 3, 4))), (GroupNorm(4), r.normal(size=(2, 3, 3, 4)))]:
+        layer.build(xin.shape[1:]); layer.params['gamma'][:] = r.normal(size=xin.shape[-1])
+        errs = check_layer_grad(layer, xin); assert max(errs.values()) < 1e-6, (layer, errs)
+    bn = BatchNorm(); bn(r.normal(size=(8, 3)), training=True)
+    errs = check_layer_grad(bn, r.normal(size=(8, 3)), training=False); assert max(errs.values()) < 1e-6, errs
+bn = BatchNorm(momentum=0.9); xb = r.normal(3, 2, size=(64, 5)).astype(np.float32); bn(xb, training=True)
+test_close(bn.state['moving_mean'], 0.1 * xb.mean(0), eps=1e-5); test_close(bn.state['moving_var'], 0.9 + 0.1 * xb.var(0), eps=1e-5)
+bn = BatchNorm(); bn.build((8, 8, 16)); test_eq(bn.count_params(), 64); test_eq(bn.count_trainable_params(), 32)
+test_fail(lambda: GroupNorm(4).build((5, 6)), contains='multiple of groups=4, got C=6')
+test_fail(lambda: bn(np.zeros((2, 8, 8, 3))), contains='BatchNorm expected input of shape (N, 8, 8, 16), got (2, 8, 8, 3)')
+m = Sequential([Dense(64, use_bias=False), BatchNorm(), Activation('relu'), Dense(10)], input_shape=(32,))
+m.summary()
+test_eq(m.count_params(), 32 * 64 + 4 * 64 + 64 * 10 + 10)

@@ -1,0 +1,130 @@
+"Gradient checks of every layer of chapters 05-06 (float64, central differences, relative error < 1e-6) and their input checks."
+import numpy as np
+import pytest
+from dl_from_scratch.core import precision
+from dl_from_scratch.gradcheck import check_layer_grad
+from dl_from_scratch.layers import (Layer, LAYERS, Dense, Activation, Flatten, Dropout, BatchNorm, GroupNorm,
+                                    L2, L1, L1L2, MaxNorm, get_regularizer, get_constraint)
+from dl_from_scratch import init
+
+TOL = 1e-6
+rng = np.random.default_rng(1234)
+
+
+def _check(layer, x, training=True, build=None):
+    with precision(np.float64):
+        if build is not None:
+            layer.build(build)
+            if 'gamma' in layer.params:           # non-trivial scale and shift
+                layer.params['gamma'][:] = rng.normal(size=layer.params['gamma'].shape)
+                layer.params['beta'][:] = rng.normal(size=layer.params['beta'].shape)
+        errs = check_layer_grad(layer, x, training=training)
+    assert max(errs.values()) < TOL, errs
+    return errs
+
+
+@pytest.mark.parametrize('act', [None, 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'elu', 'softplus', 'swish',
+                                 'lecun_tanh', 'softmax'])
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_dense_grad(act, use_bias):
+    errs = _check(Dense(5, activation=act, use_bias=use_bias, rng=0), rng.normal(size=(6, 4)) + 0.05)
+    assert set(errs) == ({'x', 'W', 'b'} if use_bias else {'x', 'W'})
+
+
+@pytest.mark.parametrize('name', ['sigmoid', 'tanh', 'relu', 'leaky_relu', 'elu', 'softplus', 'swish',
+                                  'hard_sigmoid', 'lecun_tanh', 'softmax'])
+def test_activation_grad(name):
+    x = rng.normal(size=(4, 7)) * 2
+    x[np.abs(x) < 0.05] += 0.1                  # away from kinks (relu at 0, hard_sigmoid corners)
+    if name == 'hard_sigmoid': x[np.abs(np.abs(x) - 2.5) < 0.05] += 0.1
+    _check(Activation(name), x)
+
+
+def test_flatten_grad():
+    _check(Flatten(), rng.normal(size=(3, 4, 5, 2)))
+
+
+def test_dropout_grad_and_statistics():
+    _check(Dropout(0.4, rng=7), rng.normal(size=(8, 9)))
+    x = np.ones((4000, 25), np.float32)
+    y = Dropout(0.25, rng=0)(x, training=True)
+    assert abs((y == 0).mean() - 0.25) < 0.01 and abs(y.mean() - 1) < 0.02
+    assert Dropout(0.25)(x, training=False) is x
+
+
+@pytest.mark.parametrize('shape', [(16, 5), (2, 4, 5, 3), (3, 6, 3)])
+def test_batchnorm_grad_train(shape):
+    _check(BatchNorm(), 5 * rng.normal(size=shape) + 12, build=shape[1:])
+
+
+def test_batchnorm_grad_inference_and_running_stats():
+    with precision(np.float64):
+        bn = BatchNorm(momentum=0.9)
+        xs = [rng.normal(2, 3, size=(32, 4)) for _ in range(3)]
+        mm, mv = np.zeros(4), np.ones(4)
+        for x in xs:
+            bn(x, training=True)
+            mm, mv = 0.9 * mm + 0.1 * x.mean(0), 0.9 * mv + 0.1 * x.var(0)
+        np.testing.assert_allclose(bn.state['moving_mean'], mm, rtol=1e-12)
+        np.testing.assert_allclose(bn.state['moving_var'], mv, rtol=1e-12)
+        y = bn(xs[0], training=False)
+        np.testing.assert_allclose(y, (xs[0] - mm) / np.sqrt(mv + 1e-5), rtol=1e-10)
+    _check(bn, rng.normal(size=(5, 4)), training=False)
+
+
+@pytest.mark.parametrize('groups,shape', [(2, (2, 4, 5, 6)), (1, (3, 3, 3, 4)), (4, (2, 2, 3, 4)), (3, (5, 6))])
+def test_groupnorm_grad(groups, shape):
+    _check(GroupNorm(groups), 4 * rng.normal(size=shape) + 10, build=shape[1:])
+
+
+def test_groupnorm_normalises_each_group():
+    gn = GroupNorm(2)
+    with precision(np.float64):
+        y = gn(rng.normal(3, 5, size=(2, 4, 4, 6)))
+    g = y.reshape(2, 4, 4, 2, 3)
+    np.testing.assert_allclose(g.mean((1, 2, 4)), 0, atol=1e-12)
+    np.testing.assert_allclose(g.std((1, 2, 4)), 1, atol=1e-4)
+
+
+def test_dense_bad_input_names_shapes():
+    d = Dense(3, rng=0)
+    d(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r'Dense expected input of shape \(N, 4\), got \(2, 5\)'):
+        d(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r'rank 2.*got shape \(2, 4, 1\)'):
+        d(np.zeros((2, 4, 1), np.float32))
+    with pytest.raises(ValueError, match=r'rank 2 \(N, features\).*\(N, \*\(4, 4\)\)'):
+        Dense(3)(np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match='dtype'):
+        d(np.array([['a'] * 4]))
+
+
+def test_float32_default_and_float64_under_precision():
+    assert Dense(2, rng=0)(np.ones((1, 3))).dtype == np.float32
+    with precision(np.float64):
+        assert Dense(2, rng=0)(np.ones((1, 3))).dtype == np.float64
+
+
+def test_regularizer_and_constraint_factories():
+    assert isinstance(get_regularizer('l2'), L2) and get_regularizer('l2').l2 == 0.01
+    assert isinstance(get_regularizer('l1'), L1) and isinstance(get_regularizer('l1_l2'), L1L2)
+    assert isinstance(get_constraint('max_norm'), MaxNorm)
+    with pytest.raises(ValueError):
+        get_constraint('unit_norm')
+    d = Dense(3, kernel_regularizer=L2(0.5), rng=0)
+    d(np.ones((1, 4), np.float32))
+    W = d.params['W']
+    assert np.isclose(d.regularization_loss(), 0.5 * float((W.astype(np.float64) ** 2).sum()), rtol=1e-5)
+    np.testing.assert_allclose(d.regularization_grads()['W'], W)
+
+
+def test_layers_register_for_loading():
+    for name in ['Dense', 'Activation', 'Flatten', 'Dropout', 'BatchNorm', 'GroupNorm']:
+        assert LAYERS[name].__name__ == name and issubclass(LAYERS[name], Layer)
+
+
+@pytest.mark.parametrize('name,var', [('glorot_uniform', 2 / 500), ('glorot_normal', 2 / 500), ('he_normal', 2 / 200),
+                                      ('he_uniform', 2 / 200), ('lecun_normal', 1 / 200), ('lecun_uniform', 1 / 200)])
+def test_initializer_variance(name, var):
+    w = init.get_initializer(name)((200, 300), rng=0, dtype=np.float64)
+    assert abs(w.var() / var - 1) < 0.03

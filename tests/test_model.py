@@ -1,0 +1,148 @@
+"The model API: fit reaches 100% on separable data, NaN stops fit, checkpoints load only into the same shape, saves are atomic."
+import os
+import numpy as np
+import pytest
+import dl_from_scratch.model as model_mod
+from dl_from_scratch.model import Sequential, EarlyStopping, ModelCheckpoint, History
+from dl_from_scratch.layers import Dense, Activation, Flatten, Dropout, BatchNorm, GroupNorm, L2, MaxNorm
+from dl_from_scratch.optim import SGD, Adam
+
+
+def blobs(n=200, seed=0):
+    r = np.random.default_rng(seed)
+    x = np.concatenate([r.normal(-1.5, 0.6, (n // 2, 2)), r.normal(1.5, 0.6, (n // 2, 2))]).astype(np.float32)
+    return x, np.repeat([0, 1], n // 2)
+
+
+@pytest.mark.parametrize('head,loss', [((Dense(2, rng=1),), 'sparse_categorical_crossentropy'),
+                                       ((Dense(1, 'sigmoid', rng=1),), 'binary_crossentropy')])
+def test_fit_separable_reaches_100(head, loss):
+    x, y = blobs()
+    m = Sequential([Dense(8, 'relu', rng=0), *head])
+    m.compile(loss, Adam(0.05), ['accuracy'])
+    h = m.fit(x, y if loss.startswith('sparse') else y[:, None].astype(np.float32), epochs=30, batch_size=20,
+              rng=0, verbose=0)
+    assert isinstance(h, History) and len(h.history['loss']) == 30
+    assert h.history['accuracy'][-1] == 1.0
+    assert m.evaluate(x, y if loss.startswith('sparse') else y[:, None].astype(np.float32))[1] == 1.0
+
+
+def test_fit_with_every_chapter06_layer_and_validation():
+    x, y = blobs(256)
+    m = Sequential([Dense(16, kernel_regularizer=L2(1e-3), kernel_constraint=MaxNorm(3), rng=0), BatchNorm(),
+                    Activation('relu'), Dropout(0.2, rng=0), Dense(8, rng=2), GroupNorm(2), Activation('tanh'),
+                    Dense(2, rng=1)])
+    m.compile('sparse_categorical_crossentropy', Adam(0.01))
+    h = m.fit(x, y, epochs=15, batch_size=32, validation_data=(x, y), rng=0, verbose=0)
+    assert {'loss', 'accuracy', 'val_loss', 'val_accuracy'} <= set(h.history)
+    assert h.history['val_accuracy'][-1] >= 0.99
+    assert np.all(np.linalg.norm(m.layers[0].params['W'], axis=0) <= 3 + 1e-5)
+
+
+def test_fit_vectorised_batches_sizes():
+    x, y = blobs(50)
+    seen = []
+
+    class Spy(Dense):
+        def forward(self, x, training=False):
+            if training: seen.append(len(x))
+            return super().forward(x, training)
+    m = Sequential([Spy(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.1))
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert seen == [16, 16, 16, 2]
+
+
+def test_nan_loss_stops_fit_with_clear_message():
+    x, y = blobs()
+    m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(1e30))
+    with np.errstate(all='ignore'), pytest.raises(FloatingPointError, match='fit stopped: the loss became .*epoch 1'):
+        m.fit(x * 1e10, y, epochs=5, verbose=0)
+    assert m.history is not None
+
+
+def test_early_stopping_restores_best_weights():
+    x, y = blobs()
+    m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.05))
+    first = []
+
+    class Snap(model_mod.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0: first.extend(self.model.get_weights())
+    es = EarlyStopping(patience=1, restore_best_weights=True)
+    h = m.fit(x, y, epochs=20, validation_data=(x, 1 - y), callbacks=[Snap(), es], verbose=0)
+    assert len(h.epoch) == 2 and es.best_epoch == 0
+    for a, b in zip(m.get_weights(), first): np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_roundtrip_with_state(tmp_path):
+    x, y = blobs()
+    m = Sequential([Dense(8, rng=0, kernel_regularizer=L2(0.01)), BatchNorm(), Activation('relu'), Dropout(0.1),
+                    Dense(2, rng=1)])
+    m.compile('sparse_categorical_crossentropy', Adam(0.01)); m.fit(x, y, epochs=2, verbose=0)
+    p = m.save(tmp_path / 'm')
+    assert p.endswith('m.npz')
+    m2 = Sequential.load(p)
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+    np.testing.assert_array_equal(m2.layers[1].state['moving_var'], m.layers[1].state['moving_var'])
+    assert isinstance(m2.layers[0].kernel_regularizer, L2) and m2.layers[0].kernel_regularizer.l2 == 0.01
+
+
+def test_load_into_other_shape_fails_cleanly(tmp_path):
+    m = Sequential([Dense(8, rng=0), Dense(2, rng=1)], input_shape=(3,))
+    p = m.save(tmp_path / 'a.npz')
+    other = Sequential([Dense(8, rng=0), Dense(3, rng=1)], input_shape=(3,))
+    before = other.get_weights()
+    with pytest.raises(ValueError, match=r'dense_1/W: model expects shape \(8, 3\), file has \(8, 2\)'):
+        other.load_weights(p)
+    for a, b in zip(other.get_weights(), before): np.testing.assert_array_equal(a, b)
+    deeper = Sequential([Dense(8), Dense(2), Dense(2)], input_shape=(3,))
+    with pytest.raises(ValueError, match='missing from the file'):
+        deeper.load_weights(p)
+
+
+def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
+    m = Sequential([Dense(4, rng=0)], input_shape=(3,))
+    p = m.save(tmp_path / 'ck.npz')
+    old = open(p, 'rb').read()
+    W_saved = m.layers[0].params['W'].copy()
+    m.layers[0].params['W'] += 1
+
+    def dying(f, **arrays):
+        f.write(b'PK\x03\x04 partial'); raise KeyboardInterrupt
+    monkeypatch.setattr(model_mod.np, 'savez', dying)
+    with pytest.raises(KeyboardInterrupt):
+        m.save(p)
+    monkeypatch.undo()
+    assert open(p, 'rb').read() == old
+    assert sorted(os.listdir(tmp_path)) == ['ck.npz']
+    np.testing.assert_array_equal(Sequential([Dense(4)], input_shape=(3,)).load_weights(p).layers[0].params['W'],
+                                  W_saved)
+
+
+def test_checkpoint_best_only(tmp_path):
+    x, y = blobs()
+    m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.1))
+    ck = ModelCheckpoint(str(tmp_path / 'best.npz'), monitor='val_accuracy', save_best_only=True)
+    m.fit(x, y, epochs=3, validation_data=(x, y), callbacks=[ck], verbose=0)
+    assert os.path.exists(tmp_path / 'best.npz') and 1 <= len(ck.saved) <= 3
+
+
+def test_summary_keras_counts():
+    lines = []
+    m = Sequential([Flatten(), Dense(512, 'relu'), Dense(256, 'relu'), Dense(128, 'relu'), Dense(10)],
+                   input_shape=(28, 28, 1))
+    m.summary(print_fn=lines.append)
+    assert 'Total params: 567,434' in lines[0] and '(None, 784)' in lines[0]
+    m = Sequential([Dense(64), BatchNorm(), Dense(10)], input_shape=(32,))
+    m.summary(print_fn=lines.append)
+    assert 'Non-trainable params: 128' in lines[1]
+
+
+def test_bad_data_rejected_before_training():
+    x, y = blobs()
+    m = Sequential([Dense(2)]); m.compile('sparse_categorical_crossentropy', 'sgd')
+    with pytest.raises(ValueError, match='as many rows'):
+        m.fit(x, y[:-1], verbose=0)
+    x2 = x.copy(); x2[0, 0] = np.nan
+    with pytest.raises(ValueError, match='finite'):
+        m.fit(x2, y, verbose=0)
