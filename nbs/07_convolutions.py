@@ -223,8 +223,8 @@ def resolve_padding(padding, input_hw, kernel_hw, strides=1):
 def _geometry(x_shape, kh, kw, stride, pad, who):
     "Check the window fits and return (sh, sw, pt, pb, pl, pr, OH, OW)."
     sh, sw = _pair(stride, 'stride')
-    pt, pb, pl, pr = _pad4(pad)
     N, H, W, C = x_shape
+    pt, pb, pl, pr = resolve_padding(pad, (H, W), (kh, kw), (sh, sw))
     Hp, Wp = H + pt + pb, W + pl + pr
     if kh > Hp or kw > Wp:
         raise ValueError(f"{who}: the window {kh}x{kw} is larger than the padded input {Hp}x{Wp} "
@@ -842,8 +842,8 @@ def _backend(x, backend, who):
 
 def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto'):
     """Receptive fields as rows. x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C): row (n, i, j), column (m, l, c)
-    holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: int, (ph, pw) or (top, bottom, left, right)."""
-    check_array(x, 'x', ndim=4, shape=(None, None, None, None), finite=False, who='im2col')
+    holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right)."""
+    check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='im2col')
     kh, kw = _pair(kernel_size, 'kernel_size')
     sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, kh, kw, strides, padding, 'im2col')
     be = _backend(x, backend, 'im2col')
@@ -881,7 +881,7 @@ def _pool_geometry(x_shape, pool_size, strides, padding, who):
 def maxpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
     """Max pooling. x (N, H, W, C) -> (y (N, OH, OW, C), idx (N, OH, OW, C) int32), idx = m*KW + l of the
     (first) maximum inside its window. `strides` defaults to `pool_size`; padded entries never win."""
-    check_array(x, 'x', ndim=4, finite=False, who='maxpool2d')
+    check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='maxpool2d')
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'maxpool2d')
     be = _backend(x, backend, 'maxpool2d')
     if be == 'numpy': return _maxpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
@@ -909,7 +909,7 @@ def maxpool2d_backward(dy, idx, x_shape, pool_size=2, strides=None, padding=0, b
 
 def avgpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
     "Average pooling over the real entries of each window. x (N, H, W, C) -> y (N, OH, OW, C)."
-    check_array(x, 'x', ndim=4, finite=False, who='avgpool2d')
+    check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='avgpool2d')
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'avgpool2d')
     be = _backend(x, backend, 'avgpool2d')
     if be == 'numpy': return _avgpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
@@ -977,7 +977,7 @@ test_close(avgpool2d_forward(x, 3, 2), pool2d_naive_forward(x, 3, 2, 'avg'), eps
 # Bad input fails early with both shapes in the message:
 
 # %%
-test_fail(lambda: im2col(np.zeros((3, 5, 5)), 3), contains='expected x of rank 4')
+test_fail(lambda: im2col(np.zeros((3, 5, 5)), 3), contains='expected x (N, H, W, C) of rank 4, got shape (3, 5, 5)')
 test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 5, padding=0), contains='5x5 is larger than the padded input 4x4')
 test_fail(lambda: col2im(np.zeros((4, 9)), (1, 4, 4, 2), 3), contains='(4, 18)')
 test_fail(lambda: maxpool2d_forward(np.zeros((1, 4, 4, 1)), 2, padding=2), contains='smaller than the window')

@@ -1,0 +1,113 @@
+"""Conv2D, MaxPool2D, AvgPool2D: float64 gradient checks, the CS231n fixture, shapes, parameter counts, bad input."""
+import os, shutil
+if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+
+import numpy as np
+import pytest
+from dl_from_scratch.core import precision
+from dl_from_scratch.gradcheck import check_layer_grad, numerical_grad, rel_error
+from dl_from_scratch.conv import Conv2D, MaxPool2D, AvgPool2D
+from dl_from_scratch.kernels import conv as K
+
+CONV_CASES = [
+    dict(filters=3, kernel_size=3, strides=1, padding='same'),
+    dict(filters=2, kernel_size=(3, 2), strides=(2, 3), padding=(1, 0, 2, 1)),
+    dict(filters=2, kernel_size=2, strides=3, padding='valid', activation='relu'),   # stride > kernel
+    dict(filters=3, kernel_size=4, strides=2, padding='same', use_bias=False),        # even kernel: asymmetric 'same'
+    dict(filters=2, kernel_size=1, strides=1, padding=0, activation='tanh'),
+]
+
+
+@pytest.mark.parametrize('kw', CONV_CASES)
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_conv2d_gradients_float64(kw, backend):
+    with precision(np.float64):
+        x = np.random.default_rng(2).normal(size=(2, 7, 8, 2))
+        errs = check_layer_grad(Conv2D(rng=1, backend=backend, **kw), x)
+    assert set(errs) == {'x', 'W'} | ({'b'} if kw.get('use_bias', True) else set())
+    assert max(errs.values()) < 1e-6, errs
+
+
+POOL_CASES = [dict(), dict(pool_size=3, strides=2), dict(pool_size=3, strides=1, padding='same'),
+              dict(pool_size=2, strides=3), dict(pool_size=(2, 3), strides=(1, 2), padding='same')]
+
+
+@pytest.mark.parametrize('cls', [MaxPool2D, AvgPool2D])
+@pytest.mark.parametrize('kw', POOL_CASES)
+def test_pool_gradients_float64(cls, kw):
+    x = np.random.default_rng(3).normal(size=(2, 9, 7, 3))
+    errs = check_layer_grad(cls(**kw), x)
+    assert errs['x'] < 1e-6, errs
+
+
+def test_cs231n_fixture():
+    "The report's check (seed 231, x 4x3x5x5, w 2x3x3x3, stride 1, pad 1) gives errors at its level."
+    rs = np.random.RandomState(231)
+    x = rs.randn(4, 3, 5, 5).transpose(0, 2, 3, 1).copy()
+    w = rs.randn(2, 3, 3, 3).transpose(2, 3, 1, 0).copy()
+    b = rs.randn(2)
+    dout = rs.randn(4, 2, 5, 5).transpose(0, 2, 3, 1).copy()
+    dx, dw, db = K.conv2d_naive_backward(dout, x, w, 1, 1)
+    f = lambda: float(np.sum(K.conv2d_naive_forward(x, w, b, 1, 1) * dout))
+    assert rel_error(dx, numerical_grad(lambda v: f(), x)) < 1e-8
+    assert rel_error(dw, numerical_grad(lambda v: f(), w)) < 1e-8
+    assert rel_error(db, numerical_grad(lambda v: f(), b)) < 1e-8
+    # the layer, given the same weights, gives the same gradients
+    with precision(np.float64):
+        layer = Conv2D(2, 3, padding=1)
+        layer.build((5, 5, 3)); layer.params['W'][...] = w; layer.params['b'][...] = b
+        np.testing.assert_allclose(layer(x), K.conv2d_naive_forward(x, w, b, 1, 1), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(layer.backward(dout), dx, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(layer.grads['W'], dw, rtol=1e-10, atol=1e-12)
+
+
+def test_layers_match_naive_and_backends_agree():
+    r = np.random.default_rng(0)
+    x = r.normal(size=(3, 9, 8, 2)).astype(np.float32)
+    outs = []
+    for be in ('numpy', 'numba', 'cuda'):
+        c = Conv2D(3, 3, strides=2, padding='same', rng=5, backend=be)
+        y = c(x)
+        dy = np.random.default_rng(1).normal(size=y.shape).astype(np.float32)
+        outs.append((y, c.backward(dy), c.grads['W'], c.grads['b']))
+        assert y.dtype == np.float32 and outs[-1][1].dtype == np.float32
+    for o in outs[1:]:
+        for a, b in zip(o, outs[0]): np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    pt, pb, pl, pr = K.resolve_padding('same', (9, 8), 3, 2)
+    np.testing.assert_allclose(outs[0][0], K.conv2d_naive_forward(x.astype(np.float64), c.params['W'].astype(np.float64),
+                               c.params['b'], 2, (pt, pb, pl, pr)), rtol=1e-4, atol=1e-5)
+    for cls in (MaxPool2D, AvgPool2D):
+        ys = [cls(3, 2, padding='same', backend=be)(x) for be in ('numpy', 'numba', 'cuda')]
+        for y in ys[1:]: np.testing.assert_allclose(y, ys[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('layer, in_shape, n_params, out_shape', [
+    (Conv2D(32, 3, padding='same'), (32, 32, 3), 896, (32, 32, 32)),       # build-your-own CIFAR net, first conv
+    (Conv2D(64, 3), (26, 26, 32), 18496, (24, 24, 64)),                    # its MNIST net, second conv
+    (Conv2D(6, 5), (28, 28, 1), 156, (24, 24, 6)),                         # LeNet-5 C1
+    (Conv2D(16, 5, use_bias=False), (12, 12, 6), 2400, (8, 8, 16)),
+    (Conv2D(20, 7, padding=2), (28, 28, 1), 1000, (26, 26, 20)),           # Ketkar's primitives CNN
+    (MaxPool2D(2), (24, 24, 64), 0, (12, 12, 64)),
+    (AvgPool2D(3, 2, padding='same'), (7, 7, 5), 0, (4, 4, 5)),
+])
+def test_param_counts_and_shapes_as_keras(layer, in_shape, n_params, out_shape):
+    layer.build(in_shape)
+    assert layer.count_params() == n_params
+    assert layer.output_shape(in_shape) == out_shape
+    assert layer(np.zeros((2, *in_shape), np.float32)).shape == (2, *out_shape)
+
+
+def test_bad_input_names_both_shapes():
+    with pytest.raises(ValueError, match=r'5x5 is larger than the padded input 4x4 \(input shape \(1, 4, 4, 1\)'):
+        Conv2D(2, 5)(np.zeros((1, 4, 4, 1)))
+    conv = Conv2D(2, 3); conv.build((8, 8, 3))
+    with pytest.raises(ValueError, match=r'kernel of shape \(3, 3, 3, 2\).*got input shape \(1, 8, 8, 1\)'):
+        conv(np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(ValueError, match=r'rank 4, got shape \(8, 8, 3\)'):
+        conv(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match=r'rank 4 \(N, H, W, C\)'):
+        MaxPool2D()(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r'3x3 is larger than the padded input 2x2'):
+        MaxPool2D(3)(np.zeros((1, 2, 2, 1)))
+    with pytest.raises(ValueError, match='filters'):
+        Conv2D(0, 3)

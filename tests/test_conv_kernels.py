@@ -1,0 +1,162 @@
+"""Parity of the convolution and pooling kernels: naive loops = NumPy im2col = Numba CPU = Numba CUDA.
+
+CUDA runs on a GPU when one is present, else in Numba's simulator (NUMBA_ENABLE_CUDASIM=1, set below
+before numba.cuda is imported), where it is slow: those examples stay small and few."""
+import os, shutil
+if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, assume, strategies as st, HealthCheck
+from dl_from_scratch.kernels import conv as K
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+@st.composite
+def conv_cases(draw, max_n=3, max_hw=11, max_c=4, max_f=4, max_k=4, max_s=5, max_p=2):
+    "A random geometry (odd sizes, stride > kernel and asymmetric padding included) and float32 data."
+    N, H, W = draw(st.integers(1, max_n)), draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+    C, F = draw(st.integers(1, max_c)), draw(st.integers(1, max_f))
+    kh, kw = draw(st.integers(1, max_k)), draw(st.integers(1, max_k))
+    sh, sw = draw(st.integers(1, max_s)), draw(st.integers(1, max_s))
+    pad = tuple(draw(st.integers(0, max_p)) for _ in range(4))
+    assume(H + pad[0] + pad[1] >= kh and W + pad[2] + pad[3] >= kw)
+    r = np.random.default_rng(draw(st.integers(0, 2**31)))
+    x = r.normal(size=(N, H, W, C)).astype(np.float32)
+    w = r.normal(size=(kh, kw, C, F)).astype(np.float32)
+    return x, w, (kh, kw), (sh, sw), pad, r
+
+
+def _conv_all(x, w, ks, s, pad, be, r):
+    "Forward via im2col @ W, and (dx, dw) via the products and col2im, with one backend."
+    N = x.shape[0]
+    F = w.shape[-1]
+    cols = K.im2col(x, ks, s, pad, be)
+    _, _, _, _, _, _, OH, OW = K._geometry(x.shape, *ks, s, pad, 'test')
+    y = (cols @ w.reshape(-1, F)).reshape(N, OH, OW, F)
+    dy = np.random.default_rng(0).normal(size=y.shape).astype(np.float32)
+    d2 = dy.reshape(-1, F)
+    dw = (cols.T @ d2).reshape(w.shape)
+    dx = K.col2im(d2 @ w.reshape(-1, F).T, x.shape, ks, s, pad, be)
+    return cols, y, dy, dx, dw
+
+
+def _close(a, b, scale_like=None):
+    "float32 round-off: relative to the size of the terms."
+    scale = max(1.0, float(np.abs(b).max()) if b.size else 1.0)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(conv_cases())
+def test_conv_numpy_numba_naive_agree(case):
+    x, w, ks, s, pad, r = case
+    cols_np, y_np, dy, dx_np, dw_np = _conv_all(x, w, ks, s, pad, 'numpy', r)
+    cols_nb, y_nb, _, dx_nb, dw_nb = _conv_all(x, w, ks, s, pad, 'numba', r)
+    np.testing.assert_array_equal(cols_nb, cols_np)           # im2col only copies: bit-equal
+    _close(dx_nb, dx_np)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    y_ref = K.conv2d_naive_forward(x64, w64, None, s, pad)
+    dx_ref, dw_ref, _ = K.conv2d_naive_backward(dy64, x64, w64, s, pad)
+    _close(y_np, y_ref); _close(y_nb, y_ref)
+    _close(dx_np, dx_ref); _close(dw_np, dw_ref)
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(conv_cases(max_n=2, max_hw=7, max_c=2, max_f=2, max_k=3, max_s=4, max_p=1))
+def test_conv_cuda_agrees(case):
+    x, w, ks, s, pad, r = case
+    cols_np, y_np, dy, dx_np, dw_np = _conv_all(x, w, ks, s, pad, 'numpy', r)
+    cols_cu, y_cu, _, dx_cu, dw_cu = _conv_all(x, w, ks, s, pad, 'cuda', r)
+    np.testing.assert_array_equal(cols_cu, cols_np)
+    _close(dx_cu, dx_np)
+
+
+@st.composite
+def pool_cases(draw, max_n=3, max_hw=11, max_c=4, max_k=4, max_s=5):
+    N, H, W, C = (draw(st.integers(1, m)) for m in (max_n, max_hw, max_hw, max_c))
+    kh, kw = draw(st.integers(1, max_k)), draw(st.integers(1, max_k))
+    sh, sw = draw(st.integers(1, max_s)), draw(st.integers(1, max_s))
+    pad = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)), draw(st.integers(0, kw - 1)))
+    assume(H + pad[0] + pad[1] >= kh and W + pad[2] + pad[3] >= kw)
+    x = np.random.default_rng(draw(st.integers(0, 2**31))).normal(size=(N, H, W, C)).astype(np.float32)
+    return x, (kh, kw), (sh, sw), pad
+
+
+def _pool_all(x, ks, s, pad, be):
+    y, idx = K.maxpool2d_forward(x, ks, s, pad, be)
+    dy = np.random.default_rng(1).normal(size=y.shape).astype(np.float32)
+    dxm = K.maxpool2d_backward(dy, idx, x.shape, ks, s, pad, be)
+    ya = K.avgpool2d_forward(x, ks, s, pad, be)
+    dxa = K.avgpool2d_backward(dy, x.shape, ks, s, pad, be)
+    return y, idx, dy, dxm, ya, dxa
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(pool_cases())
+def test_pool_numpy_numba_agree(case):
+    x, ks, s, pad = case
+    ref, nb = _pool_all(x, ks, s, pad, 'numpy'), _pool_all(x, ks, s, pad, 'numba')
+    np.testing.assert_array_equal(nb[0], ref[0]); np.testing.assert_array_equal(nb[1], ref[1])
+    _close(nb[3], ref[3]); _close(nb[4], ref[4]); _close(nb[5], ref[5])
+    # the max is attained where idx points
+    kh, kw = ks
+    assert ref[1].min() >= 0 and ref[1].max() < kh * kw
+    if pad == (0, 0, 0, 0):   # the naive loops have no padding
+        np.testing.assert_array_equal(ref[0], K.pool2d_naive_forward(x, ks, s, 'max'))
+        _close(ref[4], K.pool2d_naive_forward(x, ks, s, 'avg'))
+        _close(ref[3], K.pool2d_naive_backward(ref[2], x, ks, s, 'max'))
+        _close(ref[5], K.pool2d_naive_backward(ref[2], x, ks, s, 'avg'))
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(pool_cases(max_n=2, max_hw=7, max_c=2, max_k=3, max_s=4))
+def test_pool_cuda_agrees(case):
+    x, ks, s, pad = case
+    ref, cu = _pool_all(x, ks, s, pad, 'numpy'), _pool_all(x, ks, s, pad, 'cuda')
+    np.testing.assert_array_equal(cu[0], ref[0]); np.testing.assert_array_equal(cu[1], ref[1])
+    _close(cu[3], ref[3]); _close(cu[4], ref[4]); _close(cu[5], ref[5])
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    "<im2col(x), c> = <x, col2im(c)> for every backend: col2im is exactly the transpose."
+    r = np.random.default_rng(0)
+    x = r.normal(size=(2, 7, 8, 3))
+    for be in ('numpy', 'numba', 'cuda'):
+        cols = K.im2col(x, (3, 2), (2, 3), (1, 2, 0, 1), be)
+        c = r.normal(size=cols.shape)
+        lhs = np.sum(cols * c)
+        rhs = np.sum(x * K.col2im(c, x.shape, (3, 2), (2, 3), (1, 2, 0, 1), be))
+        assert abs(lhs - rhs) < 1e-9 * max(1.0, abs(lhs))
+
+
+def test_string_padding_matches_explicit():
+    x = np.random.default_rng(0).normal(size=(1, 7, 6, 2))
+    np.testing.assert_array_equal(K.im2col(x, 4, 2, 'same'), K.im2col(x, 4, 2, K.resolve_padding('same', (7, 6), 4, 2)))
+    assert K.maxpool2d_forward(x, 2, padding='same')[0].shape == (1, 4, 3, 2)
+
+
+def test_dtype_preserved_and_auto_backend():
+    x = np.random.default_rng(0).normal(size=(1, 5, 5, 2))
+    for dt in (np.float32, np.float64):
+        assert K.im2col(x.astype(dt), 3).dtype == dt
+        assert K.maxpool2d_forward(x.astype(dt), 2)[0].dtype == dt
+    np.testing.assert_array_equal(K.im2col(x, 3), K.im2col(x, 3, backend='numpy'))
+
+
+@pytest.mark.parametrize('call, msg', [
+    (lambda: K.im2col(np.zeros((5, 5, 3)), 3), 'x (N, H, W, C) of rank 4, got shape (5, 5, 3)'),
+    (lambda: K.im2col(np.zeros((1, 3, 3, 1)), 4), '4x4 is larger than the padded input 3x3 (input shape (1, 3, 3, 1)'),
+    (lambda: K.im2col(np.zeros((1, 3, 3, 1)), 4, padding='x'), 'padding'),
+    (lambda: K.col2im(np.zeros((5, 9)), (1, 3, 3, 1), 3), 'expected cols of shape (1, 9), got (5, 9)'),
+    (lambda: K.maxpool2d_forward(np.zeros((1, 2, 2, 1)), 3), '3x3 is larger than the padded input 2x2'),
+    (lambda: K.maxpool2d_backward(np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1), np.int32), (1, 6, 6, 1), 2),
+     'expected dy of shape (1, 3, 3, 1), got (1, 2, 2, 1)'),
+    (lambda: K.avgpool2d_forward(np.zeros((1, 4, 4, 1)), 2, padding=(2, 0, 0, 0)), 'smaller than the window'),
+    (lambda: K.im2col(np.zeros((1, 4, 4, 1)), 0), 'kernel_size'),
+    (lambda: K.im2col(np.zeros((1, 4, 4, 1)), 2, strides=0), 'stride'),
+])
+def test_bad_input_names_shapes(call, msg):
+    with pytest.raises(ValueError, match=None) as e: call()
+    assert msg in str(e.value), str(e.value)
