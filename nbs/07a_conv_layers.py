@@ -285,3 +285,148 @@ for be in ('numpy', 'numba', 'cuda'):
     outs[be] = (layer(x), layer.backward(dy), layer.grads['W'])
 for be in ('numba', 'cuda'):
     for a, b in zip(outs[be], outs['numpy']): test_close(a, b, eps=1e-5)
+
+# %% [markdown]
+# ## Convolution as image processing
+#
+# Before any learning, a convolution with a hand-made kernel is a classic
+# image filter. The course notes' example: a $6\times6$ image whose left half
+# is 10 and right half 0, and the vertical-edge kernel
+# $\begin{pmatrix}1&0&-1\\1&0&-1\\1&0&-1\end{pmatrix}$. Every row of the
+# $4\times4$ output is $[0, 30, 30, 0]$: a bright band where the light-to-dark
+# edge is. Mirror the image (dark to light) and the band becomes $-30$. Sobel
+# ($1,2,1$ weights) and Scharr ($3,10,3$) are the same detector with more
+# weight on the centre row; on the step they give 40 and 160. (The course
+# notes print Sobel as $[[1,0,-1],[2,0,2],[1,0,-1]]$; the middle row is
+# $[2,0,-2]$.)
+
+# %%
+def filter_layer(kernels, bias=None, padding='valid'):
+    "A Conv2D whose filters are the given (KH, KW, C) arrays (float64), stacked as its F filters."
+    K = np.stack([np.asarray(k, float).reshape(*np.shape(k)[:2], -1) for k in kernels], axis=-1)
+    with precision(np.float64):
+        layer = Conv2D(K.shape[-1], K.shape[:2], padding=padding); layer.build((K.shape[0], K.shape[1], K.shape[2]))
+    layer.params['W'][...] = K
+    layer.params['b'][...] = 0 if bias is None else bias
+    return layer
+
+# %%
+step = np.zeros((1, 6, 6, 1)); step[:, :, :3] = 10
+vertical = np.array([[1, 0, -1]] * 3)
+sobel_x = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]); scharr_x = np.array([[3, 0, -3], [10, 0, -10], [3, 0, -3]])
+edges = filter_layer([vertical, sobel_x, scharr_x])
+out, out_neg = edges(step), edges(step[:, :, ::-1])
+print('image:\n', step[0, :, :, 0].astype(int))
+print('vertical edge filter:\n', out[0, :, :, 0].astype(int))
+print('mirrored image:\n', out_neg[0, :, :, 0].astype(int))
+test_eq(out[0, :, :, 0], np.tile([0, 30, 30, 0], (4, 1)))
+test_eq(out_neg[0, :, :, 0], np.tile([0, -30, -30, 0], (4, 1)))
+test_eq(out[0, 0, :, 1], [0, 40, 40, 0]); test_eq(out[0, 0, :, 2], [0, 160, 160, 0])
+
+# %% [markdown]
+# On a real photograph (Matplotlib's sample image of Grace Hopper, $512\times600$
+# RGB). First the mini-project report's two-filter layer: filter 0 turns the
+# image grey (centre taps 0.3 R, 0.6 G, 0.1 B), filter 1 is a horizontal-edge
+# Sobel kernel on the blue channel with bias 128; both with `padding=1`.
+# Then, on the grey image, the horizontal and vertical Sobel and Scharr
+# responses and the gradient magnitude $\sqrt{G_x^2+G_y^2}$.
+
+# %%
+import matplotlib.cbook as cbook
+from PIL import Image
+with cbook.get_sample_data('grace_hopper.jpg') as f: photo = np.asarray(Image.open(f).convert('RGB'), dtype=np.float64)
+print('photo', photo.shape)
+grey_k = np.zeros((3, 3, 3)); grey_k[1, 1] = [0.3, 0.6, 0.1]
+sobel_blue = np.zeros((3, 3, 3)); sobel_blue[:, :, 2] = [[1, 2, 1], [0, 0, 0], [-1, -2, -1]]
+report_layer = filter_layer([grey_k, sobel_blue], bias=[0, 128], padding=1)
+y2 = report_layer(photo[None])[0]
+grey = y2[..., :1]
+test_close(grey[..., 0], photo @ [0.3, 0.6, 0.1])
+bank = filter_layer([sobel_x, sobel_x.T, scharr_x, scharr_x.T], padding='same')
+g = bank(grey[None])[0]
+sobel_mag, scharr_mag = np.hypot(g[..., 0], g[..., 1]), np.hypot(g[..., 2], g[..., 3])
+# Scharr is Sobel's job with rounder weights: the two magnitude maps are nearly proportional
+print(f"corr(Sobel magnitude, Scharr magnitude) = {np.corrcoef(sobel_mag.ravel(), scharr_mag.ravel())[0, 1]:.4f}")
+assert np.corrcoef(sobel_mag.ravel(), scharr_mag.ravel())[0, 1] > 0.98
+
+def show(a): return (a - a.min()) / (np.ptp(a) + 1e-12)
+fig, axs = plt.subplots(2, 4, figsize=(14, 7.5))
+panels = [(photo / 255, 'original'), (show(y2[..., 0]), 'grey (0.3, 0.6, 0.1)'), (show(y2[..., 1]), 'Sobel on blue, bias 128'),
+          (show(sobel_mag), 'Sobel magnitude'), (show(g[..., 0]), 'Sobel $G_x$ (vertical edges)'),
+          (show(g[..., 1]), 'Sobel $G_y$ (horizontal edges)'), (show(g[..., 2]), 'Scharr $G_x$'), (show(scharr_mag), 'Scharr magnitude')]
+for ax, (im, title) in zip(axs.ravel(), panels):
+    ax.imshow(im, cmap=None if im.ndim == 3 else 'gray'); ax.set_title(title); ax.axis('off')
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# ## How fast: naive loops, NumPy im2col, Numba
+#
+# The report timed CS231n's naive max pool against its Cython "fast" one on
+# `x` of $100\times3\times32\times32$ (2×2, stride 2): 0.1336 s against 0.0030 s
+# forward (44.8x) and 0.4047 s against 0.0100 s backward (40.6x). We time
+# the same pooling, and a convolution on the same input (25 filters of
+# $3\times3$, stride 2, pad 1: CS231n's fast-conv test, whose timings the
+# report does not show), with the naive loops, the NumPy im2col reference and
+# the Numba kernels, float32, median of 5 runs (the naive loops: one run).
+# This machine has 2 cores, shared with other work while this ran (the load
+# average is printed), so the figures are noisy; the ratios are what to read.
+# A parallel Numba kernel suffers most from the sharing: when one of its two
+# threads is descheduled the other waits at the end of the parallel loop, so
+# the table also gives the Numba kernels on one thread ("1T").
+
+# %%
+#| slow
+def median_time(fn, repeat=5):
+    fn(); ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+r = np.random.default_rng(0)
+x = r.standard_normal((100, 32, 32, 3), dtype=np.float32)
+w = (0.1 * r.standard_normal((3, 3, 3, 25))).astype(np.float32); b = np.zeros(25, np.float32)
+dy = r.standard_normal((100, 16, 16, 25), dtype=np.float32)
+layers_ = {be: Conv2D(25, 3, strides=2, padding=1, backend=be) for be in ('numpy', 'numba')}
+for l in layers_.values(): l.build((32, 32, 3)); l.params['W'][...] = w
+dyp = r.standard_normal((100, 16, 16, 3), dtype=np.float32)
+_, idx = maxpool2d_forward(x, 2)
+rows = {
+    'conv forward':    [lambda: conv2d_naive_forward(x, w, b, 2, 1)] + [lambda l=l: l.forward(x) for l in layers_.values()],
+    'conv backward':   [lambda: conv2d_naive_backward(dy, x, w, 2, 1)] + [lambda l=l: (l.forward(x), l.backward(dy)) for l in layers_.values()],
+    'max pool forward':  [lambda: pool2d_naive_forward(x, 2, 2, 'max')] + [lambda be=be: maxpool2d_forward(x, 2, backend=be) for be in ('numpy', 'numba')],
+    'max pool backward': [lambda: pool2d_naive_backward(dyp, x, 2, 2, 'max')] + [lambda be=be: maxpool2d_backward(dyp, idx, x.shape, 2, backend=be) for be in ('numpy', 'numba')],
+}
+import numba
+timing = {k: [median_time(fns[0], 1)] + [median_time(f) for f in fns[1:]] for k, fns in rows.items()}
+nthreads = numba.get_num_threads(); numba.set_num_threads(1)          # the Numba kernels again, on one thread
+for k, fns in rows.items(): timing[k].append(median_time(fns[2]))
+numba.set_num_threads(nthreads)
+for i in range(1, 4):   # backward alone: the backward rows ran forward + backward
+    timing['conv backward'][i] -= timing['conv forward'][i]
+report = {'max pool forward': (0.133607, 0.002985), 'max pool backward': (0.404671, 0.009974)}
+print(f"load average while timing: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; Numba threads: {nthreads}")
+print(f"{'x 100x32x32x3, float32':<20}{'naive ms':>10}{'NumPy ms':>10}{'Numba ms':>10}{'Numba 1T':>10}{'naive/NumPy':>12}{'naive/Numba':>12}"
+      f"{'naive/1T':>10}   report: naive -> Cython")
+for k, (tn, tp, tb, t1) in timing.items():
+    rep = f"   {report[k][0]*1e3:.1f} -> {report[k][1]*1e3:.2f} ms = {report[k][0]/report[k][1]:.1f}x" if k in report else ''
+    print(f"{k:<20}{tn*1e3:>10.1f}{tp*1e3:>10.2f}{tb*1e3:>10.2f}{t1*1e3:>10.2f}{tn/tp:>11.1f}x{tn/tb:>11.1f}x{tn/t1:>9.1f}x{rep}")
+# the fast versions compute the same numbers
+test_close(layers_['numba'].forward(x), conv2d_naive_forward(x, w, b, 2, 1), eps=1e-4)
+test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
+
+# %% [markdown]
+# ## Against PyTorch
+#
+# `benchmarks/conv.py` (run by `make bench`) times forward + backward of the
+# issue's three layers, float32, on the CPU, with the same thread count for
+# PyTorch's `conv2d` as for Numba, and relates our GFLOP/s to this machine's
+# NumPy float32 matmul rate. (PyTorch is used here only as a stopwatch
+# reference; the package never imports it.)
+
+# %%
+#| slow
+import importlib.util, pathlib
+root = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / 'benchmarks' / 'conv.py').exists())
+spec = importlib.util.spec_from_file_location('bench_conv', root / 'benchmarks' / 'conv.py')
+bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+bench_rows = bench.main(repeat=5)

@@ -152,39 +152,43 @@ def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
 @njit(parallel=True, cache=True)
 def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
     N, H, W, C = x.shape
+    xr = x.reshape(N, H, W * C)        # a window row (l, c) is kw*C contiguous numbers
     cols = np.empty((N * OH * OW, kh * kw * C), x.dtype)
     for r in prange(N * OH):
         n, i = r // OH, r % OH
         for j in range(OW):
-            row = r * OW + j
+            row, w0 = r * OW + j, j * sw - pl
             for m in range(kh):
-                h = i * sh + m - pt
-                for l in range(kw):
-                    w = j * sw + l - pl
-                    base = (m * kw + l) * C
-                    if 0 <= h < H and 0 <= w < W:
-                        for c in range(C): cols[row, base + c] = x[n, h, w, c]
-                    else:       # the padding: zeros, never materialised
-                        for c in range(C): cols[row, base + c] = 0
+                h, base = i * sh + m - pt, m * kw * C
+                if h < 0 or h >= H:                      # a padding row: zeros, never materialised
+                    for q in range(kw * C): cols[row, base + q] = 0
+                elif w0 >= 0 and w0 + kw <= W:           # inside: one contiguous copy
+                    for q in range(kw * C): cols[row, base + q] = xr[n, h, w0 * C + q]
+                else:                                    # overlaps the left/right padding
+                    for l in range(kw):
+                        w = w0 + l
+                        for c in range(C):
+                            cols[row, base + l * C + c] = xr[n, h, w * C + c] if 0 <= w < W else 0
     return cols
 
 @njit(parallel=True, cache=True)
 def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
-    dx = np.zeros((N, H, W, C), cols.dtype)
-    for r in prange(N * H):
-        n, h = r // H, r % H
-        for w in range(W):
-            for m in range(kh):          # gather: which windows (i, j) read pixel (h, w) at offset (m, l)?
-                t = h + pt - m
-                if t < 0 or t % sh != 0 or t // sh >= OH: continue
-                i = t // sh
-                for l in range(kw):
-                    u = w + pl - l
-                    if u < 0 or u % sw != 0 or u // sw >= OW: continue
-                    row = (n * OH + i) * OW + u // sw
-                    base = (m * kw + l) * C
-                    for c in range(C): dx[n, h, w, c] += cols[row, base + c]
-    return dx
+    dx = np.zeros((N, H, W * C), cols.dtype)
+    for n in prange(N):                  # images are independent: no two threads write the same pixel
+        for i in range(OH):
+            for j in range(OW):
+                row, w0 = (n * OH + i) * OW + j, j * sw - pl
+                for m in range(kh):
+                    h, base = i * sh + m - pt, m * kw * C
+                    if h < 0 or h >= H: continue
+                    if w0 >= 0 and w0 + kw <= W:
+                        for q in range(kw * C): dx[n, h, w0 * C + q] += cols[row, base + q]
+                    else:
+                        for l in range(kw):
+                            w = w0 + l
+                            if 0 <= w < W:
+                                for c in range(C): dx[n, h, w * C + c] += cols[row, base + l * C + c]
+    return dx.reshape(N, H, W, C)
 
 # %% ../../nbs/07_convolutions.ipynb #2dbdd92e
 _CUDA_KERNELS = None

@@ -1,0 +1,199 @@
+"""Convolution forward + backward, float32 NHWC, on the CPU: our Numba im2col layer against the NumPy im2col
+reference, the naive loops and `torch.nn.functional.conv2d` (same thread count), with GFLOP/s as a fraction
+of this machine's NumPy float32 matmul rate.
+
+    python benchmarks/conv.py [--repeat 5] [--no-naive] [--lenet]      # or: make bench
+
+Cases (the issue's): LeNet conv1 (1->6, 5x5 on 28x28) and conv2 (6->16, 5x5 on 14x14) at batch 128,
+and a 3x3 32->64 'same' conv on 32x32 at batch 64. Goals: <= 1.0x PyTorch, >= 10x faster than the naive
+loops, >= 40% of the matmul rate on the 3x3 layer. With --lenet: one LeNet-5 MNIST epoch (batch 128)
+against the same net in PyTorch (goal <= 1.2x). With a GPU (CuPy) the CUDA path is timed against PyTorch
+CUDA too. Without torch, the PyTorch columns are left out.
+"""
+from __future__ import annotations
+import argparse, statistics, time
+import numpy as np
+
+CASES = [  # name, N, H, W, C, F, k, stride, padding
+    ('LeNet conv1 1->6 5x5 28x28', 128, 28, 28, 1, 6, 5, 1, 'valid'),
+    ('LeNet conv2 6->16 5x5 14x14', 128, 14, 14, 6, 16, 5, 1, 'valid'),
+    ('3x3 32->64 32x32', 64, 32, 32, 32, 64, 3, 1, 'same'),
+]
+
+
+def _median_time(fn, repeat, warmup=1, sync=None):
+    for _ in range(warmup): fn()
+    if sync: sync()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); fn()
+        if sync: sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def matmul_gflops(n=1024, repeat=5):
+    "This machine's NumPy float32 matmul rate (GFLOP/s) on n x n matrices."
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    return 2 * n**3 / _median_time(lambda: a @ b, repeat) / 1e9
+
+
+def conv_flops(N, OH, OW, K, F):
+    "Multiply-adds x 2 of the three products (forward, dW, dX) of an im2col convolution."
+    return 3 * 2 * N * OH * OW * K * F
+
+
+def _ours(x, dy, F, k, s, pad, backend):
+    from dl_from_scratch.conv import Conv2D
+    layer = Conv2D(F, k, strides=s, padding=pad, rng=0, backend=backend)
+    layer(x)
+    def step():
+        layer.forward(x, training=True)
+        layer.backward(dy)
+    return step
+
+
+def _naive(x, dy, w, b, s, pad_t):
+    from dl_from_scratch.kernels.conv import conv2d_naive_forward, conv2d_naive_backward
+    def step():
+        conv2d_naive_forward(x, w, b, s, pad_t)
+        conv2d_naive_backward(dy, x, w, s, pad_t)
+    return step
+
+
+def _torch_step(torch, x, dy, w, b, s, pad_t, device='cpu'):
+    "F.conv2d forward + autograd backward on NCHW tensors (PyTorch's native layout)."
+    F_ = torch.nn.functional
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device, requires_grad=True)
+    wt = torch.tensor(w.transpose(3, 2, 0, 1).copy(), device=device, requires_grad=True)
+    bt = torch.tensor(b, device=device, requires_grad=True)
+    gt = torch.tensor(dy.transpose(0, 3, 1, 2).copy(), device=device)
+    pt, pb, pl, pr = pad_t
+    def step():
+        xin = xt if (pt, pl) == (pb, pr) else F_.pad(xt, (pl, pr, pt, pb))
+        y = F_.conv2d(xin, wt, bt, stride=s, padding=(pt, pl) if (pt, pl) == (pb, pr) else 0)
+        xt.grad = wt.grad = bt.grad = None
+        y.backward(gt)
+    return step
+
+
+def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES) -> list[dict]:
+    import numba
+    from dl_from_scratch.core import has_cuda
+    from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
+    try:
+        import torch
+        torch.set_num_threads(numba.get_num_threads())
+    except ImportError:
+        torch = None
+    peak = matmul_gflops()
+    threads = numba.get_num_threads()
+    print(f"\n== conv2d forward + backward, float32 NHWC, CPU ({threads} threads) ==")
+    print(f"numpy float32 matmul rate (1024^3): {peak:.1f} GFLOP/s" + ("" if torch else "; torch not installed"))
+    head = f"{'case':<30}{'numba ms':>10}{'numpy ms':>10}{'naive ms':>10}{'torch ms':>10}" \
+           f"{'vs torch':>10}{'vs numpy':>10}{'naive/us':>10}{'GFLOP/s':>9}{'% mm':>7}"
+    print(head); print('-' * len(head))
+    rows = []
+    for name, N, H, W, C, F, k, s, pad in cases:
+        r = np.random.default_rng(0)
+        x = r.standard_normal((N, H, W, C), dtype=np.float32)
+        pad_t = resolve_padding(pad, (H, W), k, s)
+        OH, OW = conv_output_size(H, k, s, pad_t[0] + pad_t[1]), conv_output_size(W, k, s, pad_t[2] + pad_t[3])
+        dy = r.standard_normal((N, OH, OW, F), dtype=np.float32)
+        w = r.standard_normal((k, k, C, F), dtype=np.float32) * 0.1
+        b = np.zeros(F, np.float32)
+        row = dict(case=name, numba=_median_time(_ours(x, dy, F, k, s, pad, 'numba'), repeat),
+                   numpy=_median_time(_ours(x, dy, F, k, s, pad, 'numpy'), repeat))
+        row['naive'] = _median_time(_naive(x, dy, w, b, s, pad_t), 1, warmup=0) if naive else float('nan')
+        row['torch'] = _median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat) if torch else float('nan')
+        row['gflops'] = conv_flops(N, OH, OW, k * k * C, F) / row['numba'] / 1e9
+        row['frac_matmul'] = row['gflops'] / peak
+        rows.append(row)
+        print(f"{name:<30}{row['numba']*1e3:>10.2f}{row['numpy']*1e3:>10.2f}{row['naive']*1e3:>10.0f}{row['torch']*1e3:>10.2f}"
+              f"{row['numba']/row['torch']:>9.2f}x{row['numba']/row['numpy']:>9.2f}x{row['naive']/row['numba']:>9.0f}x"
+              f"{row['gflops']:>9.1f}{100*row['frac_matmul']:>6.0f}%")
+    print("vs torch, vs numpy: our time / theirs (< 1 is faster); naive/us: speed-up over the naive loops;")
+    print("% mm: our GFLOP/s as a fraction of the matmul rate. Goals: <= 1.0x torch, >= 10x naive, >= 40% on the 3x3 layer.")
+    if has_cuda(): rows += cuda_table(repeat, torch, cases)
+    if lenet: rows.append(lenet_epoch(torch))
+    return rows
+
+
+def cuda_table(repeat, torch, cases=CASES):
+    "The CUDA path (CuPy arrays, cuBLAS, Numba CUDA kernels) against PyTorch CUDA."
+    import cupy as cp
+    from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
+    print(f"\n== conv2d forward + backward, float32, CUDA ==")
+    print(f"{'case':<30}{'ours ms':>10}{'torch ms':>10}{'vs torch':>10}")
+    rows = []
+    for name, N, H, W, C, F, k, s, pad in cases:
+        r = np.random.default_rng(0)
+        x = r.standard_normal((N, H, W, C), dtype=np.float32)
+        pad_t = resolve_padding(pad, (H, W), k, s)
+        OH, OW = conv_output_size(H, k, s, pad_t[0] + pad_t[1]), conv_output_size(W, k, s, pad_t[2] + pad_t[3])
+        dy = r.standard_normal((N, OH, OW, F), dtype=np.float32)
+        from dl_from_scratch.conv import Conv2D
+        layer = Conv2D(F, k, strides=s, padding=pad, rng=0)
+        layer(x[:1]); layer.to('cuda')
+        xd, dyd = cp.asarray(x), cp.asarray(dy)
+        def step():
+            layer.forward(xd, training=True); layer.backward(dyd)
+        ours = _median_time(step, repeat, sync=cp.cuda.Device().synchronize)
+        theirs = float('nan')
+        if torch is not None and torch.cuda.is_available():
+            w = r.standard_normal((k, k, C, F), dtype=np.float32)
+            theirs = _median_time(_torch_step(torch, x, dy, w, np.zeros(F, np.float32), s, pad_t, 'cuda'), repeat,
+                                  sync=torch.cuda.synchronize)
+        print(f"{name:<30}{ours*1e3:>10.3f}{theirs*1e3:>10.3f}{ours/theirs:>9.2f}x")
+        rows.append(dict(case=name + ' (cuda)', ours=ours, torch=theirs))
+    return rows
+
+
+def lenet_epoch(torch, n: int | None = None, batch_size: int = 128):
+    """Seconds for one LeNet-5 epoch on MNIST (SGD, batch 128): ours (Sequential, Numba kernels) against the
+    same net in PyTorch (NCHW, CPU, same threads)."""
+    from dl_from_scratch.data import load
+    from dl_from_scratch.model import Sequential
+    from dl_from_scratch.layers import Dense, Flatten
+    from dl_from_scratch.conv import Conv2D, MaxPool2D
+    from dl_from_scratch.optim import SGD
+    x, y = load('mnist', 'train')
+    if n: x, y = x[:n], y[:n]
+    x = (x.astype(np.float32) / 255)
+    model = Sequential([Conv2D(6, 5, padding='same', activation='relu', rng=0), MaxPool2D(2),
+                        Conv2D(16, 5, activation='relu', rng=1), MaxPool2D(2), Flatten(),
+                        Dense(120, activation='relu', rng=2), Dense(84, activation='relu', rng=3), Dense(10, rng=4)])
+    model.compile(loss='sparse_categorical_crossentropy', optimizer=SGD(0.05, momentum=0.9))
+    model.fit(x[:batch_size], y[:batch_size], epochs=1, batch_size=batch_size, verbose=0)   # compile the kernels
+    t0 = time.perf_counter()
+    model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, rng=0)
+    ours = time.perf_counter() - t0
+    theirs = float('nan')
+    if torch is not None:
+        nn = torch.nn
+        net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                            nn.Linear(84, 10))
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        xt, yt = torch.tensor(x.transpose(0, 3, 1, 2).copy()), torch.tensor(y)
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), batch_size):
+            idx = perm[i:i + batch_size]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            loss.backward(); opt.step()
+        theirs = time.perf_counter() - t0
+    print(f"\n== one LeNet-5 MNIST epoch ({len(x)} images, batch {batch_size}, CPU) ==")
+    print(f"ours {ours:.1f} s, torch {theirs:.1f} s, ratio {ours / theirs:.2f}x (goal <= 1.2x)")
+    return dict(case='LeNet-5 MNIST epoch', ours=ours, torch=theirs)
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--repeat', type=int, default=5)
+    p.add_argument('--no-naive', action='store_true', help='skip the (slow) naive loops')
+    p.add_argument('--lenet', action='store_true', help='also time one LeNet-5 MNIST epoch against PyTorch')
+    a = p.parse_args()
+    main(a.repeat, not a.no_naive, a.lenet)
