@@ -10,7 +10,7 @@ from numba import njit
 from ..core import check_array, resolve_backend, cupy_or_none, get_array_module
 
 # %% auto #0
-__all__ = ['rnn_forward', 'rnn_backward']
+__all__ = ['rnn_forward', 'rnn_backward', 'lstm_forward', 'lstm_backward', 'gru_forward', 'gru_backward']
 
 # %% ../../nbs/10_rnn.ipynb #1009c544
 # ---- shared scalar math (compiled for the CPU by njit, for CUDA by cuda.jit(device=True)) ----
@@ -205,4 +205,390 @@ def rnn_backward(dhs, cache):
     dh0 = dcarry + drec
     dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, H)
     dx, dWx, db = _finish_backward(xp, cache, dA, Wx)
+    return dx, dh0, dWx, dWh, db
+
+# %% ../../nbs/11_lstm_gru.ipynb #96233829
+# ---- LSTM: gate columns [i | f | g | o], peepholes P (3, H) = [p_i; p_f; p_o] (zeros = no peepholes) ----
+
+def _lstm_fwd_np(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+    "NumPy reference of one LSTM step. xw, r, g: (N, 4H); c_prev, h_prev, c, h, tc: (N, H); P (3, H); m (N,)."
+    H = h.shape[1]
+    a = xw + r
+    i = 0.5 * (np.tanh(0.5 * (a[:, :H] + P[0] * c_prev)) + 1)
+    f = 0.5 * (np.tanh(0.5 * (a[:, H:2*H] + P[1] * c_prev)) + 1)
+    gg = np.tanh(a[:, 2*H:3*H])
+    cn = f * c_prev + i * gg
+    o = 0.5 * (np.tanh(0.5 * (a[:, 3*H:] + P[2] * cn)) + 1)
+    t = np.tanh(cn)
+    on = m[:, None] != 0
+    g[...] = np.concatenate([i, f, gg, o], axis=1)
+    tc[...] = t
+    c[...] = np.where(on, cn, c_prev)
+    h[...] = np.where(on, o * t, h_prev)
+
+def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+    """NumPy reference of one LSTM BPTT step. In: dout (dL/dh_t from the output), dcarry + drec (from step t+1),
+    dc (dL/dc_t, updated in place to dL/dc_{t-1}). Out: da (N, 4H) pre-activation gradients, dcarry."""
+    H = dc.shape[1]
+    d = dout + dcarry + drec
+    i, f, gg, o = g[:, :H], g[:, H:2*H], g[:, 2*H:3*H], g[:, 3*H:]
+    on = m[:, None] != 0
+    dao = d * tc * o * (1 - o)
+    dcn = dc + d * o * (1 - tc * tc) + dao * P[2]
+    dai = dcn * gg * i * (1 - i)
+    daf = dcn * c_prev * f * (1 - f)
+    dag = dcn * i * (1 - gg * gg)
+    da[...] = np.where(on, np.concatenate([dai, daf, dag, dao], axis=1), 0)
+    dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
+    dcarry[...] = np.where(on, 0, d)
+
+@njit(cache=True)
+def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+    one = xw.dtype.type(1)
+    N, H = h.shape
+    for n in range(N):
+        if m[n] == 0:
+            for j in range(H):
+                c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
+            continue
+        for j in range(H):
+            cp = c_prev[n, j]
+            i = _sig_nb(xw[n, j] + r[n, j] + P[0, j] * cp, one)
+            f = _sig_nb(xw[n, H + j] + r[n, H + j] + P[1, j] * cp, one)
+            gg = _tanh_nb(xw[n, 2 * H + j] + r[n, 2 * H + j], one)
+            cn = f * cp + i * gg
+            o = _sig_nb(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn, one)
+            t = _tanh_nb(cn, one)
+            g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
+            tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+
+@njit(cache=True)
+def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+    one = dout.dtype.type(1)
+    N, H = dc.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            d = dout[n, j] + dcarry[n, j] + drec[n, j]
+            if not on:
+                dcarry[n, j] = d
+                da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
+                continue
+            i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
+            dao = d * t * o * (one - o)
+            dcn = dc[n, j] + d * o * (one - t * t) + dao * P[2, j]
+            dai = dcn * gg * i * (one - i)
+            daf = dcn * c_prev[n, j] * f * (one - f)
+            dag = dcn * i * (one - gg * gg)
+            da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
+            dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
+            dcarry[n, j] = 0
+
+# %% ../../nbs/11_lstm_gru.ipynb #7d4b97eb
+def _lstm_cuda():
+    "Build (once) the CUDA kernels of the LSTM step (one thread per (n, j) element)."
+    global cuda
+    if 'lstm' not in _CUDA:
+        from numba import cuda
+        sig = cuda.jit(device=True)(_sig)
+
+        @cuda.jit
+        def fwd(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+            k = cuda.grid(1)
+            N, H = h.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                if m[n] == 0:
+                    c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
+                else:
+                    cp = c_prev[n, j]
+                    i = sig(xw[n, j] + r[n, j] + P[0, j] * cp)
+                    f = sig(xw[n, H + j] + r[n, H + j] + P[1, j] * cp)
+                    gg = math.tanh(xw[n, 2 * H + j] + r[n, 2 * H + j])
+                    cn = f * cp + i * gg
+                    o = sig(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn)
+                    t = math.tanh(cn)
+                    g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
+                    tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+
+        @cuda.jit
+        def bwd(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+            k = cuda.grid(1)
+            N, H = dc.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                d = dout[n, j] + dcarry[n, j] + drec[n, j]
+                if m[n] == 0:
+                    dcarry[n, j] = d
+                    da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
+                else:
+                    i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
+                    dao = d * t * o * (1 - o)
+                    dcn = dc[n, j] + d * o * (1 - t * t) + dao * P[2, j]
+                    dai = dcn * gg * i * (1 - i)
+                    daf = dcn * c_prev[n, j] * f * (1 - f)
+                    dag = dcn * i * (1 - gg * gg)
+                    da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
+                    dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
+                    dcarry[n, j] = 0
+        _CUDA['lstm'] = (fwd, bwd)
+    return _CUDA['lstm']
+
+# %% ../../nbs/11_lstm_gru.ipynb #de925e45
+_NP['lstm'] = (_lstm_fwd_np, _lstm_bwd_np)
+_NB['lstm'] = (_lstm_fwd_nb, _lstm_bwd_nb)
+_CUDA_BUILD['lstm'] = _lstm_cuda
+
+# %% ../../nbs/11_lstm_gru.ipynb #09ac7441
+def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto'):
+    """LSTM over a whole sequence (gate columns i, f, g, o):
+    i = σ(x Wx_i + h Wh_i + p_i⊙c_{t-1} + b_i), f likewise, g = tanh(...), c_t = f⊙c_{t-1} + i⊙g,
+    o = σ(... + p_o⊙c_t), h_t = o⊙tanh(c_t).
+
+    x (N, T, D); h0, c0 (N, H); Wx (D, 4H); Wh (H, 4H); b (4H,); peep (3, H) or None (no peepholes);
+    mask (N, T) or None. Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H)."""
+    N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
+    check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
+    if peep is not None: check_array(peep, 'peep', shape=(3, H), who='lstm_forward')
+    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward')
+    Wh = xp.asarray(Wh, dtype=dt)
+    P = xp.zeros((3, H), dt) if peep is None else xp.ascontiguousarray(xp.asarray(peep, dtype=dt))
+    fwd, _ = _steps(be, 'lstm')
+    Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
+    Cs = xp.empty((T + 1, N, H), dt); Cs[0] = xp.asarray(c0, dtype=dt)
+    Gs = xp.zeros((T, N, 4 * H), dt); TC = xp.zeros((T, N, H), dt)
+    R = xp.empty((N, 4 * H), dt)
+    for t in range(T):
+        xp.matmul(Hs[t], Wh, out=R)
+        fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
+    cache = dict(backend=be, xt=xt, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
+                 Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
+    return Hs[1:].transpose(1, 0, 2), Cs[T], cache
+
+def lstm_backward(dhs, dcT, cache):
+    """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
+    Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None."""
+    Hs, Cs, Gs, TC, M, P = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P'))
+    T1, N, H = Hs.shape; T = T1 - 1
+    xp = get_array_module(Hs); dt = Hs.dtype
+    check_array(dhs, 'dhs', shape=(N, T, H), who='lstm_backward')
+    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=dt).transpose(1, 0, 2))
+    dc = xp.zeros((N, H), dt) if dcT is None else xp.array(check_array(dcT, 'dcT', shape=(N, H), who='lstm_backward'), dtype=dt)
+    _, bwd = _steps(cache['backend'], 'lstm')
+    dA = xp.empty((T, N, 4 * H), dt)
+    dcarry = xp.zeros((N, H), dt); drec = xp.zeros((N, H), dt)
+    WhT = xp.ascontiguousarray(cache['Wh'].T)
+    for t in range(T - 1, -1, -1):
+        bwd(N * H, dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
+        xp.matmul(dA[t], WhT, out=drec)
+    dh0 = dcarry + drec
+    dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
+    dpeep = None
+    if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
+        dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
+                          (dA[..., 3*H:] * Cs[1:]).sum((0, 1))])
+    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
+    return dx, dh0, dc, dWx, dWh, db, dpeep
+
+# %% ../../nbs/11_lstm_gru.ipynb #999dea21
+# ---- GRU: columns [z | r | n]; z, r from h_{t-1}; candidate n from r⊙h_{t-1}, so two products per step ----
+# step 1: zr = σ(xw[:, :2H] + h_{t-1} Wh[:, :2H]);  rh = r⊙h_{t-1}
+# step 2: n = tanh(xw[:, 2H:] + rh Wh[:, 2H:]);      h_t = z⊙h_{t-1} + (1-z)⊙n
+
+def _gru_fwd1_np(xw, r1, h_prev, zr, rh):
+    "NumPy reference, first half of a GRU step: gates z, r (zr: (N, 2H)) and r⊙h_prev (rh: (N, H))."
+    H = h_prev.shape[1]
+    zr[...] = 0.5 * (np.tanh(0.5 * (xw[:, :2*H] + r1)) + 1)
+    rh[...] = zr[:, H:] * h_prev
+
+def _gru_fwd2_np(xw, r2, h_prev, zr, m, n, h):
+    "NumPy reference, second half: candidate n = tanh(xw_n + r2) and the new state h (masked: h_prev)."
+    H = h_prev.shape[1]
+    n[...] = np.tanh(xw[:, 2*H:] + r2)
+    z = zr[:, :H]
+    h[...] = np.where(m[:, None] != 0, z * h_prev + (1 - z) * n, h_prev)
+
+def _gru_bwd1_np(dout, dcarry, drec, h_prev, zr, n, m, dazr, dan):
+    "NumPy reference, first half of a GRU BPTT step: da_z, da_n; dcarry := the direct part of dL/dh_{t-1}."
+    H = h_prev.shape[1]
+    d = dout + dcarry + drec
+    z = zr[:, :H]
+    on = m[:, None] != 0
+    dazr[:, :H] = np.where(on, d * (h_prev - n) * z * (1 - z), 0)
+    dan[...] = np.where(on, d * (1 - z) * (1 - n * n), 0)
+    dcarry[...] = np.where(on, d * z, d)
+
+def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
+    "NumPy reference, second half: from d(r⊙h) = dan Wh_n^T get da_r and add drh⊙r to dL/dh_{t-1}."
+    H = h_prev.shape[1]
+    r = zr[:, H:]
+    on = m[:, None] != 0
+    dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
+    dcarry += np.where(on, drh * r, 0)
+
+@njit(cache=True)
+def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
+    one = xw.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        for j in range(H):
+            zr[n, j] = _sig_nb(xw[n, j] + r1[n, j], one)
+            r = _sig_nb(xw[n, H + j] + r1[n, H + j], one)
+            zr[n, H + j] = r
+            rh[n, j] = r * h_prev[n, j]
+
+@njit(cache=True)
+def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
+    one = xw.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            c = _tanh_nb(xw[n, 2 * H + j] + r2[n, j], one)
+            n_[n, j] = c
+            z = zr[n, j]
+            h[n, j] = z * h_prev[n, j] + (one - z) * c if on else h_prev[n, j]
+
+@njit(cache=True)
+def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
+    one = dout.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            d = dout[n, j] + dcarry[n, j] + drec[n, j]
+            if on:
+                z = zr[n, j]; c = n_[n, j]
+                dazr[n, j] = d * (h_prev[n, j] - c) * z * (one - z)
+                dan[n, j] = d * (one - z) * (one - c * c)
+                dcarry[n, j] = d * z
+            else:
+                dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
+
+@njit(cache=True)
+def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
+    one = drh.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            if on:
+                r = zr[n, H + j]
+                dazr[n, H + j] = drh[n, j] * h_prev[n, j] * r * (one - r)
+                dcarry[n, j] += drh[n, j] * r
+            else:
+                dazr[n, H + j] = 0
+
+# %% ../../nbs/11_lstm_gru.ipynb #3d1d9655
+def _gru_cuda():
+    "Build (once) the CUDA kernels of the GRU step halves."
+    global cuda
+    if 'gru' not in _CUDA:
+        from numba import cuda
+        sig = cuda.jit(device=True)(_sig)
+
+        @cuda.jit
+        def fwd1(xw, r1, h_prev, zr, rh):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                zr[n, j] = sig(xw[n, j] + r1[n, j])
+                r = sig(xw[n, H + j] + r1[n, H + j])
+                zr[n, H + j] = r
+                rh[n, j] = r * h_prev[n, j]
+
+        @cuda.jit
+        def fwd2(xw, r2, h_prev, zr, m, n_, h):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                c = math.tanh(xw[n, 2 * H + j] + r2[n, j])
+                n_[n, j] = c
+                z = zr[n, j]
+                if m[n] != 0: h[n, j] = z * h_prev[n, j] + (1 - z) * c
+                else: h[n, j] = h_prev[n, j]
+
+        @cuda.jit
+        def bwd1(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                d = dout[n, j] + dcarry[n, j] + drec[n, j]
+                if m[n] != 0:
+                    z = zr[n, j]; c = n_[n, j]
+                    dazr[n, j] = d * (h_prev[n, j] - c) * z * (1 - z)
+                    dan[n, j] = d * (1 - z) * (1 - c * c)
+                    dcarry[n, j] = d * z
+                else:
+                    dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
+
+        @cuda.jit
+        def bwd2(drh, h_prev, zr, m, dcarry, dazr):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                if m[n] != 0:
+                    r = zr[n, H + j]
+                    dazr[n, H + j] = drh[n, j] * h_prev[n, j] * r * (1 - r)
+                    dcarry[n, j] += drh[n, j] * r
+                else:
+                    dazr[n, H + j] = 0
+        _CUDA['gru'] = (fwd1, fwd2, bwd1, bwd2)
+    return _CUDA['gru']
+
+# %% ../../nbs/11_lstm_gru.ipynb #5b9b1f00
+_NP['gru'] = (_gru_fwd1_np, _gru_fwd2_np, _gru_bwd1_np, _gru_bwd2_np)
+_NB['gru'] = (_gru_fwd1_nb, _gru_fwd2_nb, _gru_bwd1_nb, _gru_bwd2_nb)
+_CUDA_BUILD['gru'] = _gru_cuda
+
+# %% ../../nbs/11_lstm_gru.ipynb #2af0215d
+def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
+    """GRU over a whole sequence (columns z, r, n):
+    z = σ(x Wx_z + h_{t-1} Wh_z + b_z), r likewise, n = tanh(x Wx_n + (r⊙h_{t-1}) Wh_n + b_n),
+    h_t = z⊙h_{t-1} + (1-z)⊙n.
+
+    x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
+    Returns `(hs, cache)` with hs (N, T, H)."""
+    N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
+    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward')
+    Wh = xp.asarray(Wh, dtype=dt)
+    Wzr, Wn = xp.ascontiguousarray(Wh[:, :2 * H]), xp.ascontiguousarray(Wh[:, 2 * H:])
+    f1, f2, _, _ = _steps(be, 'gru')
+    Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
+    ZR = xp.empty((T, N, 2 * H), dt); NN = xp.empty((T, N, H), dt); RH = xp.empty((T, N, H), dt)
+    R1 = xp.empty((N, 2 * H), dt); R2 = xp.empty((N, H), dt)
+    for t in range(T):
+        xp.matmul(Hs[t], Wzr, out=R1)
+        f1(N * H, XW[t], R1, Hs[t], ZR[t], RH[t])
+        xp.matmul(RH[t], Wn, out=R2)
+        f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
+    cache = dict(backend=be, xt=xt, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn)
+    return Hs[1:].transpose(1, 0, 2), cache
+
+def gru_backward(dhs, cache):
+    """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db)."""
+    Hs, ZR, NN, RH, M = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M'))
+    T1, N, H = Hs.shape; T = T1 - 1
+    xp = get_array_module(Hs); dt = Hs.dtype
+    check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
+    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=dt).transpose(1, 0, 2))
+    _, _, b1, b2 = _steps(cache['backend'], 'gru')
+    dZR = xp.empty((T, N, 2 * H), dt); dN = xp.empty((T, N, H), dt)
+    dcarry = xp.zeros((N, H), dt); drec = xp.zeros((N, H), dt); drh = xp.empty((N, H), dt)
+    WzrT, WnT = xp.ascontiguousarray(cache['Wzr'].T), xp.ascontiguousarray(cache['Wn'].T)
+    for t in range(T - 1, -1, -1):
+        b1(N * H, dH[t], dcarry, drec, Hs[t], ZR[t], NN[t], M[t], dZR[t], dN[t])
+        xp.matmul(dN[t], WnT, out=drh)             # dL/d(r⊙h_{t-1})
+        b2(N * H, drh, Hs[t], ZR[t], M[t], dcarry, dZR[t])
+        xp.matmul(dZR[t], WzrT, out=drec)          # dL/dh_{t-1} through z and r
+    dh0 = dcarry + drec
+    TN = T * N
+    dWh = xp.concatenate([Hs[:-1].reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
+                          RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
+    dA = xp.concatenate([dZR, dN], axis=2)
+    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
     return dx, dh0, dWx, dWh, db

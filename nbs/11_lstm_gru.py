@@ -1,0 +1,1111 @@
+# %% [markdown]
+# # LSTM and GRU
+#
+# > Gated cells with their complete backpropagation through time, the recurrent layers of the
+# > package (`SimpleRNN`, `LSTM`, `GRU`, `Bidirectional`, `StackedRNN`), and experiments on real
+# > sequences.
+#
+# ## Purpose
+#
+# Chapter 10 showed that the gradient of a plain RNN passes through a product of Jacobians
+# $\operatorname{diag}(1-h_k^2)W_h^\top$ and vanishes after a few tens of steps. The LSTM
+# (Hochreiter & Schmidhuber, 1997) and the GRU (Cho et al., 2014) add a *gated, additive* path
+# for the state: the new state is a gated *sum* of the old state and a candidate, so the
+# Jacobian along that path is a diagonal of gate values that the network can hold near 1.
+#
+# This chapter derives both cells and their complete BPTT, points out two sources whose
+# derivations lose the terms carried from one step to the previous one (and shows numerically
+# what that costs), adds the LSTM and GRU kernels (NumPy reference, Numba CPU, Numba CUDA) to
+# `kernels.recurrent`, wraps all three cells in layers, measures the kernels against PyTorch, and
+# trains them on activity recognition, spoken vowels and row-by-row MNIST.
+
+# %%
+#| default_exp rnn
+
+# %%
+#| hide
+import os
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')   # no GPU: run the CUDA kernels in Numba's simulator
+
+# %%
+#| hide
+import math, time
+import numpy as np
+from numba import njit
+import matplotlib.pyplot as plt
+from fastcore.test import test_eq, test_close, test_fail
+from dl_from_scratch.core import check_array, get_array_module, precision
+from dl_from_scratch.gradcheck import rel_error, numerical_grad, check_layer_grad
+from dl_from_scratch.kernels.recurrent import (_sig, _sig_nb, _tanh_nb, _check_seq, _setup, _finish_backward,
+                                               _steps, _NP, _NB, _CUDA, _CUDA_BUILD, _cuda_launch)
+
+# %% [markdown]
+# ## The LSTM cell
+#
+# Four gate pre-activations come out of one product with the input and one with the previous
+# state (columns $[i\,|\,f\,|\,g\,|\,o]$ of $W_x\in\mathbb R^{D\times 4H}$, $W_h\in\mathbb R^{H\times 4H}$):
+#
+# $$\begin{aligned}
+# i_t &= \sigma(a^i_t + p_i\odot c_{t-1}), & f_t &= \sigma(a^f_t + p_f\odot c_{t-1}), &
+# g_t &= \tanh(a^g_t),\\
+# c_t &= f_t\odot c_{t-1} + i_t\odot g_t, & o_t &= \sigma(a^o_t + p_o\odot c_t), &
+# h_t &= o_t\odot\tanh(c_t),
+# \end{aligned}\qquad a_t = x_tW_x + h_{t-1}W_h + b .$$
+#
+# $i$, $f$, $o$ are the input, forget and output gates, $g$ the candidate. The *peepholes*
+# $p_i, p_f, p_o\in\mathbb R^H$ (Gers & Schmidhuber 2000; Ketkar ch. 6, after Greff et al.) let
+# the gates look at the cell; the input and forget gates see the old cell $c_{t-1}$, the output
+# gate the new one $c_t$. With $p=0$ this is the standard LSTM of Keras and PyTorch (gate order
+# as PyTorch's). The forget-gate bias starts at 1 (Jozefowicz et al. 2015), so that early in
+# training the cell remembers.
+#
+# ## Complete BPTT for the LSTM
+#
+# Two quantities are carried backwards: $\delta^h_t=\partial L/\partial h_t$ and
+# $\delta^c_t=\partial L/\partial c_t$, each the sum of a *local* part and a part *carried from step
+# $t+1$*. With $\tau_t=\tanh(c_t)$ and $\sigma'=\sigma(1-\sigma)$:
+#
+# $$\begin{aligned}
+# \delta^h_t &= \frac{\partial L_t}{\partial h_t} + \underbrace{\bar a_{t+1} W_h^\top}_{\text{carried}},\\
+# \bar a^o_t &= \delta^h_t\odot\tau_t\odot o_t(1-o_t),\\
+# \hat\delta^c_t &= \underbrace{\delta^c_t}_{\text{carried}} + \delta^h_t\odot o_t\odot(1-\tau_t^2) + \bar a^o_t\odot p_o,\\
+# \bar a^i_t &= \hat\delta^c_t\odot g_t\odot i_t(1-i_t),\quad
+# \bar a^f_t = \hat\delta^c_t\odot c_{t-1}\odot f_t(1-f_t),\quad
+# \bar a^g_t = \hat\delta^c_t\odot i_t\odot(1-g_t^2),\\
+# \delta^c_{t-1} &= \hat\delta^c_t\odot f_t + \bar a^i_t\odot p_i + \bar a^f_t\odot p_f ,
+# \end{aligned}$$
+#
+# where $\bar a_t=[\bar a^i_t, \bar a^f_t, \bar a^g_t, \bar a^o_t]$ is the gradient at the
+# pre-activations. As for the RNN, the parameter gradients are sums over steps, three products
+# after the loop: $\partial W_x = X^\top\bar A$, $\partial W_h = H_{prev}^\top\bar A$,
+# $\partial b = \sum\bar A$, and the peepholes $\partial p_i=\sum_{t,n}\bar a^i_t\odot c_{t-1}$,
+# $\partial p_f=\sum\bar a^f_t\odot c_{t-1}$, $\partial p_o=\sum\bar a^o_t\odot c_t$.
+#
+# The term $\delta^c_{t-1} \ni \hat\delta^c_t\odot f_t$ is the *constant error carousel*: along the
+# cell the Jacobian is $\operatorname{diag}(f_t)$, with no weight matrix and no squashing
+# derivative, so with $f\approx 1$ the gradient survives hundreds of steps.
+#
+# ## The GRU cell
+#
+# Columns $[z\,|\,r\,|\,n]$; update gate $z$, reset gate $r$, candidate $n$ computed from the
+# *reset* state $r\odot h_{t-1}$ (Cho et al. 2014; Keras `reset_after=False`):
+#
+# $$z_t = \sigma(a^z_t),\quad r_t=\sigma(a^r_t),\quad
+# n_t = \tanh\big(x_tW^n_x + (r_t\odot h_{t-1})W^n_h + b^n\big),\quad
+# h_t = z_t\odot h_{t-1} + (1-z_t)\odot n_t ,$$
+#
+# with $a^{z,r}_t = x_tW^{z,r}_x + h_{t-1}W^{z,r}_h + b^{z,r}$. Because $n_t$ needs $r_t$ *before*
+# its recurrent product, a GRU step costs two dependent products, $h_{t-1}W^{zr}_h$ and then
+# $(r\odot h_{t-1})W^n_h$, with a fused elementwise kernel after each. (PyTorch's and cuDNN's GRU
+# put $r$ *outside* the product, $r\odot(h_{t-1}W^n_h + b^n_h)$, which allows one product per step but
+# is a different cell; the issue asks for the candidate on $r\odot h_{t-1}$.)
+#
+# ## Complete BPTT for the GRU
+#
+# $$\begin{aligned}
+# \delta_t &= \frac{\partial L_t}{\partial h_t} + \underbrace{\delta^{\to}_{t}}_{\text{carried}},\qquad
+# \bar a^z_t = \delta_t\odot(h_{t-1}-n_t)\odot z_t(1-z_t),\qquad
+# \bar a^n_t = \delta_t\odot(1-z_t)\odot(1-n_t^2),\\
+# \rho_t &= \bar a^n_t\,(W^n_h)^\top \quad(=\partial L/\partial(r_t\odot h_{t-1})),\qquad
+# \bar a^r_t = \rho_t\odot h_{t-1}\odot r_t(1-r_t),\\
+# \delta^{\to}_{t-1} &= \delta_t\odot z_t + \rho_t\odot r_t + [\bar a^z_t, \bar a^r_t]\,(W^{zr}_h)^\top ,
+# \end{aligned}$$
+#
+# four paths from $h_t$ back to $h_{t-1}$: directly through $z$ (the GRU's carousel), through the
+# reset state, and through the two gates' recurrent products. $\partial W^n_h = \sum_t (r_t\odot
+# h_{t-1})^\top \bar a^n_t$, the other weight gradients as before.
+#
+# ## Two sources that drop the carried terms
+#
+# * *Hands-On Deep Learning Algorithms with Python* (Ravichandiran, ch. 5) derives the LSTM and the
+#   GRU gradients **per time step only**: $\partial L/\partial h_t = (\hat y_t-y_t)V$ and
+#   $\partial L/\partial c_t = \partial L/\partial h_t\odot o_t\odot(1-\tanh^2 c_t)$, then sums
+#   $\partial L_j/\partial W$ over $j$. The carried parts, $\bar a_{t+1}W_h^\top$ in $\delta^h_t$ and
+#   $\delta^c_{t+1}\odot f_{t+1}$ in $\delta^c_t$ (for the GRU, all four paths above), are missing.
+#   What it computes is the gradient of a model whose state is cut off from the past.
+# * The university project report (Bilkent EEE443, mini project 3) implements BPTT with the
+#   carried terms, but for its many-to-one classifier it adds the *final* step's output gradient
+#   $\partial L/\partial h_T$ at *every* step ($dh = dv\,W^\top + dh_{next}$ inside the loop) and
+#   stops the loop at $t=1$, dropping the first step's terms. The loss only depends on $h_T$, so
+#   the re-injected terms belong to no loss at all.
+#
+# Our kernels implement the recursion above; below, gradient checks show that they match
+# central differences to $10^{-10}$ and that both variants do not.
+
+# %% [markdown]
+# ## Kernels
+#
+# These cells add to `kernels.recurrent` (chapter 10), using its shared step loop: one product
+# per step through `xp.matmul`, then the backend's fused elementwise step. The LSTM step, in the
+# NumPy reference and the Numba CPU kernel:
+
+# %%
+#| export kernels.recurrent
+# ---- LSTM: gate columns [i | f | g | o], peepholes P (3, H) = [p_i; p_f; p_o] (zeros = no peepholes) ----
+
+def _lstm_fwd_np(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+    "NumPy reference of one LSTM step. xw, r, g: (N, 4H); c_prev, h_prev, c, h, tc: (N, H); P (3, H); m (N,)."
+    H = h.shape[1]
+    a = xw + r
+    i = 0.5 * (np.tanh(0.5 * (a[:, :H] + P[0] * c_prev)) + 1)
+    f = 0.5 * (np.tanh(0.5 * (a[:, H:2*H] + P[1] * c_prev)) + 1)
+    gg = np.tanh(a[:, 2*H:3*H])
+    cn = f * c_prev + i * gg
+    o = 0.5 * (np.tanh(0.5 * (a[:, 3*H:] + P[2] * cn)) + 1)
+    t = np.tanh(cn)
+    on = m[:, None] != 0
+    g[...] = np.concatenate([i, f, gg, o], axis=1)
+    tc[...] = t
+    c[...] = np.where(on, cn, c_prev)
+    h[...] = np.where(on, o * t, h_prev)
+
+def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+    """NumPy reference of one LSTM BPTT step. In: dout (dL/dh_t from the output), dcarry + drec (from step t+1),
+    dc (dL/dc_t, updated in place to dL/dc_{t-1}). Out: da (N, 4H) pre-activation gradients, dcarry."""
+    H = dc.shape[1]
+    d = dout + dcarry + drec
+    i, f, gg, o = g[:, :H], g[:, H:2*H], g[:, 2*H:3*H], g[:, 3*H:]
+    on = m[:, None] != 0
+    dao = d * tc * o * (1 - o)
+    dcn = dc + d * o * (1 - tc * tc) + dao * P[2]
+    dai = dcn * gg * i * (1 - i)
+    daf = dcn * c_prev * f * (1 - f)
+    dag = dcn * i * (1 - gg * gg)
+    da[...] = np.where(on, np.concatenate([dai, daf, dag, dao], axis=1), 0)
+    dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
+    dcarry[...] = np.where(on, 0, d)
+
+@njit(cache=True)
+def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+    one = xw.dtype.type(1)
+    N, H = h.shape
+    for n in range(N):
+        if m[n] == 0:
+            for j in range(H):
+                c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
+            continue
+        for j in range(H):
+            cp = c_prev[n, j]
+            i = _sig_nb(xw[n, j] + r[n, j] + P[0, j] * cp, one)
+            f = _sig_nb(xw[n, H + j] + r[n, H + j] + P[1, j] * cp, one)
+            gg = _tanh_nb(xw[n, 2 * H + j] + r[n, 2 * H + j], one)
+            cn = f * cp + i * gg
+            o = _sig_nb(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn, one)
+            t = _tanh_nb(cn, one)
+            g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
+            tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+
+@njit(cache=True)
+def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+    one = dout.dtype.type(1)
+    N, H = dc.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            d = dout[n, j] + dcarry[n, j] + drec[n, j]
+            if not on:
+                dcarry[n, j] = d
+                da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
+                continue
+            i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
+            dao = d * t * o * (one - o)
+            dcn = dc[n, j] + d * o * (one - t * t) + dao * P[2, j]
+            dai = dcn * gg * i * (one - i)
+            daf = dcn * c_prev[n, j] * f * (one - f)
+            dag = dcn * i * (one - gg * gg)
+            da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
+            dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
+            dcarry[n, j] = 0
+
+
+# %% [markdown]
+# The CUDA kernels: one thread per element $(n, j)$; the same body as the CPU loop.
+
+# %%
+#| export kernels.recurrent
+def _lstm_cuda():
+    "Build (once) the CUDA kernels of the LSTM step (one thread per (n, j) element)."
+    global cuda
+    if 'lstm' not in _CUDA:
+        from numba import cuda
+        sig = cuda.jit(device=True)(_sig)
+
+        @cuda.jit
+        def fwd(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+            k = cuda.grid(1)
+            N, H = h.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                if m[n] == 0:
+                    c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
+                else:
+                    cp = c_prev[n, j]
+                    i = sig(xw[n, j] + r[n, j] + P[0, j] * cp)
+                    f = sig(xw[n, H + j] + r[n, H + j] + P[1, j] * cp)
+                    gg = math.tanh(xw[n, 2 * H + j] + r[n, 2 * H + j])
+                    cn = f * cp + i * gg
+                    o = sig(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn)
+                    t = math.tanh(cn)
+                    g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
+                    tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+
+        @cuda.jit
+        def bwd(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+            k = cuda.grid(1)
+            N, H = dc.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                d = dout[n, j] + dcarry[n, j] + drec[n, j]
+                if m[n] == 0:
+                    dcarry[n, j] = d
+                    da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
+                else:
+                    i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
+                    dao = d * t * o * (1 - o)
+                    dcn = dc[n, j] + d * o * (1 - t * t) + dao * P[2, j]
+                    dai = dcn * gg * i * (1 - i)
+                    daf = dcn * c_prev[n, j] * f * (1 - f)
+                    dag = dcn * i * (1 - gg * gg)
+                    da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
+                    dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
+                    dcarry[n, j] = 0
+        _CUDA['lstm'] = (fwd, bwd)
+    return _CUDA['lstm']
+
+
+# %%
+#| export kernels.recurrent
+_NP['lstm'] = (_lstm_fwd_np, _lstm_bwd_np)
+_NB['lstm'] = (_lstm_fwd_nb, _lstm_bwd_nb)
+_CUDA_BUILD['lstm'] = _lstm_cuda
+
+# %%
+#| export kernels.recurrent
+def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto'):
+    """LSTM over a whole sequence (gate columns i, f, g, o):
+    i = σ(x Wx_i + h Wh_i + p_i⊙c_{t-1} + b_i), f likewise, g = tanh(...), c_t = f⊙c_{t-1} + i⊙g,
+    o = σ(... + p_o⊙c_t), h_t = o⊙tanh(c_t).
+
+    x (N, T, D); h0, c0 (N, H); Wx (D, 4H); Wh (H, 4H); b (4H,); peep (3, H) or None (no peepholes);
+    mask (N, T) or None. Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H)."""
+    N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
+    check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
+    if peep is not None: check_array(peep, 'peep', shape=(3, H), who='lstm_forward')
+    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward')
+    Wh = xp.asarray(Wh, dtype=dt)
+    P = xp.zeros((3, H), dt) if peep is None else xp.ascontiguousarray(xp.asarray(peep, dtype=dt))
+    fwd, _ = _steps(be, 'lstm')
+    Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
+    Cs = xp.empty((T + 1, N, H), dt); Cs[0] = xp.asarray(c0, dtype=dt)
+    Gs = xp.zeros((T, N, 4 * H), dt); TC = xp.zeros((T, N, H), dt)
+    R = xp.empty((N, 4 * H), dt)
+    for t in range(T):
+        xp.matmul(Hs[t], Wh, out=R)
+        fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
+    cache = dict(backend=be, xt=xt, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
+                 Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
+    return Hs[1:].transpose(1, 0, 2), Cs[T], cache
+
+def lstm_backward(dhs, dcT, cache):
+    """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
+    Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None."""
+    Hs, Cs, Gs, TC, M, P = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P'))
+    T1, N, H = Hs.shape; T = T1 - 1
+    xp = get_array_module(Hs); dt = Hs.dtype
+    check_array(dhs, 'dhs', shape=(N, T, H), who='lstm_backward')
+    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=dt).transpose(1, 0, 2))
+    dc = xp.zeros((N, H), dt) if dcT is None else xp.array(check_array(dcT, 'dcT', shape=(N, H), who='lstm_backward'), dtype=dt)
+    _, bwd = _steps(cache['backend'], 'lstm')
+    dA = xp.empty((T, N, 4 * H), dt)
+    dcarry = xp.zeros((N, H), dt); drec = xp.zeros((N, H), dt)
+    WhT = xp.ascontiguousarray(cache['Wh'].T)
+    for t in range(T - 1, -1, -1):
+        bwd(N * H, dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
+        xp.matmul(dA[t], WhT, out=drec)
+    dh0 = dcarry + drec
+    dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
+    dpeep = None
+    if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
+        dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
+                          (dA[..., 3*H:] * Cs[1:]).sum((0, 1))])
+    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
+    return dx, dh0, dc, dWx, dWh, db, dpeep
+
+# %% [markdown]
+# The GRU: two half-steps forward (gates, then candidate and state) and two backward.
+
+# %%
+#| export kernels.recurrent
+# ---- GRU: columns [z | r | n]; z, r from h_{t-1}; candidate n from r⊙h_{t-1}, so two products per step ----
+# step 1: zr = σ(xw[:, :2H] + h_{t-1} Wh[:, :2H]);  rh = r⊙h_{t-1}
+# step 2: n = tanh(xw[:, 2H:] + rh Wh[:, 2H:]);      h_t = z⊙h_{t-1} + (1-z)⊙n
+
+def _gru_fwd1_np(xw, r1, h_prev, zr, rh):
+    "NumPy reference, first half of a GRU step: gates z, r (zr: (N, 2H)) and r⊙h_prev (rh: (N, H))."
+    H = h_prev.shape[1]
+    zr[...] = 0.5 * (np.tanh(0.5 * (xw[:, :2*H] + r1)) + 1)
+    rh[...] = zr[:, H:] * h_prev
+
+def _gru_fwd2_np(xw, r2, h_prev, zr, m, n, h):
+    "NumPy reference, second half: candidate n = tanh(xw_n + r2) and the new state h (masked: h_prev)."
+    H = h_prev.shape[1]
+    n[...] = np.tanh(xw[:, 2*H:] + r2)
+    z = zr[:, :H]
+    h[...] = np.where(m[:, None] != 0, z * h_prev + (1 - z) * n, h_prev)
+
+def _gru_bwd1_np(dout, dcarry, drec, h_prev, zr, n, m, dazr, dan):
+    "NumPy reference, first half of a GRU BPTT step: da_z, da_n; dcarry := the direct part of dL/dh_{t-1}."
+    H = h_prev.shape[1]
+    d = dout + dcarry + drec
+    z = zr[:, :H]
+    on = m[:, None] != 0
+    dazr[:, :H] = np.where(on, d * (h_prev - n) * z * (1 - z), 0)
+    dan[...] = np.where(on, d * (1 - z) * (1 - n * n), 0)
+    dcarry[...] = np.where(on, d * z, d)
+
+def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
+    "NumPy reference, second half: from d(r⊙h) = dan Wh_n^T get da_r and add drh⊙r to dL/dh_{t-1}."
+    H = h_prev.shape[1]
+    r = zr[:, H:]
+    on = m[:, None] != 0
+    dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
+    dcarry += np.where(on, drh * r, 0)
+
+@njit(cache=True)
+def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
+    one = xw.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        for j in range(H):
+            zr[n, j] = _sig_nb(xw[n, j] + r1[n, j], one)
+            r = _sig_nb(xw[n, H + j] + r1[n, H + j], one)
+            zr[n, H + j] = r
+            rh[n, j] = r * h_prev[n, j]
+
+@njit(cache=True)
+def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
+    one = xw.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            c = _tanh_nb(xw[n, 2 * H + j] + r2[n, j], one)
+            n_[n, j] = c
+            z = zr[n, j]
+            h[n, j] = z * h_prev[n, j] + (one - z) * c if on else h_prev[n, j]
+
+@njit(cache=True)
+def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
+    one = dout.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            d = dout[n, j] + dcarry[n, j] + drec[n, j]
+            if on:
+                z = zr[n, j]; c = n_[n, j]
+                dazr[n, j] = d * (h_prev[n, j] - c) * z * (one - z)
+                dan[n, j] = d * (one - z) * (one - c * c)
+                dcarry[n, j] = d * z
+            else:
+                dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
+
+@njit(cache=True)
+def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
+    one = drh.dtype.type(1)
+    N, H = h_prev.shape
+    for n in range(N):
+        on = m[n] != 0
+        for j in range(H):
+            if on:
+                r = zr[n, H + j]
+                dazr[n, H + j] = drh[n, j] * h_prev[n, j] * r * (one - r)
+                dcarry[n, j] += drh[n, j] * r
+            else:
+                dazr[n, H + j] = 0
+
+
+# %%
+#| export kernels.recurrent
+def _gru_cuda():
+    "Build (once) the CUDA kernels of the GRU step halves."
+    global cuda
+    if 'gru' not in _CUDA:
+        from numba import cuda
+        sig = cuda.jit(device=True)(_sig)
+
+        @cuda.jit
+        def fwd1(xw, r1, h_prev, zr, rh):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                zr[n, j] = sig(xw[n, j] + r1[n, j])
+                r = sig(xw[n, H + j] + r1[n, H + j])
+                zr[n, H + j] = r
+                rh[n, j] = r * h_prev[n, j]
+
+        @cuda.jit
+        def fwd2(xw, r2, h_prev, zr, m, n_, h):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                c = math.tanh(xw[n, 2 * H + j] + r2[n, j])
+                n_[n, j] = c
+                z = zr[n, j]
+                if m[n] != 0: h[n, j] = z * h_prev[n, j] + (1 - z) * c
+                else: h[n, j] = h_prev[n, j]
+
+        @cuda.jit
+        def bwd1(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                d = dout[n, j] + dcarry[n, j] + drec[n, j]
+                if m[n] != 0:
+                    z = zr[n, j]; c = n_[n, j]
+                    dazr[n, j] = d * (h_prev[n, j] - c) * z * (1 - z)
+                    dan[n, j] = d * (1 - z) * (1 - c * c)
+                    dcarry[n, j] = d * z
+                else:
+                    dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
+
+        @cuda.jit
+        def bwd2(drh, h_prev, zr, m, dcarry, dazr):
+            k = cuda.grid(1)
+            N, H = h_prev.shape
+            if k < N * H:
+                n = k // H; j = k % H
+                if m[n] != 0:
+                    r = zr[n, H + j]
+                    dazr[n, H + j] = drh[n, j] * h_prev[n, j] * r * (1 - r)
+                    dcarry[n, j] += drh[n, j] * r
+                else:
+                    dazr[n, H + j] = 0
+        _CUDA['gru'] = (fwd1, fwd2, bwd1, bwd2)
+    return _CUDA['gru']
+
+
+# %%
+#| export kernels.recurrent
+_NP['gru'] = (_gru_fwd1_np, _gru_fwd2_np, _gru_bwd1_np, _gru_bwd2_np)
+_NB['gru'] = (_gru_fwd1_nb, _gru_fwd2_nb, _gru_bwd1_nb, _gru_bwd2_nb)
+_CUDA_BUILD['gru'] = _gru_cuda
+
+# %%
+#| export kernels.recurrent
+def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
+    """GRU over a whole sequence (columns z, r, n):
+    z = σ(x Wx_z + h_{t-1} Wh_z + b_z), r likewise, n = tanh(x Wx_n + (r⊙h_{t-1}) Wh_n + b_n),
+    h_t = z⊙h_{t-1} + (1-z)⊙n.
+
+    x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
+    Returns `(hs, cache)` with hs (N, T, H)."""
+    N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
+    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward')
+    Wh = xp.asarray(Wh, dtype=dt)
+    Wzr, Wn = xp.ascontiguousarray(Wh[:, :2 * H]), xp.ascontiguousarray(Wh[:, 2 * H:])
+    f1, f2, _, _ = _steps(be, 'gru')
+    Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
+    ZR = xp.empty((T, N, 2 * H), dt); NN = xp.empty((T, N, H), dt); RH = xp.empty((T, N, H), dt)
+    R1 = xp.empty((N, 2 * H), dt); R2 = xp.empty((N, H), dt)
+    for t in range(T):
+        xp.matmul(Hs[t], Wzr, out=R1)
+        f1(N * H, XW[t], R1, Hs[t], ZR[t], RH[t])
+        xp.matmul(RH[t], Wn, out=R2)
+        f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
+    cache = dict(backend=be, xt=xt, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn)
+    return Hs[1:].transpose(1, 0, 2), cache
+
+def gru_backward(dhs, cache):
+    """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db)."""
+    Hs, ZR, NN, RH, M = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M'))
+    T1, N, H = Hs.shape; T = T1 - 1
+    xp = get_array_module(Hs); dt = Hs.dtype
+    check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
+    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=dt).transpose(1, 0, 2))
+    _, _, b1, b2 = _steps(cache['backend'], 'gru')
+    dZR = xp.empty((T, N, 2 * H), dt); dN = xp.empty((T, N, H), dt)
+    dcarry = xp.zeros((N, H), dt); drec = xp.zeros((N, H), dt); drh = xp.empty((N, H), dt)
+    WzrT, WnT = xp.ascontiguousarray(cache['Wzr'].T), xp.ascontiguousarray(cache['Wn'].T)
+    for t in range(T - 1, -1, -1):
+        b1(N * H, dH[t], dcarry, drec, Hs[t], ZR[t], NN[t], M[t], dZR[t], dN[t])
+        xp.matmul(dN[t], WnT, out=drh)             # dL/d(r⊙h_{t-1})
+        b2(N * H, drh, Hs[t], ZR[t], M[t], dcarry, dZR[t])
+        xp.matmul(dZR[t], WzrT, out=drec)          # dL/dh_{t-1} through z and r
+    dh0 = dcarry + drec
+    TN = T * N
+    dWh = xp.concatenate([Hs[:-1].reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
+                          RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
+    dA = xp.concatenate([dZR, dN], axis=2)
+    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
+    return dx, dh0, dWx, dWh, db
+
+# %% [markdown]
+# ### Kernel tests
+#
+# The three implementations agree to float32 round-off, with peepholes and a mask that pads one
+# sequence and has a hole in another:
+
+# %%
+def _problem(cell, N=3, T=6, D=4, H=5, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.normal(size=s).astype(dtype)
+    G = {'lstm': 4, 'gru': 3}[cell]
+    mask = np.ones((N, T)); mask[0, 4:] = 0; mask[1, 2] = 0
+    a = dict(x=f(N, T, D), h0=f(N, H) * 0.5, Wx=f(D, G * H) * 0.5, Wh=f(H, G * H) * 0.5, b=f(G * H) * 0.1, mask=mask)
+    if cell == 'lstm': a.update(c0=f(N, H) * 0.5, peep=f(3, H) * 0.5)
+    return a, f(N, T, H), f(N, H)
+
+args, dhs, dcT = _problem('lstm')
+ref_h, ref_cT, ref_c = lstm_forward(**args, backend='numpy')
+ref_g = lstm_backward(dhs, dcT, ref_c)
+for be in ('numba', 'cuda'):
+    hs, cT, c = lstm_forward(**args, backend=be)
+    test_close(hs, ref_h, eps=1e-6); test_close(cT, ref_cT, eps=1e-6)
+    for g, gr in zip(lstm_backward(dhs, dcT, c), ref_g): test_close(g, gr, eps=2e-5)
+
+args, dhs, _ = _problem('gru')
+ref_h, ref_c = gru_forward(**args, backend='numpy')
+ref_g = gru_backward(dhs, ref_c)
+for be in ('numba', 'cuda'):
+    hs, c = gru_forward(**args, backend=be)
+    test_close(hs, ref_h, eps=1e-6)
+    for g, gr in zip(gru_backward(dhs, c), ref_g): test_close(g, gr, eps=2e-5)
+
+# %% [markdown]
+# Gradient checks in float64, every argument including the peepholes, the initial cell state and
+# the gradient arriving at the final cell state:
+
+# %%
+def check_kernel_grads(cell, backend='numba'):
+    args, dhs, dcT = _problem(cell, dtype=np.float64, seed=1)
+    if cell == 'lstm':
+        names = ['x', 'h0', 'c0', 'Wx', 'Wh', 'b', 'peep']
+        fwd = lambda a: (lambda hs, cT, _: (hs * dhs).sum() + (cT * dcT).sum())(*lstm_forward(**a, backend=backend))
+        g = lstm_backward(dhs, dcT, lstm_forward(**args, backend=backend)[2])
+    else:
+        names = ['x', 'h0', 'Wx', 'Wh', 'b']
+        fwd = lambda a: (gru_forward(**a, backend=backend)[0] * dhs).sum()
+        g = gru_backward(dhs, gru_forward(**args, backend=backend)[1])
+    return {k: rel_error(gk, numerical_grad(lambda v, k=k: float(fwd({**args, k: v})), args[k].copy()))
+            for k, gk in zip(names, g)}
+
+for cell in ('lstm', 'gru'):
+    for be in ('numpy', 'numba'):
+        errs = check_kernel_grads(cell, be)
+        print(cell, be, {k: f'{v:.0e}' for k, v in errs.items()})
+        assert max(errs.values()) < 1e-6
+
+# %%
+args, _, _ = _problem('lstm')
+test_fail(lambda: lstm_forward(**{**args, 'c0': args['c0'][:, :4]}), contains='c0 of shape (3, 5), got (3, 4)')
+test_fail(lambda: lstm_forward(**{**args, 'peep': args['peep'][:2]}), contains='peep of shape (3, 5), got (2, 5)')
+test_fail(lambda: lstm_forward(**{**args, 'Wh': args['Wh'][:, :12]}), contains='Wh of shape (5, 20), got (5, 12)')
+args, _, _ = _problem('gru')
+test_fail(lambda: gru_forward(**{**args, 'x': args['x'][..., :2]}), contains='Wx of shape (2, 3*H), got (4, 15)')
+test_fail(lambda: gru_forward(**{**args, 'mask': args['mask'].T}), contains='mask of shape (3, 6), got (6, 3)')
+
+# %% [markdown]
+# ### What dropping the carried terms costs
+#
+# The two variants from the sources, written with our NumPy step functions: (a) the per-step
+# gradient of the Hands-On book: every step starts from zero carried gradients, $\delta^h_{t}$ has
+# no $\bar a_{t+1}W_h^\top$ and $\delta^c_t$ no $\delta^c_{t+1}f_{t+1}$; (b) the report's many-to-one
+# loop, which adds the last step's output gradient at every step and skips $t=0$.
+
+# %%
+def lstm_backward_variant(dhs, cache, variant):
+    "dWx, dWh, db of an LSTM with the carried terms dropped ('per_step') or the report's loop ('report')."
+    Hs, Cs, Gs, TC, M, P = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P'))
+    T, N, H = Gs.shape[0], Hs.shape[1], Hs.shape[2]
+    dH = np.ascontiguousarray(dhs.transpose(1, 0, 2))
+    if variant == 'report': dH = np.broadcast_to(dH[-1], dH.shape).copy()   # dL/dh_T injected at every step
+    dA = np.zeros((T, N, 4 * H))
+    dcarry, drec, dc = np.zeros((N, H)), np.zeros((N, H)), np.zeros((N, H))
+    for t in range(T - 1, 0 if variant == 'report' else -1, -1):
+        if variant == 'per_step': dcarry[:], drec[:], dc[:] = 0, 0, 0   # nothing carried from t+1
+        _lstm_bwd_np(dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
+        drec = dA[t] @ cache['Wh'].T
+    TN = T * N
+    xt = cache['xt']
+    return dict(Wx=xt.reshape(TN, -1).T @ dA.reshape(TN, -1), Wh=Hs[:-1].reshape(TN, H).T @ dA.reshape(TN, -1),
+                b=dA.reshape(TN, -1).sum(0))
+
+args, _, _ = _problem('lstm', dtype=np.float64, seed=2, T=12)
+args.update(mask=None, peep=None)
+rng = np.random.default_rng(0)
+dlast = rng.normal(size=args['h0'].shape)
+dhs = np.zeros((3, 12, 5)); dhs[:, -1] = dlast                  # many-to-one: L = <h_T, dlast>
+loss = lambda a: float((lstm_forward(**a, backend='numpy')[0][:, -1] * dlast).sum())
+_, _, cache = lstm_forward(**args, backend='numpy')
+ours = dict(zip(['x', 'h0', 'c0', 'Wx', 'Wh', 'b'], lstm_backward(dhs, None, cache)))
+rows = []
+for k in ('Wx', 'Wh', 'b'):
+    num = numerical_grad(lambda v: loss({**args, k: v}), args[k].copy())
+    rows.append((k, rel_error(ours[k], num), rel_error(lstm_backward_variant(dhs, cache, 'per_step')[k], num),
+                 rel_error(lstm_backward_variant(dhs, cache, 'report')[k], num)))
+print(f"{'param':6s} {'ours':>10s} {'per-step (Hands-On)':>20s} {'re-injected (report)':>21s}")
+for k, a, b_, c_ in rows: print(f'{k:6s} {a:10.1e} {b_:20.1e} {c_:21.1e}')
+assert all(a < 1e-8 and b_ > 1e-2 and c_ > 1e-2 for _, a, b_, c_ in rows)
+
+# %% [markdown]
+# ## Layers
+#
+# The layers follow the `Layer` contract of chapter 5 (`build`, `forward(x, training)`,
+# `backward(dy)`, `params`, `grads`), so they go into a `Sequential` model like any other, and add
+# what sequences need: a mask of real steps, an initial state in and the final state out, and
+# reading backwards. Sequences are $(N, T, D)$; $T$ may change from batch to batch.
+
+# %%
+#| export
+from __future__ import annotations
+import numpy as np
+from dl_from_scratch.core import check_array, as_rng, get_dtype, get_array_module, to_device
+from dl_from_scratch.layers import Layer
+from dl_from_scratch import init as initializers
+from dl_from_scratch.kernels import recurrent as K
+
+
+# %%
+#| export
+def _who(layer):
+    return type(layer).__name__ + (f" '{layer.name}'" if getattr(layer, 'name', None) else '')
+
+def _check_sequence(layer, x, D=None):
+    "x must be (N, T, D) with finite values and, once built, the feature size D the layer was built for."
+    x = check_array(x, 'input', ndim=3, shape=(None, None, D) if D is None else None, who=_who(layer))
+    if D is not None and x.shape[2] != D:
+        raise ValueError(f"{_who(layer)} expected input of shape (N, T, {D}), got {tuple(x.shape)}")
+    return x
+
+def _check_mask(layer, mask, N, T):
+    "A (N, T) mask of 0/1 (or bool): 1 = a real step, 0 = padding."
+    if mask is None: return None
+    xp = get_array_module(mask)
+    mask = xp.asarray(mask)
+    if mask.shape != (N, T):
+        raise ValueError(f"{_who(layer)} expected mask of shape ({N}, {T}) to match the input, got {tuple(mask.shape)}")
+    check_array(mask, 'mask', kind=None, who=_who(layer))
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{_who(layer)} expected a mask of 0/1 (or bool) values")
+    return mask.astype(bool)
+
+
+# %%
+#| export
+class Recurrent(Layer):
+    """Base of `SimpleRNN`, `LSTM`, `GRU`: one recurrent layer over sequences `(N, T, D)`.
+
+    * `return_sequences`: output every state `(N, T, units)` (zeros at masked steps), else the last one `(N, units)`;
+    * `forward(x, training, mask=None, initial_state=None)`: `mask` `(N, T)` of 0/1 marks the real steps (a masked
+      step keeps the state), `initial_state` is a tuple of `(N, units)` arrays (h, or h and c for the LSTM);
+      `mask_value` builds the mask from the input when none is given (steps whose features all equal it);
+    * after forward, `final_state` holds the state after the last step; `backward(dy, d_final_state=None)`
+      accepts its gradient and leaves the gradient of the initial state in `d_initial_state`;
+    * `go_backwards`: read the sequence from the end (outputs are returned in the original time order);
+    * `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' (see `kernels.recurrent`)."""
+    gates, n_states = 1, 1
+
+    def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, mask_value=None,
+                 kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
+                 backend: str = 'auto', rng=None, name=None):
+        super().__init__(name)
+        if int(units) < 1: raise ValueError(f"{type(self).__name__} expected units >= 1, got {units}")
+        self.units, self.return_sequences, self.go_backwards = int(units), bool(return_sequences), bool(go_backwards)
+        self.mask_value, self.backend = mask_value, backend
+        self.kernel_initializer = initializers.get_initializer(kernel_initializer)
+        self.recurrent_initializer = initializers.get_initializer(recurrent_initializer)
+        self.bias_initializer = initializers.get_initializer(bias_initializer)
+        self.rng = as_rng(rng)
+        self.final_state = None
+        self.d_initial_state = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"{_who(self)} expected input of rank 3 (N, T, D), got input shape (N, *{tuple(input_shape)})")
+        super().build(input_shape)
+        D, H, G, dt = self.input_shape[1], self.units, self.gates, get_dtype()
+        self.params['Wx'] = self.kernel_initializer((D, G * H), rng=self.rng, dtype=dt)
+        # each gate's recurrent block is its own orthogonal matrix
+        self.params['Wh'] = np.concatenate([self.recurrent_initializer((H, H), rng=self.rng, dtype=dt)
+                                            for _ in range(G)], axis=1)
+        self.params['b'] = self.bias_initializer((G * H,), rng=self.rng, dtype=dt)
+
+    def __call__(self, x, training=False, **kw):
+        if not self.built: self.build(tuple(x.shape[1:]))
+        return self.forward(x, training=training, **kw)
+
+    def output_shape(self, input_shape):
+        T = input_shape[0]
+        return (T, self.units) if self.return_sequences else (self.units,)
+
+    def _kernel_forward(self, x, states, mask):  # -> hs (N, T, H), final states tuple, cache
+        raise NotImplementedError
+
+    def _kernel_backward(self, dhs, d_states, cache):  # -> dx, d_initial_states tuple, grads dict
+        raise NotImplementedError
+
+    def forward(self, x, training=False, mask=None, initial_state=None):
+        """x (N, T, D) -> (N, T, units) if return_sequences else (N, units)."""
+        x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
+        if not self.built: self.build(tuple(x.shape[1:]))
+        xp = get_array_module(x)
+        dt = self.dtype
+        x = x.astype(dt, copy=False)
+        N, T, _ = x.shape
+        if mask is None and self.mask_value is not None:
+            mask = ~(x == self.mask_value).all(axis=2)
+        mask = _check_mask(self, mask, N, T)
+        if initial_state is None:
+            states = tuple(xp.zeros((N, self.units), dt) for _ in range(self.n_states))
+        else:
+            if not isinstance(initial_state, (tuple, list)): initial_state = (initial_state,)
+            if len(initial_state) != self.n_states:
+                raise ValueError(f"{_who(self)} expected {self.n_states} initial state array(s), got {len(initial_state)}")
+            states = tuple(check_array(s, 'initial_state', shape=(N, self.units), who=_who(self)).astype(dt, copy=False)
+                           for s in initial_state)
+        if self.go_backwards:
+            x = x[:, ::-1]
+            if mask is not None: mask = mask[:, ::-1]
+        hs, finals, cache = self._kernel_forward(x, states, mask)
+        self.final_state = finals
+        if self.return_sequences:
+            y = hs if mask is None else hs * mask[:, :, None]
+            if self.go_backwards: y = y[:, ::-1]
+            y = xp.ascontiguousarray(y)
+        else:
+            y = finals[0]
+        self.cache = (cache, mask, N, T)
+        return y
+
+    def backward(self, dy, d_final_state=None):
+        """dy: dL/dy (shape of the output) -> dL/dx (N, T, D); fills `grads` and `d_initial_state`."""
+        cache, mask, N, T = self.cache
+        xp = get_array_module(dy)
+        dt = self.dtype
+        H = self.units
+        if self.return_sequences:
+            check_array(dy, 'dy', shape=(N, T, H), who=_who(self))
+            dhs = dy[:, ::-1] if self.go_backwards else dy
+            dhs = dhs.astype(dt) if mask is None else (dhs * mask[:, :, None]).astype(dt)
+        else:
+            check_array(dy, 'dy', shape=(N, H), who=_who(self))
+            dhs = xp.zeros((N, T, H), dt); dhs[:, -1] = dy
+        d_states = [None] * self.n_states
+        if d_final_state is not None:
+            if not isinstance(d_final_state, (tuple, list)): d_final_state = (d_final_state,)
+            d_states = list(d_final_state)
+        if d_states[0] is not None:
+            dhs = dhs.copy(); dhs[:, -1] += d_states[0]
+        dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache)
+        self.grads.update(grads)
+        self.d_initial_state = d_init
+        return dx[:, ::-1] if self.go_backwards else dx
+
+
+# %%
+#| export
+class SimpleRNN(Recurrent):
+    """Elman RNN layer: h_t = tanh(x_t Wx + h_{t-1} Wh + b). Params Wx (D, H), Wh (H, H), b (H,).
+    x (N, T, D) -> (N, T, H) or (N, H). See `Recurrent` for the options."""
+    gates, n_states = 1, 1
+
+    def _kernel_forward(self, x, states, mask):
+        p = self.params
+        hs, cache = K.rnn_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend)
+        return hs, (hs[:, -1],), cache
+
+    def _kernel_backward(self, dhs, d_states, cache):
+        dx, dh0, dWx, dWh, db = K.rnn_backward(dhs, cache)
+        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+
+class LSTM(Recurrent):
+    """LSTM layer (gates i, f, g, o; Wx (D, 4H), Wh (H, 4H), b (4H,)), optional peepholes P (3, H) as in
+    Gers & Schmidhuber / Ketkar ch. 6. `unit_forget_bias` starts the forget-gate bias at 1.
+    x (N, T, D) -> (N, T, H) or (N, H); state (h, c)."""
+    gates, n_states = 4, 2
+
+    def __init__(self, units, peepholes: bool = False, unit_forget_bias: bool = True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.peepholes, self.unit_forget_bias = bool(peepholes), bool(unit_forget_bias)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        H = self.units
+        if self.unit_forget_bias: self.params['b'][H:2 * H] += 1
+        if self.peepholes: self.params['P'] = np.zeros((3, H), get_dtype())
+
+    def _kernel_forward(self, x, states, mask):
+        p = self.params
+        hs, cT, cache = K.lstm_forward(x, states[0], states[1], p['Wx'], p['Wh'], p['b'], peep=p.get('P'),
+                                       mask=mask, backend=self.backend)
+        return hs, (hs[:, -1], cT), cache
+
+    def _kernel_backward(self, dhs, d_states, cache):
+        dx, dh0, dc0, dWx, dWh, db, dP = K.lstm_backward(dhs, d_states[1], cache)
+        grads = {'Wx': dWx, 'Wh': dWh, 'b': db}
+        if self.peepholes: grads['P'] = dP
+        return dx, (dh0, dc0), grads
+
+class GRU(Recurrent):
+    """GRU layer (gates z, r and candidate n on r⊙h_{t-1}; Wx (D, 3H), Wh (H, 3H), b (3H,)):
+    h_t = z⊙h_{t-1} + (1-z)⊙n. x (N, T, D) -> (N, T, H) or (N, H)."""
+    gates, n_states = 3, 1
+
+    def _kernel_forward(self, x, states, mask):
+        p = self.params
+        hs, cache = K.gru_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend)
+        return hs, (hs[:, -1],), cache
+
+    def _kernel_backward(self, dhs, d_states, cache):
+        dx, dh0, dWx, dWh, db = K.gru_backward(dhs, cache)
+        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+
+
+# %% [markdown]
+# `Bidirectional` runs a copy of the layer over the reversed sequence. With a mask, reading the
+# reversed padded sequence first passes the padding (the state stays at $h_0$) and then the real
+# steps from the last one, which is exactly the backward RNN of the unpadded sequence.
+# `StackedRNN` passes one mask to every layer of a stack.
+
+# %%
+#| export
+class Bidirectional(Layer):
+    """Run a recurrent layer forwards and a copy of it backwards over the sequence and concatenate
+    ('concat', default), add ('sum') or average ('ave') their outputs. With masking, the backward
+    copy starts at the last *real* step. x (N, T, D) -> (N, T, 2H) / (N, 2H) for 'concat'."""
+    def __init__(self, layer: Recurrent, merge_mode: str = 'concat', name=None):
+        super().__init__(name)
+        if not isinstance(layer, Recurrent):
+            raise ValueError(f"Bidirectional expected a SimpleRNN, LSTM or GRU layer, got {type(layer).__name__}")
+        if merge_mode not in ('concat', 'sum', 'ave'):
+            raise ValueError(f"Bidirectional expected merge_mode 'concat', 'sum' or 'ave', got {merge_mode!r}")
+        args, kwargs = layer._config
+        self.forward_layer = layer
+        self.backward_layer = type(layer)(*args, **{**kwargs, 'go_backwards': not layer.go_backwards, 'rng': layer.rng})
+        self.merge_mode = merge_mode
+        self.return_sequences = layer.return_sequences
+
+    def _link(self):
+        "Expose both layers' arrays (the same objects, so in-place updates reach them) under fw/ and bw/."
+        self.params = {**{f'fw_{k}': v for k, v in self.forward_layer.params.items()},
+                       **{f'bw_{k}': v for k, v in self.backward_layer.params.items()}}
+        self.grads = {**{f'fw_{k}': v for k, v in self.forward_layer.grads.items()},
+                      **{f'bw_{k}': v for k, v in self.backward_layer.grads.items()}}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.forward_layer.build(input_shape); self.backward_layer.build(input_shape)
+        self._link()
+
+    def output_shape(self, input_shape):
+        s = self.forward_layer.output_shape(input_shape)
+        return (*s[:-1], 2 * s[-1]) if self.merge_mode == 'concat' else s
+
+    def __call__(self, x, training=False, **kw):
+        if not self.built: self.build(tuple(x.shape[1:]))
+        return self.forward(x, training=training, **kw)
+
+    def forward(self, x, training=False, mask=None, initial_state=None):
+        if not self.built:
+            x = _check_sequence(self, x); self.build(tuple(x.shape[1:]))
+        fw_state = bw_state = None
+        if initial_state is not None:
+            n = self.forward_layer.n_states
+            fw_state, bw_state = tuple(initial_state[:n]), tuple(initial_state[n:])
+        yf = self.forward_layer.forward(x, training, mask=mask, initial_state=fw_state)
+        yb = self.backward_layer.forward(x, training, mask=mask, initial_state=bw_state)
+        self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
+        xp = get_array_module(yf)
+        if self.merge_mode == 'concat': return xp.concatenate([yf, yb], axis=-1)
+        return yf + yb if self.merge_mode == 'sum' else (yf + yb) / 2
+
+    def backward(self, dy, d_final_state=None):
+        H = self.forward_layer.units
+        if self.merge_mode == 'concat': dyf, dyb = dy[..., :H], dy[..., H:]
+        elif self.merge_mode == 'sum': dyf = dyb = dy
+        else: dyf = dyb = dy / 2
+        df = db_ = None
+        if d_final_state is not None:
+            n = self.forward_layer.n_states
+            df, db_ = tuple(d_final_state[:n]), tuple(d_final_state[n:])
+        dx = self.forward_layer.backward(dyf, df) + self.backward_layer.backward(dyb, db_)
+        self.d_initial_state = (*self.forward_layer.d_initial_state, *self.backward_layer.d_initial_state)
+        self._link()
+        return dx
+
+    def to(self, device='cpu'):
+        self.forward_layer.to(device); self.backward_layer.to(device); self._link()
+        return self
+
+
+# %%
+#| export
+class StackedRNN(Layer):
+    """A stack of recurrent layers (each but the last with `return_sequences=True`) that passes the
+    mask to every layer, so padding is ignored all the way up. x (N, T, D) -> the last layer's output."""
+    def __init__(self, layers: list, mask_value=None, name=None):
+        super().__init__(name)
+        layers = list(layers)
+        if not layers or not all(isinstance(l, (Recurrent, Bidirectional)) for l in layers):
+            raise ValueError("StackedRNN expected a non-empty list of SimpleRNN/LSTM/GRU/Bidirectional layers")
+        for l in layers[:-1]:
+            if not l.return_sequences:
+                raise ValueError(f"StackedRNN expected return_sequences=True on every layer but the last, got {l!r}")
+        self.layers, self.mask_value = layers, mask_value
+
+    def _link(self):
+        self.params = {f'l{i}_{k}': v for i, l in enumerate(self.layers) for k, v in l.params.items()}
+        self.grads = {f'l{i}_{k}': v for i, l in enumerate(self.layers) for k, v in l.grads.items()}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        shape = tuple(input_shape)
+        for l in self.layers:
+            l.build(shape); shape = l.output_shape(shape)
+        self._link()
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for l in self.layers: shape = l.output_shape(shape)
+        return shape
+
+    def __call__(self, x, training=False, **kw):
+        if not self.built: self.build(tuple(x.shape[1:]))
+        return self.forward(x, training=training, **kw)
+
+    def forward(self, x, training=False, mask=None):
+        x = _check_sequence(self, x)
+        if not self.built: self.build(tuple(x.shape[1:]))
+        if mask is None and self.mask_value is not None:
+            mask = ~(x == self.mask_value).all(axis=2)
+        for l in self.layers: x = l.forward(x, training, mask=mask)
+        return x
+
+    def backward(self, dy):
+        for l in reversed(self.layers): dy = l.backward(dy)
+        self._link()
+        return dy
+
+    def to(self, device='cpu'):
+        for l in self.layers: l.to(device)
+        self._link()
+        return self
+
+# %% [markdown]
+# ### Layer tests
+#
+# Every layer is gradient-checked in float64 with `check_layer_grad` (chapter 1), with a mask
+# that pads one sequence and has a hole in another, both directions, both output modes, and
+# peepholes with non-zero values:
+
+# %%
+class _Masked:
+    "Adapter for check_layer_grad: a layer called with a fixed mask (and initial state)."
+    def __init__(self, layer, mask, **kw): self.layer, self.mask, self.kw = layer, mask, kw
+    def __call__(self, x, training=False): return self.layer(x, training, mask=self.mask, **self.kw)
+    def forward(self, x, training=False): return self.layer.forward(x, training, mask=self.mask, **self.kw)
+    def backward(self, dy): return self.layer.backward(dy)
+    params = property(lambda self: self.layer.params)
+    grads = property(lambda self: self.layer.grads)
+
+N, T, D, H = 3, 5, 4, 3
+rng = np.random.default_rng(0)
+x = rng.normal(size=(N, T, D))
+mask = np.ones((N, T)); mask[0, 3:] = 0; mask[2, 1] = 0
+worst = 0
+with precision(np.float64):
+    for make in (lambda **k: SimpleRNN(H, rng=0, **k), lambda **k: LSTM(H, rng=0, **k),
+                 lambda **k: LSTM(H, peepholes=True, rng=0, **k), lambda **k: GRU(H, rng=0, **k)):
+        for rs in (False, True):
+            for gb in (False, True):
+                layer = make(return_sequences=rs, go_backwards=gb)
+                layer.build((T, D))
+                if 'P' in layer.params: layer.params['P'][...] = rng.normal(size=(3, H))
+                errs = check_layer_grad(_Masked(layer, mask), x)
+                worst = max(worst, max(errs.values()))
+                assert max(errs.values()) < 1e-6, (layer, errs)
+    for layer in (Bidirectional(LSTM(H, return_sequences=True, rng=1)), Bidirectional(GRU(H, rng=2), merge_mode='ave'),
+                  StackedRNN([GRU(H, return_sequences=True, rng=3), Bidirectional(SimpleRNN(2, rng=4))])):
+        errs = check_layer_grad(_Masked(layer, mask), x)
+        worst = max(worst, max(errs.values()))
+        assert max(errs.values()) < 1e-6, (layer, errs)
+print(f'largest relative error over all layers and parameters: {worst:.1e}')
+
+# %% [markdown]
+# The initial state is an input like any other: its gradient, left in `d_initial_state`, is
+# checked the same way, and so is the gradient arriving at `final_state`:
+
+# %%
+with precision(np.float64):
+    layer = LSTM(H, return_sequences=True, peepholes=True, rng=5); layer.build((T, D))
+    h0, c0 = rng.normal(size=(N, H)), rng.normal(size=(N, H))
+    dy, dhT, dcT = rng.normal(size=(N, T, H)), rng.normal(size=(N, H)), rng.normal(size=(N, H))
+    def L(h0, c0):
+        y = layer.forward(x, mask=mask, initial_state=(h0, c0))
+        return float((y * dy).sum() + (layer.final_state[0] * dhT).sum() + (layer.final_state[1] * dcT).sum())
+    L(h0, c0); layer.backward(dy, d_final_state=(dhT, dcT))
+    dh0, dc0 = layer.d_initial_state
+    assert rel_error(dh0, numerical_grad(lambda v: L(v, c0), h0.copy())) < 1e-6
+    assert rel_error(dc0, numerical_grad(lambda v: L(h0, v), c0.copy())) < 1e-6
+
+# %% [markdown]
+# **Padded and unpadded inputs give equal outputs**, for every cell, one- and bidirectional,
+# with right (post-) and left (pre-) padding:
+
+# %%
+x3 = rng.normal(size=(1, 3, D)).astype(np.float32)
+for pad in ('post', 'pre'):
+    z = np.zeros((1, 4, D), np.float32)
+    xp_ = np.concatenate([x3, z] if pad == 'post' else [z, x3], axis=1)
+    m = np.zeros((1, 7)); m[0, :3] = 1
+    if pad == 'pre': m = m[:, ::-1]
+    real = m[0].astype(bool)
+    for layer in (SimpleRNN(H, rng=0, return_sequences=True), LSTM(H, rng=0, peepholes=True, return_sequences=True),
+                  GRU(H, rng=0, return_sequences=True), Bidirectional(LSTM(H, rng=0, return_sequences=True)),
+                  Bidirectional(GRU(H, rng=0))):
+        y_short, y_pad = layer(x3), layer(xp_, mask=m)
+        if layer.return_sequences:
+            test_close(y_pad[:, real], y_short, eps=1e-6); test_eq(np.abs(y_pad[:, ~real]).max(), 0)
+        else:
+            test_close(y_pad, y_short, eps=1e-6)
+# mask_value builds the mask from the input, as Keras' Masking layer does
+test_close(LSTM(H, rng=0, mask_value=0.)(np.concatenate([x3, np.zeros((1, 4, D), np.float32)], 1)), LSTM(H, rng=0)(x3), eps=1e-6)
+
+# %% [markdown]
+# **Bad input** raises a `ValueError` that names the expected and the actual shape:
+
+# %%
+layer = LSTM(4, rng=0); layer(np.zeros((2, 5, 3), np.float32))
+test_fail(lambda: layer(np.zeros((2, 5), np.float32)), contains='rank 3')
+test_fail(lambda: layer(np.zeros((2, 5, 4), np.float32)), contains='expected input of shape (N, T, 3), got (2, 5, 4)')
+test_fail(lambda: layer(np.zeros((2, 5, 3), np.float32), mask=np.ones((2, 4))), contains='mask of shape (2, 5) to match the input, got (2, 4)')
+test_fail(lambda: layer(np.full((2, 5, 3), np.nan, np.float32)), contains='NaN')
+test_fail(lambda: layer(np.zeros((2, 5, 3), np.float32), initial_state=(np.zeros((2, 4)),)), contains='2 initial state')
+test_fail(lambda: layer(np.zeros((2, 5, 3), np.float32), initial_state=(np.zeros((2, 3)), np.zeros((2, 3)))),
+          contains='initial_state of shape (2, 4), got (2, 3)')
+test_fail(lambda: layer(np.zeros((2, 5, 3), np.float32), mask=np.full((2, 5), 0.5)), contains='0/1')
+test_fail(lambda: Bidirectional(np.zeros(3)), contains='SimpleRNN, LSTM or GRU')
+test_fail(lambda: StackedRNN([LSTM(3), LSTM(3)]), contains='return_sequences=True')
+
+# %% [markdown]
+# The layers work inside chapter 5's `Sequential`, train with its `fit`, and save and load:
+
+# %%
+from dl_from_scratch.model import Sequential
+from dl_from_scratch.layers import Dense
+import tempfile
+# a toy many-to-one task: is the sum of the sequence positive?
+xs = rng.normal(size=(512, 12, 1)).astype(np.float32); ys = (xs.sum((1, 2)) > 0).astype(np.int64)
+model = Sequential([GRU(16, rng=0), Dense(2, rng=0)])
+model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', metrics=['accuracy'])
+hist = model.fit(xs, ys, epochs=15, batch_size=32, rng=0, verbose=0)
+acc = hist.history['accuracy'][-1]; print(f'train accuracy {acc:.3f}')
+assert acc > 0.9
+with tempfile.TemporaryDirectory() as d:
+    model.save(f'{d}/m.npz'); m2 = Sequential.load(f'{d}/m.npz')
+    test_close(m2.predict(xs[:8]), model.predict(xs[:8]), eps=1e-6)
