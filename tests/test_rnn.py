@@ -1,0 +1,127 @@
+"Recurrent layers: gradient checks (masking, Bidirectional, stacking, state in/out), padding invariance, bad input, Sequential."
+import os
+if 'NUMBA_ENABLE_CUDASIM' not in os.environ:
+    import shutil, subprocess
+    has_gpu = shutil.which('nvidia-smi') and subprocess.run(['nvidia-smi', '-L'], capture_output=True).returncode == 0
+    if not has_gpu: os.environ['NUMBA_ENABLE_CUDASIM'] = '1'
+import numpy as np
+import pytest
+from dl_from_scratch.core import precision
+from dl_from_scratch.gradcheck import check_layer_grad, numerical_grad, rel_error
+from dl_from_scratch.rnn import SimpleRNN, LSTM, GRU, Bidirectional, StackedRNN
+
+N, T, D, H = 3, 5, 4, 3
+
+class Masked:
+    "check_layer_grad adapter: call the layer with a fixed mask."
+    def __init__(self, layer, mask): self.layer, self.mask = layer, mask
+    def __call__(self, x, training=False): return self.layer(x, training, mask=self.mask)
+    def forward(self, x, training=False): return self.layer.forward(x, training, mask=self.mask)
+    def backward(self, dy): return self.layer.backward(dy)
+    params = property(lambda self: self.layer.params)
+    grads = property(lambda self: self.layer.grads)
+
+def data(seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((N, T)); mask[0, 3:] = 0; mask[2, 1] = 0
+    return rng.normal(size=(N, T, D)), mask
+
+MAKERS = {
+    'rnn': lambda **k: SimpleRNN(H, rng=0, **k),
+    'lstm': lambda **k: LSTM(H, rng=0, **k),
+    'lstm_peep': lambda **k: LSTM(H, peepholes=True, rng=0, **k),
+    'gru': lambda **k: GRU(H, rng=0, **k),
+}
+
+@pytest.mark.parametrize('cell', list(MAKERS))
+@pytest.mark.parametrize('return_sequences', [False, True])
+@pytest.mark.parametrize('go_backwards', [False, True])
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_layer_gradients_with_mask(cell, return_sequences, go_backwards, backend):
+    x, mask = data()
+    with precision(np.float64):
+        layer = MAKERS[cell](return_sequences=return_sequences, go_backwards=go_backwards, backend=backend)
+        layer.build((T, D))
+        if 'P' in layer.params: layer.params['P'][...] = np.random.default_rng(1).normal(size=(3, H))
+        errs = check_layer_grad(Masked(layer, mask), x)
+    assert set(errs) == {'x', *layer.params}
+    assert max(errs.values()) < 1e-6, errs
+
+@pytest.mark.parametrize('wrapper', ['bi_concat_seq', 'bi_sum', 'bi_ave', 'stack'])
+def test_wrapper_gradients(wrapper):
+    x, mask = data(1)
+    with precision(np.float64):
+        layer = {'bi_concat_seq': lambda: Bidirectional(LSTM(H, return_sequences=True, rng=1)),
+                 'bi_sum': lambda: Bidirectional(GRU(H, rng=2), merge_mode='sum'),
+                 'bi_ave': lambda: Bidirectional(SimpleRNN(H, rng=3), merge_mode='ave'),
+                 'stack': lambda: StackedRNN([GRU(H, return_sequences=True, rng=3),
+                                              Bidirectional(LSTM(2, peepholes=True, rng=4))])}[wrapper]()
+        errs = check_layer_grad(Masked(layer, mask), x)
+    assert max(errs.values()) < 1e-6, errs
+
+@pytest.mark.parametrize('cell', ['rnn', 'lstm', 'gru'])
+def test_state_in_and_out_gradients(cell):
+    x, mask = data(2)
+    rng = np.random.default_rng(3)
+    with precision(np.float64):
+        layer = MAKERS[cell](return_sequences=True); layer.build((T, D))
+        n = layer.n_states
+        s0 = [rng.normal(size=(N, H)) for _ in range(n)]
+        dy = rng.normal(size=(N, T, H)); ds = [rng.normal(size=(N, H)) for _ in range(n)]
+        def L(*s):
+            y = layer.forward(x, mask=mask, initial_state=tuple(s))
+            return float((y * dy).sum() + sum((f * d).sum() for f, d in zip(layer.final_state, ds)))
+        L(*s0); layer.backward(dy, d_final_state=tuple(ds))
+        for i in range(n):
+            num = numerical_grad(lambda v: L(*[v if j == i else s0[j] for j in range(n)]), s0[i].copy())
+            assert rel_error(layer.d_initial_state[i], num) < 1e-6
+
+@pytest.mark.parametrize('cell', ['rnn', 'lstm_peep', 'gru', 'bi_lstm', 'bi_gru_last'])
+@pytest.mark.parametrize('pad', ['post', 'pre'])
+def test_padded_equals_unpadded(cell, pad):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 4, D)).astype(np.float32)
+    lengths = [4, 2]
+    make = {'rnn': lambda: SimpleRNN(H, rng=0, return_sequences=True),
+            'lstm_peep': lambda: LSTM(H, peepholes=True, rng=0, return_sequences=True),
+            'gru': lambda: GRU(H, rng=0, return_sequences=True),
+            'bi_lstm': lambda: Bidirectional(LSTM(H, rng=0, return_sequences=True)),
+            'bi_gru_last': lambda: Bidirectional(GRU(H, rng=0))}[cell]
+    layer = make()
+    xp = np.zeros((2, 7, D), np.float32); mask = np.zeros((2, 7))
+    for i, L in enumerate(lengths):
+        sl = slice(0, L) if pad == 'post' else slice(7 - L, 7)
+        xp[i, sl] = x[i, :L]; mask[i, sl] = 1
+    y_pad = layer(xp, mask=mask)
+    for i, L in enumerate(lengths):
+        y1 = layer(x[i:i + 1, :L])
+        if layer.return_sequences:
+            np.testing.assert_allclose(y_pad[i, mask[i] == 1], y1[0], rtol=1e-5, atol=1e-6)
+            assert np.abs(y_pad[i, mask[i] == 0]).max(initial=0) == 0
+        else:
+            np.testing.assert_allclose(y_pad[i], y1[0], rtol=1e-5, atol=1e-6)
+
+def test_bad_input_names_shapes():
+    layer = GRU(4, rng=0); layer(np.zeros((2, 5, 3), np.float32))
+    with pytest.raises(ValueError, match=r'rank 3'): layer(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r'expected input of shape \(N, T, 3\), got \(2, 5, 4\)'):
+        layer(np.zeros((2, 5, 4), np.float32))
+    with pytest.raises(ValueError, match=r'mask of shape \(2, 5\) to match the input, got \(5, 2\)'):
+        layer(np.zeros((2, 5, 3), np.float32), mask=np.ones((5, 2)))
+    with pytest.raises(ValueError, match='NaN'): layer(np.full((2, 5, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r'initial_state of shape \(2, 4\), got \(2, 3\)'):
+        layer(np.zeros((2, 5, 3), np.float32), initial_state=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match='units >= 1'): LSTM(0)
+
+def test_sequential_fit_save_load(tmp_path):
+    from dl_from_scratch.model import Sequential
+    from dl_from_scratch.layers import Dense
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 10, 1)).astype(np.float32); y = (x.sum((1, 2)) > 0).astype(np.int64)
+    model = Sequential([Bidirectional(LSTM(8, rng=0)), Dense(2, rng=0)])
+    model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', metrics=['accuracy'])
+    h = model.fit(x, y, epochs=10, batch_size=32, rng=0, verbose=0)
+    assert h.history['loss'][-1] < h.history['loss'][0] * 0.7
+    model.save(tmp_path / 'm.npz')
+    m2 = Sequential.load(tmp_path / 'm.npz')
+    np.testing.assert_allclose(m2.predict(x[:5]), model.predict(x[:5]), rtol=1e-6)
