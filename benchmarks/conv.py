@@ -21,6 +21,20 @@ CASES = [  # name, N, H, W, C, F, k, stride, padding
 ]
 
 
+def set_threads(n: int) -> None:
+    "Use `n` threads in Numba, OpenBLAS (NumPy's matmul, through its C API) and PyTorch."
+    import ctypes, glob, os, numba
+    numba.set_num_threads(n)
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*'))
+    for lib in libs:
+        for sym in ('scipy_openblas_set_num_threads64_', 'openblas_set_num_threads'):
+            fn = getattr(ctypes.CDLL(lib), sym, None)
+            if fn is not None: fn(ctypes.c_int(n)); break
+    try:
+        import torch; torch.set_num_threads(n)
+    except ImportError: pass
+
+
 def _median_time(fn, repeat, warmup=1, sync=None):
     for _ in range(warmup): fn()
     if sync: sync()
@@ -78,8 +92,9 @@ def _torch_step(torch, x, dy, w, b, s, pad_t, device='cpu'):
     return step
 
 
-def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES) -> list[dict]:
-    import numba
+def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, threads: int | None = None) -> list[dict]:
+    import numba, os
+    if threads: set_threads(threads)
     from dl_from_scratch.core import has_cuda
     from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
     try:
@@ -89,7 +104,8 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES) 
         torch = None
     peak = matmul_gflops()
     threads = numba.get_num_threads()
-    print(f"\n== conv2d forward + backward, float32 NHWC, CPU ({threads} threads) ==")
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    print(f"\n== conv2d forward + backward, float32 NHWC, CPU ({threads} threads; load average {load:.1f} on {os.cpu_count()} cores) ==")
     print(f"numpy float32 matmul rate (1024^3): {peak:.1f} GFLOP/s" + ("" if torch else "; torch not installed"))
     head = f"{'case':<30}{'numba ms':>10}{'numpy ms':>10}{'naive ms':>10}{'torch ms':>10}" \
            f"{'vs torch':>10}{'vs numpy':>10}{'naive/us':>10}{'GFLOP/s':>9}{'% mm':>7}"
@@ -195,5 +211,6 @@ if __name__ == '__main__':
     p.add_argument('--repeat', type=int, default=5)
     p.add_argument('--no-naive', action='store_true', help='skip the (slow) naive loops')
     p.add_argument('--lenet', action='store_true', help='also time one LeNet-5 MNIST epoch against PyTorch')
+    p.add_argument('--threads', type=int, default=None, help='threads for Numba, OpenBLAS and PyTorch (default: Numba\'s)')
     a = p.parse_args()
-    main(a.repeat, not a.no_naive, a.lenet)
+    main(a.repeat, not a.no_naive, a.lenet, threads=a.threads)
