@@ -35,7 +35,7 @@ class Conv2D(Layer):
     def __init__(self, filters: int, kernel_size, strides=1, padding='valid', activation=None, use_bias: bool = True,
                  kernel_initializer='glorot_uniform', bias_initializer='zeros', kernel_regularizer=None,
                  kernel_constraint=None, rng=None, backend: str = 'auto', name=None):
-        super().__init__(name)
+        super().__init__(name or 'conv2d')      # Keras's default name; Sequential numbers repeats
         if int(filters) < 1: raise ValueError(f"Conv2D expected filters >= 1, got {filters}")
         self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
         resolve_padding(padding, (1, 1), 1)                      # validates the spelling now
@@ -106,8 +106,9 @@ class Conv2D(Layer):
 
 # %% ../nbs/07a_conv_layers.ipynb #1f087719
 class _Pool2D(Layer):
+    default_name = 'pool2d'
     def __init__(self, pool_size=2, strides=None, padding='valid', backend: str = 'auto', name=None):
-        super().__init__(name)
+        super().__init__(name or self.default_name)
         self.pool_size = _pair(pool_size, 'pool_size')
         self.strides = self.pool_size if strides is None else _pair(strides, 'strides')
         resolve_padding(padding, (1, 1), 1)
@@ -136,6 +137,7 @@ class _Pool2D(Layer):
 
 class MaxPool2D(_Pool2D):
     """Max pooling. x `(N, H, W, C)` -> y `(N, OH, OW, C)`; backward routes dy to each window's (first) maximum."""
+    default_name = 'max_pooling2d'
     def forward(self, x, training=False):
         x = self._check(x)
         pad = self._pad(x.shape[1:3])
@@ -149,6 +151,7 @@ class MaxPool2D(_Pool2D):
 
 class AvgPool2D(_Pool2D):
     """Average pooling over the real (unpadded) entries of each window. x `(N, H, W, C)` -> y `(N, OH, OW, C)`."""
+    default_name = 'average_pooling2d'
     def forward(self, x, training=False):
         x = self._check(x)
         pad = self._pad(x.shape[1:3])
