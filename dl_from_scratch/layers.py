@@ -10,7 +10,7 @@ from .core import check_array, as_rng, get_dtype, get_array_module, to_device
 from . import init as initializers
 
 # %% auto #0
-__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
+__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
 
 # %% ../nbs/05_mlp.ipynb #14be0eea
 LAYERS: dict = {}   # class name -> Layer subclass, for rebuilding saved models
@@ -249,6 +249,42 @@ class Flatten(Layer):
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
+
+# %% ../nbs/05_mlp.ipynb #a7f7197e
+class Embedding(Layer):
+    """Lookup `y = W[x]`: integer ids `x` `(N, ...)` in [0, input_dim) -> `(N, ..., output_dim)`;
+    `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient)."""
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer='uniform', rng=None, name=None):
+        super().__init__(name)
+        self.input_dim, self.output_dim, self.rng = int(input_dim), int(output_dim), as_rng(rng)
+        self.embeddings_initializer = (
+            (lambda shape, rng=None, dtype=None: as_rng(rng).uniform(-0.05, 0.05, shape).astype(dtype or get_dtype()))
+            if embeddings_initializer == 'uniform' else initializers.get_initializer(embeddings_initializer))
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.params['W'] = self.embeddings_initializer((self.input_dim, self.output_dim), rng=self.rng, dtype=get_dtype())
+
+    def output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def forward(self, x, training=False):
+        shape = (None, *self.input_shape)
+        x = check_array(x, 'ids', shape=shape, kind='iu', who='Embedding')
+        if x.size and (int(x.min()) < 0 or int(x.max()) >= self.input_dim):
+            raise ValueError(f"Embedding expected ids in [0, {self.input_dim}), got values in [{int(x.min())}, {int(x.max())}]")
+        self.cache = x
+        return self.params['W'][x]
+
+    def backward(self, dy):
+        x, W = self.cache, self.params['W']
+        xp = get_array_module(W)
+        dW = xp.zeros_like(W)
+        if xp is np: np.add.at(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+        else:
+            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+        self.grads['W'] = dW
+        return None
 
 # %% ../nbs/06_regularization.ipynb #40e48045
 class Regularizer:

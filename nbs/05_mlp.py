@@ -394,6 +394,68 @@ sm = Activation('softmax'); p = sm(np.array([[1., 2., 3.], [1e4, 0., -1e4]]))
 test_close(p.sum(1), [1., 1.]); assert np.isfinite(p).all()
 
 # %% [markdown]
+# ## Embedding: a dense layer on one-hot inputs
+#
+# A token id $i \in \{0, \dots, V-1\}$ as a one-hot row $e_i$ times a
+# matrix $W \in \mathbb{R}^{V\times D}$ is just row $i$ of $W$. `Embedding`
+# does that lookup directly, `W[x]`, and its backward pass is the dense
+# layer's $\bar W = X^\top \bar Z$ with one-hot $X$: add each upstream row
+# $\bar y_n$ into row $x_n$ of $\bar W$ (`np.add.at`, which sums repeated ids;
+# no Python loop). Ids are integers, so there is no gradient to pass down.
+# The text chapters (12 on) use it; Keras' default initialiser is
+# uniform on $[-0.05, 0.05]$.
+
+# %%
+#| export
+class Embedding(Layer):
+    """Lookup `y = W[x]`: integer ids `x` `(N, ...)` in [0, input_dim) -> `(N, ..., output_dim)`;
+    `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient)."""
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer='uniform', rng=None, name=None):
+        super().__init__(name)
+        self.input_dim, self.output_dim, self.rng = int(input_dim), int(output_dim), as_rng(rng)
+        self.embeddings_initializer = (
+            (lambda shape, rng=None, dtype=None: as_rng(rng).uniform(-0.05, 0.05, shape).astype(dtype or get_dtype()))
+            if embeddings_initializer == 'uniform' else initializers.get_initializer(embeddings_initializer))
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.params['W'] = self.embeddings_initializer((self.input_dim, self.output_dim), rng=self.rng, dtype=get_dtype())
+
+    def output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def forward(self, x, training=False):
+        shape = (None, *self.input_shape)
+        x = check_array(x, 'ids', shape=shape, kind='iu', who='Embedding')
+        if x.size and (int(x.min()) < 0 or int(x.max()) >= self.input_dim):
+            raise ValueError(f"Embedding expected ids in [0, {self.input_dim}), got values in [{int(x.min())}, {int(x.max())}]")
+        self.cache = x
+        return self.params['W'][x]
+
+    def backward(self, dy):
+        x, W = self.cache, self.params['W']
+        xp = get_array_module(W)
+        dW = xp.zeros_like(W)
+        if xp is np: np.add.at(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+        else:
+            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+        self.grads['W'] = dW
+        return None
+
+# %%
+from dl_from_scratch.gradcheck import numerical_grad, rel_error
+with precision(np.float64):
+    emb = Embedding(7, 3, rng=0); ids = np.array([[1, 2, 1], [6, 0, 1]])
+    y = emb(ids); test_eq(y.shape, (2, 3, 3)); test_eq(y[0, 0], emb.params['W'][1])
+    g = np.random.default_rng(0).normal(size=y.shape)
+    emb.forward(ids); emb.backward(g)
+    err = rel_error(emb.grads['W'], numerical_grad(lambda _: float((emb.forward(ids) * g).sum()), emb.params['W']))
+    print('Embedding dW relative error', err); assert err < 1e-6
+test_eq(emb.count_params(), 21)
+test_fail(lambda: emb(np.array([[7, 0, 0]])), contains='ids in [0, 7)')
+test_fail(lambda: emb(np.array([[0.5, 0, 0]])), contains='dtype')
+
+# %% [markdown]
 # ## Gradient checks
 #
 # Every backward pass is checked against central differences in float64.
@@ -424,7 +486,7 @@ with precision(np.float64):
 # %%
 import time
 import matplotlib.pyplot as plt
-from dl_from_scratch.layers import Dense, Activation, Flatten    # the package's classes (the cells above define copies)
+from dl_from_scratch.layers import Dense, Activation, Flatten, Embedding    # the package's classes (the cells above define copies)
 from dl_from_scratch.model import Sequential, EarlyStopping
 from dl_from_scratch.losses import Loss, BinaryCrossentropy
 from dl_from_scratch.optim import SGD, Adam

@@ -451,10 +451,9 @@ class Sequential:
         logits = getattr(self.loss, 'from_logits', False)
         return {name: fn(y_pred, y_true, from_logits=logits) for name, fn in self.metrics}
 
-    def _batch(self, a, idx, xp, cast: bool):
+    def _batch(self, a, idx, xp):
+        "Rows `idx` of `a`, on the model's device. No dtype cast: each layer casts what it takes (ids stay ints)."
         b = a[idx]
-        if cast and b.dtype.kind in 'fiub' and b.dtype != get_dtype() and b.dtype.kind != 'b':
-            b = b.astype(self.layers[0].dtype if self.layers and self.layers[0].params else get_dtype())
         return b if xp is np else xp.asarray(b)
 
     def _xp(self):
@@ -520,7 +519,7 @@ class Sequential:
                            file=sys.stdout, leave=True, mininterval=0.5)
                 for b in range(steps):
                     idx = order[b * bs:(b + 1) * bs]
-                    xb, yb = self._batch(x, idx, xp, True), self._batch(y, idx, xp, False)
+                    xb, yb = self._batch(x, idx, xp), self._batch(y, idx, xp)
                     loss, y_pred = self.train_step(xb, yb)
                     if not math.isfinite(loss):
                         raise FloatingPointError(
@@ -551,7 +550,7 @@ class Sequential:
         "Outputs for `x` `(N, *input_shape)` in inference mode, computed in batches; NumPy or CuPy like the model."
         x, _ = self._check_xy(x, None, 'predict')
         xp = self._xp()
-        outs = [self.forward(self._batch(x, slice(i, i + batch_size), xp, True), training=False)
+        outs = [self.forward(self._batch(x, slice(i, i + batch_size), xp), training=False)
                 for i in range(0, len(x), batch_size)]
         return xp.concatenate(outs) if outs else xp.zeros((0, *self.output_shape(x.shape[1:])))
 
@@ -564,7 +563,7 @@ class Sequential:
         sums = {}
         for i in range(0, n, batch_size):
             idx = slice(i, i + batch_size)
-            xb, yb = self._batch(x, idx, xp, True), self._batch(y, idx, xp, False)
+            xb, yb = self._batch(x, idx, xp), self._batch(y, idx, xp)
             y_pred = self.forward(xb, training=False)
             vals = {'loss': self.loss(y_pred, yb), **self._metric_values(y_pred, yb)}
             for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + v * len(xb)

@@ -128,3 +128,21 @@ def test_layers_register_for_loading():
 def test_initializer_variance(name, var):
     w = init.get_initializer(name)((200, 300), rng=0, dtype=np.float64)
     assert abs(w.var() / var - 1) < 0.03
+
+
+def test_embedding_grad_and_ids():
+    from dl_from_scratch.layers import Embedding
+    from dl_from_scratch.gradcheck import numerical_grad, rel_error
+    with precision(np.float64):
+        emb = Embedding(10, 4, rng=0)
+        ids = rng.integers(0, 10, size=(5, 6))
+        y = emb(ids)
+        assert y.shape == (5, 6, 4)
+        g = rng.normal(size=y.shape)
+        emb.forward(ids); emb.backward(g)
+        num = numerical_grad(lambda _: float((emb.forward(ids) * g).sum()), emb.params['W'])
+        assert rel_error(emb.grads['W'], num) < TOL
+    with pytest.raises(ValueError, match=r'ids in \[0, 10\)'):
+        emb(np.full((1, 6), 10))
+    with pytest.raises(ValueError, match=r'shape \(N, 6\), got \(1, 5\)'):
+        emb(np.zeros((1, 5), np.int64))

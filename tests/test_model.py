@@ -146,3 +146,13 @@ def test_bad_data_rejected_before_training():
     x2 = x.copy(); x2[0, 0] = np.nan
     with pytest.raises(ValueError, match='finite'):
         m.fit(x2, y, verbose=0)
+
+
+def test_fit_with_integer_ids_through_embedding():
+    from dl_from_scratch.layers import Embedding
+    r = np.random.default_rng(0)
+    x = r.integers(0, 20, size=(200, 3)); y = (x[:, 0] < 10).astype(np.int64)     # class given by the first id
+    m = Sequential([Embedding(20, 4, rng=0), Flatten(), Dense(2, rng=1)])
+    m.compile('sparse_categorical_crossentropy', Adam(0.05))
+    h = m.fit(x, y, epochs=30, batch_size=50, rng=0, verbose=0)
+    assert h.history['accuracy'][-1] == 1.0
