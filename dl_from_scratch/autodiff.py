@@ -70,6 +70,9 @@ class _Differentiable:
     def __le__(self, o): return self._v() <= (o._v() if isinstance(o, _Differentiable) else o)
     def __gt__(self, o): return self._v() > (o._v() if isinstance(o, _Differentiable) else o)
     def __ge__(self, o): return self._v() >= (o._v() if isinstance(o, _Differentiable) else o)
+    def __eq__(self, o): return self._v() == (o._v() if isinstance(o, _Differentiable) else o)
+    def __ne__(self, o): return self._v() != (o._v() if isinstance(o, _Differentiable) else o)
+    __hash__ = object.__hash__                      # nodes stay hashable by identity
     def __sub__(self, o): return self + (-self._lift(o))
     def _lift(self, o): return type(self).lift(o)
     def __rsub__(self, o): return self._lift(o) - self

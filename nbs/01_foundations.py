@@ -50,6 +50,7 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 import time
 import matplotlib.pyplot as plt
+# %matplotlib inline
 from dl_from_scratch.gradcheck import derivative, rel_error, check_grad
 
 # %% [markdown]

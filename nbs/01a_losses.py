@@ -107,6 +107,7 @@ from fastcore.test import test_eq, test_close, test_fail
 
 # %%
 import matplotlib.pyplot as plt
+# %matplotlib inline
 from dl_from_scratch.gradcheck import check_grad
 
 # %% [markdown]

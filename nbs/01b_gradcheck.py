@@ -79,6 +79,7 @@ from fastcore.test import test_eq, test_close, test_fail
 
 # %%
 import matplotlib.pyplot as plt
+# %matplotlib inline
 
 # %% [markdown]
 # ## Implementation

@@ -139,6 +139,7 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 import time
 import matplotlib.pyplot as plt
+# %matplotlib inline
 from dl_from_scratch.gradcheck import check_grad, numerical_grad, derivative, rel_error
 
 # %% [markdown]
@@ -214,6 +215,9 @@ class _Differentiable:
     def __le__(self, o): return self._v() <= (o._v() if isinstance(o, _Differentiable) else o)
     def __gt__(self, o): return self._v() > (o._v() if isinstance(o, _Differentiable) else o)
     def __ge__(self, o): return self._v() >= (o._v() if isinstance(o, _Differentiable) else o)
+    def __eq__(self, o): return self._v() == (o._v() if isinstance(o, _Differentiable) else o)
+    def __ne__(self, o): return self._v() != (o._v() if isinstance(o, _Differentiable) else o)
+    __hash__ = object.__hash__                      # nodes stay hashable by identity
     def __sub__(self, o): return self + (-self._lift(o))
     def _lift(self, o): return type(self).lift(o)
     def __rsub__(self, o): return self._lift(o) - self
@@ -285,7 +289,7 @@ test_close((d * d / (1 + d) - exp(d) * sin(d) + 2 ** d + d ** d).dot,
 test_close(np.exp(Dual(1.0, 1.0)).dot, np.e)                      # NumPy ufuncs dispatch
 A_ = np.array([[1., 2.], [3., 4.]]); v_ = Dual(np.array([1., 1.]), np.array([1., 0.]))
 test_close((A_ @ v_).dot, A_[:, 0])                                # elementwise/array forward mode
-test_eq(Dual(2.0) < 3, True)
+test_eq(Dual(2.0) < 3, True); test_eq(Dual(2.0, 5.0) == 2, True); test_eq(len({Dual(1.0), Dual(1.0)}), 2)
 
 # %% [markdown]
 # ### Reverse mode on scalars: `Value`

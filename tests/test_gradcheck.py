@@ -57,3 +57,31 @@ def test_rel_error_and_bad_input():
         numerical_grad(np.sum, [1, 2])
     with pytest.raises(ValueError, match='method'):
         derivative(np.sin, 1.0, method='spline')
+
+
+class LazyDense:
+    "Builds W on the first __call__ in the default dtype, like the package's layers."
+    def __init__(self, units): self.units, self.params, self.grads, self.built = units, {}, {}, False
+    def __call__(self, x, training=False):
+        from dl_from_scratch.core import get_dtype
+        if not self.built:
+            self.params['W'] = np.random.default_rng(0).standard_normal((x.shape[-1], self.units)).astype(get_dtype())
+            self.built = True
+        return self.forward(x, training)
+    def forward(self, x, training=False):
+        self.cache = x
+        return np.tanh(x @ self.params['W'])
+    def backward(self, dy):
+        dz = dy * (1 - np.tanh(self.cache @ self.params['W']) ** 2)
+        self.grads['W'] = self.cache.T @ dz
+        return dz @ self.params['W'].T
+
+
+def test_check_layer_grad_builds_in_float64_and_rejects_float32():
+    x = np.random.default_rng(5).standard_normal((4, 3))
+    lay = LazyDense(2)
+    errs = check_layer_grad(lay, x)
+    assert lay.params['W'].dtype == np.float64 and max(errs.values()) < 1e-8
+    built32 = LazyDense(2); built32(x.astype(np.float32))          # built outside: float32 parameters
+    with pytest.raises(ValueError, match='float64 parameters'):
+        check_layer_grad(built32, x)
