@@ -176,8 +176,11 @@ def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+    # Several short passes over a row instead of one long loop body: each pass touches two or three
+    # arrays, few enough for LLVM to vectorise it (with ten arrays it gives up on the aliasing checks).
+    # `r` is scratch: the pre-activations are accumulated into it.
     one = xw.dtype.type(1)
     N, H = h.shape
     for n in range(N):
@@ -185,18 +188,20 @@ def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
             for j in range(H):
                 c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
             continue
-        for j in range(H):
-            cp = c_prev[n, j]
-            i = _sig_nb(xw[n, j] + r[n, j] + P[0, j] * cp, one)
-            f = _sig_nb(xw[n, H + j] + r[n, H + j] + P[1, j] * cp, one)
-            gg = _tanh_nb(xw[n, 2 * H + j] + r[n, 2 * H + j], one)
-            cn = f * cp + i * gg
-            o = _sig_nb(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn, one)
-            t = _tanh_nb(cn, one)
-            g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
-            tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+        a, x, gr, cp, cr = r[n], xw[n], g[n], c_prev[n], c[n]
+        for j in range(4 * H): a[j] += x[j]
+        for j in range(H): a[j] += P[0, j] * cp[j]
+        for j in range(H): a[H + j] += P[1, j] * cp[j]
+        for j in range(2 * H): gr[j] = _sig_nb(a[j], one)                  # i, f
+        for j in range(2 * H, 3 * H): gr[j] = _tanh_nb(a[j], one)          # g
+        for j in range(H): cr[j] = gr[H + j] * cp[j] + gr[j] * gr[2 * H + j]
+        for j in range(H): a[3 * H + j] += P[2, j] * cr[j]
+        for j in range(3 * H, 4 * H): gr[j] = _sig_nb(a[j], one)          # o
+        t, hr = tc[n], h[n]
+        for j in range(H): t[j] = _tanh_nb(cr[j], one)
+        for j in range(H): hr[j] = gr[3 * H + j] * t[j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     one = dout.dtype.type(1)
     N, H = dc.shape
@@ -372,30 +377,32 @@ def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
     dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
     dcarry += np.where(on, drh * r, 0)
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
     for n in range(N):
-        for j in range(H):
-            zr[n, j] = _sig_nb(xw[n, j] + r1[n, j], one)
-            r = _sig_nb(xw[n, H + j] + r1[n, H + j], one)
-            zr[n, H + j] = r
-            rh[n, j] = r * h_prev[n, j]
+        a, x, o = r1[n], xw[n], zr[n]
+        for j in range(2 * H): a[j] += x[j]             # r1 is scratch
+        for j in range(2 * H): o[j] = _sig_nb(a[j], one)
+        hp, q = h_prev[n], rh[n]
+        for j in range(H): q[j] = o[H + j] * hp[j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
     for n in range(N):
-        on = m[n] != 0
-        for j in range(H):
-            c = _tanh_nb(xw[n, 2 * H + j] + r2[n, j], one)
-            n_[n, j] = c
-            z = zr[n, j]
-            h[n, j] = z * h_prev[n, j] + (one - z) * c if on else h_prev[n, j]
+        a, x, c = r2[n], xw[n], n_[n]
+        for j in range(H): a[j] += x[2 * H + j]
+        for j in range(H): c[j] = _tanh_nb(a[j], one)
+        hp, hr, z = h_prev[n], h[n], zr[n]
+        if m[n] != 0:
+            for j in range(H): hr[j] = z[j] * hp[j] + (one - z[j]) * c[j]
+        else:
+            for j in range(H): hr[j] = hp[j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
     one = dout.dtype.type(1)
     N, H = h_prev.shape
@@ -411,7 +418,7 @@ def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
             else:
                 dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
     one = drh.dtype.type(1)
     N, H = h_prev.shape

@@ -13,20 +13,75 @@ from ..core import check_array, resolve_backend, cupy_or_none, get_array_module
 __all__ = ['rnn_forward', 'rnn_backward', 'lstm_forward', 'lstm_backward', 'gru_forward', 'gru_backward']
 
 # %% ../../nbs/10_rnn.ipynb #1009c544
+from numba import types
+from numba.extending import intrinsic, overload
+
 # ---- shared scalar math (compiled for the CPU by njit, for CUDA by cuda.jit(device=True)) ----
 def _sig(x):
-    "Logistic sigmoid written through tanh: no overflow for any x."
+    "Logistic sigmoid written through tanh: no overflow for any x (used by the CUDA kernels)."
     return 0.5 * (math.tanh(0.5 * x) + 1.0)
 
-# The CPU kernels work in the data's own precision: `one` is 1 of the array's dtype, so float32 data is
-# never promoted to float64 by a Python literal. Both functions are exact to round-off and never overflow.
-@njit(cache=True, inline='always')
-def _sig_nb(x, one):
-    return one / (one + math.exp(-x))
+@intrinsic
+def _as_float(typingctx, i):
+    "Reinterpret the bits of an int32 (int64) as a float32 (float64)."
+    ret = {types.int32: types.float32, types.int64: types.float64}.get(i)
+    if ret is None: return None
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(ret))
+    return ret(i), codegen
 
-@njit(cache=True, inline='always')
+def _exp_neg(y):
+    "exp(y) for y <= 0, in y's precision, vectorisable (no libm call)."
+    return math.exp(y)
+
+@overload(_exp_neg)
+def _exp_neg_ov(y):
+    if y == types.float32:
+        def impl(y):
+            y = max(y, np.float32(-60.0))   # exp(-60) < ulp(1)/1e19; lower would only make subnormal gates
+            k = math.floor(y * np.float32(1.44269504) + np.float32(0.5))
+            kf = np.float32(k)
+            r = y - kf * np.float32(0.693359375) - kf * np.float32(-2.12194440e-4)
+            p = ((((np.float32(1.9875691500E-4) * r + np.float32(1.3981999507E-3)) * r + np.float32(8.3334519073E-3)) * r
+                  + np.float32(4.1665795894E-2)) * r + np.float32(1.6666665459E-1)) * r + np.float32(5.0000001201E-1)
+            p = p * r * r + r + np.float32(1.0)
+            return p * _as_float(np.int32((k + 127) << 23))
+        return impl
+    if y == types.float64:
+        def impl(y):
+            y = max(y, -600.0)
+            k = math.floor(y * 1.4426950408889634 + 0.5)
+            kf = float(k)
+            r = y - kf * 6.93145751953125E-1 - kf * 1.42860682030941723212E-6
+            p = 1.0 / 479001600.0
+            p = p * r + 1.0 / 39916800.0
+            p = p * r + 1.0 / 3628800.0
+            p = p * r + 1.0 / 362880.0
+            p = p * r + 1.0 / 40320.0
+            p = p * r + 1.0 / 5040.0
+            p = p * r + 1.0 / 720.0
+            p = p * r + 1.0 / 120.0
+            p = p * r + 1.0 / 24.0
+            p = p * r + 1.0 / 6.0
+            p = p * r + 0.5
+            p = p * r * r + r + 1.0
+            return p * _as_float(np.int64((k + 1023) << 52))
+        return impl
+
+# The CPU kernels work in the data's own precision: `one` is 1 of the array's dtype, so float32 data is
+# never promoted to float64 by a Python literal. Both functions call exp only on arguments <= 0 (no
+# overflow), and `_exp_neg` (range reduction to r in [-ln2/2, ln2/2], a polynomial, and 2^k built from its
+# bits) is plain arithmetic, so LLVM can vectorise the loops that call it; libm's exp cannot be vectorised.
+# `error_model='numpy'` drops Python's ZeroDivisionError check on `/`, a branch that also blocks vectorising.
+@njit(cache=True, inline='always', error_model='numpy')
+def _sig_nb(x, one):
+    e = _exp_neg(-abs(x))
+    s = one / (one + e)
+    return s if x >= 0 else e * s
+
+@njit(cache=True, inline='always', error_model='numpy')
 def _tanh_nb(x, one):
-    e = math.exp(-(one + one) * abs(x))
+    e = _exp_neg(-(one + one) * abs(x))
     t = (one - e) / (one + e)
     return t if x >= 0 else -t
 
@@ -79,7 +134,7 @@ def _rnn_bwd_np(dout, dcarry, drec, h, m, da):
     da[...] = np.where(on, d * (1 - h * h), 0)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _rnn_fwd_nb(xw, r, h_prev, m, h):
     one = xw.dtype.type(1)
     N, H = h.shape
@@ -89,7 +144,7 @@ def _rnn_fwd_nb(xw, r, h_prev, m, h):
         else:
             for j in range(H): h[n, j] = h_prev[n, j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _rnn_bwd_nb(dout, dcarry, drec, h, m, da):
     one = dout.dtype.type(1)
     N, H = h.shape
@@ -242,8 +297,11 @@ def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+    # Several short passes over a row instead of one long loop body: each pass touches two or three
+    # arrays, few enough for LLVM to vectorise it (with ten arrays it gives up on the aliasing checks).
+    # `r` is scratch: the pre-activations are accumulated into it.
     one = xw.dtype.type(1)
     N, H = h.shape
     for n in range(N):
@@ -251,18 +309,20 @@ def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
             for j in range(H):
                 c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
             continue
-        for j in range(H):
-            cp = c_prev[n, j]
-            i = _sig_nb(xw[n, j] + r[n, j] + P[0, j] * cp, one)
-            f = _sig_nb(xw[n, H + j] + r[n, H + j] + P[1, j] * cp, one)
-            gg = _tanh_nb(xw[n, 2 * H + j] + r[n, 2 * H + j], one)
-            cn = f * cp + i * gg
-            o = _sig_nb(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn, one)
-            t = _tanh_nb(cn, one)
-            g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
-            tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+        a, x, gr, cp, cr = r[n], xw[n], g[n], c_prev[n], c[n]
+        for j in range(4 * H): a[j] += x[j]
+        for j in range(H): a[j] += P[0, j] * cp[j]
+        for j in range(H): a[H + j] += P[1, j] * cp[j]
+        for j in range(2 * H): gr[j] = _sig_nb(a[j], one)                  # i, f
+        for j in range(2 * H, 3 * H): gr[j] = _tanh_nb(a[j], one)          # g
+        for j in range(H): cr[j] = gr[H + j] * cp[j] + gr[j] * gr[2 * H + j]
+        for j in range(H): a[3 * H + j] += P[2, j] * cr[j]
+        for j in range(3 * H, 4 * H): gr[j] = _sig_nb(a[j], one)          # o
+        t, hr = tc[n], h[n]
+        for j in range(H): t[j] = _tanh_nb(cr[j], one)
+        for j in range(H): hr[j] = gr[3 * H + j] * t[j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     one = dout.dtype.type(1)
     N, H = dc.shape
@@ -426,30 +486,32 @@ def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
     dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
     dcarry += np.where(on, drh * r, 0)
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
     for n in range(N):
-        for j in range(H):
-            zr[n, j] = _sig_nb(xw[n, j] + r1[n, j], one)
-            r = _sig_nb(xw[n, H + j] + r1[n, H + j], one)
-            zr[n, H + j] = r
-            rh[n, j] = r * h_prev[n, j]
+        a, x, o = r1[n], xw[n], zr[n]
+        for j in range(2 * H): a[j] += x[j]             # r1 is scratch
+        for j in range(2 * H): o[j] = _sig_nb(a[j], one)
+        hp, q = h_prev[n], rh[n]
+        for j in range(H): q[j] = o[H + j] * hp[j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
     for n in range(N):
-        on = m[n] != 0
-        for j in range(H):
-            c = _tanh_nb(xw[n, 2 * H + j] + r2[n, j], one)
-            n_[n, j] = c
-            z = zr[n, j]
-            h[n, j] = z * h_prev[n, j] + (one - z) * c if on else h_prev[n, j]
+        a, x, c = r2[n], xw[n], n_[n]
+        for j in range(H): a[j] += x[2 * H + j]
+        for j in range(H): c[j] = _tanh_nb(a[j], one)
+        hp, hr, z = h_prev[n], h[n], zr[n]
+        if m[n] != 0:
+            for j in range(H): hr[j] = z[j] * hp[j] + (one - z[j]) * c[j]
+        else:
+            for j in range(H): hr[j] = hp[j]
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
     one = dout.dtype.type(1)
     N, H = h_prev.shape
@@ -465,7 +527,7 @@ def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
             else:
                 dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
     one = drh.dtype.type(1)
     N, H = h_prev.shape
