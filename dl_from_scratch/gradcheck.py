@@ -8,7 +8,7 @@ import numpy as np
 from .core import check_array, precision
 
 # %% auto #0
-__all__ = ['METHODS', 'derivative', 'numerical_grad', 'rel_error', 'check_grad', 'check_layer_grad']
+__all__ = ['METHODS', 'derivative', 'numerical_grad', 'rel_error', 'check_grad', 'directional_check', 'check_layer_grad']
 
 # %% ../nbs/01b_gradcheck.ipynb #9c25f485
 METHODS = ('forward', 'backward', 'central', 'richardson')
@@ -67,6 +67,20 @@ def check_grad(f, grad_f, x, h=1e-5):
         return rel_error(a, numerical_grad(f, x, h))
     x = float(x)
     return rel_error(float(grad_f(x)), numerical_grad(f, x, h))
+
+# %% ../nbs/01b_gradcheck.ipynb #dc4b9794
+def directional_check(f, grad_f, x, h=1e-4, rng=0):
+    """Autograd-style quick check: `(numeric, analytic)` directional derivatives of `f` at `x` along
+    a random unit direction v (seeded by `rng`): (f(x + h/2·v) - f(x - h/2·v))/h and ∇f(x)·v.
+    Two evaluations of f for any size of `x` (a scalar or a float array)."""
+    g = np.random.default_rng(rng)
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.float64, copy=True)
+        v = g.standard_normal(x.shape); v /= np.linalg.norm(v)
+        return float((f(x + h / 2 * v) - f(x - h / 2 * v)) / h), float(np.sum(np.asarray(grad_f(x)) * v))
+    v = 1.0 if g.standard_normal() >= 0 else -1.0
+    x = float(x)
+    return float((f(x + h / 2 * v) - f(x - h / 2 * v)) / h), float(grad_f(x)) * v
 
 # %% ../nbs/01b_gradcheck.ipynb #3a1ec124
 def check_layer_grad(layer, x, training=True, seed=0, h=1e-5):

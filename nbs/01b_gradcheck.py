@@ -173,6 +173,38 @@ test_fail(lambda: numerical_grad(f, np.arange(4)), contains='floating ndarray')
 test_fail(lambda: rel_error(np.zeros(2), np.zeros(3)), contains='equal shape')
 
 # %% [markdown]
+# For a large parameter array a full numerical gradient costs two forward
+# passes per entry. A cheaper, weaker check projects both gradients on one
+# random unit direction $\mathbf v$: the numerical directional derivative
+# $\bigl(f(\mathbf x + \tfrac h2\mathbf v) - f(\mathbf x - \tfrac h2\mathbf v)\bigr)/h$ needs two
+# evaluations whatever the size of $\mathbf x$, and must equal $\nabla f\cdot\mathbf v$. This
+# is what HIPS Autograd's `quick_grad_check` does (Ketkar listing 9-2), with
+# $h = 10^{-4}$; a bug that happens to be orthogonal to $\mathbf v$ escapes it, so the
+# book's tests use the full check.
+
+# %%
+#| export
+def directional_check(f, grad_f, x, h=1e-4, rng=0):
+    """Autograd-style quick check: `(numeric, analytic)` directional derivatives of `f` at `x` along
+    a random unit direction v (seeded by `rng`): (f(x + h/2·v) - f(x - h/2·v))/h and ∇f(x)·v.
+    Two evaluations of f for any size of `x` (a scalar or a float array)."""
+    g = np.random.default_rng(rng)
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.float64, copy=True)
+        v = g.standard_normal(x.shape); v /= np.linalg.norm(v)
+        return float((f(x + h / 2 * v) - f(x - h / 2 * v)) / h), float(np.sum(np.asarray(grad_f(x)) * v))
+    v = 1.0 if g.standard_normal() >= 0 else -1.0
+    x = float(x)
+    return float((f(x + h / 2 * v) - f(x - h / 2 * v)) / h), float(grad_f(x)) * v
+
+# %%
+num_d, ana_d = directional_check(f, grad_f, w)
+test_close(num_d, ana_d, eps=1e-8)
+num_bad, ana_bad = directional_check(f, lambda w: 1.01 * grad_f(w), w)
+assert abs(num_bad - ana_bad) > 1e-4 * abs(ana_bad)            # a 1% error shows here too
+test_close(directional_check(np.sin, np.cos, 0.5)[0] ** 2, np.cos(0.5) ** 2, eps=1e-9)
+
+# %% [markdown]
 # ### Checking a whole layer
 #
 # A layer computes $y = \text{layer}(x; \theta)$ and its `backward(dy)` must return
@@ -356,7 +388,9 @@ test_close(all_at_once, g4(w4).sum(), eps=1e-8)
 # $\nabla f = (x_1, x_2)/f$, so at $(1, 2)$ the gradient is
 # $(1, 2)/\sqrt5 = (0.4472, 0.8944)$. His listing 9-2 runs Autograd's
 # `quick_grad_check` and prints "numeric grad: 0.447213595409, analytic grad:
-# 0.4472135955" (a directional check along a random direction). Ours:
+# 0.4472135955": the directional check above, along a random unit direction
+# (for a scalar, $\pm1$), with $h = 10^{-4}$, printed by Python 2's `str` with 12
+# significant digits. Ours, full and quick:
 
 # %%
 fn = lambda v: np.sqrt(np.sum(v ** 2))
@@ -367,6 +401,10 @@ print(f"f(1, 2)           = {fn(x12):.4f}")
 print(f"analytic gradient = {gn(x12)}")
 print(f"numerical (h=1e-5)= {num12}")
 print(f"relative error    = {check_grad(fn, gn, x12):.2e}")
+qn, qa = directional_check(lambda t: np.sqrt(t ** 2 + 2.0 ** 2), lambda t: t / np.sqrt(t ** 2 + 4.0), 1.0)
+print(f"quick check as Autograd (h = 1e-4, Python 2 str): numeric grad: {qn:.12g}, analytic grad: {qa:.10g}")
+print( "Ketkar 9-2 prints                               : numeric grad: 0.447213595409, analytic grad: 0.4472135955")
+test_eq((f'{qn:.12g}', f'{qa:.10g}'), ('0.447213595409', '0.4472135955'))
 test_close(num12, [0.4472, 0.8944], eps=1e-4)
 assert check_grad(fn, gn, x12) < 1e-9
 
@@ -480,7 +518,8 @@ table = [
     ('L1 / L2 of [0,1,3]', 'Ketkar 4-8', '4.0 / 10.0', f"{l1_penalty(np.array([0., 1, 3]), 1)[0]} / {l2_penalty(np.array([0., 1, 3]), 1)[0]}"),
     ('hinge(x,1), x=-2..2', 'Ketkar 4-13', '3, 2, 1, 0, 0', ', '.join(f'{Hinge()(np.array([t]), np.ones(1)):g}' for t in (-2., -1, 0, 1, 2))),
     ("d/dx x² at 3, ε = 1e-2", 'source 002 ch. 1', '6.000000000012662', f"{d_stated!r} (ε=1e-2); {d_replica!r} (ε=1e-4)"),
-    ('∇√(x1²+x2²) at (1,2)', 'Ketkar 9-1, 9-2', '0.4472, 0.8944 (0.447213595409)', ', '.join(f'{t:.12f}' for t in num12)),
+    ('∇√(x1²+x2²) at (1,2)', 'Ketkar 9-1', '0.4472, 0.8944', ', '.join(f'{t:.12f}' for t in num12)),
+    ('quick_grad_check numeric / analytic', 'Ketkar 9-2', '0.447213595409 / 0.4472135955', f'{qn:.12g} / {qa:.10g}'),
     ('EWA β=0.9, last', 'source 000 §3.6', '12.261606029039104', f"{rows_ewa[0][2]!r} (replica); {rows_ewa[0][3]!r} (correct)"),
     ('EWA β=0.9 bias-corrected, last', 'source 000 §3.6', '12.340122345830757', f"{rows_ewa[1][2]!r} (replica); {rows_ewa[1][3]!r} (correct)"),
     ('EWA β=0.09, last', 'source 000 §3.6', '6.093383', f"{rows_ewa[2][2]:.6f} (replica); {rows_ewa[2][3]!r} (correct)"),

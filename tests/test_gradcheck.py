@@ -85,3 +85,15 @@ def test_check_layer_grad_builds_in_float64_and_rejects_float32():
     built32 = LazyDense(2); built32(x.astype(np.float32))          # built outside: float32 parameters
     with pytest.raises(ValueError, match='float64 parameters'):
         check_layer_grad(built32, x)
+
+
+def test_directional_check_reproduces_autograd_quick_check():
+    from dl_from_scratch.gradcheck import directional_check
+    num, ana = directional_check(lambda t: np.sqrt(t ** 2 + 4.0), lambda t: t / np.sqrt(t ** 2 + 4.0), 1.0)
+    assert (f'{num:.12g}', f'{ana:.10g}') == ('0.447213595409', '0.4472135955')      # Ketkar listing 9-2
+    A = np.random.default_rng(2).standard_normal((5, 4))
+    f, g = (lambda w: np.sum(np.tanh(A @ w))), (lambda w: A.T @ (1 - np.tanh(A @ w) ** 2))
+    n, a = directional_check(f, g, np.ones(4))
+    assert abs(n - a) < 1e-8 * max(1, abs(a))
+    n, a = directional_check(f, lambda w: g(w) * 1.05, np.ones(4))
+    assert abs(n - a) > 1e-3 * abs(a)
