@@ -472,15 +472,15 @@ for mode in ('max', 'avg'):
 
 # %%
 #| export
-def _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+def _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, out):
     xp = get_array_module(x)
     N, H, W, C = x.shape
     xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    cols = xp.empty((N, OH, OW, kh, kw, C), x.dtype)
+    cols = out.reshape(N, OH, OW, kh, kw, C)
     for m in range(kh):            # one strided slice per kernel offset (m, l)
         for l in range(kw):
             cols[:, :, :, m, l, :] = xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :]
-    return cols.reshape(N * OH * OW, kh * kw * C)
+    return out
 
 def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
     xp = get_array_module(cols)
@@ -498,10 +498,9 @@ def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
 # %%
 #| export
 @njit(parallel=True, cache=True)
-def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
+def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
     N, H, W, C = x.shape
     xr = x.reshape(N, H, W * C)        # a window row (l, c) is kw*C contiguous numbers
-    cols = np.empty((N * OH * OW, kh * kw * C), x.dtype)
     for r in prange(N * OH):
         n, i = r // OH, r % OH
         for j in range(OW):
@@ -847,20 +846,30 @@ def _backend(x, backend, who):
         raise ValueError(f"{who}: backend 'numba' runs on the CPU and needs a NumPy array, got a CuPy array")
     return be
 
-def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto'):
+def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None):
     """Receptive fields as rows. x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C): row (n, i, j), column (m, l, c)
-    holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right)."""
+    holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right).
+    `out`: an optional C-contiguous array of that shape and x's dtype to fill (a reused workspace)."""
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='im2col')
     kh, kw = _pair(kernel_size, 'kernel_size')
     sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, kh, kw, strides, padding, 'im2col')
-    be = _backend(x, backend, 'im2col')
-    if be == 'numpy': return _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
-    if be == 'numba': return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
     N, H, W, C = x.shape
+    shape = (N * OH * OW, kh * kw * C)
+    be = _backend(x, backend, 'im2col')
+    if out is not None:
+        check_array(out, 'out', shape=shape, finite=False, who='im2col')
+        if out.dtype != x.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"im2col expected out to be C-contiguous with dtype {x.dtype}, got {out.dtype}")
+    if be == 'numpy':
+        return _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, get_array_module(x).empty(shape, x.dtype) if out is None else out)
+    if be == 'numba':
+        return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW, np.empty(shape, x.dtype) if out is None else out)
     cc = _CudaCall(x)
-    cols = cc.empty((N * OH * OW, kh * kw * C), x.dtype)
+    cols = out if (out is not None and cc.on_device) else cc.empty(shape, x.dtype)
     cc.launch(_cuda_kernels()['im2col'], N * OH * OW * kh * kw * C, cc.to_dev(x), cols, kh, kw, sh, sw, pt, pl, OH, OW)
-    return cc.result(cols)
+    if out is None or cc.on_device: return cc.result(cols)
+    out[...] = cc.result(cols)
+    return out
 
 def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto'):
     """Adjoint of `im2col`: cols (N*OH*OW, KH*KW*C) -> dx (N, H, W, C) = x_shape, each entry the sum

@@ -48,7 +48,9 @@ from dl_from_scratch.gradcheck import check_layer_grad
 # The layer holds a kernel `W` of shape $(KH, KW, C, F)$ (Keras's layout) and
 # a bias `b` of shape $(F,)$. Forward is
 # $Y = \operatorname{im2col}(X)\,W_{(KH\cdot KW\cdot C)\times F} + b$; it keeps
-# the columns for backward, which is
+# the columns for backward (in a workspace reused from batch to batch: the
+# columns of a $3\times3$ layer on a batch are tens of megabytes, and a fresh
+# array that size per call costs more in page faults than filling it), which is
 #
 # $$ dW = \text{cols}^\top \delta,\quad db = \textstyle\sum_{\text{rows}} \delta,\quad dX = \operatorname{col2im}(\delta\, W^\top). $$
 #
@@ -118,14 +120,23 @@ class Conv2D(Layer):
                              f"(KH, KW, C, F), got input shape {tuple(x.shape)}")
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
+    def _workspace(self, name, shape, like):
+        "A scratch array kept between batches: a fresh 100 MB array per call costs more in page faults than im2col itself."
+        ws = self.__dict__.setdefault('_ws', {})
+        a, xp = ws.get(name), get_array_module(like)
+        if a is None or a.shape != tuple(shape) or a.dtype != like.dtype or get_array_module(a) is not xp:
+            a = ws[name] = xp.empty(shape, like.dtype)
+        return a
+
     def forward(self, x, training=False):
         x = self._check(x)
         N, H, W, _ = x.shape
         pad = self._pad((H, W))
-        cols = im2col(x, self.kernel_size, self.strides, pad, self.backend)    # (N*OH*OW, KH*KW*C)
+        OH, OW, F = self.output_shape((H, W))
+        cols = self._workspace('cols', (N * OH * OW, self.params['W'].size // F), x)
+        cols = im2col(x, self.kernel_size, self.strides, pad, self.backend, out=cols)   # (N*OH*OW, KH*KW*C)
         z = cols @ self.params['W'].reshape(-1, self.filters)
         if self.use_bias: z += self.params['b']
-        OH, OW, F = self.output_shape((H, W))
         z = z.reshape(N, OH, OW, F)
         y = z if self.activation is None else self._g(z)
         self.cache = (cols, x.shape, pad, z)
@@ -138,7 +149,9 @@ class Conv2D(Layer):
         Wm = self.params['W'].reshape(-1, self.filters)
         self.grads['W'] = (cols.T @ d2).reshape(self.params['W'].shape)
         if self.use_bias: self.grads['b'] = d2.sum(axis=0)
-        return col2im(d2 @ Wm.T, x_shape, self.kernel_size, self.strides, pad, self.backend)
+        xp = get_array_module(d2)
+        dcols = xp.matmul(d2, Wm.T, out=self._workspace('dcols', (d2.shape[0], Wm.shape[0]), d2))
+        return col2im(dcols, x_shape, self.kernel_size, self.strides, pad, self.backend)
 
     def regularization_loss(self):
         return 0.0 if self.kernel_regularizer is None else float(self.kernel_regularizer(self.params['W']))
