@@ -11,7 +11,7 @@ from . import init as initializers
 from .kernels import recurrent as K
 
 # %% auto #0
-__all__ = ['Recurrent', 'SimpleRNN', 'LSTM', 'GRU', 'Bidirectional', 'StackedRNN']
+__all__ = ['RNN', 'Recurrent', 'SimpleRNN', 'LSTM', 'GRU', 'Bidirectional', 'StackedRNN']
 
 # %% ../nbs/11_lstm_gru.ipynb #48ac5f68
 def _who(layer):
@@ -202,6 +202,8 @@ class GRU(Recurrent):
     def _kernel_backward(self, dhs, d_states, cache):
         dx, dh0, dWx, dWh, db = K.gru_backward(dhs, cache)
         return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+
+RNN = SimpleRNN   # the name for the Elman layer
 
 # %% ../nbs/11_lstm_gru.ipynb #7f9c1abc
 class Bidirectional(Layer):

@@ -662,6 +662,28 @@ test_close(loss, 95.3937196, eps=1e-6); test_close(gd['sum_a_last'], 5.70797310,
 test_eq(gd['argmax_dWax'], 530); test_close(gd['sum_Wax_new'], 43.90712236, eps=1e-7)
 
 # %% [markdown]
+# **Sampling test**: $n_a=20$, vocabulary 37 with the newline (index 0, it sorts first) as end of
+# name, parameters `randn` after `seed(1)` (same order), then `seed(1)` once and the source's loop:
+# start from $x=0$, $a=0$; step the cell; draw the next index with `np.random.choice(range(37),
+# p=ŷ)`; feed it back one-hot; stop at the newline or after 50 characters.
+
+# %%
+np.random.seed(1)
+V_, na = 37, 20
+Wax, Waa, Wya = np.random.randn(na, V_), np.random.randn(na, na), np.random.randn(V_, na)
+ba, by = np.random.randn(na, 1), np.random.randn(V_, 1)
+np.random.seed(1)
+x, h, idx, indices = np.zeros((1, 1, V_)), np.zeros((1, na)), -1, []
+while idx != 0 and len(indices) < 50:
+    hs, _ = rnn_forward(x, h, Wax.T, Waa.T, ba.ravel())
+    h = hs[:, -1]
+    idx = int(np.random.choice(range(V_), p=softmax(h[0] @ Wya.T + by.ravel())))
+    indices.append(idx)
+    x = np.zeros((1, 1, V_)); x[0, 0, idx] = 1
+print(indices, sum(indices))
+test_eq(sum(indices), 43)
+
+# %% [markdown]
 # **Softmax cross-entropy example**: $z=[1, 3, 2.5, 4]$ with true class 1.
 
 # %%
@@ -685,6 +707,7 @@ test_close(-log_softmax(z)[1], 1.4951, eps=1e-4); test_close(-np.log(0.224), 1.4
 # | one SGD step: $\sum a_{last}$ | 5.70797310 | 5.70797310 |
 # | one SGD step: argmax $dW_{ax}$ | 530 | 530 |
 # | one SGD step: $\sum W_{ax}^{new}$ | 43.90712236 | 43.90712236 |
+# | sampling: sum of the drawn indices | 43 | 43 (indices 14, 29, 0) |
 # | softmax-CE example $\hat y$, $L$ | [0.030, 0.224, 0.135, 0.609], 1.496 | [0.0303, 0.2242, 0.1360, 0.6095], 1.4951 (1.496 = −log 0.224, from the rounded $\hat y$) |
 #
 # The tests that need the source's unpublished Asterix names list (`rnn_forward` on name #15,
