@@ -437,7 +437,9 @@ test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
 # issue's three layers, float32, on the CPU, with the same thread count for
 # PyTorch's `conv2d` as for Numba, and relates our GFLOP/s to this machine's
 # NumPy float32 matmul rate. (PyTorch is used here only as a stopwatch
-# reference; the package never imports it.)
+# reference; the package never imports it.) It runs twice: with Numba's
+# default thread count, and with one thread for Numba, OpenBLAS and PyTorch,
+# which on this shared machine gives the steadier figures.
 
 # %%
 #| slow
@@ -445,4 +447,5 @@ import importlib.util, pathlib
 root = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / 'benchmarks' / 'conv.py').exists())
 spec = importlib.util.spec_from_file_location('bench_conv', root / 'benchmarks' / 'conv.py')
 bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
-bench_rows = bench.main(repeat=5)
+bench_rows = bench.main(repeat=5)                       # Numba's default threads (2 here), torch the same
+bench_rows_1t = bench.main(repeat=5, naive=False, threads=1)   # one thread each: steadier on a shared machine
