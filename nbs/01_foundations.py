@@ -516,6 +516,55 @@ with np.errstate(all='ignore'):
             print(f"{name:26s} {np.dtype(dt).name:8s} naive {np.array2string(nf(p), precision=3):46s} ours {np.array2string(ours(p), precision=3)}")
 
 # %% [markdown]
+# ### How much gradient gets through, on real inputs
+#
+# A unit passes back $f'(z)$ times the gradient it receives. Feed 2,000 MNIST
+# test images (pixels/255) through one random layer of 256 units,
+# $z = \mathbf x W + b$ with $W_{ij}\sim\mathcal N(0, s^2/784)$, and look at the
+# distribution of $f'(z)$. At $s = 1$ the pre-activations are moderate; at
+# $s = 8$ (a careless initialisation, or weights grown large in training) the
+# sigmoid and tanh saturate — their mean derivative drops by a factor of two to
+# three and a large share of their derivatives falls below 0.01 — while the
+# ReLU family still passes 1 on its active side. A bias pushed to $b = -3$ (as
+# one large update can do) kills ReLU units outright, zero gradient on *every*
+# image, while leaky ReLU, ELU and swish keep a small gradient alive.
+
+# %%
+from dl_from_scratch import data
+xm = data.load('mnist', 'test')[0][:2000].reshape(2000, -1).astype(np.float64) / 255
+acts = ['sigmoid', 'tanh', 'relu', 'leaky_relu', 'elu', 'swish', 'softplus']
+settings = {'s = 1': (1.0, 0.0), 's = 8': (8.0, 0.0), 's = 1, b = -3': (1.0, -3.0)}
+zs = {k: xm @ (np.random.default_rng(0).standard_normal((784, 256)) * s / np.sqrt(784)) + b
+      for k, (s, b) in settings.items()}
+print(f"{'':12s}" + ''.join(f"{k:^33s}" for k in settings))
+print(f"{'activation':12s}" + ''.join(f"{'mean |f′|':>12s}{'f′ < 0.01':>11s}{'dead':>10s}" for k in settings))
+stats = {}
+for n in acts:
+    _, df = get_activation(n)
+    row = f"{n:12s}"
+    for k, z in zs.items():
+        d = np.abs(df(z))
+        stats[n, k] = (d.mean(), (d < 0.01).mean(), ((d < 0.01).all(axis=0)).mean())
+        row += f"{stats[n, k][0]:>12.3f}{stats[n, k][1]:>11.1%}{stats[n, k][2]:>10.0%}"
+    print(row)
+fig, axs = plt.subplots(1, 3, figsize=(15, 3.2), sharey=True)
+for ax, (k, z) in zip(axs, zs.items()):
+    for i, n in enumerate(['sigmoid', 'tanh', 'relu', 'elu', 'swish']):
+        ax.hist(get_activation(n)[1](z).ravel(), bins=60, range=(-0.15, 1.15), histtype='step', density=True,
+                color=f'C{i}', label=n)
+    ax.set_title(f"f′(z) on MNIST, {k}"); ax.set_yscale('log'); ax.set_xlabel("f′(z)")
+axs[0].legend(fontsize=8); plt.tight_layout(); plt.show()
+assert stats['sigmoid', 's = 8'][1] > stats['sigmoid', 's = 1'][1]          # saturation grows with the scale
+assert stats['relu', 's = 1, b = -3'][2] > 0.5 and stats['leaky_relu', 's = 1, b = -3'][2] == 0   # dead vs alive
+
+# %% [markdown]
+# "dead" is the share of units whose derivative is below 0.01 on all 2,000
+# images: such a unit's weights get no gradient from this data at all. The
+# sigmoid's derivative never exceeds 1/4, so even unsaturated it shrinks every
+# gradient passing through it by at least four — one reason deep sigmoid
+# networks train slowly, taken up again with initialisation in chapter 06.
+
+# %% [markdown]
 # ### Vectorised versus a Python loop
 #
 # Source 002's `relu` tests `if x < 0` on one number. Applied to a layer's
@@ -577,4 +626,5 @@ for q, s, o in rows: print(f"{q:38s} {s:38s} {o}")
 # * D.-A. Clevert, T. Unterthiner, S. Hochreiter, *Fast and Accurate Deep Network Learning by Exponential Linear Units*, ICLR 2016.
 # * P. Ramachandran, B. Zoph, Q. V. Le, *Searching for Activation Functions*, 2017 (Swish).
 # * Y. LeCun, L. Bottou, G. Orr, K.-R. Müller, *Efficient BackProp*, 1998 (the 1.7159 tanh).
+# * Y. LeCun, C. Cortes, C. J. C. Burges, *The MNIST database of handwritten digits* (via TensorFlow Datasets).
 # * G. Cybenko, *Approximation by Superpositions of a Sigmoidal Function*, 1989.
