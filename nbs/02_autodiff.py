@@ -846,7 +846,7 @@ ws = np.linspace(-1, 9, 200); axs[0].plot(ws, J(ws), color='grey')
 axs[0].plot(path[:15], [J(p) for p in path[:15]], 'o-', ms=4, label='GD lr 0.1, first 15 steps')
 axs[0].set_xlabel('w'); axs[0].set_ylabel('J(w)'); axs[0].legend()
 axs[1].plot(path, label='gradient descent'); axs[1].plot(adam_path, label='Adam (ch. 04)')
-axs[1].axhline(5, color='grey', ls=':'); axs[1].set_xscale('symlog'); axs[1].set_xlabel('step'); axs[1].set_ylabel('w'); axs[1].legend()
+axs[1].axhline(5, color='grey', ls=':'); axs[1].set_xscale('symlog'); axs[1].set_xlim(0, 1000); axs[1].set_xlabel('step'); axs[1].set_ylabel('w'); axs[1].legend()
 for ax in axs: ax.grid(alpha=0.3)
 plt.tight_layout(); plt.show()
 
@@ -919,7 +919,7 @@ fig, axs = plt.subplots(1, 3, figsize=(17, 4.2))
 boundary(axs[0], lambda P: act(P @ w_k), f'replica: no bias, 100 steps ({acc_k:.0%})')
 boundary(axs[1], lambda P: act(P @ th_o[:2] + th_o[2]), f'ours: with bias ({acc_o:.0%})')
 axs[2].plot(np.array(hist_k) / len(ym), label='replica (summed loss / N)'); axs[2].plot(hist_o, label='ours (mean loss)')
-axs[2].set_xscale('symlog'); axs[2].set_xlabel('step'); axs[2].set_ylabel('loss per example'); axs[2].legend(); axs[2].grid(alpha=0.3)
+axs[2].set_xscale('symlog'); axs[2].set_xlim(0, None); axs[2].set_xlabel('step'); axs[2].set_ylabel('loss per example'); axs[2].legend(); axs[2].grid(alpha=0.3)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
