@@ -416,7 +416,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto'):
     fwd, _ = _steps(be, 'lstm')
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
     Cs = xp.empty((T + 1, N, H), dt); Cs[0] = xp.asarray(c0, dtype=dt)
-    Gs = xp.zeros((T, N, 4 * H), dt); TC = xp.zeros((T, N, H), dt)
+    Gs = xp.empty((T, N, 4 * H), dt); TC = xp.empty((T, N, H), dt)   # masked rows are never read back
     R = xp.empty((N, 4 * H), dt)
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)
