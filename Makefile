@@ -9,7 +9,6 @@ STAMP  := $(VENV)/.installed-dev
 # Data: the prepared TFDS datasets beside the project when present, else TFDS's default folder.
 TFDS_DATA_DIR ?= $(if $(wildcard ../shared/tensorflow_datasets),$(abspath ../shared/tensorflow_datasets),$(HOME)/tensorflow_datasets)
 export TFDS_DATA_DIR
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 # No GPU here: run the CUDA kernels in Numba's simulator (a real GPU is used when nvidia-smi finds one).
 ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu),)

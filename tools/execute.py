@@ -5,7 +5,7 @@
 A notebook that fails keeps its previous outputs on disk; the summary marks it FAILED and the exit status is 1.
 """
 from __future__ import annotations
-import argparse, sys, time
+import argparse, os, sys, time
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def execute(path: Path, timeout: int) -> tuple[str, float]:
+    # A non-interactive MPLBACKEND (e.g. Agg) in the environment would make the kernel drop every figure.
+    os.environ.pop('MPLBACKEND', None)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}})
     t0 = time.perf_counter()
