@@ -43,7 +43,7 @@ from dl_from_scratch.data import load
 from dl_from_scratch.layers import Dense, Flatten, Dropout, BatchNorm, Activation, MaxNorm
 from dl_from_scratch.conv import Conv2D, MaxPool2D, AvgPool2D
 from dl_from_scratch.model import Sequential
-from dl_from_scratch.optim import SGD, Adam, Adadelta
+from dl_from_scratch.optim import SGD, Adam, Adadelta, ExponentialDecay
 from dl_from_scratch import viz
 from dl_from_scratch.gradcheck import check_layer_grad
 from fastcore.test import test_eq, test_close
@@ -210,7 +210,8 @@ byo_mnist_net().summary()
 #
 # The forward check stops where the book stops. We train: ReLU activations,
 # max pooling, logits into the fused softmax cross-entropy, Adam
-# ($\eta = 10^{-3}$), batches of 128, the test set as validation data. First
+# ($\eta = 10^{-3}$, multiplied by 0.8 after every epoch), batches of 128,
+# the test set as validation data. First
 # a quick run on 10,000 images (one epoch, a few seconds), then the full one.
 
 # %%
@@ -231,14 +232,13 @@ assert acc > 0.9
 #| slow
 results = {}   # name -> (ours, source's, note), for the table at the end
 lenet = lenet5(rng=0)
-lenet.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(1e-3))
+lenet.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(ExponentialDecay(1e-3, decay_rate=0.8)))
 t0 = time.perf_counter()
 h_lenet = lenet.fit(x_train, y_train, epochs=12, batch_size=128, validation_data=(x_test, y_test), rng=0, verbose=2)
 lenet_time = time.perf_counter() - t0
 lenet_loss, lenet_acc = lenet.evaluate(x_test, y_test)
 print(f"LeNet-5: test accuracy {lenet_acc:.4f}, test loss {lenet_loss:.4f}, training time {lenet_time / 60:.1f} min")
-results['LeNet-5, MNIST, Adam 1e-3, 12 epochs'] = (lenet_acc, None, 'goal >= 0.99')
-assert lenet_acc >= 0.99
+results['LeNet-5, MNIST, Adam 1e-3 x 0.8^epoch, 12 epochs'] = (lenet_acc, None, 'goal >= 0.99 (checked at the end)')
 
 # %%
 #| slow
@@ -309,6 +309,40 @@ print(f"Ketkar 7-7: test accuracy {acc:.4f}, loss {loss:.4f} ({(time.perf_counte
 results['Ketkar 7-7 CNN, Adadelta, 1 epoch'] = (acc, 0.9712, f'test loss {loss:.4f} (book 0.0929)')
 
 # %% [markdown]
+# **The *Hands-On* TF 1.x net** (5×5×32 'same' → pool → 5×5×64 'same' →
+# pool → FC 1024 → 10; 3,274,634 parameters): weights from a normal
+# distribution truncated at two standard deviations (0.1), biases 0.1, Adam
+# $10^{-4}$, batches of 100. The book trains 1000 iterations but prints only
+# the first four log lines, each the accuracy on the current batch: 0.13
+# (iteration 0), 0.93, 0.92, 0.93 (iteration 300). We train 300 iterations
+# and report the test accuracy. (The book's loss is the *summed*
+# cross-entropy, ours the mean; Adam's steps do not depend on that scale,
+# apart from $\epsilon$.)
+
+# %%
+#| slow
+def truncated_normal(stddev=0.1):
+    "TensorFlow's truncated_normal: N(0, stddev^2), values beyond two standard deviations drawn again."
+    def init(shape, rng=None, dtype=None):
+        rng = np.random.default_rng() if rng is None else rng
+        w = rng.normal(0, stddev, shape)
+        while (bad := np.abs(w) > 2 * stddev).any(): w[bad] = rng.normal(0, stddev, int(bad.sum()))
+        return w.astype(dtype or np.float32)
+    return init
+const = lambda v: (lambda shape, rng=None, dtype=None: np.full(shape, v, dtype or np.float32))
+tn = dict(kernel_initializer=truncated_normal(0.1), bias_initializer=const(0.1), rng=0)
+net = Sequential([Conv2D(32, 5, padding='same', activation='relu', **tn), MaxPool2D(2, padding='same'),
+                  Conv2D(64, 5, padding='same', activation='relu', **tn), MaxPool2D(2, padding='same'), Flatten(),
+                  Dense(1024, activation='relu', **tn), Dense(10, **tn)], input_shape=(28, 28, 1), name='handson')
+net.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(1e-4))
+t0 = time.perf_counter()
+net.fit(x_train[:30000], y_train[:30000], epochs=1, batch_size=100, rng=0, verbose=0)   # 300 iterations
+loss, acc = net.evaluate(x_test, y_test)
+print(f"Hands-On net, 300 iterations: test accuracy {acc:.4f} ({(time.perf_counter() - t0) / 60:.1f} min); "
+      "book: batch accuracy 0.93 at iteration 300")
+results['Hands-On MNIST CNN, Adam 1e-4, 300 iterations (test)'] = (acc, 0.93, 'book: accuracy on one training batch')
+
+# %% [markdown]
 # **The build-your-own book's Keras CNN** (1,199,882 parameters): Adadelta,
 # batches of 32, 5 epochs, which it reports as only **82.59 %** (loss 0.789),
 # remarking that a better optimiser would reach about 99 %. The optimiser is
@@ -338,28 +372,28 @@ for lr in (1.0, 0.001):
 #
 # The same pipeline on Zalando's Fashion-MNIST (28×28 grey clothes, 10
 # classes), with a LeNet-style net that has spatial batch normalization after
-# each convolution: Conv 32@5×5 'same' → BN → ReLU → pool → Conv 64@5×5 → BN
-# → ReLU → pool → dense 128 → dropout 0.3 → 10. Adam $10^{-3}$, batches of
-# 128. The goal is 90 % test accuracy.
+# each convolution: Conv 16@5×5 'same' → BN → ReLU → pool → Conv 32@5×5 → BN
+# → ReLU → pool → dense 128 → dropout 0.3 → 10. Adam $10^{-3}\cdot0.8^{\text{epoch}}$,
+# batches of 128, 6 epochs. The goal is 90 % test accuracy.
 
 # %%
 #| slow
 (f_train, fy_train), (f_test, fy_test) = mnist_like('fashion_mnist')
 fashion_names = ['T-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'boot']
-fnet = Sequential([Conv2D(32, 5, padding='same', rng=0), BatchNorm(), Activation('relu'), MaxPool2D(2),
-                   Conv2D(64, 5, rng=0), BatchNorm(), Activation('relu'), MaxPool2D(2), Flatten(),
+fnet = Sequential([Conv2D(16, 5, padding='same', rng=0), BatchNorm(), Activation('relu'), MaxPool2D(2),
+                   Conv2D(32, 5, rng=0), BatchNorm(), Activation('relu'), MaxPool2D(2), Flatten(),
                    Dense(128, activation='relu', rng=0), Dropout(0.3, rng=0), Dense(10, rng=0)],
                   input_shape=(28, 28, 1), name='fashion_lenet_bn')
-fnet.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(1e-3))
+fnet.summary()
+fnet.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(ExponentialDecay(1e-3, decay_rate=0.8)))
 t0 = time.perf_counter()
-h_f = fnet.fit(f_train, fy_train, epochs=4, batch_size=128, validation_data=(f_test, fy_test), rng=0, verbose=2)
+h_f = fnet.fit(f_train, fy_train, epochs=6, batch_size=128, validation_data=(f_test, fy_test), rng=0, verbose=2)
 f_loss, f_acc = fnet.evaluate(f_test, fy_test)
 print(f"Fashion-MNIST: test accuracy {f_acc:.4f} ({(time.perf_counter() - t0) / 60:.1f} min)")
-results['Fashion-MNIST LeNet-style + BN, Adam, 4 epochs'] = (f_acc, None, 'goal >= 0.90')
+results['Fashion-MNIST LeNet-style + BN, Adam, 6 epochs'] = (f_acc, None, 'goal >= 0.90 (checked at the end)')
 fig, axs = plt.subplots(1, 2, figsize=(12, 4))
 viz.plot_history(h_f, metrics=('accuracy',), axes=[axs[0]])
 viz.plot_confusion_matrix(fy_test, fnet.predict(f_test).argmax(-1), class_names=fashion_names, ax=axs[1]); plt.show()
-assert f_acc >= 0.90
 
 # %% [markdown]
 # ## CIFAR-10
@@ -387,6 +421,23 @@ c_val_acc, c_test_acc = cnet.evaluate(c_val, cy_val)[1], cnet.evaluate(c_te, cy_
 print(f"three-layer ConvNet, 1 epoch SGD 3e-3: validation {c_val_acc:.4f}, test {c_test_acc:.4f} "
       f"({(time.perf_counter() - t0) / 60:.1f} min); report: 0.498 / 0.462 validation")
 results['CIFAR-10 three-layer ConvNet, SGD 3e-3, 1 epoch (val)'] = (c_val_acc, 0.498, f'test {c_test_acc:.4f}; report 0.462 (module API)')
+
+# %% [markdown]
+# The report's `nn.Sequential` version of the same net, trained with SGD
+# $\eta = 10^{-2}$ and Nesterov momentum 0.9, reaches 59.1 % validation
+# accuracy in one epoch. (Its `init_weights` never assigned the new tensors,
+# so PyTorch's default initialisation ran there; we keep Kaiming normal.)
+
+# %%
+#| slow
+cnet = cs231n_three_layer(rng=0)
+cnet.compile(loss='sparse_categorical_crossentropy', optimizer=SGD(1e-2, momentum=0.9, nesterov=True))
+t0 = time.perf_counter()
+cnet.fit(c_tr, cy_tr, epochs=1, batch_size=64, rng=0, verbose=2)
+c_val_acc, c_test_acc = cnet.evaluate(c_val, cy_val)[1], cnet.evaluate(c_te, cy_test)[1]
+print(f"three-layer ConvNet, 1 epoch Nesterov: validation {c_val_acc:.4f}, test {c_test_acc:.4f} "
+      f"({(time.perf_counter() - t0) / 60:.1f} min); report: 0.591 validation")
+results['CIFAR-10 three-layer ConvNet, Nesterov 1e-2, 1 epoch (val)'] = (c_val_acc, 0.591, f'test {c_test_acc:.4f}')
 
 # %% [markdown]
 # ## Data augmentation in NumPy
@@ -511,3 +562,4 @@ results['LeNet-5 on 1,000 MNIST images, 30 epochs: augmentation'] = (aug_acc[Tru
 print(f"{'run':<66}{'ours':>8}{'source':>8}  note")
 for k, (ours, theirs, note) in results.items():
     print(f"{k:<66}{ours:>8.4f}{'' if theirs is None else f'{theirs:.4f}':>8}  {note}")
+assert lenet_acc >= 0.99 and f_acc >= 0.90, (lenet_acc, f_acc)
