@@ -956,7 +956,7 @@ def avgpool2d_backward(dy, x_shape, pool_size=2, strides=None, padding=0, backen
 # axis, asymmetric padding) every backend must give the NumPy reference's
 # numbers; and im2col followed by a matrix product must give the naive
 # convolution, with col2im giving its input gradient. (`tests/test_conv_kernels.py`
-# repeats this for hundreds of random geometries with hypothesis; CUDA runs in
+# repeats this for about two hundred random geometries with hypothesis; CUDA runs in
 # Numba's simulator when there is no GPU, so the shapes stay small.)
 
 # %%
