@@ -372,25 +372,29 @@ for lr in (1.0, 0.001):
 #
 # The same pipeline on Zalando's Fashion-MNIST (28×28 grey clothes, 10
 # classes), with a LeNet-style net that has spatial batch normalization after
-# each convolution: Conv 16@5×5 'same' → BN → ReLU → pool → Conv 32@5×5 → BN
-# → ReLU → pool → dense 128 → dropout 0.3 → 10. Adam $10^{-3}\cdot0.8^{\text{epoch}}$,
-# batches of 128, 6 epochs. The goal is 90 % test accuracy.
+# each convolution block: Conv 16@5×5 'same' → pool → BN → ReLU → Conv
+# 32@5×5 → pool → BN → ReLU → dense 128 → dropout 0.3 → 10. Normalising after
+# the pooling rather than before it computes the batch statistics on a
+# quarter of the numbers; since BN is a per-channel increasing affine map
+# when $\gamma > 0$, it commutes with the max, so little changes. Adam
+# $10^{-3}\cdot0.8^{\text{epoch}}$, batches of 128, 5 epochs. The goal is
+# 90 % test accuracy.
 
 # %%
 #| slow
 (f_train, fy_train), (f_test, fy_test) = mnist_like('fashion_mnist')
 fashion_names = ['T-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'boot']
-fnet = Sequential([Conv2D(16, 5, padding='same', rng=0), BatchNorm(), Activation('relu'), MaxPool2D(2),
-                   Conv2D(32, 5, rng=0), BatchNorm(), Activation('relu'), MaxPool2D(2), Flatten(),
+fnet = Sequential([Conv2D(16, 5, padding='same', rng=0), MaxPool2D(2), BatchNorm(), Activation('relu'),
+                   Conv2D(32, 5, rng=0), MaxPool2D(2), BatchNorm(), Activation('relu'), Flatten(),
                    Dense(128, activation='relu', rng=0), Dropout(0.3, rng=0), Dense(10, rng=0)],
                   input_shape=(28, 28, 1), name='fashion_lenet_bn')
 fnet.summary()
 fnet.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(ExponentialDecay(1e-3, decay_rate=0.8)))
 t0 = time.perf_counter()
-h_f = fnet.fit(f_train, fy_train, epochs=6, batch_size=128, validation_data=(f_test, fy_test), rng=0, verbose=2)
+h_f = fnet.fit(f_train, fy_train, epochs=5, batch_size=128, validation_data=(f_test, fy_test), rng=0, verbose=2)
 f_loss, f_acc = fnet.evaluate(f_test, fy_test)
 print(f"Fashion-MNIST: test accuracy {f_acc:.4f} ({(time.perf_counter() - t0) / 60:.1f} min)")
-results['Fashion-MNIST LeNet-style + BN, Adam, 6 epochs'] = (f_acc, None, 'goal >= 0.90 (checked at the end)')
+results['Fashion-MNIST LeNet-style + BN, Adam, 5 epochs'] = (f_acc, None, 'goal >= 0.90 (checked at the end)')
 fig, axs = plt.subplots(1, 2, figsize=(12, 4))
 viz.plot_history(h_f, metrics=('accuracy',), axes=[axs[0]])
 viz.plot_confusion_matrix(fy_test, fnet.predict(f_test).argmax(-1), class_names=fashion_names, ax=axs[1]); plt.show()
@@ -563,6 +567,27 @@ print(f"{'run':<66}{'ours':>8}{'source':>8}  note")
 for k, (ours, theirs, note) in results.items():
     print(f"{k:<66}{ours:>8.4f}{'' if theirs is None else f'{theirs:.4f}':>8}  {note}")
 assert lenet_acc >= 0.99 and f_acc >= 0.90, (lenet_acc, f_acc)
+
+# %% [markdown]
+# ## One LeNet-5 epoch against PyTorch
+#
+# `benchmarks/conv.py --lenet` times one epoch of LeNet-5 on the 60,000 MNIST
+# training images (SGD with momentum, batches of 128) with our layers and with
+# the same net in PyTorch, both on one thread here. The goal is at most
+# 1.2 times PyTorch's time.
+
+# %%
+#| slow
+import importlib.util, pathlib
+root = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / 'benchmarks' / 'conv.py').exists())
+spec = importlib.util.spec_from_file_location('bench_conv', root / 'benchmarks' / 'conv.py')
+bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+try:
+    import torch
+except ImportError:
+    torch = None
+bench.set_threads(1)
+lenet_bench = bench.lenet_epoch(torch)
 
 # %% [markdown]
 # ### Reading the table

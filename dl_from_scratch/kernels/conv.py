@@ -412,7 +412,16 @@ def _maxpool_fwd_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
 def _maxpool_bwd_numba(dy, idx, N, H, W, C, kh, kw, sh, sw, pt, pl):
     OH, OW = dy.shape[1], dy.shape[2]
     dx = np.zeros((N, H, W, C), dy.dtype)
-    for r in prange(N * H):
+    if sh >= kh and sw >= kw:      # windows do not overlap: scatter each gradient to its winner, no search
+        for r in prange(N * OH):
+            n, i = r // OH, r % OH
+            for j in range(OW):
+                for c in range(C):
+                    k = idx[n, i, j, c]
+                    h, w = i * sh + k // kw - pt, j * sw + k % kw - pl
+                    if 0 <= h < H and 0 <= w < W: dx[n, h, w, c] += dy[n, i, j, c]
+        return dx
+    for r in prange(N * H):        # overlapping windows: gather, so that no two threads write one pixel
         n, h = r // H, r % H
         for w in range(W):
             for m in range(kh):
