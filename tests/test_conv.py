@@ -111,3 +111,16 @@ def test_bad_input_names_both_shapes():
         MaxPool2D(3)(np.zeros((1, 2, 2, 1)))
     with pytest.raises(ValueError, match='filters'):
         Conv2D(0, 3)
+
+
+def test_sequential_save_load_roundtrip(tmp_path):
+    "A CNN saved to .npz and loaded back predicts the same (Conv2D/pool configs rebuild from their arguments)."
+    from dl_from_scratch.model import Sequential
+    from dl_from_scratch.layers import Dense, Flatten
+    m = Sequential([Conv2D(4, 3, padding='same', activation='relu', rng=0), MaxPool2D(2), AvgPool2D(2, padding='same'),
+                    Flatten(), Dense(3, rng=0)], input_shape=(9, 9, 2))
+    x = np.random.default_rng(0).normal(size=(5, 9, 9, 2)).astype(np.float32)
+    path = m.save(tmp_path / 'cnn.npz')
+    m2 = Sequential.load(path)
+    np.testing.assert_allclose(m2.predict(x), m.predict(x), rtol=1e-6)
+    assert [type(l).__name__ for l in m2.layers] == ['Conv2D', 'MaxPool2D', 'AvgPool2D', 'Flatten', 'Dense']
