@@ -959,6 +959,27 @@ def avgpool2d_backward(dy, x_shape, pool_size=2, strides=None, padding=0, backen
     return cc.result(dx)
 
 # %% [markdown]
+# The picture of the im2col section, computed: a $4\times4$ one-channel image with entries
+# 0..15, a $2\times2$ window, stride 1. Each of the 9 rows of `cols` is one
+# window read row by row; the 2×2 kernel flattened the same way turns the
+# product into the 3×3 output. A pixel appears in as many rows as windows
+# cover it (the centre pixels 5, 6, 9, 10 four times), which is why col2im
+# must *add*.
+
+# %%
+x_demo = np.arange(16.0).reshape(1, 4, 4, 1)
+cols_demo = im2col(x_demo, 2, backend='numpy')
+fig, axs = plt.subplots(1, 2, figsize=(7, 3.6), gridspec_kw={'width_ratios': [4, 4]})
+for ax, a, title in ((axs[0], x_demo[0, :, :, 0], 'x (4x4)'), (axs[1], cols_demo, 'im2col(x), 2x2 windows: (9, 4)')):
+    ax.imshow(a, cmap='Blues', vmin=-4, vmax=20)
+    for (i, j), v in np.ndenumerate(a): ax.text(j, i, int(v), ha='center', va='center')
+    ax.set_title(title); ax.set_xticks([]); ax.set_yticks([])
+plt.tight_layout(); plt.show()
+test_eq(cols_demo[0], [0, 1, 4, 5]); test_eq(cols_demo[4], [5, 6, 9, 10])
+test_eq(np.bincount(cols_demo.astype(int).ravel(), minlength=16).reshape(4, 4), [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+test_eq(col2im(np.ones_like(cols_demo), x_demo.shape, 2, backend='numpy')[0, :, :, 0], [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+
+# %% [markdown]
 # ### The three implementations agree
 #
 # On one awkward geometry (odd sizes, a stride larger than the kernel along one
