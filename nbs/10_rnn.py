@@ -839,8 +839,8 @@ assert abs(hist[0] - np.log(len(vocab))) < 0.3        # starts near uniform: ln 
 # %%
 #| slow
 model = CharRNN(vocab, H=256, rng=0)
-hist, samples, secs = train_char_lm(model, text_train, 3000, N=32, T=64, lr=2e-3,
-                                    log_every=500, sample_at=(0, 200, 1000, 3000))
+hist, samples, secs = train_char_lm(model, text_train, 8000, N=32, T=64, lr=2e-3,
+                                    log_every=1000, sample_at=(0, 200, 1000, 3000, 8000))
 val_nll = model.nll(text_val)
 print(f'{secs:.0f} s;  validation: {val_nll:.3f} nats/char, perplexity {np.exp(val_nll):.2f}')
 
@@ -925,7 +925,7 @@ assert sum(s.lower() in {n.lower() for n in names} for s in logs[12000][1]) < 10
 # |---|---|---|
 # | §3.10 unit tests (cell, clip, one SGD step) | see the table above | all reproduced to the printed digits |
 # | names, loss of one name at iteration 0 / 12000 | 36.1 / 27.7 (Asterix list, 37 symbols) | printed above (Shakespeare speaker names, 27 symbols) |
-# | char LM on tiny shakespeare, validation perplexity | — (the second source trains a lyrics model without reporting a loss) | printed above (Elman RNN, 256 units, 3000 × 32 × 64 characters) |
+# | char LM on tiny shakespeare, validation perplexity | — (the second source trains a lyrics model without reporting a loss) | printed above (Elman RNN, 256 units, 8000 × 32 × 64 characters, about 16 passes over the text) |
 #
 # ## References
 #
