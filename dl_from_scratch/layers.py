@@ -148,9 +148,8 @@ class Dense(Layer):
     x: `(N, D)` -> y: `(N, units)`; `W` `(D, units)`, `b` `(units,)`.
     `activation`: None/'linear' or a name from `functional` (incl. 'softmax').
     `kernel_regularizer` / `kernel_constraint`: see chapter 06 (`L2(0.01)`, `'l2'`, `MaxNorm(3)`)."""
-    def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer='glorot_uniform', bias_initializer='zeros',
-                 kernel_regularizer=None, kernel_constraint=None, rng=None, name=None):
+    def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer='glorot_uniform',
+                 kernel_regularizer=None, rng=None, bias_initializer='zeros', kernel_constraint=None, name=None):
         super().__init__(name)
         if int(units) < 1: raise ValueError(f"Dense expected units >= 1, got {units}")
         self.units, self.use_bias = int(units), use_bias

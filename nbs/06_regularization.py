@@ -672,12 +672,45 @@ assert reg_final['none'][0] > 0.99 and gap['L2 0.05'] < gap['none'] and gap['dro
 for k, (tr, te, ep) in reg_final.items(): RESULTS[f'MNIST-300 {k}: train / test'] = ('figure only', f'{tr:.1%} / {te:.1%}')
 
 # %% [markdown]
-# Every cure narrows the gap between training and test accuracy; how much
-# test accuracy it buys depends on its strength (λ, the dropout rate), which
-# is a hyper-parameter to tune on a validation set, not on the test set.
-# Saito's figures show the same picture: train accuracy reaching 100% with a
-# test accuracy far below without regularisation, and a smaller gap with
-# weight decay or dropout.
+# What the run shows, read honestly:
+#
+# * **No regularisation**: 100% on the 300 training images, about 80% on
+#   the test set: a gap of about 20 points, as in Saito's figure 6-20.
+# * **L2** narrows the gap by about two points, but by *lowering* the
+#   training accuracy, not by raising the test accuracy; this is also what
+#   Saito's figure 6-21 shows (train about 0.9, test about 0.75).
+# * **Dropout 0.2** (with or without max-norm) trains more slowly: after 200
+#   epochs at $\alpha = 0.01$ it has not caught up with the plain net, so
+#   its test accuracy is lower and the gap barely changes.
+# * **Early stopping** (patience 20 on 1000 held-out images) never
+#   triggered: validation accuracy kept creeping up, so it trained all 200
+#   epochs and restored the best of them, which is no better on the test set.
+#
+# At this learning rate the regularised nets are simply under-trained. The
+# next cell trains the same nets to convergence with $\alpha = 0.1$, which
+# separates the effect of the regulariser from that of the short schedule.
+
+# %%
+#| slow
+conv_final = {}
+for label, kw in [('none', {}), ('L2 0.005', {'l2': 0.005}), ('dropout 0.2', {'drop': 0.2})]:
+    m = overfit_net(**kw)
+    m.compile('sparse_categorical_crossentropy', SGD(0.1), ['accuracy'])
+    t0 = time.perf_counter()
+    m.fit(Xs, ys, epochs=200, batch_size=100, rng=0, verbose=0)
+    conv_final[label] = (m.evaluate(Xs, ys)[1], m.evaluate(Xmt, ymt)[1])
+    print(f'SGD 0.1, {label:12} train {conv_final[label][0]:7.2%}  test {conv_final[label][1]:7.2%}  '
+          f'({time.perf_counter() - t0:.0f} s)')
+    RESULTS[f'MNIST-300, SGD 0.1, {label}: train / test'] = ('-', f'{conv_final[label][0]:.1%} / {conv_final[label][1]:.1%}')
+
+# %% [markdown]
+# Trained to convergence, every net fits the 300 images (almost) perfectly,
+# and the differences in test accuracy are about a point: on this tiny
+# training set the architecture and the data, not the regulariser, limit
+# what the net can learn. Regularisation strength (λ, the dropout rate) is a
+# hyper-parameter to tune on a validation set (never on the test set, which
+# is why early stopping watched held-out *training* images), and the gains
+# it buys are usually a point or two, not a cure for too little data.
 
 # %% [markdown]
 # ## Experiment 3: batch norm and training speed
@@ -717,13 +750,14 @@ for ax, s in zip(axes, scales):
         ax.plot(acc, label='with BN' if bn else 'without BN', ls='-' if bn else '--')
     ax.set(title=f'W std = {s}', xlabel='epoch'); ax.legend(fontsize=8)
 axes[0].set_ylabel('training accuracy'); plt.show()
+fmt = lambda a: 'diverged (NaN loss)' if np.isnan(a) else f'{a:.1%}'
 for s in scales:
-    print(f'W std {str(s):5}: final training accuracy without BN {bn_acc[(s, False)][-1]:.1%}, with BN {bn_acc[(s, True)][-1]:.1%}')
+    print(f'W std {str(s):5}: final training accuracy without BN {fmt(bn_acc[(s, False)][-1])}, with BN {fmt(bn_acc[(s, True)][-1])}')
 final = {k: np.nan_to_num(v[-1]) for k, v in bn_acc.items()}
 assert all(final[(s, True)] > final[(s, False)] for s in scales)     # BN ahead at every initial scale
 assert final[(0.01, False)] < 0.2 < 0.9 < final[(0.01, True)]        # the small init stalls without BN, trains with it
 for s in scales: RESULTS[f'1000 MNIST images, W std {s}: train acc. after 20 epochs, no BN / BN'] = (
-    'figure only (BN faster)', f'{final[(s, False)]:.1%} / {final[(s, True)]:.1%}')
+    'figure only (BN faster)', f'{fmt(bn_acc[(s, False)][-1])} / {fmt(bn_acc[(s, True)][-1])}')
 
 # %% [markdown]
 # BN is ahead at every initial scale. Without it, std 0.01 stalls at
@@ -733,21 +767,36 @@ for s in scales: RESULTS[f'1000 MNIST images, W std {s}: train acc. after 20 epo
 # slowly: BN normalises the hidden layers, but the last, un-normalised layer
 # still starts with logits of order 10. Saito's figure shows the same
 # ordering. On the full training set, the same nets with He init, SGD 0.01
-# and batch 100 for 3 epochs, per-epoch test accuracy and wall time:
+# and batch 100 for 3 epochs: per-epoch test accuracy, then the cost of one
+# training step. The book is built on a shared 2-core machine, so whole-epoch
+# wall times swing with the load; the step time below alternates the two nets
+# and keeps the best of several repeats. With 100-unit layers and batches
+# of 100 a step is dominated by NumPy call overhead, of which BN adds about
+# ten calls per layer.
 
 # %%
 #| slow
 bn_full = {}
 for bn in (False, True):
     m = bn_net('He', bn)
-    t0 = time.perf_counter()
     h = m.fit(Xm, ym, epochs=3, batch_size=100, validation_data=(Xmt, ymt), rng=0, verbose=0)
-    bn_full[bn] = (h.history['val_accuracy'], (time.perf_counter() - t0) / 3)
-    print(f"{'with' if bn else 'without':7} BN: test accuracy per epoch {[f'{a:.2%}' for a in h.history['val_accuracy']]}, "
-          f'{bn_full[bn][1]:.1f} s per epoch')
-assert bn_full[True][0][0] > bn_full[False][0][0]
-RESULTS['BN vs no BN, full MNIST, test acc. after 1 epoch'] = ('figure only (faster with BN)', f"{bn_full[True][0][0]:.2%} vs {bn_full[False][0][0]:.2%}")
-RESULTS['BN cost per epoch (wall time)'] = ('-', f"{bn_full[True][1]:.1f} s vs {bn_full[False][1]:.1f} s")
+    bn_full[bn] = h.history['val_accuracy']
+    print(f"{'with' if bn else 'without':7} BN: test accuracy per epoch {[f'{a:.2%}' for a in h.history['val_accuracy']]}")
+assert bn_full[True][0] > bn_full[False][0]
+
+# Cost per step, measured fairly on a shared machine: the two nets alternate, and each keeps its best of 7 repeats.
+nets = {bn: bn_net('He', bn) for bn in (False, True)}
+xb, yb = Xm[:100], ym[:100]
+best = {False: np.inf, True: np.inf}
+for _ in range(7):
+    for bn, m in nets.items():
+        t0 = time.perf_counter()
+        for _ in range(50): m.train_step(xb, yb)
+        best[bn] = min(best[bn], (time.perf_counter() - t0) / 50)
+print(f'one SGD step on a batch of 100: {best[False] * 1e3:.2f} ms without BN, {best[True] * 1e3:.2f} ms with BN '
+      f'(×{best[True] / best[False]:.2f})')
+RESULTS['BN vs no BN, full MNIST, test acc. after 1 epoch'] = ('figure only (faster with BN)', f"{bn_full[True][0]:.2%} vs {bn_full[False][0]:.2%}")
+RESULTS['time per step, BN vs no BN (batch 100)'] = ('-', f"{best[True] * 1e3:.2f} ms vs {best[False] * 1e3:.2f} ms")
 
 # %% [markdown]
 # ## Our numbers beside the sources'
