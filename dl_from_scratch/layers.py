@@ -10,7 +10,7 @@ from .core import check_array, as_rng, get_dtype, get_array_module, to_device
 from . import init as initializers
 
 # %% auto #0
-__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
+__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
 
 # %% ../nbs/05_mlp.ipynb #14be0eea
 LAYERS: dict = {}   # class name -> Layer subclass, for rebuilding saved models
@@ -248,6 +248,29 @@ class Flatten(Layer):
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
+
+# %% ../nbs/05_mlp.ipynb #0451f4ae
+class PReLU(Layer):
+    "Parametric ReLU with a learnable slope `alpha` `(C,)` per channel (last axis). `(N, ..., C)` -> same shape."
+    def __init__(self, alpha_initializer: float = 0.25, name=None):
+        super().__init__(name)
+        self.alpha_initializer = float(alpha_initializer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.params['alpha'] = np.full(self.input_shape[-1], self.alpha_initializer, get_dtype())
+
+    def forward(self, x, training=False):
+        from dl_from_scratch.functional import prelu
+        x = _check_input(self, x)
+        self.cache = x
+        return prelu(x, self.params['alpha'])
+
+    def backward(self, dy):
+        from dl_from_scratch.functional import prelu_grad, prelu_grad_alpha
+        x, a = self.cache, self.params['alpha']
+        self.grads['alpha'] = (dy * prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
+        return dy * prelu_grad(x, a)
 
 # %% ../nbs/05_mlp.ipynb #a7f7197e
 class Embedding(Layer):

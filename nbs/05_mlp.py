@@ -385,6 +385,38 @@ class Flatten(Layer):
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
+# %% [markdown]
+# **PReLU** (He et al. 2015) is the one activation with a parameter: a
+# learnable slope $\alpha_c$ per channel (last axis) for negative inputs,
+# $y = \max(x, 0) + \alpha\min(x, 0)$. Its gradients are
+# $\bar x = \bar y\,(1 \text{ if } x \ge 0 \text{ else } \alpha)$ and
+# $\bar\alpha_c = \sum \bar y \min(x, 0)$, summed over every axis but the
+# channel one, because $\alpha_c$ is shared by all of them.
+
+# %%
+#| export
+class PReLU(Layer):
+    "Parametric ReLU with a learnable slope `alpha` `(C,)` per channel (last axis). `(N, ..., C)` -> same shape."
+    def __init__(self, alpha_initializer: float = 0.25, name=None):
+        super().__init__(name)
+        self.alpha_initializer = float(alpha_initializer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.params['alpha'] = np.full(self.input_shape[-1], self.alpha_initializer, get_dtype())
+
+    def forward(self, x, training=False):
+        from dl_from_scratch.functional import prelu
+        x = _check_input(self, x)
+        self.cache = x
+        return prelu(x, self.params['alpha'])
+
+    def backward(self, dy):
+        from dl_from_scratch.functional import prelu_grad, prelu_grad_alpha
+        x, a = self.cache, self.params['alpha']
+        self.grads['alpha'] = (dy * prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
+        return dy * prelu_grad(x, a)
+
 # %%
 test_eq(Flatten()(np.zeros((2, 3, 4, 5))).shape, (2, 60))
 test_eq(Flatten().output_shape((28, 28, 1)), (784,))
@@ -473,6 +505,8 @@ with precision(np.float64):
     for name in ['sigmoid', 'tanh', 'relu', 'leaky_relu', 'elu', 'softplus', 'lecun_tanh', 'softmax']:
         errs = check_layer_grad(Activation(name), rng.normal(size=(4, 6)) + 0.05)
         assert max(errs.values()) < 1e-6, (name, errs)
+    errs = check_layer_grad(PReLU(), rng.normal(size=(4, 3, 5)) + 0.05)
+    assert max(errs.values()) < 1e-6, errs
     errs = check_layer_grad(Flatten(), rng.normal(size=(2, 3, 4, 2)))
     assert max(errs.values()) < 1e-6
     print('largest relative error, Dense(4, tanh):', max(check_layer_grad(Dense(4, 'tanh', rng=1), rng.normal(size=(5, 3))).values()))

@@ -146,3 +146,13 @@ def test_embedding_grad_and_ids():
         emb(np.full((1, 6), 10))
     with pytest.raises(ValueError, match=r'shape \(N, 6\), got \(1, 5\)'):
         emb(np.zeros((1, 5), np.int64))
+
+
+def test_prelu_grad_and_param_count():
+    from dl_from_scratch.layers import PReLU
+    x = rng.normal(size=(3, 4, 6)); x[np.abs(x) < 0.05] += 0.1
+    errs = _check(PReLU(0.1), x)
+    assert set(errs) == {'x', 'alpha'}
+    p = PReLU(); p(np.zeros((2, 5, 7), np.float32))
+    assert p.count_params() == 7
+    np.testing.assert_allclose(p(np.array([[[-2.0] * 7] * 5])), -0.5)
