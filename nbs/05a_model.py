@@ -732,3 +732,15 @@ finally: model_mod.np.savez = real_savez
 test_eq(open(path, 'rb').read(), good)
 test_eq([f for f in os.listdir(d) if f.endswith('.tmp')], [])
 test_eq(Sequential.load(path).predict(xx), m.predict(xx))
+
+# %% [markdown]
+# The model API is put to work in chapter 05 (XOR, the planar flower,
+# CIFAR-10, MNIST) and chapter 06 (regularisation and normalisation), and
+# by every later chapter.
+#
+# ## References
+#
+# * F. Chollet et al., Keras API reference: `Sequential`, `Model.fit`, `callbacks.EarlyStopping`, `callbacks.ModelCheckpoint` (the names, the `summary` counts and the early-stopping semantics followed here).
+# * L. Prechelt, *Early stopping — but when?*, in *Neural Networks: Tricks of the Trade*, 1998.
+# * The POSIX `rename(2)` specification and Python's `os.replace` documentation (atomic replacement), and `fsync(2)`.
+# * NumPy documentation, `numpy.savez` / `numpy.load` (the `.npz` format; `allow_pickle=False`).

@@ -74,7 +74,7 @@ axs = plot_history({'loss': [1., .5, .3], 'val_loss': [1.1, .7, .6], 'accuracy':
 test_eq(len(axs), 2); test_eq(len(axs[0].lines), 2)
 axs = plot_history({'a': {'loss': [1, 2]}, 'b': {'loss': [2, 1]}}, metrics=['loss']); test_eq(len(axs[0].lines), 2)
 test_fail(lambda: plot_history({'loss': [1.]}, metrics=['f1']), contains='none of the metrics')
-plt.close('all')
+plt.show()
 
 # %% [markdown]
 # ## Decision boundaries
@@ -115,7 +115,7 @@ Xd = np.random.default_rng(0).normal(size=(50, 2)); yd = (Xd[:, 0] > 0).astype(i
 ax = plot_decision_boundary(lambda g: g[:, :1], Xd, yd, resolution=50, threshold=0.0)
 test_eq(len(ax.collections) >= 2, True)
 test_fail(lambda: plot_decision_boundary(lambda g: g, np.zeros((3, 3)), np.zeros(3)), contains='(N, 2)')
-plt.close('all')
+plt.show()
 
 # %% [markdown]
 # ## Image grids
@@ -155,7 +155,7 @@ fig = show_images(np.random.default_rng(0).random((10, 8, 8, 1)), titles=list(ra
 test_eq(len(fig.axes), 10)
 test_eq(len(show_images(np.zeros((3, 4, 4, 3), np.uint8)).axes), 3)
 test_fail(lambda: show_images(np.zeros((2, 4, 4, 5))), contains='(N, H, W, 3)')
-plt.close('all')
+plt.show()
 
 # %% [markdown]
 # ## Confusion matrix
@@ -201,4 +201,14 @@ test_eq(confusion_matrix([0], [0], num_classes=3).shape, (3, 3))
 ax = plot_confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], class_names=['a', 'b', 'c'], normalize='true')
 test_eq(len(ax.texts), 9)
 test_fail(lambda: confusion_matrix([0, 1], [0]), contains='y_pred of shape')
-plt.close('all')
+plt.show()
+
+# %% [markdown]
+# These functions draw the figures of chapters 05 and 06 (loss curves,
+# decision boundaries of the XOR and planar nets, MNIST confusion matrix and
+# misclassified digits) and of the later chapters.
+#
+# ## References
+#
+# * J. D. Hunter, *Matplotlib: A 2D graphics environment*, Computing in Science & Engineering 9(3), 2007; the Matplotlib API reference (`contourf`, `imshow`).
+# * scikit-learn's `confusion_matrix` and `DecisionBoundaryDisplay`, whose conventions (rows = true class) we follow.
