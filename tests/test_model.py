@@ -156,3 +156,23 @@ def test_fit_with_integer_ids_through_embedding():
     m.compile('sparse_categorical_crossentropy', Adam(0.05))
     h = m.fit(x, y, epochs=30, batch_size=50, rng=0, verbose=0)
     assert h.history['accuracy'][-1] == 1.0
+
+
+def test_unserialisable_config_saves_weights_only(tmp_path):
+    init = lambda shape, rng=None, dtype=None: np.full(shape, 0.5, dtype)
+    m = Sequential([Dense(3, kernel_initializer=init)], input_shape=(2,))
+    p = m.save(tmp_path / 'w.npz')
+    with pytest.raises(ValueError, match='weights only'):
+        Sequential.load(p)
+    m2 = Sequential([Dense(3)], input_shape=(2,)).load_weights(p)
+    np.testing.assert_array_equal(m2.layers[0].params['W'], np.full((2, 3), 0.5, np.float32))
+
+
+def test_to_cpu_keeps_model_working():
+    x, y = blobs(40)
+    m = Sequential([Dense(4, 'relu', rng=0), BatchNorm(), Dense(2, rng=1)])
+    m.compile('sparse_categorical_crossentropy', SGD(0.1)); m.fit(x, y, epochs=1, verbose=0)
+    before = m.predict(x)
+    m.to('cpu')
+    np.testing.assert_array_equal(m.predict(x), before)
+    m.fit(x, y, epochs=1, verbose=0)
