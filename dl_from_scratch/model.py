@@ -4,10 +4,11 @@
 
 # %% ../nbs/05a_model.ipynb #028c6c6b
 from __future__ import annotations
-import json, math, os, sys, tempfile, time
+import json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 from .core import check_array, as_rng, get_array_module, get_dtype
+from .data import atomic_savez
 from .layers import Layer, LAYERS, _snake
 from .losses import get_loss
 from .optim import get_optimizer
@@ -140,17 +141,7 @@ def _npz_path(path) -> str:
 def atomic_save_npz(path, arrays: dict) -> str:
     "Write `arrays` (name -> ndarray) to `path` (`.npz` added if missing) atomically; returns the path."
     path = _npz_path(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
+    atomic_savez(path, **arrays)      # the data chapter's crash-safe writer: temp file, fsync, os.replace
     return path
 
 def _to_json(obj):

@@ -37,10 +37,11 @@
 # %%
 #| export
 from __future__ import annotations
-import json, math, os, sys, tempfile, time
+import json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 from dl_from_scratch.core import check_array, as_rng, get_array_module, get_dtype
+from dl_from_scratch.data import atomic_savez
 from dl_from_scratch.layers import Layer, LAYERS, _snake
 from dl_from_scratch.losses import get_loss
 from dl_from_scratch.optim import get_optimizer
@@ -217,7 +218,8 @@ class ModelCheckpoint(Callback):
 # directory (so the rename cannot cross file systems), flush and `fsync` it,
 # then `os.replace` it over the target. A crash (or `KeyboardInterrupt`) before
 # the rename leaves the old checkpoint as it was, and the temporary file is
-# removed.
+# removed. The data chapter's `atomic_savez` already does exactly this for the
+# dataset cache, so the model reuses it.
 
 # %%
 #| export
@@ -228,17 +230,7 @@ def _npz_path(path) -> str:
 def atomic_save_npz(path, arrays: dict) -> str:
     "Write `arrays` (name -> ndarray) to `path` (`.npz` added if missing) atomically; returns the path."
     path = _npz_path(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
+    atomic_savez(path, **arrays)      # the data chapter's crash-safe writer: temp file, fsync, os.replace
     return path
 
 def _to_json(obj):
