@@ -8,6 +8,7 @@ import functools
 import numpy as np
 from .core import check_array, as_rng, get_dtype, get_array_module, to_device
 from . import init as initializers
+from . import functional as F
 
 # %% auto #0
 __all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
@@ -86,16 +87,22 @@ class Layer:
             self.grads[k] = xp.zeros_like(p)
 
     # --- regularisation and constraints (used from chapter 06 on) -------------------------------
+    # A layer with a kernel `params['W']` sets `kernel_regularizer` / `kernel_constraint` (or leaves
+    # them None); these three defaults serve every such layer (Dense, Conv2D, ...), so none repeats them.
     def regularization_loss(self) -> float:
-        "Penalty this layer adds to the loss (0 unless a regularizer is set)."
-        return 0.0
+        "Penalty this layer adds to the loss: `kernel_regularizer(params['W'])`, or 0 when none is set."
+        r = getattr(self, 'kernel_regularizer', None)
+        return 0.0 if r is None else float(r(self.params['W']))
 
     def regularization_grads(self) -> dict:
-        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on)."
-        return {}
+        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on: `{'W': ...}` or `{}`)."
+        r = getattr(self, 'kernel_regularizer', None)
+        return {} if r is None else {'W': r.grad(self.params['W'])}
 
     def apply_constraints(self) -> None:
-        "Project parameters onto their constraint set after an optimizer step (no-op by default)."
+        "Project `params['W']` onto `kernel_constraint`'s set after an optimizer step (no-op when none is set)."
+        c = getattr(self, 'kernel_constraint', None)
+        if c is not None: self.params['W'][...] = c(self.params['W'])
 
     # --- devices, configuration ------------------------------------------------------------------
     def to(self, device: str = 'cpu'):
@@ -127,20 +134,10 @@ def _check_input(layer: Layer, x, ndim=None):
 
 # %% ../nbs/05_mlp.ipynb #c2fc10f0
 def _get_activation(name, **kwargs):
-    "`(f, f_grad)` for an activation name, from `functional` (imported lazily)."
-    from dl_from_scratch import functional as F
+    "`(f, f_grad)` for an activation name, from `functional`, with `kwargs` bound (e.g. `alpha=0.2`)."
     f, f_grad = F.get_activation(name)
     if kwargs: f, f_grad = functools.partial(f, **kwargs), functools.partial(f_grad, **kwargs)
     return f, f_grad
-
-def _softmax(z):
-    xp = get_array_module(z)
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-def _softmax_backward(y, dy):
-    "Vector-Jacobian product of softmax: dz = y * (dy - sum(dy * y))."
-    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
 
 class Dense(Layer):
     """Fully connected layer `y = g(x @ W + b)`.
@@ -179,7 +176,7 @@ class Dense(Layer):
         z = x @ self.params['W']
         if self.use_bias: z = z + self.params['b']
         if self.activation is None: y = z
-        elif self.activation == 'softmax': y = _softmax(z)
+        elif self.activation == 'softmax': y = F.softmax(z)
         else: y = self._g(z)
         self.cache = (x, z, y)
         return y
@@ -187,38 +184,38 @@ class Dense(Layer):
     def backward(self, dy):
         x, z, y = self.cache
         if self.activation is None: dz = dy
-        elif self.activation == 'softmax': dz = _softmax_backward(y, dy)
+        elif self.activation == 'softmax': dz = F.softmax_vjp(y, dy)
         else: dz = dy * self._g_grad(z)
         self.grads['W'] = x.T @ dz
         if self.use_bias: self.grads['b'] = dz.sum(axis=0)
         return dz @ self.params['W'].T
 
-    def regularization_loss(self):
-        return 0.0 if self.kernel_regularizer is None else float(self.kernel_regularizer(self.params['W']))
-
-    def regularization_grads(self):
-        return {} if self.kernel_regularizer is None else {'W': self.kernel_regularizer.grad(self.params['W'])}
-
-    def apply_constraints(self):
-        if self.kernel_constraint is not None: self.params['W'][...] = self.kernel_constraint(self.params['W'])
-
 # %% ../nbs/05_mlp.ipynb #84068c2f
 class Activation(Layer):
-    "Elementwise activation `y = f(x)` (or softmax over the last axis). Any shape `(N, ...)` -> same shape."
-    def __init__(self, activation: str, name=None, **kwargs):
+    """Elementwise activation `y = f(x)` (or softmax over the last axis). Any shape `(N, ...)` -> same shape.
+
+    `'rrelu'` draws a new negative slope per element in every training forward pass (from `rng`;
+    `lower`, `upper` as in `functional.rrelu`) and uses the mean slope at inference."""
+    def __init__(self, activation: str, name=None, rng=None, **kwargs):
         super().__init__(name)
-        self.activation, self.kwargs = activation, kwargs
-        if activation != 'softmax': self._f, self._f_grad = _get_activation(activation, **kwargs)
+        self.activation, self.kwargs, self.rng = activation, kwargs, as_rng(rng)
+        if activation not in ('softmax', 'rrelu'): self._f, self._f_grad = _get_activation(activation, **kwargs)
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
-        y = _softmax(x) if self.activation == 'softmax' else self._f(x)
-        self.cache = (x, y)
+        if self.activation == 'softmax': y = a = F.softmax(x)
+        elif self.activation == 'rrelu':       # the slopes drawn here are the ones backward must use
+            a = F.rrelu_alpha(x.shape, training=training, rng=self.rng, **self.kwargs)
+            y = F.rrelu(x, alpha=a)
+        else: y, a = self._f(x), None
+        self.cache = (x, a)
         return y
 
     def backward(self, dy):
-        x, y = self.cache
-        return _softmax_backward(y, dy) if self.activation == 'softmax' else dy * self._f_grad(x)
+        x, a = self.cache
+        if self.activation == 'softmax': return F.softmax_vjp(a, dy)
+        if self.activation == 'rrelu': return dy * F.rrelu_grad(x, alpha=a)
+        return dy * self._f_grad(x)
 
 class ReLU(Activation):
     "`Activation('relu')`."
@@ -261,16 +258,14 @@ class PReLU(Layer):
         self.params['alpha'] = np.full(self.input_shape[-1], self.alpha_initializer, get_dtype())
 
     def forward(self, x, training=False):
-        from dl_from_scratch.functional import prelu
         x = _check_input(self, x)
         self.cache = x
-        return prelu(x, self.params['alpha'])
+        return F.prelu(x, self.params['alpha'])
 
     def backward(self, dy):
-        from dl_from_scratch.functional import prelu_grad, prelu_grad_alpha
         x, a = self.cache, self.params['alpha']
-        self.grads['alpha'] = (dy * prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
-        return dy * prelu_grad(x, a)
+        self.grads['alpha'] = (dy * F.prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
+        return dy * F.prelu_grad(x, a)
 
 # %% ../nbs/05_mlp.ipynb #a7f7197e
 class Embedding(Layer):

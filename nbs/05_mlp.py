@@ -30,6 +30,7 @@ import functools
 import numpy as np
 from dl_from_scratch.core import check_array, as_rng, get_dtype, get_array_module, to_device
 from dl_from_scratch import init as initializers
+from dl_from_scratch import functional as F
 
 # %%
 #| hide
@@ -178,16 +179,22 @@ class Layer:
             self.grads[k] = xp.zeros_like(p)
 
     # --- regularisation and constraints (used from chapter 06 on) -------------------------------
+    # A layer with a kernel `params['W']` sets `kernel_regularizer` / `kernel_constraint` (or leaves
+    # them None); these three defaults serve every such layer (Dense, Conv2D, ...), so none repeats them.
     def regularization_loss(self) -> float:
-        "Penalty this layer adds to the loss (0 unless a regularizer is set)."
-        return 0.0
+        "Penalty this layer adds to the loss: `kernel_regularizer(params['W'])`, or 0 when none is set."
+        r = getattr(self, 'kernel_regularizer', None)
+        return 0.0 if r is None else float(r(self.params['W']))
 
     def regularization_grads(self) -> dict:
-        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on)."
-        return {}
+        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on: `{'W': ...}` or `{}`)."
+        r = getattr(self, 'kernel_regularizer', None)
+        return {} if r is None else {'W': r.grad(self.params['W'])}
 
     def apply_constraints(self) -> None:
-        "Project parameters onto their constraint set after an optimizer step (no-op by default)."
+        "Project `params['W']` onto `kernel_constraint`'s set after an optimizer step (no-op when none is set)."
+        c = getattr(self, 'kernel_constraint', None)
+        if c is not None: self.params['W'][...] = c(self.params['W'])
 
     # --- devices, configuration ------------------------------------------------------------------
     def to(self, device: str = 'cpu'):
@@ -234,20 +241,10 @@ def _check_input(layer: Layer, x, ndim=None):
 # %%
 #| export
 def _get_activation(name, **kwargs):
-    "`(f, f_grad)` for an activation name, from `functional` (imported lazily)."
-    from dl_from_scratch import functional as F
+    "`(f, f_grad)` for an activation name, from `functional`, with `kwargs` bound (e.g. `alpha=0.2`)."
     f, f_grad = F.get_activation(name)
     if kwargs: f, f_grad = functools.partial(f, **kwargs), functools.partial(f_grad, **kwargs)
     return f, f_grad
-
-def _softmax(z):
-    xp = get_array_module(z)
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-def _softmax_backward(y, dy):
-    "Vector-Jacobian product of softmax: dz = y * (dy - sum(dy * y))."
-    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
 
 class Dense(Layer):
     """Fully connected layer `y = g(x @ W + b)`.
@@ -286,7 +283,7 @@ class Dense(Layer):
         z = x @ self.params['W']
         if self.use_bias: z = z + self.params['b']
         if self.activation is None: y = z
-        elif self.activation == 'softmax': y = _softmax(z)
+        elif self.activation == 'softmax': y = F.softmax(z)
         else: y = self._g(z)
         self.cache = (x, z, y)
         return y
@@ -294,20 +291,11 @@ class Dense(Layer):
     def backward(self, dy):
         x, z, y = self.cache
         if self.activation is None: dz = dy
-        elif self.activation == 'softmax': dz = _softmax_backward(y, dy)
+        elif self.activation == 'softmax': dz = F.softmax_vjp(y, dy)
         else: dz = dy * self._g_grad(z)
         self.grads['W'] = x.T @ dz
         if self.use_bias: self.grads['b'] = dz.sum(axis=0)
         return dz @ self.params['W'].T
-
-    def regularization_loss(self):
-        return 0.0 if self.kernel_regularizer is None else float(self.kernel_regularizer(self.params['W']))
-
-    def regularization_grads(self):
-        return {} if self.kernel_regularizer is None else {'W': self.kernel_regularizer.grad(self.params['W'])}
-
-    def apply_constraints(self):
-        if self.kernel_constraint is not None: self.params['W'][...] = self.kernel_constraint(self.params['W'])
 
 # %% [markdown]
 # A first test: shapes, the parameter count ($D\cdot U + U$, as Keras counts
@@ -340,21 +328,30 @@ test_eq(Dense(2, use_bias=False, rng=0)(np.ones((1, 4))).shape, (1, 2))
 # %%
 #| export
 class Activation(Layer):
-    "Elementwise activation `y = f(x)` (or softmax over the last axis). Any shape `(N, ...)` -> same shape."
-    def __init__(self, activation: str, name=None, **kwargs):
+    """Elementwise activation `y = f(x)` (or softmax over the last axis). Any shape `(N, ...)` -> same shape.
+
+    `'rrelu'` draws a new negative slope per element in every training forward pass (from `rng`;
+    `lower`, `upper` as in `functional.rrelu`) and uses the mean slope at inference."""
+    def __init__(self, activation: str, name=None, rng=None, **kwargs):
         super().__init__(name)
-        self.activation, self.kwargs = activation, kwargs
-        if activation != 'softmax': self._f, self._f_grad = _get_activation(activation, **kwargs)
+        self.activation, self.kwargs, self.rng = activation, kwargs, as_rng(rng)
+        if activation not in ('softmax', 'rrelu'): self._f, self._f_grad = _get_activation(activation, **kwargs)
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
-        y = _softmax(x) if self.activation == 'softmax' else self._f(x)
-        self.cache = (x, y)
+        if self.activation == 'softmax': y = a = F.softmax(x)
+        elif self.activation == 'rrelu':       # the slopes drawn here are the ones backward must use
+            a = F.rrelu_alpha(x.shape, training=training, rng=self.rng, **self.kwargs)
+            y = F.rrelu(x, alpha=a)
+        else: y, a = self._f(x), None
+        self.cache = (x, a)
         return y
 
     def backward(self, dy):
-        x, y = self.cache
-        return _softmax_backward(y, dy) if self.activation == 'softmax' else dy * self._f_grad(x)
+        x, a = self.cache
+        if self.activation == 'softmax': return F.softmax_vjp(a, dy)
+        if self.activation == 'rrelu': return dy * F.rrelu_grad(x, alpha=a)
+        return dy * self._f_grad(x)
 
 class ReLU(Activation):
     "`Activation('relu')`."
@@ -406,16 +403,14 @@ class PReLU(Layer):
         self.params['alpha'] = np.full(self.input_shape[-1], self.alpha_initializer, get_dtype())
 
     def forward(self, x, training=False):
-        from dl_from_scratch.functional import prelu
         x = _check_input(self, x)
         self.cache = x
-        return prelu(x, self.params['alpha'])
+        return F.prelu(x, self.params['alpha'])
 
     def backward(self, dy):
-        from dl_from_scratch.functional import prelu_grad, prelu_grad_alpha
         x, a = self.cache, self.params['alpha']
-        self.grads['alpha'] = (dy * prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
-        return dy * prelu_grad(x, a)
+        self.grads['alpha'] = (dy * F.prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
+        return dy * F.prelu_grad(x, a)
 
 # %%
 test_eq(Flatten()(np.zeros((2, 3, 4, 5))).shape, (2, 60))
@@ -423,6 +418,10 @@ test_eq(Flatten().output_shape((28, 28, 1)), (784,))
 f = Flatten(); f(np.arange(24.).reshape(2, 3, 4)); test_eq(f.backward(np.ones((2, 12))).shape, (2, 3, 4))
 sm = Activation('softmax'); p = sm(np.array([[1., 2., 3.], [1e4, 0., -1e4]]))
 test_close(p.sum(1), [1., 1.]); assert np.isfinite(p).all()
+rr, xn = Activation('rrelu', rng=0, lower=0.1, upper=0.3), -np.ones((2, 500))
+y1, y2 = rr(xn, training=True), rr(xn, training=True)
+assert (y1 != y2).any() and -0.3 <= y1.min() and y1.max() <= -0.1      # fresh slopes in each training pass
+test_close(rr(xn), -0.2 * np.ones((2, 500)))                             # the mean slope at inference
 
 # %% [markdown]
 # ## Embedding: a dense layer on one-hot inputs
@@ -505,6 +504,8 @@ with precision(np.float64):
     for name in ['sigmoid', 'tanh', 'relu', 'leaky_relu', 'elu', 'softplus', 'lecun_tanh', 'softmax']:
         errs = check_layer_grad(Activation(name), rng.normal(size=(4, 6)) + 0.05)
         assert max(errs.values()) < 1e-6, (name, errs)
+    errs = check_layer_grad(Activation('rrelu', rng=3), rng.normal(size=(4, 6)) + 0.05)   # training: random slopes
+    assert max(errs.values()) < 1e-6, errs
     errs = check_layer_grad(PReLU(), rng.normal(size=(4, 3, 5)) + 0.05)
     assert max(errs.values()) < 1e-6, errs
     errs = check_layer_grad(Flatten(), rng.normal(size=(2, 3, 4, 2)))

@@ -40,6 +40,16 @@ def test_activation_grad(name):
     _check(Activation(name), x)
 
 
+def test_rrelu_layer_draws_slopes_in_training_and_backward_uses_them():
+    x = rng.normal(size=(6, 7)); x[np.abs(x) < 0.05] += 0.1
+    _check(Activation('rrelu', rng=5, lower=0.1, upper=0.4), x)                 # training: the drawn slopes
+    _check(Activation('rrelu', lower=0.1, upper=0.4), x, training=False)
+    lay, neg = Activation('rrelu', rng=0, lower=0.1, upper=0.4), -np.ones((3, 400))
+    y1, y2 = lay(neg, training=True), lay(neg, training=True)
+    assert (y1 != y2).any() and y1.std() > 0.05 and -0.4 <= y1.min() and y1.max() <= -0.1
+    np.testing.assert_allclose(lay(neg), -0.25)                                  # inference: the mean slope
+
+
 def test_flatten_grad():
     _check(Flatten(), rng.normal(size=(3, 4, 5, 2)))
 
