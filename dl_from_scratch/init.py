@@ -9,8 +9,8 @@ import numpy as np
 from .core import as_rng, get_dtype
 
 # %% auto #0
-__all__ = ['INITIALIZERS', 'compute_fans', 'zeros', 'ones', 'random_normal', 'glorot_uniform', 'glorot_normal', 'he_normal',
-           'he_uniform', 'lecun_normal', 'lecun_uniform', 'orthogonal', 'get_initializer']
+__all__ = ['INITIALIZERS', 'compute_fans', 'zeros', 'ones', 'random_normal', 'variance_scaling', 'glorot_uniform',
+           'glorot_normal', 'he_normal', 'he_uniform', 'lecun_normal', 'lecun_uniform', 'orthogonal', 'get_initializer']
 
 # %% ../nbs/06_regularization.ipynb #f5516777
 def compute_fans(shape: tuple) -> tuple[int, int]:
@@ -36,36 +36,44 @@ def random_normal(shape, rng=None, dtype=None, stddev: float = 0.01):
     "`N(0, stddev^2)`; the default `stddev=0.01` is the `randn * 0.01` of the source texts."
     return (as_rng(rng).standard_normal(shape) * stddev).astype(_dt(dtype))
 
-def _normal(shape, var, rng, dtype):
-    return (as_rng(rng).standard_normal(shape) * math.sqrt(var)).astype(_dt(dtype))
-
-def _uniform(shape, var, rng, dtype):
-    a = math.sqrt(3.0 * var)
-    return as_rng(rng).uniform(-a, a, size=shape).astype(_dt(dtype))
+def variance_scaling(shape, rng=None, dtype=None, scale: float = 1.0, mode: str = 'fan_in',
+                     distribution: str = 'normal'):
+    """Keras' `VarianceScaling`, the one rule behind Glorot, He and LeCun: weights of `shape` with
+    variance `scale / n`, `n` = fan_in, fan_out or their mean (`mode` 'fan_in' | 'fan_out' | 'fan_avg'),
+    drawn from `N(0, var)` or from `U(-a, a)` with `a = sqrt(3 var)` (`distribution` 'normal' | 'uniform')."""
+    fi, fo = compute_fans(shape)
+    modes = {'fan_in': fi, 'fan_out': fo, 'fan_avg': (fi + fo) / 2}
+    if mode not in modes or distribution not in ('normal', 'uniform'):
+        raise ValueError(f"variance_scaling expected mode in {tuple(modes)} and distribution 'normal' | 'uniform', "
+                         f"got {mode!r}, {distribution!r}")
+    var, g = scale / modes[mode], as_rng(rng)
+    if distribution == 'normal': w = g.standard_normal(shape) * math.sqrt(var)
+    else: w = g.uniform(-math.sqrt(3.0 * var), math.sqrt(3.0 * var), size=shape)
+    return w.astype(_dt(dtype))
 
 def glorot_uniform(shape, rng=None, dtype=None):
     "Glorot/Xavier uniform: `U(-a, a)`, `a = sqrt(6 / (fan_in + fan_out))` (Keras' default kernel init)."
-    fi, fo = compute_fans(shape); return _uniform(shape, 2.0 / (fi + fo), rng, dtype)
+    return variance_scaling(shape, rng, dtype, 1.0, 'fan_avg', 'uniform')
 
 def glorot_normal(shape, rng=None, dtype=None):
     "Glorot/Xavier normal: `N(0, 2 / (fan_in + fan_out))`."
-    fi, fo = compute_fans(shape); return _normal(shape, 2.0 / (fi + fo), rng, dtype)
+    return variance_scaling(shape, rng, dtype, 1.0, 'fan_avg', 'normal')
 
 def he_normal(shape, rng=None, dtype=None):
     "He/Kaiming normal: `N(0, 2 / fan_in)`, for ReLU nets."
-    fi, _ = compute_fans(shape); return _normal(shape, 2.0 / fi, rng, dtype)
+    return variance_scaling(shape, rng, dtype, 2.0, 'fan_in', 'normal')
 
 def he_uniform(shape, rng=None, dtype=None):
     "He/Kaiming uniform: `U(-a, a)`, `a = sqrt(6 / fan_in)`."
-    fi, _ = compute_fans(shape); return _uniform(shape, 2.0 / fi, rng, dtype)
+    return variance_scaling(shape, rng, dtype, 2.0, 'fan_in', 'uniform')
 
 def lecun_normal(shape, rng=None, dtype=None):
     "LeCun normal: `N(0, 1 / fan_in)` (for tanh, and SELU)."
-    fi, _ = compute_fans(shape); return _normal(shape, 1.0 / fi, rng, dtype)
+    return variance_scaling(shape, rng, dtype, 1.0, 'fan_in', 'normal')
 
 def lecun_uniform(shape, rng=None, dtype=None):
     "LeCun uniform: `U(-a, a)`, `a = sqrt(3 / fan_in)`."
-    fi, _ = compute_fans(shape); return _uniform(shape, 1.0 / fi, rng, dtype)
+    return variance_scaling(shape, rng, dtype, 1.0, 'fan_in', 'uniform')
 
 def orthogonal(shape, rng=None, dtype=None, gain: float = 1.0):
     "A (semi-)orthogonal matrix from the QR decomposition of a Gaussian one (recurrent kernels); shape `(..., n_out)`."
