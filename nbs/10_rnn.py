@@ -555,12 +555,14 @@ print({rho: f'{jacobian_norms(rho)[-1]:.2e}' for rho in radii})
 
 # %% [markdown]
 # Left, the linear RNN: exactly geometric, slope $\log\rho$. Right, $\tanh$: for $\rho<1$ the
-# gradient from 60 steps back is numerically zero (*vanishing*); that is why a plain RNN cannot
-# learn dependencies longer than a few tens of steps, and the motivation for the LSTM's additive
-# cell path (chapter 11). For $\rho>1$ the $\tanh$ saturates, $1-h^2\to 0$ on many units, and the
-# product does not blow up along this trajectory; but in the regions of state space where units
-# are *not* saturated it can, and then one step of gradient descent throws the weights far away
-# (Pascanu, Mikolov & Bengio, 2013). The remedy for that is to clip the gradient.
+# gradient from 60 steps back is tiny (*vanishing*: $10^{-23}$ for $\rho=0.5$, $10^{-9}$ for
+# $\rho=0.9$, and even $\rho=1$ loses seven orders of magnitude, because $1-h^2<1$); that is why a
+# plain RNN cannot learn dependencies longer than a few tens of steps, and the motivation for the
+# LSTM's additive cell path (chapter 11). For $\rho>1$ the $\tanh$ saturates, $1-h^2\to 0$ on many
+# units, which slows the growth a great deal ($\rho=1.5$ stays near 1, $\rho=3$ grows by $10^{8}$
+# over 60 steps instead of the linear RNN's $10^{28}$) but does not stop it (*exploding*): one step of
+# gradient descent with such a gradient throws the weights far away (Pascanu, Mikolov & Bengio,
+# 2013). The remedy for that is to clip the gradient.
 #
 # ## Gradient clipping
 #
