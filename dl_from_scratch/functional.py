@@ -39,7 +39,7 @@ def tanh(x):
     return xp.tanh(x)
 
 def tanh_grad(x):
-    "d tanh/dx = 1 - tanh²(x), elementwise."
+    "d tanh/dx = 1 - tanh²(x). Elementwise: any shape, returns the shape and dtype of `x`."
     t = tanh(x)
     return 1 - t * t
 
@@ -55,12 +55,12 @@ def relu_grad(x):
     return (x > 0).astype(x.dtype)
 
 def leaky_relu(x, alpha=0.01):
-    "x for x ≥ 0, αx for x < 0 (α = 0.01 keeps a small gradient alive for negative inputs)."
+    "x for x ≥ 0, αx for x < 0 (α = 0.01 keeps a small gradient alive for negative inputs). Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'leaky_relu'); xp = get_array_module(x)
     return xp.where(x >= 0, x, alpha * x).astype(x.dtype, copy=False)
 
 def leaky_relu_grad(x, alpha=0.01):
-    "1 for x ≥ 0, α for x < 0."
+    "1 for x ≥ 0, α for x < 0. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'leaky_relu_grad'); xp = get_array_module(x)
     return xp.where(x >= 0, 1, alpha).astype(x.dtype)
 
@@ -94,69 +94,69 @@ def rrelu(x, lower=1/8, upper=1/3, training=False, rng=None, alpha=None):
     return xp.where(x >= 0, x, xp.asarray(a) * x).astype(x.dtype, copy=False)
 
 def rrelu_grad(x, lower=1/8, upper=1/3, training=False, rng=None, alpha=None):
-    "∂rrelu/∂x: 1 for x ≥ 0, α for x < 0 (same `alpha` or `rng` state as the forward call)."
+    "∂rrelu/∂x: 1 for x ≥ 0, α for x < 0 (same `alpha` or `rng` state as the forward call). Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'rrelu_grad'); xp = get_array_module(x)
     a = rrelu_alpha(x.shape, lower, upper, training, rng) if alpha is None else alpha
     return xp.where(x >= 0, 1, xp.asarray(a) * xp.ones_like(x)).astype(x.dtype)
 
 # %% ../nbs/01_foundations.ipynb #2549dde0
 def elu(x, alpha=1.0):
-    "x for x > 0, α(e^x - 1) for x ≤ 0. `expm1` keeps precision near 0; exp only sees x ≤ 0."
+    "x for x > 0, α(e^x - 1) for x ≤ 0. `expm1` keeps precision near 0; exp only sees x ≤ 0. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'elu'); xp = get_array_module(x)
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
 
 def elu_grad(x, alpha=1.0):
-    "1 for x > 0, αe^x for x ≤ 0."
+    "1 for x > 0, αe^x for x ≤ 0. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'elu_grad'); xp = get_array_module(x)
     return xp.where(x > 0, 1, alpha * xp.exp(xp.minimum(x, 0))).astype(x.dtype, copy=False)
 
 def swish(x, beta=1.0):
-    "Swish (Ramachandran et al. 2017): x·σ(βx). β = 1 is SiLU; β → ∞ tends to ReLU, β = 0 gives x/2."
+    "Swish (Ramachandran et al. 2017): x·σ(βx). β = 1 is SiLU; β → ∞ tends to ReLU, β = 0 gives x/2. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'swish')
     return x * sigmoid(beta * x)
 
 def swish_grad(x, beta=1.0):
-    "d/dx xσ(βx) = σ(βx) + βx·σ(βx)(1-σ(βx))."
+    "d/dx xσ(βx) = σ(βx) + βx·σ(βx)(1-σ(βx)). Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'swish_grad')
     s = sigmoid(beta * x)
     return s + beta * x * s * (1 - s)
 
 def softplus(x):
-    "log(1 + e^x), a smooth ReLU; computed as logaddexp(0, x), finite for every finite x."
+    "log(1 + e^x), a smooth ReLU; computed as logaddexp(0, x), finite for every finite x. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'softplus'); xp = get_array_module(x)
     return xp.logaddexp(xp.zeros((), x.dtype), x)
 
 def softplus_grad(x):
-    "d softplus/dx = σ(x)."
+    "d softplus/dx = σ(x). Elementwise: any shape, returns the shape and dtype of `x`."
     return sigmoid(x)
 
 def hard_sigmoid(x):
-    "Piecewise-linear sigmoid clip(0.2x + 0.5, 0, 1) (Theano / Keras 2 definition)."
+    "Piecewise-linear sigmoid clip(0.2x + 0.5, 0, 1) (Theano / Keras 2 definition). Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'hard_sigmoid'); xp = get_array_module(x)
     return xp.clip(0.2 * x + 0.5, 0, 1).astype(x.dtype, copy=False)
 
 def hard_sigmoid_grad(x):
-    "0.2 inside (-2.5, 2.5), 0 outside."
+    "0.2 inside (-2.5, 2.5), 0 outside. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'hard_sigmoid_grad'); xp = get_array_module(x)
     return xp.where(xp.abs(x) < 2.5, 0.2, 0.0).astype(x.dtype)
 
 def lecun_tanh(x):
-    "LeCun's scaled tanh 1.7159·tanh(2x/3) (LeCun et al. 1998): f(±1) ≈ ±1 and unit gain near 0."
+    "LeCun's scaled tanh 1.7159·tanh(2x/3) (LeCun et al. 1998): f(±1) ≈ ±1 and unit gain near 0. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'lecun_tanh'); xp = get_array_module(x)
     return 1.7159 * xp.tanh(2 * x / 3)
 
 def lecun_tanh_grad(x):
-    "1.7159·(2/3)·(1 - tanh²(2x/3))."
+    "1.7159·(2/3)·(1 - tanh²(2x/3)). Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'lecun_tanh_grad'); xp = get_array_module(x)
     t = xp.tanh(2 * x / 3)
     return 1.7159 * 2 / 3 * (1 - t * t)
 
 def linear(x):
-    "Identity activation."
+    "Identity activation. Elementwise: any shape, returns the shape and dtype of `x`."
     return _asfloat(x, 'linear')
 
 def linear_grad(x):
-    "Derivative of the identity: ones."
+    "Derivative of the identity: ones. Elementwise: any shape, returns the shape and dtype of `x`."
     x = _asfloat(x, 'linear_grad'); xp = get_array_module(x)
     return xp.ones_like(x)
 
@@ -168,7 +168,7 @@ def softmax(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 def log_softmax(x, axis=-1):
-    "log softmax along `axis`: (x - max) - log Σ exp(x - max). Finite for any finite `x`."
+    "log softmax along `axis`: (x - max) - log Σ exp(x - max). Any shape; same shape as `x`, finite for any finite `x`."
     x = _asfloat(x, 'log_softmax'); xp = get_array_module(x)
     z = x - x.max(axis=axis, keepdims=True)
     return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
@@ -179,7 +179,7 @@ def softmax_vjp(s, dy, axis=-1):
     return s * (dy - (dy * s).sum(axis=axis, keepdims=True))
 
 def log_softmax_vjp(logp, dy, axis=-1):
-    "Backward of `logp = log_softmax(x)`: dL/dx = dy - softmax(x)·Σ dy."
+    "Backward of `logp = log_softmax(x)`: dL/dx = dy - softmax(x)·Σ dy, shape of `logp`."
     xp = get_array_module(logp)
     return dy - xp.exp(logp) * dy.sum(axis=axis, keepdims=True)
 

@@ -25,7 +25,7 @@ def test_finite_and_dtype_preserving_at_1e4(name, kw, dtype):
     with np.errstate(over='raise', invalid='raise', divide='raise'):
         y, dy = f(x, **kw), df(x, **kw)
     assert np.isfinite(y).all() and np.isfinite(dy).all()
-    assert y.dtype == dtype
+    assert y.dtype == dtype and dy.dtype == dtype and y.shape == dy.shape == x.shape
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
