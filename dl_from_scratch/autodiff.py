@@ -311,7 +311,7 @@ def value_and_grad(f, argnum=0):
     return vg
 
 def grad(f, argnum=0):
-    "`f` → a function computing ∂f/∂args[argnum] by reverse mode (see `value_and_grad`)."
+    "`f` → a function computing ∂f/∂args[argnum] by reverse mode, shaped like `args[argnum]` (a float for a scalar; see `value_and_grad`)."
     vg = value_and_grad(f, argnum)
     return lambda *args, **kwargs: vg(*args, **kwargs)[1]
 
@@ -324,7 +324,7 @@ def jvp(f, primals, tangents):
 
 def fwd_grad(f, argnum=0):
     """Gradient by forward mode: one dual-number pass per element of `args[argnum]`
-    (n passes for n inputs — the cost reverse mode avoids)."""
+    (n passes for n inputs — the cost reverse mode avoids). Returns a float64 array shaped like `args[argnum]`."""
     def g(*args):
         x = np.asarray(args[argnum], dtype=np.float64)
         out = np.zeros(x.shape)

@@ -343,6 +343,7 @@ class Sequential:
         return self
 
     def output_shape(self, input_shape=None):
+        "Output shape (batch axis excluded) for inputs of `input_shape` (default: the built one)."
         shape = tuple(self.input_shape if input_shape is None else input_shape)
         for layer in self.layers: shape = tuple(layer.output_shape(shape))
         return shape
@@ -383,6 +384,7 @@ class Sequential:
             d[k][...] = get_array_module(d[k]).asarray(w)
 
     def count_params(self) -> int:
+        "Scalars in every layer's `params` and `state` (the summary's 'Total params')."
         return sum(l.count_params() for l in self.layers)
 
     def to(self, device: str = 'cpu'):
@@ -414,6 +416,7 @@ class Sequential:
 
     # --- computation -----------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
+        "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."
         if not self.built: self.build(tuple(x.shape[1:]))
         for l in self.layers: x = l.forward(x, training=training)
         return x
@@ -421,10 +424,12 @@ class Sequential:
     __call__ = forward
 
     def backward(self, dy):
+        "`dy` = dL/d(output) `(N, *output_shape())` -> dL/dx `(N, *input_shape)`; fills every layer's `grads`."
         for l in reversed(self.layers): dy = l.backward(dy)
         return dy
 
     def regularization_loss(self) -> float:
+        "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
         return float(sum(l.regularization_loss() for l in self.layers))
 
     # --- training --------------------------------------------------------------------------------
@@ -567,6 +572,7 @@ class Sequential:
 
     # --- persistence -----------------------------------------------------------------------------
     def get_config(self) -> dict:
+        "JSON-friendly description (name, input shape, each layer's config) that `Sequential.load` rebuilds from."
         return {'format': 'dl_from_scratch.Sequential', 'version': 1, 'name': self.name,
                 'input_shape': list(self.input_shape) if self.input_shape is not None else None,
                 'layers': [_layer_config(l) for l in self.layers]}
