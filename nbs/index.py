@@ -50,16 +50,21 @@
 # |---|---|---|
 # | 0 | Conventions: dtypes, random numbers, shapes and devices | `core` |
 # | 0 | Data: real datasets, batches and synthetic sets | `data` |
-# | I | 01 Foundations: activations, losses, numerical gradients | `functional`, `losses`, `gradcheck` |
+# | I | 01 Foundations I: neurons and activation functions | `functional` |
+# | I | 01a Foundations II: loss functions | `losses` |
+# | I | 01b Foundations III: numerical gradients and gradient checking | `gradcheck` |
 # | I | 02 Automatic differentiation | `autodiff` |
-# | I | 03 Linear models | |
+# | I | 03 Linear models | `linear` |
 # | I | 04 Optimization algorithms | `optim` |
-# | I | 05 Multilayer perceptrons and the model API | `layers`, `init`, `model`, `viz` |
-# | I | 06 Regularization, initialization and normalization | `layers` (Dropout, BatchNorm, GroupNorm) |
-# | II | 07 Convolutions: naive, im2col, Numba CPU and CUDA | `kernels.conv`, `conv` |
-# | II | 08 Convolutional networks | |
-# | III | 10 Recurrent networks and BPTT | `kernels.recurrent`, `rnn` |
-# | III | 11 LSTM and GRU | `rnn` |
+# | I | 05 Multilayer perceptrons | `layers` |
+# | I | 05a The model API: `Sequential`, `fit`, callbacks, checkpoints | `model` |
+# | I | 05b Plots for training | `viz` |
+# | I | 06 Regularization, initialization, normalization | `init`, `layers` (Dropout, BatchNorm, GroupNorm, L1/L2, MaxNorm) |
+# | II | 07 Convolutions: naive, im2col, Numba CPU and CUDA | `kernels.conv` |
+# | II | 07a Convolution layers | `conv` |
+# | II | 08 Convolutional networks | `augment` |
+# | III | 10 Recurrent networks and backpropagation through time | `kernels.recurrent`, `rnn` |
+# | III | 11 LSTM and GRU | `kernels.recurrent`, `rnn` |
 #
 # Later parts (modern CNN blocks, text and word2vec, attention, autoencoders
 # and VAEs, GANs, capsules, style transfer, GPU programming) follow the map in
@@ -74,7 +79,14 @@ from fastcore.test import test_eq
 # %%
 import numpy as np
 from dl_from_scratch.data import make_moons, BatchIterator
-X, y = make_moons(200, noise=0.1, rng=0)
-batches = BatchIterator(X, y, batch_size=32, shuffle=True, rng=0)
-print(len(batches), 'batches of', X.shape[1], 'features')
-test_eq(len(batches), 7)
+from dl_from_scratch.layers import Dense
+from dl_from_scratch.model import Sequential
+from dl_from_scratch.optim import Adam
+
+X, y = make_moons(1000, noise=0.1, rng=0)
+model = Sequential([Dense(32, activation='tanh'), Dense(32, activation='tanh'), Dense(2)])
+model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(0.01), metrics=['accuracy'])
+history = model.fit(X, y, epochs=30, batch_size=32, rng=0, verbose=0)
+model.summary()
+print(f"training accuracy after 30 epochs: {history.history['accuracy'][-1]:.3f}")
+assert history.history['accuracy'][-1] > 0.95
