@@ -260,25 +260,26 @@ class LearningRateSchedule:
 def _check_lr0(who, lr0):
     if not float(lr0) > 0: raise ValueError(f"{who} expected initial_learning_rate > 0, got {lr0!r}")
 
-class InverseTimeDecay(LearningRateSchedule):
-    "`lr0 / (1 + decay_rate * epoch/decay_steps)` (floored ratio when `staircase`)."
+class _RatioDecay(LearningRateSchedule):
+    "What inverse-time and exponential decay share: `lr0`, `decay_rate`, and the progress `epoch/decay_steps`."
     def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 1.0, staircase=False):
-        _check_lr0('InverseTimeDecay', initial_learning_rate)
+        _check_lr0(type(self).__name__, initial_learning_rate)
         self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
             initial_learning_rate, decay_steps, decay_rate, staircase
-    def __call__(self, epoch):
+    def _progress(self, epoch):
+        "`epoch/decay_steps`, floored when `staircase`."
         r = epoch / self.decay_steps
-        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(r) if self.staircase else r))
+        return math.floor(r) if self.staircase else r
 
-class ExponentialDecay(LearningRateSchedule):
+class InverseTimeDecay(_RatioDecay):
+    "`lr0 / (1 + decay_rate * epoch/decay_steps)` (floored ratio when `staircase`)."
+    def __call__(self, epoch): return self.initial_learning_rate / (1 + self.decay_rate * self._progress(epoch))
+
+class ExponentialDecay(_RatioDecay):
     "`lr0 * decay_rate ** (epoch/decay_steps)` (floored ratio when `staircase`)."
     def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 0.95, staircase=False):
-        _check_lr0('ExponentialDecay', initial_learning_rate)
-        self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
-            initial_learning_rate, decay_steps, decay_rate, staircase
-    def __call__(self, epoch):
-        r = epoch / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** (math.floor(r) if self.staircase else r)
+        super().__init__(initial_learning_rate, decay_steps, decay_rate, staircase)
+    def __call__(self, epoch): return self.initial_learning_rate * self.decay_rate ** self._progress(epoch)
 
 class StepDecay(LearningRateSchedule):
     "`lr0 * drop ** floor(epoch/epochs_drop)`: multiply by `drop` every `epochs_drop` epochs."

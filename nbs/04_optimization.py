@@ -546,25 +546,26 @@ class LearningRateSchedule:
 def _check_lr0(who, lr0):
     if not float(lr0) > 0: raise ValueError(f"{who} expected initial_learning_rate > 0, got {lr0!r}")
 
-class InverseTimeDecay(LearningRateSchedule):
-    "`lr0 / (1 + decay_rate * epoch/decay_steps)` (floored ratio when `staircase`)."
+class _RatioDecay(LearningRateSchedule):
+    "What inverse-time and exponential decay share: `lr0`, `decay_rate`, and the progress `epoch/decay_steps`."
     def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 1.0, staircase=False):
-        _check_lr0('InverseTimeDecay', initial_learning_rate)
+        _check_lr0(type(self).__name__, initial_learning_rate)
         self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
             initial_learning_rate, decay_steps, decay_rate, staircase
-    def __call__(self, epoch):
+    def _progress(self, epoch):
+        "`epoch/decay_steps`, floored when `staircase`."
         r = epoch / self.decay_steps
-        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(r) if self.staircase else r))
+        return math.floor(r) if self.staircase else r
 
-class ExponentialDecay(LearningRateSchedule):
+class InverseTimeDecay(_RatioDecay):
+    "`lr0 / (1 + decay_rate * epoch/decay_steps)` (floored ratio when `staircase`)."
+    def __call__(self, epoch): return self.initial_learning_rate / (1 + self.decay_rate * self._progress(epoch))
+
+class ExponentialDecay(_RatioDecay):
     "`lr0 * decay_rate ** (epoch/decay_steps)` (floored ratio when `staircase`)."
     def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 0.95, staircase=False):
-        _check_lr0('ExponentialDecay', initial_learning_rate)
-        self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
-            initial_learning_rate, decay_steps, decay_rate, staircase
-    def __call__(self, epoch):
-        r = epoch / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** (math.floor(r) if self.staircase else r)
+        super().__init__(initial_learning_rate, decay_steps, decay_rate, staircase)
+    def __call__(self, epoch): return self.initial_learning_rate * self.decay_rate ** self._progress(epoch)
 
 class StepDecay(LearningRateSchedule):
     "`lr0 * drop ** floor(epoch/epochs_drop)`: multiply by `drop` every `epochs_drop` epochs."
@@ -589,6 +590,7 @@ test_eq([StepDecay(0.1, 0.5, 10)(e) for e in (0, 9, 10, 25)], [0.1, 0.1, 0.05, 0
 opt = SGD(sched); test_eq(opt.current_lr, 0.2); opt.epoch = 3; test_close(opt.current_lr, 0.05, eps=1e-15)
 params = {'w': np.array([1.])}; opt.step(params, {'w': np.array([1.])}); test_close(params['w'], [0.95], eps=1e-15)
 test_fail(lambda: StepDecay(0.), contains='initial_learning_rate > 0')
+test_fail(lambda: ExponentialDecay(-1.), contains='ExponentialDecay expected initial_learning_rate > 0')
 
 # %% [markdown]
 # ## Gradient clipping
