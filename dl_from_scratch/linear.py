@@ -10,7 +10,7 @@ from .functional import sigmoid
 
 # %% auto #0
 __all__ = ['add_intercept', 'normal_equations', 'polynomial_features', 'rmse', 'root_sse', 'logistic_propagate',
-           'logistic_predict', 'fit_logistic_regression']
+           'logistic_predict', 'fit_logistic_regression', 'animal_labels']
 
 # %% ../nbs/03_linear_models.ipynb #64a8e158
 def add_intercept(X):
@@ -101,3 +101,8 @@ def fit_logistic_regression(X, y, lr: float = 0.005, iterations: int = 2000, w=N
         b -= lr * db
         if callback is not None: callback(i, w, b, costs[i])
     return w, b, costs
+
+# %% ../nbs/03_linear_models.ipynb #dc383c10
+def animal_labels(y):
+    "CIFAR-10 labels `(N,)` -> int64 `(N,)`: 1 for classes 2-6 (bird, cat, deer, dog, frog), else 0. Source 000's `range(2, 7)`: horse (7) is 0."
+    return ((y >= 2) & (y < 7)).astype(np.int64)

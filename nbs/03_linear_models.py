@@ -468,8 +468,12 @@ assert 40 <= acc_fl <= 55
 # $50000\times3072$ matrix–vector products per iteration.
 
 # %%
-def animal_labels(y): return ((y >= 2) & (y < 7)).astype(np.int64)   # the source's range(2, 7): horse is 0
+#| export
+def animal_labels(y):
+    "CIFAR-10 labels `(N,)` -> int64 `(N,)`: 1 for classes 2-6 (bird, cat, deer, dog, frog), else 0. Source 000's `range(2, 7)`: horse (7) is 0."
+    return ((y >= 2) & (y < 7)).astype(np.int64)
 
+# %%
 xc_tr, yc_tr = load('cifar10', 'train'); xc_te, yc_te = load('cifar10', 'test')
 Xc_tr = xc_tr.reshape(len(xc_tr), -1).astype(np.float32) / np.float32(255)
 Xc_te = xc_te.reshape(len(xc_te), -1).astype(np.float32) / np.float32(255)

@@ -636,7 +636,8 @@ RESULTS['planar, 2–4–1 tanh, α 1.2, 10 000 it.'] = ('90%', f'{acc_mlp:.1%}'
 # %%
 #| slow
 xtr, ytr = data.load('cifar10', 'train'); xte, yte = data.load('cifar10', 'test')
-animal = lambda y: ((y >= 2) & (y <= 6)).astype(np.float32)[:, None]
+from dl_from_scratch.linear import animal_labels                       # chapter 03's labelling
+animal = lambda y: animal_labels(y).astype(np.float32)[:, None]
 dims = [3072, 10, 7, 5, 1]
 rs = np.random.RandomState(2)
 Ws = [rs.randn(dims[l], dims[l - 1]) * 0.01 for l in range(1, len(dims))]    # the source's draws, in its order
