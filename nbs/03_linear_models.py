@@ -427,15 +427,10 @@ acc_fl = (logistic_predict(w_fl, b_fl, X_fl) == y_fl).mean() * 100
 beta_fl = np.linalg.lstsq(add_intercept(X_fl), y_fl - 0.5, rcond=None)[0]   # a second linear rule for comparison
 print(f"logistic regression on the flower: training accuracy {acc_fl:.1f}% (course: 47%), final cost {costs_fl[-1]:.4f}")
 
-def plot_linear_boundary(ax, X, y, w, b, title):
-    g0, g1 = np.meshgrid(np.linspace(X[:, 0].min() - 1, X[:, 0].max() + 1, 300),
-                         np.linspace(X[:, 1].min() - 1, X[:, 1].max() + 1, 300))
-    pred = logistic_predict(w, b, np.c_[g0.ravel(), g1.ravel()]).reshape(g0.shape)
-    ax.contourf(g0, g1, pred, levels=[-0.5, 0.5, 1.5], colors=['#f4b6b6', '#b6c8f4'], alpha=0.7)
-    ax.scatter(X[:, 0], X[:, 1], c=np.where(y == 1, 'b', 'r'), s=8); ax.set_title(title)
-
+from dl_from_scratch.viz import plot_decision_boundary          # the package's plot (chapter 05b)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-plot_linear_boundary(axes[0], X_fl, y_fl, w_fl, b_fl, f'logistic regression: {acc_fl:.1f}% on the flower')
+plot_decision_boundary(lambda g: logistic_predict(w_fl, b_fl, g), X_fl, y_fl, ax=axes[0], margin=1.0, s=8,
+                       title=f'logistic regression: {acc_fl:.1f}% on the flower')
 axes[1].plot(costs_fl); axes[1].set_xlabel('iteration'); axes[1].set_ylabel('cost'); axes[1].set_title('training cost')
 plt.tight_layout(); plt.show()
 assert 40 <= acc_fl <= 55
