@@ -1181,20 +1181,13 @@ print('full batch, Keras default rates:'); moons_table(moons_full, lambda a: get
 # rates after 1000 single-example steps.
 
 # %%
-def plot_boundary(ax, p, X, y, title):
-    "Decision regions of the moons net on a grid, with the points X (N, 2) coloured by y."
-    g0, g1 = np.meshgrid(np.linspace(-1.5, 2.5, 300), np.linspace(-1.0, 1.5, 250))
-    grid = np.c_[g0.ravel(), g1.ravel()].astype(np.float32)
-    pred = moons_forward(p, grid)[1].argmax(1).reshape(g0.shape)
-    ax.contourf(g0, g1, pred, levels=[-0.5, 0.5, 1.5], colors=['#f4b6b6', '#b6c8f4'], alpha=0.7)
-    ax.scatter(X[:, 0], X[:, 1], c=np.where(y == 1, 'b', 'r'), s=2)
-    ax.set_title(title, fontsize=10)
-
+from dl_from_scratch.viz import plot_decision_boundary          # the package's plot (chapter 05b)
 fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
 for i, a in enumerate(['sgd', 'adam']):
     p_, h_ = moons_default[a]
-    plot_boundary(axes[2 * i], p_, Xtr_m, ytr_m, f"{a}: training points")
-    plot_boundary(axes[2 * i + 1], p_, Xva_m, yva_m, f"{a}: validation points, acc {h_[-1, 3]:.3f}")
+    net = lambda g, p_=p_: moons_forward(p_, g)[1]                # log-probabilities (M, 2): regions by arg-max
+    plot_decision_boundary(net, Xtr_m, ytr_m, ax=axes[2 * i], s=2, title=f"{a}: training points")
+    plot_decision_boundary(net, Xva_m, yva_m, ax=axes[2 * i + 1], s=2, title=f"{a}: validation points, acc {h_[-1, 3]:.3f}")
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
