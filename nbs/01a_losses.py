@@ -206,7 +206,11 @@ class BinaryCrossentropy(Loss):
     """-mean(y log p + (1-y) log(1-p)) over all elements. `y_pred` holds probabilities p,
     clipped to [eps, 1-eps] as Keras does, or logits z when `from_logits=True`, where the
     loss is computed as max(z,0) - zy + log(1+e^{-|z|}) (finite for every z) and the
-    gradient is (σ(z) - y)/size. Targets in [0, 1], shape of `y_pred`."""
+    gradient is (σ(z) - y)/size. Targets in [0, 1], shape of `y_pred`.
+
+    On probabilities the gradient (p - y)/(p(1-p))/size is taken at the clipped p. Outside
+    [eps, 1-eps] that is not the derivative of the (flat) clipped loss, which would be 0 as in
+    Keras: we keep it non-zero so that a saturated, confidently wrong sigmoid still learns."""
     name = 'binary_crossentropy'
     def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
@@ -239,7 +243,8 @@ class CategoricalCrossentropy(Loss):
     """-mean over rows of Σ_c y_c log p_c for one-hot (or soft) targets, class axis last:
     `y_pred`, `y_true` of shape `(..., C)`. Probabilities are clipped to [eps, 1] and not
     renormalised (as Theano; Keras also divides by their sum). With `from_logits=True`
-    the softmax is fused in: gradient (softmax(z)·Σ_c y_c - y)/rows."""
+    the softmax is fused in: gradient (softmax(z)·Σ_c y_c - y)/rows. On probabilities the
+    gradient -y/p/rows is taken at the clipped p (non-zero below eps, like BinaryCrossentropy's)."""
     name = 'categorical_crossentropy'
     def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):

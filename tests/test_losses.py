@@ -62,3 +62,11 @@ def test_bad_input_names_shapes():
     with pytest.raises(ValueError, match='get_loss'):
         L.get_loss('nope')
     assert isinstance(L.get_loss('sparse_categorical_crossentropy'), L.SparseCategoricalCrossentropy)
+
+
+def test_probability_gradients_at_clipped_points_are_finite_and_point_the_right_way():
+    # below eps the clipped loss is flat; we keep the gradient at the clipped p (documented), not 0
+    g = L.BinaryCrossentropy().grad(np.array([[1e-9], [1 - 1e-12]]), np.array([[1.], [0.]]))
+    assert np.isfinite(g).all() and g[0, 0] < -1e5 and g[1, 0] > 1e5
+    g = L.CategoricalCrossentropy().grad(np.array([[1e-12, 1 - 1e-12]]), np.array([[1., 0.]]))
+    assert np.isfinite(g).all() and g[0, 0] < -1e5 and g[0, 1] == 0
