@@ -168,15 +168,23 @@ plt.show()
 # %%
 #| export
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None):
-    "Counts `(C, C)`: row = true class, column = predicted class. Integer labels `(N,)`."
-    t = to_numpy(y_true).reshape(-1).astype(np.int64); p = to_numpy(y_pred).reshape(-1).astype(np.int64)
+    "Counts `(C, C)`: row = true class, column = predicted class. Integer labels `(N,)` in [0, C)."
+    t, p = (to_numpy(a).reshape(-1) for a in (y_true, y_pred))
+    for name, a in (('y_true', t), ('y_pred', p)):     # a float label would be truncated silently
+        if a.dtype.kind not in 'iub' and not (a.dtype.kind == 'f' and np.array_equal(a, np.floor(a))):
+            raise ValueError(f"confusion_matrix expected integer class labels in {name}, got dtype {a.dtype}")
+    t, p = t.astype(np.int64), p.astype(np.int64)
     if t.shape != p.shape: raise ValueError(f"confusion_matrix expected y_pred of shape {t.shape}, got {p.shape}")
     C = int(num_classes if num_classes is not None else max(t.max(initial=-1), p.max(initial=-1)) + 1)
+    lo, hi = min(t.min(initial=0), p.min(initial=0)), max(t.max(initial=0), p.max(initial=0))
+    if lo < 0 or hi >= C:       # bincount would count such a pair in another cell
+        raise ValueError(f"confusion_matrix expected labels in [0, {C}), got values in [{lo}, {hi}]")
     return np.bincount(t * C + p, minlength=C * C).reshape(C, C)
 
 def plot_confusion_matrix(y_true, y_pred, class_names=None, normalize: str | None = None, ax=None,
                           cmap='Blues', title=None):
-    "Draw the confusion matrix with counts (or row fractions, `normalize='true'`) in the cells; returns the `Axes`."
+    """Draw the confusion matrix of integer labels `y_true`, `y_pred` `(N,)` (rows: true class) with counts (or row
+    fractions, `normalize='true'`) in the cells; `class_names` (C,) labels the axes. Returns the `Axes`."""
     cm = confusion_matrix(y_true, y_pred, None if class_names is None else len(class_names))
     C = len(cm)
     vals = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize == 'true' else cm
@@ -201,6 +209,9 @@ test_eq(confusion_matrix([0], [0], num_classes=3).shape, (3, 3))
 ax = plot_confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], class_names=['a', 'b', 'c'], normalize='true')
 test_eq(len(ax.texts), 9)
 test_fail(lambda: confusion_matrix([0, 1], [0]), contains='y_pred of shape')
+test_fail(lambda: confusion_matrix([0, 1], [0, 3], num_classes=3), contains='labels in [0, 3), got values in [0, 3]')
+test_fail(lambda: confusion_matrix([0, 1], [0.5, 1.0]), contains='integer class labels in y_pred')
+test_eq(confusion_matrix(np.array([0., 1.]), np.array([True, True])), np.array([[0, 1], [0, 1]]))
 plt.show()
 
 # %% [markdown]
