@@ -51,7 +51,7 @@ def title_of(nb) -> str:
     for c in nb.cells:
         if c.cell_type == 'markdown':
             m = re.search(r'^#\s+(.+)$', c.source, re.M)
-            if m: return m.group(1).strip()
+            if m: return m.group(1).replace('`', '').strip()
     return 'Untitled'
 
 
@@ -67,6 +67,7 @@ STYLE = """
  .jp-Notebook{max-width:980px;margin:auto}
  .book-toc{max-width:860px;margin:1.5em auto;font:16px/1.6 system-ui,sans-serif}
  .book-toc h2{margin-bottom:.2em} .book-toc ol{margin-top:.2em}
+ .book-toc a{color:#1a5fb4;text-decoration:none} .book-toc a:hover{text-decoration:underline}
 </style>
 <script>
  function toggleCode(){document.body.classList.toggle('code-folded');
@@ -116,7 +117,7 @@ def render_fallback() -> Path:
         if part != last_part:
             if last_part is not None or part: toc.append(f'</ol><h3>{html.escape(part or "")}</h3><ol>')
             last_part = part
-        toc.append(f'<li><a href="{href}">{html.escape(title)}</a></li>')
+        toc.append(f'<li><a href="{href}">{"Preface" if href == "index.html" else html.escape(title)}</a></li>')
     toc.append('</ol></div>')
     for i, ((part, path, nb), (href, title)) in enumerate(zip(nbs, pages)):
         body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'name': title}})
