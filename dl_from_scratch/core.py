@@ -9,7 +9,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['BACKENDS', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda', 'get_array_module',
-           'to_numpy', 'to_device', 'resolve_backend', 'check_array']
+           'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu', 'resolve_backend', 'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -81,6 +81,22 @@ def to_device(x, device: str = 'cpu'):
         if cp is None: raise RuntimeError("to_device('cuda') needs CuPy and a CUDA GPU; neither was found")
         return cp.asarray(x)
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+# %% ../nbs/00_core.ipynb #c5fa33d9
+import os, shutil, subprocess
+
+def gpu_present() -> bool:
+    "True when `nvidia-smi` finds an NVIDIA GPU."
+    if shutil.which('nvidia-smi') is None: return False
+    try: return subprocess.run(['nvidia-smi', '-L'], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError): return False
+
+def simulate_cuda_without_gpu() -> bool:
+    """Run CUDA kernels in Numba's simulator when no GPU is present (call before `numba.cuda` is imported).
+    An explicit `NUMBA_ENABLE_CUDASIM` in the environment wins. Returns True when the simulator is on."""
+    if 'NUMBA_ENABLE_CUDASIM' not in os.environ and not gpu_present():
+        os.environ['NUMBA_ENABLE_CUDASIM'] = '1'
+    return os.environ.get('NUMBA_ENABLE_CUDASIM') == '1'
 
 # %% ../nbs/00_core.ipynb #6045cca0
 BACKENDS = ('numpy', 'numba', 'cuda')

@@ -143,6 +143,33 @@ def to_device(x, device: str = 'cpu'):
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
 # %% [markdown]
+# Without an NVIDIA GPU, the CUDA kernels still run: Numba's *CUDA simulator*
+# executes them in Python, thread by thread, which is slow but checks that
+# they compute what the NumPy reference computes. The simulator is switched
+# on by an environment variable that must be set before `numba.cuda` is first
+# imported, so chapters and tests call `simulate_cuda_without_gpu()` at the top.
+
+# %%
+#| export
+import os, shutil, subprocess
+
+def gpu_present() -> bool:
+    "True when `nvidia-smi` finds an NVIDIA GPU."
+    if shutil.which('nvidia-smi') is None: return False
+    try: return subprocess.run(['nvidia-smi', '-L'], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError): return False
+
+def simulate_cuda_without_gpu() -> bool:
+    """Run CUDA kernels in Numba's simulator when no GPU is present (call before `numba.cuda` is imported).
+    An explicit `NUMBA_ENABLE_CUDASIM` in the environment wins. Returns True when the simulator is on."""
+    if 'NUMBA_ENABLE_CUDASIM' not in os.environ and not gpu_present():
+        os.environ['NUMBA_ENABLE_CUDASIM'] = '1'
+    return os.environ.get('NUMBA_ENABLE_CUDASIM') == '1'
+
+# %%
+test_eq(simulate_cuda_without_gpu(), not gpu_present() or os.environ.get('NUMBA_ENABLE_CUDASIM') == '1')
+
+# %% [markdown]
 # The hot loops (im2col convolution, BPTT) come in three implementations:
 # a NumPy reference, a Numba CPU kernel and a Numba CUDA kernel. A kernel
 # function takes `backend=` and asks `resolve_backend` which one to run:

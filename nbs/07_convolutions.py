@@ -42,8 +42,8 @@
 # %%
 #| hide
 # No GPU here: run the CUDA kernels in Numba's simulator. This must happen before numba.cuda is imported.
-import os, shutil
-if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()
 
 # %%
 #| export

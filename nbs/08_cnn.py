@@ -30,8 +30,9 @@
 
 # %%
 #| hide
-import os, shutil
-if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+import os
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()
 
 # %%
 import ctypes, glob, math, time

@@ -40,7 +40,8 @@ from dl_from_scratch.core import check_array, resolve_backend, cupy_or_none, get
 # %%
 #| hide
 import os
-os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')   # no GPU: run the CUDA kernels in Numba's simulator
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()   # no GPU: run the CUDA kernels in Numba's simulator
 import time
 import matplotlib.pyplot as plt
 from fastcore.test import test_eq, test_close, test_fail

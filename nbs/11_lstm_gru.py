@@ -26,7 +26,8 @@
 #| hide
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); os.environ.setdefault('OMP_NUM_THREADS', '1')
-os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')   # no GPU: run the CUDA kernels in Numba's simulator
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()   # no GPU: run the CUDA kernels in Numba's simulator
 
 # %%
 #| hide
