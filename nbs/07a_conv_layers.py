@@ -155,14 +155,8 @@ class Conv2D(Layer):
         dcols = xp.matmul(d2, Wm.T, out=self._workspace('dcols', (d2.shape[0], Wm.shape[0]), d2))
         return col2im(dcols, x_shape, self.kernel_size, self.strides, pad, self.backend)
 
-    def regularization_loss(self):
-        return 0.0 if self.kernel_regularizer is None else float(self.kernel_regularizer(self.params['W']))
-
-    def regularization_grads(self):
-        return {} if self.kernel_regularizer is None else {'W': self.kernel_regularizer.grad(self.params['W'])}
-
-    def apply_constraints(self):
-        if self.kernel_constraint is not None: self.params['W'][...] = self.kernel_constraint(self.params['W'])
+    # regularization_loss / regularization_grads / apply_constraints: the Layer base's defaults serve,
+    # since the kernel is params['W'].
 
 # %% [markdown]
 # The layer computes what the naive loops compute, its parameter count is

@@ -1,6 +1,7 @@
 """Conv2D, MaxPool2D, AvgPool2D: float64 gradient checks, the CS231n fixture, shapes, parameter counts, bad input."""
-import os, shutil
-if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+import os
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()   # before numba.cuda is imported (conftest does it too)
 
 import numpy as np
 import pytest
@@ -124,3 +125,16 @@ def test_sequential_save_load_roundtrip(tmp_path):
     m2 = Sequential.load(path)
     np.testing.assert_allclose(m2.predict(x), m.predict(x), rtol=1e-6)
     assert [type(l).__name__ for l in m2.layers] == ['Conv2D', 'MaxPool2D', 'AvgPool2D', 'Flatten', 'Dense']
+
+
+def test_conv2d_regularizer_and_constraint_use_the_layer_base():
+    from dl_from_scratch.layers import L2, MaxNorm
+    layer = Conv2D(4, 3, kernel_regularizer=L2(0.01), kernel_constraint=MaxNorm(0.5), rng=0)
+    layer(np.zeros((1, 6, 6, 2), np.float32))
+    W = layer.params['W']
+    np.testing.assert_allclose(layer.regularization_loss(), 0.01 * float((W.astype(np.float64) ** 2).sum()), rtol=1e-5)
+    np.testing.assert_allclose(layer.regularization_grads()['W'], 2 * 0.01 * W, rtol=1e-5)
+    layer.params['W'][...] = 10.0
+    layer.apply_constraints()
+    assert np.abs(layer.params['W']).max() < 10.0      # projected back into the max-norm ball
+    assert Conv2D(4, 3, rng=0).regularization_loss() == 0.0

@@ -2,8 +2,9 @@
 
 CUDA runs on a GPU when one is present, else in Numba's simulator (NUMBA_ENABLE_CUDASIM=1, set below
 before numba.cuda is imported), where it is slow: those examples stay small and few."""
-import os, shutil
-if shutil.which('nvidia-smi') is None: os.environ.setdefault('NUMBA_ENABLE_CUDASIM', '1')
+import os
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()   # before numba.cuda is imported (conftest does it too)
 
 import numpy as np
 import pytest

@@ -1,9 +1,7 @@
 "Kernel parity (NumPy reference, Numba CPU, Numba CUDA), BPTT gradient checks and input checks of `kernels.recurrent`."
 import os
-if 'NUMBA_ENABLE_CUDASIM' not in os.environ:          # before numba.cuda is imported anywhere
-    import shutil, subprocess
-    has_gpu = shutil.which('nvidia-smi') and subprocess.run(['nvidia-smi', '-L'], capture_output=True).returncode == 0
-    if not has_gpu: os.environ['NUMBA_ENABLE_CUDASIM'] = '1'
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()   # before numba.cuda is imported (conftest does it too)
 import numpy as np
 import pytest
 from dl_from_scratch.kernels import recurrent as K
