@@ -13,6 +13,9 @@ CUDA too. Without torch, the PyTorch columns are left out.
 from __future__ import annotations
 import argparse, statistics, time
 import numpy as np
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import median_time
 
 CASES = [  # name, N, H, W, C, F, k, stride, padding
     ('LeNet conv1 1->6 5x5 28x28', 128, 28, 28, 1, 6, 5, 1, 'valid'),
@@ -35,22 +38,11 @@ def set_threads(n: int) -> None:
     except ImportError: pass
 
 
-def _median_time(fn, repeat, warmup=1, sync=None):
-    for _ in range(warmup): fn()
-    if sync: sync()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter(); fn()
-        if sync: sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def matmul_gflops(n=1024, repeat=5):
     "This machine's NumPy float32 matmul rate (GFLOP/s) on n x n matrices."
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    return 2 * n**3 / _median_time(lambda: a @ b, repeat) / 1e9
+    return 2 * n**3 / median_time(lambda: a @ b, repeat) / 1e9
 
 
 def conv_flops(N, OH, OW, K, F):
@@ -119,10 +111,10 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
         dy = r.standard_normal((N, OH, OW, F), dtype=np.float32)
         w = r.standard_normal((k, k, C, F), dtype=np.float32) * 0.1
         b = np.zeros(F, np.float32)
-        row = dict(case=name, numba=_median_time(_ours(x, dy, F, k, s, pad, 'numba'), repeat),
-                   numpy=_median_time(_ours(x, dy, F, k, s, pad, 'numpy'), repeat))
-        row['naive'] = _median_time(_naive(x, dy, w, b, s, pad_t), 1, warmup=0) if naive else float('nan')
-        row['torch'] = _median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat) if torch else float('nan')
+        row = dict(case=name, numba=median_time(_ours(x, dy, F, k, s, pad, 'numba'), repeat),
+                   numpy=median_time(_ours(x, dy, F, k, s, pad, 'numpy'), repeat))
+        row['naive'] = median_time(_naive(x, dy, w, b, s, pad_t), 1, warmup=0) if naive else float('nan')
+        row['torch'] = median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat) if torch else float('nan')
         row['gflops'] = conv_flops(N, OH, OW, k * k * C, F) / row['numba'] / 1e9
         row['frac_matmul'] = row['gflops'] / peak
         rows.append(row)
@@ -155,11 +147,11 @@ def cuda_table(repeat, torch, cases=CASES):
         xd, dyd = cp.asarray(x), cp.asarray(dy)
         def step():
             layer.forward(xd, training=True); layer.backward(dyd)
-        ours = _median_time(step, repeat, sync=cp.cuda.Device().synchronize)
+        ours = median_time(step, repeat, sync=cp.cuda.Device().synchronize)
         theirs = float('nan')
         if torch is not None and torch.cuda.is_available():
             w = r.standard_normal((k, k, C, F), dtype=np.float32)
-            theirs = _median_time(_torch_step(torch, x, dy, w, np.zeros(F, np.float32), s, pad_t, 'cuda'), repeat,
+            theirs = median_time(_torch_step(torch, x, dy, w, np.zeros(F, np.float32), s, pad_t, 'cuda'), repeat,
                                   sync=torch.cuda.synchronize)
         print(f"{name:<30}{ours*1e3:>10.3f}{theirs*1e3:>10.3f}{ours/theirs:>9.2f}x")
         rows.append(dict(case=name + ' (cuda)', ours=ours, torch=theirs))

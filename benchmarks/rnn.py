@@ -36,16 +36,8 @@ def blas_threads() -> int:
     return os.cpu_count() or 1
 
 
-def median_time(fn, repeat=7, warmup=1, sync=None):
-    "Median wall time of `fn()` over `repeat` runs (after `warmup` untimed runs)."
-    for _ in range(warmup): fn()
-    if sync: sync()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter(); fn()
-        if sync: sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import median_time  # noqa: E402
 
 
 def make_problem(cell, B, T, D, H, xp=np, seed=0):
