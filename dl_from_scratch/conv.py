@@ -95,7 +95,8 @@ class Conv2D(Layer):
         self.cache = (cols, x.shape, pad, z)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
+        "`need_dx=False` (the model's first layer in training) skips dL/dx (a matmul and col2im) and returns `None`."
         cols, x_shape, pad, z = self.cache
         dz = dy if self.activation is None else dy * self._g_grad(z)
         d2 = dz.reshape(-1, self.filters)                                       # delta as (N*OH*OW, F)
@@ -103,6 +104,7 @@ class Conv2D(Layer):
         self.grads['W'] = (cols.T @ d2).reshape(self.params['W'].shape)
         if self.use_bias:    # a sum over rows as a matrix-vector product: numpy's strided sum over axis 0 is several times slower
             self.grads['b'] = self._workspace('ones', (d2.shape[0],), d2, fill=1) @ d2
+        if not need_dx: return None
         xp = get_array_module(d2)
         dcols = xp.matmul(d2, Wm.T, out=self._workspace('dcols', (d2.shape[0], Wm.shape[0]), d2))
         return col2im(dcols, x_shape, self.kernel_size, self.strides, pad, self.backend)

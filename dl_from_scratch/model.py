@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_model.ipynb #028c6c6b
 from __future__ import annotations
-import json, math, os, sys, time
+import inspect, json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 from .core import check_array, as_rng, get_array_module, get_dtype
@@ -183,6 +183,10 @@ def _layer_from_config(c):
     return layer
 
 # %% ../nbs/05a_model.ipynb #63ad8c3b
+def _takes_need_dx(layer) -> bool:
+    "Whether `layer.backward` accepts `need_dx` (layers that can skip computing dL/dx)."
+    return 'need_dx' in inspect.signature(layer.backward).parameters
+
 class Sequential:
     """A linear stack of layers. `x` `(N, *input_shape)` -> `(N, *output_shape)`.
 
@@ -307,10 +311,14 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dy):
-        "`dy` = dL/d(output) `(N, *output_shape())` -> dL/dx `(N, *input_shape)`; fills every layer's `grads`."
-        for l in reversed(self.layers): dy = l.backward(dy)
-        return dy
+    def backward(self, dy, need_dx: bool = True):
+        """`dy` = dL/d(output) `(N, *output_shape())` -> dL/dx `(N, *input_shape)`; fills every layer's
+        `grads`. `need_dx=False` lets the first layer skip dL/dx (then the result may be `None`)."""
+        if not self.layers: return dy
+        first = self.layers[0]
+        for l in reversed(self.layers[1:]): dy = l.backward(dy)
+        if need_dx or not _takes_need_dx(first): return first.backward(dy)
+        return first.backward(dy, need_dx=False)
 
     def regularization_loss(self) -> float:
         "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
@@ -348,7 +356,7 @@ class Sequential:
             return math.nan, y_pred                  # fit reports it; the loss would refuse NaN input
         loss, dy = self.loss.value_and_grad(y_pred, yb)
         loss += self.regularization_loss()
-        self.backward(dy)
+        self.backward(dy, need_dx=False)             # nothing uses dL/dx_batch
         grads = {}
         for l in self.layers:
             reg = l.regularization_grads()

@@ -288,14 +288,15 @@ class Dense(Layer):
         self.cache = (x, z, y)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
+        "`need_dx=False` (the model's first layer in training) skips the unused dL/dx and returns `None`."
         x, z, y = self.cache
         if self.activation is None: dz = dy
         elif self.activation == 'softmax': dz = F.softmax_vjp(y, dy)
         else: dz = dy * self._g_grad(z)
         self.grads['W'] = x.T @ dz
         if self.use_bias: self.grads['b'] = dz.sum(axis=0)
-        return dz @ self.params['W'].T
+        return dz @ self.params['W'].T if need_dx else None
 
 # %% [markdown]
 # A first test: shapes, the parameter count ($D\cdot U + U$, as Keras counts

@@ -138,3 +138,16 @@ def test_conv2d_regularizer_and_constraint_use_the_layer_base():
     layer.apply_constraints()
     assert np.abs(layer.params['W']).max() < 10.0      # projected back into the max-norm ball
     assert Conv2D(4, 3, rng=0).regularization_loss() == 0.0
+
+
+def test_backward_need_dx_false_skips_dx_and_keeps_param_grads():
+    "The model's first layer is asked `need_dx=False` in training: it returns None and the same W, b gradients."
+    r = np.random.default_rng(3)
+    with precision(np.float64):
+        c = Conv2D(4, 3, padding='same', activation='relu', rng=0); x = r.normal(size=(2, 6, 5, 3))
+        dy = r.normal(size=c(x).shape)
+        dx = c.backward(dy); gW, gb = c.grads['W'].copy(), c.grads['b'].copy()
+        c.grads['W'][...] = 0; c.grads['b'][...] = 0
+        assert dx.shape == x.shape
+        assert c.backward(dy, need_dx=False) is None
+        np.testing.assert_array_equal(c.grads['W'], gW); np.testing.assert_array_equal(c.grads['b'], gb)
