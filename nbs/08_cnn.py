@@ -570,6 +570,31 @@ print(f"1,000 training images, 30 epochs: test accuracy {aug_acc[False]:.4f} wit
 results['LeNet-5 on 1,000 MNIST images, 30 epochs: augmentation'] = (aug_acc[True], None, f'without: {aug_acc[False]:.4f}')
 
 # %% [markdown]
+# ### The report's challenge net on CIFAR-10
+#
+# Three blocks of conv – spatial BatchNorm – ReLU – 2×2 max-pool (16@5×5,
+# 32@3×3, 64@3×3) and one dense layer, trained as the report did: Adam at
+# $10^{-3}$, batches of 64, 10 epochs on 49,000 images with the last 1,000 as
+# validation. One difference remains: the report normalised each colour
+# channel by its mean and standard deviation; we feed pixels/255.
+
+# %%
+#| slow
+(cx, cy), (cxt, cyt) = load('cifar10', 'train'), load('cifar10', 'test')
+cx, cxt = cx.astype(np.float32) / 255, cxt.astype(np.float32) / 255
+use_threads(2)                     # the longest run of the chapter: both cores (the machine is otherwise idle)
+net = cs231n_challenge(rng=0)
+net.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(1e-3))
+t0 = time.perf_counter()
+h = net.fit(cx[:49000], cy[:49000], epochs=10, batch_size=64, validation_data=(cx[49000:], cy[49000:]), rng=0, verbose=0)
+t_challenge = time.perf_counter() - t0
+challenge_acc = net.evaluate(cxt, cyt)[1]
+use_threads(1)
+print(f"validation accuracy by epoch: {[round(a, 3) for a in h.history['val_accuracy']]}")
+print(f"test accuracy {challenge_acc:.4f} (report: 0.7379) after {t_challenge:.0f} s ({t_challenge / 10:.0f} s per epoch)")
+results['CS231n challenge net, CIFAR-10, Adam 1e-3, 10 epochs (test)'] = (challenge_acc, 0.7379, 'pixels/255, not per-channel standardised')
+
+# %% [markdown]
 # ## Results beside the sources
 
 # %%
@@ -632,10 +657,9 @@ lenet_bench = bench.lenet_epoch(torch)
 #
 # ## What is not here (yet)
 #
-# The CS231n challenge net (10 epochs of Adam, 73.79 % in the report) and the
-# build-your-own VGG-like CIFAR-10 net (5 epochs, 65.05 %) are defined above
-# and their parameter counts checked, but training them, and the push past
-# 80 % on CIFAR-10, need more CPU time than this shared 2-core machine gave
+# The build-your-own VGG-like CIFAR-10 net (5 epochs, 65.05 % in the source)
+# is defined above and its parameter count checked, but training it, and the
+# push past 80 % on CIFAR-10, need more CPU time than this 2-core machine gave
 # this chapter; they belong with the faster kernels of chapter 18.
 #
 # ## References
