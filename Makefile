@@ -10,6 +10,9 @@ STAMP  := $(VENV)/.installed-dev
 TFDS_DATA_DIR ?= $(if $(wildcard ../shared/tensorflow_datasets),$(abspath ../shared/tensorflow_datasets),$(HOME)/tensorflow_datasets)
 export TFDS_DATA_DIR
 export PYTHONHASHSEED := 0
+# OpenBLAS's idle threads spin ~0.1 s after each product and starve the Numba kernels that follow on a
+# small machine (see nbs/00_core, 'Threads'); 4 = sleep at once. Read when NumPy loads.
+export OPENBLAS_THREAD_TIMEOUT ?= 4
 # No GPU here: run the CUDA kernels in Numba's simulator (a real GPU is used when nvidia-smi finds one).
 ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu),)
 export NUMBA_ENABLE_CUDASIM ?= 1

@@ -12,8 +12,10 @@ CUDA too. Without torch, the PyTorch columns are left out.
 """
 from __future__ import annotations
 import argparse, statistics, time
-import numpy as np
 import os, sys
+# Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import median_time
 
@@ -25,17 +27,9 @@ CASES = [  # name, N, H, W, C, F, k, stride, padding
 
 
 def set_threads(n: int) -> None:
-    "Use `n` threads in Numba, OpenBLAS (NumPy's matmul, through its C API) and PyTorch."
-    import ctypes, glob, os, numba
-    numba.set_num_threads(n)
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*'))
-    for lib in libs:
-        for sym in ('scipy_openblas_set_num_threads64_', 'openblas_set_num_threads'):
-            fn = getattr(ctypes.CDLL(lib), sym, None)
-            if fn is not None: fn(ctypes.c_int(n)); break
-    try:
-        import torch; torch.set_num_threads(n)
-    except ImportError: pass
+    "Use `n` threads in Numba, OpenBLAS (NumPy's matmul) and PyTorch."
+    from dl_from_scratch.core import set_num_threads
+    set_num_threads(n)
 
 
 def matmul_gflops(n=1024, repeat=5):

@@ -5,6 +5,8 @@ on this machine). PyTorch columns appear when the `bench` extra (torch) is insta
 """
 from __future__ import annotations
 import importlib, os, platform, sys, time
+# Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent

@@ -4,12 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #22fe482d
 from __future__ import annotations
-import contextlib
+import contextlib, os, sys
+if 'numpy' not in sys.modules:   # see 'Threads' below: OpenBLAS reads this once, when NumPy loads
+    os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
 
 # %% auto #0
 __all__ = ['BACKENDS', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda', 'get_array_module',
-           'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu', 'resolve_backend', 'check_array']
+           'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu', 'set_num_threads', 'resolve_backend',
+           'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -97,6 +100,31 @@ def simulate_cuda_without_gpu() -> bool:
     if 'NUMBA_ENABLE_CUDASIM' not in os.environ and not gpu_present():
         os.environ['NUMBA_ENABLE_CUDASIM'] = '1'
     return os.environ.get('NUMBA_ENABLE_CUDASIM') == '1'
+
+# %% ../nbs/00_core.ipynb #061e3a79
+import sys, ctypes, glob
+
+def _openblas_set_num_threads(n: int) -> bool:
+    "Set OpenBLAS's thread count through its C API (NumPy's bundled library). False if it was not found."
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
+        for sym in ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads', 'openblas_set_num_threads'):
+            fn = getattr(ctypes.CDLL(lib), sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n)); return True
+    return False
+
+def set_num_threads(n: int | None = None) -> int:
+    """Use `n` threads (default: all cores) in Numba's parallel kernels, OpenBLAS (NumPy's products) and,
+    if it is already imported, PyTorch. Returns `n`."""
+    import numba
+    n = int(n or os.cpu_count() or 1)
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"set_num_threads expected 1 <= n <= {numba.config.NUMBA_NUM_THREADS} (this machine's "
+                         f"threads), got {n}")
+    numba.set_num_threads(n)
+    _openblas_set_num_threads(n)
+    if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(n)
+    return n
 
 # %% ../nbs/00_core.ipynb #6045cca0
 BACKENDS = ('numpy', 'numba', 'cuda')

@@ -27,7 +27,9 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib
+import contextlib, os, sys
+if 'numpy' not in sys.modules:   # see 'Threads' below: OpenBLAS reads this once, when NumPy loads
+    os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
 
 # %%
@@ -168,6 +170,56 @@ def simulate_cuda_without_gpu() -> bool:
 
 # %%
 test_eq(simulate_cuda_without_gpu(), not gpu_present() or os.environ.get('NUMBA_ENABLE_CUDASIM') == '1')
+
+# %% [markdown]
+# ## Threads
+#
+# A CPU step alternates between NumPy's matrix products (OpenBLAS threads)
+# and our parallel Numba kernels (OpenMP threads). After each product,
+# OpenBLAS keeps its idle threads *spinning* for about $2^{28}$ cycles (a
+# tenth of a second) before they sleep; on a small machine those spinning
+# threads take the cores the Numba kernel that follows needs. On this book's
+# 2-core machine that made `col2im` on a LeNet layer eight times slower
+# (1.0 ms alone, 8.4 ms right after a product). OpenBLAS reads
+# `OPENBLAS_THREAD_TIMEOUT` (a power of two of cycles, 4 to 30) once, when
+# NumPy loads, so the Makefile, the benchmarks and the chapter runner set it
+# to 4 before anything starts, and importing this module sets it when NumPy
+# has not been loaded yet (in a notebook of your own, set it before `import numpy`). `set_num_threads` changes the thread counts of
+# Numba, OpenBLAS and (if it is loaded) PyTorch together.
+
+# %%
+#| export
+import sys, ctypes, glob
+
+def _openblas_set_num_threads(n: int) -> bool:
+    "Set OpenBLAS's thread count through its C API (NumPy's bundled library). False if it was not found."
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
+        for sym in ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads', 'openblas_set_num_threads'):
+            fn = getattr(ctypes.CDLL(lib), sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n)); return True
+    return False
+
+def set_num_threads(n: int | None = None) -> int:
+    """Use `n` threads (default: all cores) in Numba's parallel kernels, OpenBLAS (NumPy's products) and,
+    if it is already imported, PyTorch. Returns `n`."""
+    import numba
+    n = int(n or os.cpu_count() or 1)
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"set_num_threads expected 1 <= n <= {numba.config.NUMBA_NUM_THREADS} (this machine's "
+                         f"threads), got {n}")
+    numba.set_num_threads(n)
+    _openblas_set_num_threads(n)
+    if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(n)
+    return n
+
+# %%
+import numba
+_before = numba.get_num_threads()
+test_eq(set_num_threads(1), 1); test_eq(numba.get_num_threads(), 1)
+set_num_threads(_before)
+test_fail(lambda: set_num_threads(10_000), contains='set_num_threads expected')
+assert _openblas_set_num_threads(_before) == bool(glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')))
 
 # %% [markdown]
 # The hot loops (im2col convolution, BPTT) come in three implementations:

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def execute(path: Path, timeout: int) -> tuple[str, float]:
     # A non-interactive MPLBACKEND (e.g. Agg) in the environment would make the kernel drop every figure.
     os.environ.pop('MPLBACKEND', None)
+    # OpenBLAS's idle threads must sleep at once, or they starve the parallel Numba kernels (nbs/00_core, 'Threads').
+    os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}})
     t0 = time.perf_counter()
