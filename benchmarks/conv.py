@@ -32,11 +32,11 @@ def set_threads(n: int) -> None:
     set_num_threads(n)
 
 
-def matmul_gflops(n=1024, repeat=5):
-    "This machine's NumPy float32 matmul rate (GFLOP/s) on n x n matrices."
+def matmul_gflops(n=1024, repeat=10):
+    "This machine's peak NumPy float32 matmul rate (GFLOP/s): the best of `repeat` n x n products."
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    return 2 * n**3 / median_time(lambda: a @ b, repeat) / 1e9
+    return 2 * n**3 / median_time(lambda: a @ b, repeat, best=True) / 1e9
 
 
 def conv_flops(N, OH, OW, K, F):
@@ -51,6 +51,17 @@ def _ours(x, dy, F, k, s, pad, backend):
     def step():
         layer.forward(x, training=True)
         layer.backward(dy)
+    return step
+
+
+def _gemms(N, OH, OW, K, F):
+    """The three matrix products of an im2col convolution alone (forward, dW, dX columns), on random data:
+    a lower bound on any im2col layer's time with this BLAS, however fast im2col and col2im are."""
+    r = np.random.default_rng(0)
+    cols = r.standard_normal((N * OH * OW, K), dtype=np.float32)
+    w = r.standard_normal((K, F), dtype=np.float32); d2 = r.standard_normal((N * OH * OW, F), dtype=np.float32)
+    def step():
+        cols @ w; cols.T @ d2; d2 @ w.T
     return step
 
 
@@ -92,9 +103,9 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
     threads = numba.get_num_threads()
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     print(f"\n== conv2d forward + backward, float32 NHWC, CPU ({threads} threads; load average {load:.1f} on {os.cpu_count()} cores) ==")
-    print(f"numpy float32 matmul rate (1024^3): {peak:.1f} GFLOP/s" + ("" if torch else "; torch not installed"))
+    print(f"numpy float32 matmul rate (1024^3, best of 10): {peak:.1f} GFLOP/s" + ("" if torch else "; torch not installed"))
     head = f"{'case':<30}{'numba ms':>10}{'numpy ms':>10}{'naive ms':>10}{'torch ms':>10}" \
-           f"{'vs torch':>10}{'vs numpy':>10}{'naive/us':>10}{'GFLOP/s':>9}{'% mm':>7}"
+           f"{'vs torch':>10}{'vs numpy':>10}{'naive/us':>10}{'GFLOP/s':>9}{'% mm':>7}{'GEMMs ms':>10}{'GEMMs/torch':>12}"
     print(head); print('-' * len(head))
     rows = []
     for name, N, H, W, C, F, k, s, pad in cases:
@@ -109,14 +120,17 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
                    numpy=median_time(_ours(x, dy, F, k, s, pad, 'numpy'), repeat))
         row['naive'] = median_time(_naive(x, dy, w, b, s, pad_t), 1, warmup=0) if naive else float('nan')
         row['torch'] = median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat) if torch else float('nan')
+        row['gemms'] = median_time(_gemms(N, OH, OW, k * k * C, F), repeat)
         row['gflops'] = conv_flops(N, OH, OW, k * k * C, F) / row['numba'] / 1e9
         row['frac_matmul'] = row['gflops'] / peak
         rows.append(row)
         print(f"{name:<30}{row['numba']*1e3:>10.2f}{row['numpy']*1e3:>10.2f}{row['naive']*1e3:>10.0f}{row['torch']*1e3:>10.2f}"
               f"{row['numba']/row['torch']:>9.2f}x{row['numba']/row['numpy']:>9.2f}x{row['naive']/row['numba']:>9.0f}x"
-              f"{row['gflops']:>9.1f}{100*row['frac_matmul']:>6.0f}%")
+              f"{row['gflops']:>9.1f}{100*row['frac_matmul']:>6.0f}%{row['gemms']*1e3:>10.2f}{row['gemms']/row['torch']:>11.2f}x")
     print("vs torch, vs numpy: our time / theirs (< 1 is faster); naive/us: speed-up over the naive loops;")
     print("% mm: our GFLOP/s as a fraction of the matmul rate. Goals: <= 1.0x torch, >= 10x naive, >= 40% on the 3x3 layer.")
+    print("GEMMs: the layer's three matrix products alone (NumPy/OpenBLAS), the floor for any im2col layer; where")
+    print("GEMMs/torch > 1, PyTorch's direct convolution (oneDNN) beats im2col + this BLAS whatever im2col costs.")
     if has_cuda(): rows += cuda_table(repeat, torch, cases)
     if lenet: rows.append(lenet_epoch(torch))
     return rows

@@ -382,11 +382,16 @@ plt.tight_layout(); plt.show()
 # $3\times3$, stride 2, pad 1: CS231n's fast-conv test, whose timings the
 # report does not show), with the naive loops, the NumPy im2col reference and
 # the Numba kernels, float32, median of 5 runs (the naive loops: one run).
-# This machine has 2 cores, shared with other work while this ran (the load
-# average is printed), so the figures are noisy; the ratios are what to read.
-# A parallel Numba kernel suffers most from the sharing: when one of its two
-# threads is descheduled the other waits at the end of the parallel loop, so
-# the table also gives the Numba kernels on one thread ("1T").
+# This machine has 2 cores (the load average is printed), so the figures
+# are noisy; the ratios are what to read. A parallel Numba kernel suffers
+# most from anything else running: when one of its two threads is
+# descheduled the other waits at the end of the parallel loop, so the table
+# also gives the Numba kernels on one thread ("1T"). The worst such
+# neighbour was in this process: OpenBLAS's idle threads spin for a tenth of
+# a second after every matrix product, and a kernel run right after a
+# product (col2im after $dX_{col} = \delta W^T$) ran up to eight times slower
+# until `OPENBLAS_THREAD_TIMEOUT=4` sent them to sleep at once (chapter 00,
+# "Threads").
 
 # %%
 #| slow
@@ -437,7 +442,7 @@ test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
 # NumPy float32 matmul rate. (PyTorch is used here only as a stopwatch
 # reference; the package never imports it.) It runs twice: with Numba's
 # default thread count, and with one thread for Numba, OpenBLAS and PyTorch,
-# which on this shared machine gives the steadier figures.
+# which on a shared machine gives the steadier figures.
 
 # %%
 #| slow

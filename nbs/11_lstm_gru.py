@@ -1157,7 +1157,9 @@ ax.legend(); plt.tight_layout(); plt.show()
 # * **Against the NumPy reference** the speed-up is bounded by the elementwise share of the time:
 #   both implementations call the same BLAS for the per-step products, which already take about
 #   half of NumPy's time, so the goal of 5x cannot be met by fusing the elementwise part;
-#   only the products could be made faster, and they are BLAS's.
+#   only the products could be made faster, and they are BLAS's. The table measures the bound:
+#   *products ms* times those shared products alone, and *max speed-up vs NumPy* (the reference's
+#   time over theirs) is what an elementwise part costing nothing would give.
 # * **Against PyTorch**: the Python step loop is not what costs (a kernel call and a product call
 #   cost about 2 µs each to dispatch, a few per cent of a step). The products are the same size in
 #   both, but run in different libraries (NumPy's OpenBLAS here, MKL/oneDNN in PyTorch's CPU

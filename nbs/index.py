@@ -63,6 +63,7 @@
 # | II | 07 Convolutions: naive, im2col, Numba CPU and CUDA | `kernels.conv` |
 # | II | 07a Convolution layers | `conv` |
 # | II | 08 Convolutional networks | `augment` |
+# | II | 08a CIFAR-10 from scratch on two cores | (experiments) |
 # | III | 10 Recurrent networks and backpropagation through time | `kernels.recurrent`, `rnn` |
 # | III | 11 LSTM and GRU | `kernels.recurrent`, `rnn` |
 #
