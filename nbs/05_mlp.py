@@ -140,7 +140,7 @@ class Layer:
     # --- shapes and parameters -------------------------------------------------------------------
     def build(self, input_shape: tuple) -> None:
         "Create parameters for inputs of shape `(N, *input_shape)`."
-        self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_shape = tuple(None if s is None else int(s) for s in input_shape)   # None: any size (a sequence's T)
         self.built = True
 
     def output_shape(self, input_shape: tuple) -> tuple:

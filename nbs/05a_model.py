@@ -337,15 +337,21 @@ class Sequential:
         return self
 
     def build(self, input_shape):
-        "Build every layer for inputs of shape `(N, *input_shape)`."
-        shape = tuple(int(s) for s in input_shape)
+        """Build every layer for inputs of shape `(N, *input_shape)`. A `None` size (Keras's convention) accepts
+        any size on that axis, e.g. `(None, 12)` for sequences of any length with 12 features."""
+        shape = tuple(None if s is None else int(s) for s in input_shape)
         self.input_shape = shape
         for layer in self.layers:
-            if not layer.built: layer.build(shape)
-            elif tuple(layer.input_shape) != shape:
-                raise ValueError(f"layer '{layer.name}' was built for input shape {layer.input_shape}, "
-                                 f"but receives {shape} in this model")
-            shape = tuple(layer.output_shape(shape))
+            try:
+                if not layer.built: layer.build(shape)
+                elif tuple(layer.input_shape) != shape:
+                    raise ValueError(f"layer '{layer.name}' was built for input shape {layer.input_shape}, "
+                                     f"but receives {shape} in this model")
+                shape = tuple(layer.output_shape(shape))
+            except TypeError as e:       # int(None) or prod with None: a size this layer must know
+                if None not in shape: raise
+                raise ValueError(f"layer '{layer.name}' ({type(layer).__name__}) needs every size of its input "
+                                 f"known, got input shape (N, {', '.join(map(str, shape))})") from e
         self.built = True
         return self
 
@@ -493,7 +499,8 @@ class Sequential:
             y = check_array(y, 'y', kind=None, finite=False, who=who)
             if len(y) != len(x):
                 raise ValueError(f"{who} expected y with as many rows as x ({len(x)}), got {len(y)} (shape {tuple(y.shape)})")
-        if self.built and tuple(x.shape[1:]) != tuple(self.input_shape):
+        if self.built and (x.ndim != len(self.input_shape) + 1 or
+                           any(e is not None and e != d for e, d in zip(self.input_shape, x.shape[1:]))):
             raise ValueError(f"{who} expected x of shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
         return x, y
 

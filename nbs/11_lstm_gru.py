@@ -1331,14 +1331,12 @@ def pad(seqs, T):
     return out
 Tmax = lens.max()
 J_tr, J_te = pad(jv_tr, Tmax), pad(jv_te, Tmax)
-jmodel = Sequential([GRU(64, mask_value=0., rng=0), Dense(9, rng=1)])
+jmodel = Sequential([GRU(64, mask_value=0., rng=0), Dense(9, rng=1)], input_shape=(None, 12))   # any length
 jmodel.compile(loss='sparse_categorical_crossentropy', optimizer=optim.Adam(lr=2e-3), metrics=['accuracy'])
 jh = jmodel.fit(J_tr, jy_tr, epochs=40, batch_size=16, validation_data=(J_te, jy_te), rng=0, verbose=0).history
 print(f"JapaneseVowels GRU(64): train {jh['accuracy'][-1]:.3f}, test {jh['val_accuracy'][-1]:.3f}")
-# the padded batch gives the same logits as each sequence alone, unpadded
-# (Sequential.predict checks the built input shape, T included, so call the layers directly for other lengths)
-gru_l, dense_l = jmodel.layers
-one_by_one = np.concatenate([dense_l.forward(gru_l.forward(((s - mu) / sd)[None].astype(np.float32))) for s in jv_te[:20]])
+# the padded batch gives the same logits as each sequence alone, unpadded (input_shape (None, 12): any T)
+one_by_one = np.concatenate([jmodel.predict(((s - mu) / sd)[None].astype(np.float32)) for s in jv_te[:20]])
 test_close(jmodel.predict(J_te[:20]), one_by_one, eps=1e-4)
 
 # %% [markdown]

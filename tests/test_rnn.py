@@ -123,3 +123,27 @@ def test_sequential_fit_save_load(tmp_path):
     model.save(tmp_path / 'm.npz')
     m2 = Sequential.load(tmp_path / 'm.npz')
     np.testing.assert_allclose(m2.predict(x[:5]), model.predict(x[:5]), rtol=1e-6)
+
+
+def test_sequential_any_length():
+    "input_shape=(None, D): one model predicts sequences of any length, as its layers called directly do."
+    from dl_from_scratch.model import Sequential
+    from dl_from_scratch.layers import Dense, Flatten
+    rng = np.random.default_rng(0)
+    model = Sequential([LSTM(6, rng=0), Dense(3, rng=0)], input_shape=(None, D))
+    assert model.input_shape == (None, D)
+    for T_ in (2, 7, 11):
+        x = rng.normal(size=(4, T_, D)).astype(np.float32)
+        y = model.predict(x)
+        assert y.shape == (4, 3)
+        np.testing.assert_allclose(y, model.layers[1](model.layers[0](x)), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"expected x of shape \(N, None, 4\)"):
+        model.predict(np.zeros((2, 5, D + 1), np.float32))
+    with pytest.raises(ValueError, match="needs every size of its input known"):
+        Sequential([Flatten(), Dense(2)], input_shape=(None, D))
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:          # the None survives a save and load
+        model.save(f'{d}/m.npz'); m2 = Sequential.load(f'{d}/m.npz')
+    assert m2.input_shape == (None, D)
+    x = rng.normal(size=(2, 9, D)).astype(np.float32)
+    np.testing.assert_allclose(m2.predict(x), model.predict(x), rtol=1e-6)
