@@ -344,21 +344,27 @@ results['Hands-On MNIST CNN, Adam 1e-4, 300 iterations (test)'] = (acc, 0.93, 'b
 # has no learning rate in Zeiler's paper (i.e. $\eta = 1$), and Keras 1 used
 # $\eta = 1.0$; since Keras 2.3 / TF 2 the default is $\eta = 0.001$, which
 # makes every step a thousand times shorter. The book ran the new default.
-# A full epoch of this net takes several minutes here, so we show the effect
-# on one epoch over the first 12,000 training images, with both learning
-# rates, and test on all 10,000 test images.
+# We train the net to the book's recipe (5 epochs of all 60,000 images in
+# batches of 32, the test set as validation data) twice: with $\eta = 1$ and
+# with $\eta = 0.001$, and test on all 10,000 test images.
 
 # %%
 #| slow
+h_ada = {}
 for lr in (1.0, 0.001):
     net = byo_mnist_net(rng=0)
     net.compile(loss='sparse_categorical_crossentropy', optimizer=Adadelta(lr))
     t0 = time.perf_counter()
-    net.fit(x_train[:12000], y_train[:12000], epochs=1, batch_size=32, rng=0, verbose=0)
+    h_ada[lr] = net.fit(x_train, y_train, epochs=5, batch_size=32, validation_data=(x_test, y_test), rng=0, verbose=0)
     loss, acc = net.evaluate(x_test, y_test)
-    print(f"Adadelta lr={lr}: test accuracy {acc:.4f}, loss {loss:.3f} after 12,000 images ({time.perf_counter() - t0:.0f} s)")
-    results[f'build-your-own MNIST CNN, Adadelta lr={lr}, 12k images x 1 epoch'] = (
-        acc, 0.8259, 'book: 5 full epochs at lr 0.001 (Keras 2.3+ default), loss 0.789')
+    print(f"Adadelta lr={lr}: test accuracy by epoch {[round(a, 4) for a in h_ada[lr].history['val_accuracy']]}; "
+          f"final loss {loss:.3f} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    results[f'build-your-own MNIST CNN, Adadelta lr={lr}, 5 epochs, batch 32'] = (
+        acc, 0.8259, 'book: 5 epochs at lr 0.001 (Keras 2.3+ default), loss 0.789')
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for lr, h in h_ada.items(): ax.plot(range(1, 6), h.history['val_accuracy'], 'o-', label=f'Adadelta, $\\eta$ = {lr}')
+ax.axhline(0.8259, ls=':', c='gray', label='book: 82.59 %'); ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy')
+ax.legend(); ax.set_title('build-your-own MNIST CNN, batch 32'); plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # ## Fashion-MNIST
@@ -629,11 +635,13 @@ for n in (1, 2):
 # * **Ketkar's Keras CNN** is the same net, optimiser and single epoch; one
 #   epoch of Adadelta on 60,000 images is noisy to a few tenths of a percent
 #   from seed to seed.
-# * **The build-your-own book's CNN**: its 82.59 % after five epochs is the
-#   signature of Adadelta at $\eta = 0.001$ (the Keras 2.3+ default), not of
-#   the network: our two short runs show the same net at $\eta = 1$ (the
-#   paper's and Keras 1's value) far ahead after a fifth of one epoch, and at
-#   $\eta = 0.001$ barely started.
+# * **The build-your-own book's CNN**: the two five-epoch runs above differ
+#   only in Adadelta's learning rate, so the gap between them is the
+#   optimiser's setting, not the network: at $\eta = 1$ (the paper's and
+#   Keras 1's value) the net reaches the accuracy the book expected of a
+#   better optimiser, and at $\eta = 0.001$ (the Keras 2.3+ default the book
+#   ran) every step is a thousand times shorter; compare the latter's curve
+#   with the book's 82.59 %.
 # * **The *Hands-On* net**'s printed figures are accuracies on single training
 #   batches of 100; ours is on the 10,000 test images.
 # * **CIFAR-10**: the report's figures are on a 1,000-image validation set,
