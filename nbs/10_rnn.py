@@ -408,7 +408,9 @@ def _setup(x, h0, Wx, b, mask, backend, who):
     x, h0, Wx, b = (xp.asarray(a, dtype=dt) for a in (x, h0, Wx, b))
     N, T, D = x.shape
     xt = xp.ascontiguousarray(x.transpose(1, 0, 2))              # (T, N, D): one step is a contiguous slab
-    XW = (xt.reshape(T * N, D) @ Wx + b).reshape(T, N, -1)        # every step's input term in ONE product
+    XW = xt.reshape(T * N, D) @ Wx                               # every step's input term in ONE product,
+    XW += b                                                      # biased in place (a second 10 MB array costs page faults)
+    XW = XW.reshape(T, N, -1)
     M = _time_mask(mask, N, T, xp, dt)
     return be, xp, dt, xt, XW, M
 
