@@ -249,8 +249,10 @@ print(f"{'vgg_bn, one-cycle SGD, crops + flips, 8 epochs (goal 0.80)':<58}{fast_
 # %% [markdown]
 # ### Reading the table
 #
-# The numbers above are printed by the run; the text below was written
-# before the final run and says what to look for, not what came out.
+# In the run committed here the VGG-like net reached 69.01 % (the source:
+# 65.05 %) after 19.6 minutes, and the 30-minute recipe 86.83 % after 22.8
+# minutes, past the 80 % goal from its sixth epoch on. The bullets below were
+# written before that run; they say what to look for.
 #
 # * **The VGG-like net.** The same layers, initialisation (Keras's Glorot
 #   uniform and zero biases), optimiser, batch size and number of epochs as
