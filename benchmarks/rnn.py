@@ -180,6 +180,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--repeat', type=int, default=7, help='timed runs per entry (the median is reported; >= 5)')
     p.add_argument('--threads', type=int, default=None, help='BLAS/PyTorch threads (must match the environment)')
+    p.add_argument('--json', default=None, help='also write the rows (times in seconds) to this JSON file')
     a = p.parse_args([] if argv is None and __name__ != '__main__' else argv)
     repeat = max(a.repeat, 5)
     print(f"\n## RNN kernels: forward + BPTT, float32, CPU, {blas_threads()} BLAS/PyTorch thread(s), "
@@ -199,6 +200,9 @@ def main(argv=None):
         for r in cuda:
             extra = f", PyTorch {r['torch_cuda'] * 1e3:.2f} ms, ratio {r['cuda'] / r['torch_cuda']:.2f}x" if 'torch_cuda' in r else ''
             print(f"  {r['case']} {r['cell']}: ours {r['cuda'] * 1e3:.2f} ms{extra}")
+    if a.json:
+        import json
+        with open(a.json, 'w') as f: json.dump(dict(rows=rows, compile=cc, cuda=cuda), f)
     return rows, cc, cuda
 
 
