@@ -1,16 +1,18 @@
 """`make bench`: run every benchmark in this folder and print its tables.
 
-Each benchmark module has a `main()` that prints its own table (medians and ratios, measured in one run
-on this machine). PyTorch columns appear when the `bench` extra (torch) is installed.
+Each benchmark is a script that prints its own table (medians and ratios, measured in one run on this
+machine); this runs each in a fresh process, so one's thread settings and memory do not skew the next.
+PyTorch columns appear when the `bench` extra (torch) is installed.
 """
 from __future__ import annotations
-import importlib, os, platform, sys, time
+import os, platform, subprocess, sys, time
 # Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ['data', 'conv', 'rnn']
+ARGS = {'conv': ['--lenet']}      # the conv table, then one LeNet-5 MNIST epoch against PyTorch
 
 
 def main():
@@ -22,12 +24,15 @@ def main():
         import torch; print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     except ImportError:
         print("torch not installed: PyTorch columns are skipped (pip install -e '.[bench]')")
+    failed = 0
     names = [n for n in ORDER if (HERE / f'{n}.py').exists()]
     names += sorted(p.stem for p in HERE.glob('*.py') if p.stem not in ORDER + ['run'] and not p.stem.startswith('_'))
-    for n in names:
+    for n in names:   # each in a fresh process, with its own thread settings and no state left by the others
         t0 = time.perf_counter()
-        importlib.import_module(n).main()
-        print(f"[{n}: {time.perf_counter() - t0:.0f} s]")
+        r = subprocess.run([sys.executable, str(HERE / f'{n}.py'), *ARGS.get(n, [])])
+        print(f"[{n}: {time.perf_counter() - t0:.0f} s{'' if r.returncode == 0 else f', FAILED with exit code {r.returncode}'}]")
+        failed += r.returncode != 0
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == '__main__':
