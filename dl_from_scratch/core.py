@@ -4,9 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #22fe482d
 from __future__ import annotations
-import contextlib, os, sys
-if 'numpy' not in sys.modules:   # see 'Threads' below: OpenBLAS reads this once, when NumPy loads
-    os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+import contextlib
 import numpy as np
 
 # %% auto #0

@@ -27,9 +27,7 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib, os, sys
-if 'numpy' not in sys.modules:   # see 'Threads' below: OpenBLAS reads this once, when NumPy loads
-    os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+import contextlib
 import numpy as np
 
 # %%
@@ -183,8 +181,9 @@ test_eq(simulate_cuda_without_gpu(), not gpu_present() or os.environ.get('NUMBA_
 # (1.0 ms alone, 8.4 ms right after a product). OpenBLAS reads
 # `OPENBLAS_THREAD_TIMEOUT` (a power of two of cycles, 4 to 30) once, when
 # NumPy loads, so the Makefile, the benchmarks and the chapter runner set it
-# to 4 before anything starts, and importing this module sets it when NumPy
-# has not been loaded yet (in a notebook of your own, set it before `import numpy`). `set_num_threads` changes the thread counts of
+# to 4 before anything starts, and importing the package sets it when NumPy
+# has not been loaded yet (`00_init`; in a notebook of your own that imports
+# NumPy first, set it in the environment before `import numpy`). `set_num_threads` changes the thread counts of
 # Numba, OpenBLAS and (if it is loaded) PyTorch together.
 
 # %%

@@ -48,6 +48,7 @@
 #
 # | part | chapter | exports |
 # |---|---|---|
+# | 0 | The package's first lines | `__init__` |
 # | 0 | Conventions: dtypes, random numbers, shapes and devices | `core` |
 # | 0 | Data: real datasets, batches and synthetic sets | `data` |
 # | I | 01 Foundations I: neurons and activation functions | `functional` |
