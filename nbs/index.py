@@ -48,9 +48,9 @@
 #
 # | part | chapter | exports |
 # |---|---|---|
-# | 0 | The package's first lines | `__init__` |
 # | 0 | Conventions: dtypes, random numbers, shapes and devices | `core` |
 # | 0 | Data: real datasets, batches and synthetic sets | `data` |
+# | 0 | The package's first lines | `__init__` |
 # | I | 01 Foundations I: neurons and activation functions | `functional` |
 # | I | 01a Foundations II: loss functions | `losses` |
 # | I | 01b Foundations III: numerical gradients and gradient checking | `gradcheck` |
