@@ -476,7 +476,7 @@ def _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, out):
     xp = get_array_module(x)
     N, H, W, C = x.shape
     xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    cols = out.reshape(N, OH, OW, kh, kw, C)
+    cols = out[:, :kh * kw * C].reshape(N, OH, OW, kh, kw, C)   # a view (splitting axes never copies)
     for m in range(kh):            # one strided slice per kernel offset (m, l)
         for l in range(kw):
             cols[:, :, :, m, l, :] = xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :]
@@ -858,7 +858,9 @@ def _backend(x, backend, who):
 def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None):
     """Receptive fields as rows. x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C): row (n, i, j), column (m, l, c)
     holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right).
-    `out`: an optional C-contiguous array of that shape and x's dtype to fill (a reused workspace)."""
+    `out`: an optional C-contiguous array of x's dtype to fill (a reused workspace), of that shape or wider,
+    (N*OH*OW, K') with K' > KH*KW*C: the columns past KH*KW*C are left as they are (`Conv2D` keeps a column
+    of ones there, for its bias)."""
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='im2col')
     kh, kw = _pair(kernel_size, 'kernel_size')
     sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, kh, kw, strides, padding, 'im2col')
@@ -866,7 +868,8 @@ def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None
     shape = (N * OH * OW, kh * kw * C)
     be = _backend(x, backend, 'im2col')
     if out is not None:
-        check_array(out, 'out', shape=shape, finite=False, who='im2col')
+        if out.ndim != 2 or out.shape[0] != shape[0] or out.shape[1] < shape[1]:
+            raise ValueError(f"im2col expected out of shape {shape} (or with more columns), got {tuple(out.shape)}")
         if out.dtype != x.dtype or not out.flags.c_contiguous:
             raise ValueError(f"im2col expected out to be C-contiguous with dtype {x.dtype}, got {out.dtype}")
     if be == 'numpy':
@@ -877,7 +880,7 @@ def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None
     cols = out if (out is not None and cc.on_device) else cc.empty(shape, x.dtype)
     cc.launch(_cuda_kernels()['im2col'], N * OH * OW * kh * kw * C, cc.to_dev(x), cols, kh, kw, sh, sw, pt, pl, OH, OW)
     if out is None or cc.on_device: return cc.result(cols)
-    out[...] = cc.result(cols)
+    out[:, :shape[1]] = cc.result(cols)
     return out
 
 def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto'):

@@ -217,6 +217,12 @@ def train_fast(x, y, xv, yv, epochs, batch_size=128, peak=0.08, warmup=2, rng=0)
 
 fast, h_fast, t_fast = train_fast(x_train[:n_quick], y_train[:n_quick], x_test[:n_quick], y_test[:n_quick], 2)
 
+# %% [markdown]
+# The two lines above come from the quick run, on 512 images, that `nbdev_test` stops at: it only
+# checks that the code runs. With 4 batches an epoch its warm-up lasts two steps, so the rate reaches
+# its peak of 0.08 on a net that has taken two steps, and the training loss jumps to about 16–21. It
+# says nothing about the full run (8 epochs of 391 batches, a warm-up of 782 steps) in the next cell.
+
 # %%
 #| slow
 fast, h_fast, t_fast = train_fast(x_train, y_train, x_test, y_test, 8)

@@ -198,13 +198,18 @@ def _exp_neg_ov(y):
 # overflow), and `_exp_neg` (range reduction to r in [-ln2/2, ln2/2], a polynomial, and 2^k built from its
 # bits) is plain arithmetic, so LLVM can vectorise the loops that call it; libm's exp cannot be vectorised.
 # `error_model='numpy'` drops Python's ZeroDivisionError check on `/`, a branch that also blocks vectorising.
-@njit(cache=True, inline='always', error_model='numpy')
+# `fastmath=_FM` allows only *contraction*: a*b + c may become one fused multiply-add, rounded once, so it is
+# as accurate or more, and the gate kernels run about 25 % faster. The other fast-math flags (no NaN, no
+# Inf, reassociation) would change results, so they stay off.
+_FM = {'contract'}
+
+@njit(cache=True, inline='always', error_model='numpy', fastmath=_FM)
 def _sig_nb(x, one):
     e = _exp_neg(-abs(x))
     s = one / (one + e)
     return s if x >= 0 else e * s
 
-@njit(cache=True, inline='always', error_model='numpy')
+@njit(cache=True, inline='always', error_model='numpy', fastmath=_FM)
 def _tanh_nb(x, one):
     e = _exp_neg(-(one + one) * abs(x))
     t = (one - e) / (one + e)
@@ -297,7 +302,7 @@ def _rnn_bwd_np(dout, dcarry, drec, h, m, da):
     da[...] = np.where(on, d * (1 - h * h), 0)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _rnn_fwd_nb(xw, r, h_prev, m, h):
     one = xw.dtype.type(1)
     N, H = h.shape
@@ -307,7 +312,7 @@ def _rnn_fwd_nb(xw, r, h_prev, m, h):
         else:
             for j in range(H): h[n, j] = h_prev[n, j]
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _rnn_bwd_nb(dout, dcarry, drec, h, m, da):
     one = dout.dtype.type(1)
     N, H = h.shape
@@ -394,33 +399,38 @@ test_eq(outs[0][1][1], np.zeros(H)); test_close(outs[0][2][1], np.full(H, 1.75))
 # ### The sequence loop
 #
 # `rnn_forward` does the input projection of all $T$ steps in one product, then loops over time;
-# `rnn_backward` loops backwards and finishes with three big products for $\partial W_x$,
-# $\partial W_h$ and $\partial x$. Arrays inside the loop are *time-major*, $(T, N, \cdot)$, so that
+# `rnn_backward` loops backwards and finishes with three big products: $\partial W_h$, $\partial x$, and
+# $[\partial W_x; \partial b]$ together. That last one is the *bias trick*: append a column of ones to the
+# inputs, $X_1 = [X \mid 1]$, and a row $b$ to the weights, so $X_1 [W_x; b] = X W_x + b$ and
+# $X_1^\top \delta = [X^\top \delta;\ \mathbf 1^\top \delta]$. The bias then costs no pass of its own over the
+# $(T N, GH)$ arrays, forward or backward. Arrays inside the loop are *time-major*, $(T, N, \cdot)$, so that
 # every step reads and writes contiguous slabs.
 
 # %%
 #| export
 def _setup(x, h0, Wx, b, mask, backend, who):
-    "Common start of a forward pass: backend, array module, time-major x, input projection for all steps."
+    """Common start of a forward pass: backend, array module, the time-major inputs with a column of ones
+    X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product."""
     be = resolve_backend(x, backend)
     xp = _array_module(be, x)
     dt = np.result_type(x.dtype, Wx.dtype)
     x, h0, Wx, b = (xp.asarray(a, dtype=dt) for a in (x, h0, Wx, b))
     N, T, D = x.shape
-    xt = xp.ascontiguousarray(x.transpose(1, 0, 2))              # (T, N, D): one step is a contiguous slab
-    XW = xt.reshape(T * N, D) @ Wx                               # every step's input term in ONE product,
-    XW += b                                                      # biased in place (a second 10 MB array costs page faults)
-    XW = XW.reshape(T, N, -1)
+    X1 = xp.empty((T, N, D + 1), dt)                             # time-major: one step is a contiguous slab
+    X1[..., :D] = x.transpose(1, 0, 2); X1[..., D] = 1           # the ones column carries the bias (bias trick):
+    X1 = X1.reshape(T * N, D + 1)                                # no separate pass adding b to a 10 MB array,
+    XW = (X1 @ xp.concatenate([Wx, b[None]])).reshape(T, N, -1)  # and db comes out of the dWx product
     M = _time_mask(mask, N, T, xp, dt)
-    return be, xp, dt, xt, XW, M
+    return be, xp, dt, X1, XW, M
 
 def _finish_backward(xp, cache, dA, Wx):
-    "dx, dWx, db from the stacked pre-activation gradients dA (T, N, G*H): three big products after the loop."
-    xt = cache['xt']; T, N, D = xt.shape
+    """dx, dWx, db from the stacked pre-activation gradients dA (T, N, G*H), after the loop:
+    [dWx; db] = X1^T dA in one product, dx = dA Wx^T in another."""
+    X1 = cache['x1']; T, N = dA.shape[:2]; D = X1.shape[1] - 1
     dA2 = dA.reshape(T * N, -1)
-    dWx = xt.reshape(T * N, D).T @ dA2
+    dW1 = X1.T @ dA2
     dx = (dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)
-    return xp.ascontiguousarray(dx), dWx, dA2.sum(0)
+    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
 
 def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
     """Elman RNN over a whole sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
@@ -428,7 +438,7 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
     x (N, T, D); h0 (N, H); Wx (D, H); Wh (H, H); b (H,); mask (N, T) of 0/1 or None
     (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H)."""
     _check_seq(x, h0, Wx, Wh, b, mask, 1, 'rnn_forward')
-    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward')
     Wh = xp.asarray(Wh, dtype=dt)
     T, N, H = XW.shape
     fwd, _ = _steps(be, 'rnn')
@@ -437,7 +447,7 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    cache = dict(backend=be, xt=xt, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
+    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
     return Hs[1:].transpose(1, 0, 2), cache
 
 def rnn_backward(dhs, cache):

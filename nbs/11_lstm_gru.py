@@ -40,7 +40,7 @@ from dl_from_scratch.core import check_array, get_array_module, precision
 from dl_from_scratch.gradcheck import rel_error, numerical_grad, check_layer_grad
 from dl_from_scratch import optim, viz, data
 import pathlib
-from dl_from_scratch.kernels.recurrent import (_sig, _sig_nb, _tanh_nb, _check_seq, _setup, _finish_backward,
+from dl_from_scratch.kernels.recurrent import (_FM, _sig, _sig_nb, _tanh_nb, _check_seq, _setup, _finish_backward,
                                                _steps, _NP, _NB, _CUDA, _CUDA_BUILD, _cuda_launch)
 
 # %% [markdown]
@@ -179,7 +179,7 @@ def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
     # Several short passes over a row instead of one long loop body: each pass touches two or three
     # arrays, few enough for LLVM to vectorise it (with ten arrays it gives up on the aliasing checks).
@@ -204,28 +204,32 @@ def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
         for j in range(H): t[j] = _tanh_nb(cr[j], one)
         for j in range(H): hr[j] = gr[3 * H + j] * t[j]
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+    # Row by row, in short passes that LLVM vectorises (as in the forward). `dcarry` holds d = dL/dh_t
+    # during the row and is zeroed at its end; `dc` holds dL/dc_t, then dL/dc_{t-1}.
     one = dout.dtype.type(1)
     N, H = dc.shape
     for n in range(N):
-        on = m[n] != 0
-        for j in range(H):
-            d = dout[n, j] + dcarry[n, j] + drec[n, j]
-            if not on:
-                dcarry[n, j] = d
-                da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
-                continue
-            i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
-            dao = d * t * o * (one - o)
-            dcn = dc[n, j] + d * o * (one - t * t) + dao * P[2, j]
-            dai = dcn * gg * i * (one - i)
-            daf = dcn * c_prev[n, j] * f * (one - f)
-            dag = dcn * i * (one - gg * gg)
-            da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
-            dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
-            dcarry[n, j] = 0
-
+        d, dcn, a, do, dr = dcarry[n], dc[n], da[n], dout[n], drec[n]
+        for j in range(H): d[j] += do[j] + dr[j]                               # d = dL/dh_t
+        if m[n] == 0:                                                           # masked: carry d, no gates
+            for j in range(4 * H): a[j] = 0
+            continue
+        gr, t, cp = g[n], tc[n], c_prev[n]
+        for j in range(H):                                                      # da_o
+            o = gr[3 * H + j]; a[3 * H + j] = d[j] * t[j] * o * (one - o)
+        for j in range(H):                                                      # dL/dc_t
+            dcn[j] += d[j] * gr[3 * H + j] * (one - t[j] * t[j]) + a[3 * H + j] * P[2, j]
+        for j in range(H):                                                      # da_i
+            i = gr[j]; a[j] = dcn[j] * gr[2 * H + j] * i * (one - i)
+        for j in range(H):                                                      # da_f
+            f = gr[H + j]; a[H + j] = dcn[j] * cp[j] * f * (one - f)
+        for j in range(H):                                                      # da_g
+            gg = gr[2 * H + j]; a[2 * H + j] = dcn[j] * gr[j] * (one - gg * gg)
+        for j in range(H):                                                      # dL/dc_{t-1}
+            dcn[j] = dcn[j] * gr[H + j] + a[j] * P[0, j] + a[H + j] * P[1, j]
+        for j in range(H): d[j] = 0
 
 # %% [markdown]
 # The CUDA kernels: one thread per element $(n, j)$; the same body as the CPU loop.
@@ -300,7 +304,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto'):
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
     check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
     if peep is not None: check_array(peep, 'peep', shape=(3, H), who='lstm_forward')
-    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward')
     Wh = xp.asarray(Wh, dtype=dt)
     P = xp.zeros((3, H), dt) if peep is None else xp.ascontiguousarray(xp.asarray(peep, dtype=dt))
     fwd, _ = _steps(be, 'lstm')
@@ -311,7 +315,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto'):
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)
         fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
-    cache = dict(backend=be, xt=xt, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
+    cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
                  Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
     return Hs[1:].transpose(1, 0, 2), Cs[T], cache
 
@@ -380,7 +384,7 @@ def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
     dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
     dcarry += np.where(on, drh * r, 0)
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
@@ -391,7 +395,7 @@ def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
         hp, q = h_prev[n], rh[n]
         for j in range(H): q[j] = o[H + j] * hp[j]
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
@@ -405,7 +409,7 @@ def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
         else:
             for j in range(H): hr[j] = hp[j]
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
     one = dout.dtype.type(1)
     N, H = h_prev.shape
@@ -421,7 +425,7 @@ def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
             else:
                 dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
 
-@njit(cache=True, error_model='numpy')
+@njit(cache=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
     one = drh.dtype.type(1)
     N, H = h_prev.shape
@@ -515,7 +519,7 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
     x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
     Returns `(hs, cache)` with hs (N, T, H)."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
-    be, xp, dt, xt, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward')
     Wh = xp.asarray(Wh, dtype=dt)
     Wzr, Wn = xp.ascontiguousarray(Wh[:, :2 * H]), xp.ascontiguousarray(Wh[:, 2 * H:])
     f1, f2, _, _ = _steps(be, 'gru')
@@ -527,7 +531,7 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
         f1(N * H, XW[t], R1, Hs[t], ZR[t], RH[t])
         xp.matmul(RH[t], Wn, out=R2)
         f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
-    cache = dict(backend=be, xt=xt, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn)
+    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn)
     return Hs[1:].transpose(1, 0, 2), cache
 
 def gru_backward(dhs, cache):
@@ -641,8 +645,8 @@ def lstm_backward_variant(dhs, cache, variant):
         _lstm_bwd_np(dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
         drec = dA[t] @ cache['Wh'].T
     TN = T * N
-    xt = cache['xt']
-    return dict(Wx=xt.reshape(TN, -1).T @ dA.reshape(TN, -1), Wh=Hs[:-1].reshape(TN, H).T @ dA.reshape(TN, -1),
+    X = cache['x1'][:, :-1]                                         # drop the ones column
+    return dict(Wx=X.T @ dA.reshape(TN, -1), Wh=Hs[:-1].reshape(TN, H).T @ dA.reshape(TN, -1),
                 b=dA.reshape(TN, -1).sum(0))
 
 args, _, _ = _problem('lstm', dtype=np.float64, seed=2, T=12)

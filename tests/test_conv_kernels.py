@@ -132,6 +132,19 @@ def test_col2im_is_the_adjoint_of_im2col():
         assert abs(lhs - rhs) < 1e-9 * max(1.0, abs(lhs))
 
 
+def test_im2col_into_a_wider_out_keeps_the_extra_columns():
+    "Every backend fills the first KH*KW*C columns of a wider `out` and leaves the rest (Conv2D's bias column)."
+    x = np.random.default_rng(1).normal(size=(2, 6, 5, 3)).astype(np.float32)
+    ref = K.im2col(x, 3, 2, 1, 'numpy')
+    for be in ('numpy', 'numba', 'cuda'):
+        out = np.full((ref.shape[0], ref.shape[1] + 2), 7.0, np.float32)
+        assert K.im2col(x, 3, 2, 1, be, out=out) is out
+        np.testing.assert_array_equal(out[:, :-2], ref)
+        assert (out[:, -2:] == 7).all(), be
+    with pytest.raises(ValueError, match=r'expected out of shape \(18, 27\) \(or with more columns\), got \(18, 26\)'):
+        K.im2col(x, 3, 2, 1, out=np.empty((18, 26), np.float32))
+
+
 def test_string_padding_matches_explicit():
     x = np.random.default_rng(0).normal(size=(1, 7, 6, 2))
     np.testing.assert_array_equal(K.im2col(x, 4, 2, 'same'), K.im2col(x, 4, 2, K.resolve_padding('same', (7, 6), 4, 2)))
