@@ -28,12 +28,13 @@ simulate_cuda_without_gpu()
 #| export
 from __future__ import annotations
 import numpy as np
-from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng
+from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng, resolve_backend
 from dl_from_scratch.layers import Layer, _get_activation
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
     maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _geometry,
-    conv2d_naive_forward, conv2d_naive_backward, pool2d_naive_forward, pool2d_naive_backward)
+    conv2d_naive_forward, conv2d_naive_backward, pool2d_naive_forward, pool2d_naive_backward,
+    conv2d_direct_forward, conv2d_direct_backward)
 
 # %%
 #| hide
@@ -86,13 +87,20 @@ class Conv2D(Layer):
 
     x `(N, H, W, C)` -> y `(N, OH, OW, filters)`, OH = floor((H + p_t + p_b - KH) / s_h) + 1;
     `W` `(KH, KW, C, filters)`, `b` `(filters,)`. `padding`: 'valid', 'same', int, (ph, pw) or
-    (top, bottom, left, right). `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' for im2col/col2im."""
+    (top, bottom, left, right). `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' for im2col/col2im.
+    `algorithm`: 'im2col', 'direct' (shifted planes, Numba on the CPU, stride 1 only) or 'auto': direct for
+    stride 1, C*F <= 32 on the Numba backend (thin layers such as LeNet's first), else im2col."""
     def __init__(self, filters: int, kernel_size, strides=1, padding='valid', activation=None, use_bias: bool = True,
                  kernel_initializer='glorot_uniform', bias_initializer='zeros', kernel_regularizer=None,
-                 kernel_constraint=None, rng=None, backend: str = 'auto', name=None):
+                 kernel_constraint=None, rng=None, backend: str = 'auto', algorithm: str = 'auto', name=None):
         super().__init__(name or 'conv2d')      # Keras's default name; Sequential numbers repeats
         if int(filters) < 1: raise ValueError(f"Conv2D expected filters >= 1, got {filters}")
         self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
+        if algorithm not in ('auto', 'im2col', 'direct'):
+            raise ValueError(f"Conv2D expected algorithm 'auto', 'im2col' or 'direct', got {algorithm!r}")
+        if algorithm == 'direct' and self.strides != (1, 1):
+            raise ValueError(f"Conv2D algorithm='direct' needs strides (1, 1), got {self.strides}")
+        self.algorithm = algorithm
         resolve_padding(padding, (1, 1), 1)                      # validates the spelling now
         self.padding, self.use_bias, self.backend = padding, use_bias, backend
         self.activation = None if activation in (None, 'linear') else activation
@@ -136,10 +144,20 @@ class Conv2D(Layer):
             a = ws[name] = xp.empty(shape, like.dtype) if fill is None else xp.full(shape, fill, like.dtype)
         return a
 
+    def _direct(self, x) -> bool:
+        "Whether this call runs the direct (shifted planes) kernels rather than im2col."
+        if self.algorithm != 'auto': return self.algorithm == 'direct'
+        return (self.strides == (1, 1) and x.shape[3] * self.filters <= 32
+                and resolve_backend(x, self.backend) == 'numba')
+
     def forward(self, x, training=False):
         x = self._check(x)
         N, H, W, _ = x.shape
         pad = self._pad((H, W))
+        if self._direct(x):
+            z, planes, Wp = conv2d_direct_forward(x, self.params['W'], self.params.get('b'), pad)
+            self.cache = ('direct', (planes, Wp), x.shape, pad, z)
+            return z if self.activation is None else self._g(z)
         OH, OW, F = self.output_shape((H, W))
         K, xp = self.params['W'].size // F, get_array_module(x)
         Wm = self.params['W'].reshape(K, F)
@@ -149,13 +167,17 @@ class Conv2D(Layer):
         z = cols @ (xp.concatenate([Wm, self.params['b'][None]]) if self.use_bias else Wm)
         z = z.reshape(N, OH, OW, F)
         y = z if self.activation is None else self._g(z)
-        self.cache = (cols, x.shape, pad, z)
+        self.cache = ('im2col', cols, x.shape, pad, z)
         return y
 
     def backward(self, dy, need_dx: bool = True):
         "`need_dx=False` (the model's first layer in training) skips dL/dx (a matmul and col2im) and returns `None`."
-        cols, x_shape, pad, z = self.cache
+        kind, cols, x_shape, pad, z = self.cache
         dz = dy if self.activation is None else dy * self._g_grad(z)
+        if kind == 'direct':
+            dx, self.grads['W'], db = conv2d_direct_backward(dz, *cols, self.params['W'], x_shape, pad, need_dx)
+            if self.use_bias: self.grads['b'] = db
+            return dx
         d2 = dz.reshape(-1, self.filters)                                       # delta as (N*OH*OW, F)
         Wm = self.params['W'].reshape(-1, self.filters)
         K = Wm.shape[0]
@@ -196,6 +218,30 @@ with precision(np.float64):
         errs = check_layer_grad(Conv2D(3, rng=1, **kw), np.random.default_rng(2).normal(size=(2, 7, 8, 2)))
         print(kw, {k: f'{v:.1e}' for k, v in errs.items()})
         assert max(errs.values()) < 1e-6
+    for alg in ('im2col', 'direct'):     # both algorithms, on a stride-1 layer with asymmetric padding
+        kw = dict(kernel_size=(3, 2), padding=(1, 0, 2, 1), activation='tanh', algorithm=alg)
+        errs = check_layer_grad(Conv2D(3, rng=1, **kw), np.random.default_rng(2).normal(size=(2, 7, 8, 2)))
+        print(kw, {k: f'{v:.1e}' for k, v in errs.items()})
+        assert max(errs.values()) < 1e-6
+
+# %% [markdown]
+# `algorithm='auto'` picks the direct kernels of chapter 7 for thin stride-1 layers and im2col for
+# the rest; both give the same numbers:
+
+# %%
+test_eq(Conv2D(6, 5, padding='same')._direct(np.zeros((1, 28, 28, 1), np.float32)), True)          # LeNet conv1
+test_eq(Conv2D(16, 5)._direct(np.zeros((1, 14, 14, 6), np.float32)), False)                        # LeNet conv2
+test_eq(Conv2D(6, 5, strides=2)._direct(np.zeros((1, 28, 28, 1), np.float32)), False)
+test_eq(Conv2D(6, 5, backend='numpy')._direct(np.zeros((1, 28, 28, 1), np.float32)), False)
+xa = np.random.default_rng(3).random((4, 12, 12, 2), dtype=np.float32)
+ca, cb = (Conv2D(5, 3, padding='same', activation='relu', rng=0, algorithm=a) for a in ('im2col', 'direct'))
+test_close(cb(xa), ca(xa), eps=1e-5)
+dya = np.random.default_rng(4).random(ca(xa).shape, dtype=np.float32)
+ca(xa); cb(xa)
+test_close(cb.backward(dya), ca.backward(dya), eps=1e-5)
+for k in ('W', 'b'): test_close(cb.grads[k], ca.grads[k], eps=1e-5 * np.abs(ca.grads[k]).max())   # float32 sums of 576 terms
+test_fail(lambda: Conv2D(6, 5, strides=2, algorithm='direct'), contains="algorithm='direct' needs strides (1, 1), got (2, 2)")
+test_fail(lambda: Conv2D(6, 5, algorithm='fft'), contains="algorithm 'auto', 'im2col' or 'direct', got 'fft'")
 
 # %% [markdown]
 # Bad input is refused with both shapes in the message: a kernel larger than

@@ -29,6 +29,30 @@ def test_conv2d_gradients_float64(kw, backend):
     assert max(errs.values()) < 1e-6, errs
 
 
+@pytest.mark.parametrize('kw', [c for c in CONV_CASES if c['strides'] == 1])
+@pytest.mark.parametrize('algorithm', ['im2col', 'direct'])
+def test_conv2d_gradients_float64_both_algorithms(kw, algorithm):
+    "Whatever `algorithm='auto'` would choose, both algorithms pass the check on every stride-1 case."
+    with precision(np.float64):
+        x = np.random.default_rng(2).normal(size=(2, 7, 8, 2))
+        errs = check_layer_grad(Conv2D(rng=1, algorithm=algorithm, **kw), x)
+    assert max(errs.values()) < 1e-6, errs
+
+
+def test_conv2d_algorithm_choice_and_errors():
+    x1, x6 = np.zeros((2, 28, 28, 1), np.float32), np.zeros((2, 14, 14, 6), np.float32)
+    assert Conv2D(6, 5, padding='same')._direct(x1)                      # LeNet conv1: C*F = 6
+    assert not Conv2D(16, 5)._direct(x6)                                 # LeNet conv2: C*F = 96
+    assert not Conv2D(6, 5, strides=2)._direct(x1)
+    assert not Conv2D(6, 5, backend='numpy')._direct(x1)                 # the NumPy reference stays im2col
+    assert Conv2D(16, 5, algorithm='direct')._direct(x6) and not Conv2D(6, 5, algorithm='im2col')._direct(x1)
+    with pytest.raises(ValueError, match=r"algorithm='direct' needs strides \(1, 1\), got \(1, 2\)"):
+        Conv2D(6, 5, strides=(1, 2), algorithm='direct')
+    with pytest.raises(ValueError, match="got 'winograd'"):
+        Conv2D(6, 5, algorithm='winograd')
+    assert Conv2D(6, 5, algorithm='direct').get_config()['kwargs']['algorithm'] == 'direct'   # saved with the model
+
+
 POOL_CASES = [dict(), dict(pool_size=3, strides=2), dict(pool_size=3, strides=1, padding='same'),
               dict(pool_size=2, strides=3), dict(pool_size=(2, 3), strides=(1, 2), padding='same')]
 

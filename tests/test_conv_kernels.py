@@ -64,6 +64,36 @@ def test_conv_numpy_numba_naive_agree(case):
     _close(dx_np, dx_ref); _close(dw_np, dw_ref)
 
 
+@settings(max_examples=60, **SETTINGS)
+@given(conv_cases(max_s=1, max_f=6), st.sampled_from([np.float32, np.float64]))
+def test_direct_conv_agrees_with_naive(case, dt):
+    "The shifted-planes kernels (stride 1) give the naive loops' y, dx, dw, db in float32 and float64."
+    x, w, ks, s, pad, r = case
+    x, w = x.astype(dt), w.astype(dt)
+    b = r.normal(size=w.shape[-1]).astype(dt)
+    y, planes, Wp = K.conv2d_direct_forward(x, w, b, pad)
+    assert y.dtype == dt
+    dy = r.normal(size=y.shape).astype(dt)
+    dx, dw, db = K.conv2d_direct_backward(dy, planes, Wp, w, x.shape, pad)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    refs = (K.conv2d_naive_forward(x64, w64, b64, 1, pad), *K.conv2d_naive_backward(dy64, x64, w64, 1, pad))
+    for a, ref in zip((y, dx, dw, db), refs):
+        if dt == np.float64: np.testing.assert_allclose(a, ref, rtol=1e-10, atol=1e-10)
+        else: _close(a, ref)
+    assert K.conv2d_direct_backward(dy, planes, Wp, w, x.shape, pad, need_dx=False)[0] is None
+
+
+def test_direct_conv_bad_input():
+    x, w = np.zeros((1, 5, 5, 2), np.float32), np.zeros((3, 3, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=r'to match w of shape \(3, 3, 3, 4\), got x shape \(1, 5, 5, 2\)'):
+        K.conv2d_direct_forward(x, np.zeros((3, 3, 3, 4), np.float32))
+    with pytest.raises(ValueError, match='larger than the padded input'):
+        K.conv2d_direct_forward(x[:, :2], w)
+    y, planes, Wp = K.conv2d_direct_forward(x, w)
+    with pytest.raises(ValueError, match=r'expected dz of shape \(1, 3, 3, 4\), got \(1, 3, 3, 5\)'):
+        K.conv2d_direct_backward(np.zeros((1, 3, 3, 5), np.float32), planes, Wp, w, x.shape)
+
+
 @settings(max_examples=20, **SETTINGS)
 @given(conv_cases(max_n=2, max_hw=7, max_c=2, max_f=2, max_k=3, max_s=4, max_p=1))
 def test_conv_cuda_agrees(case):

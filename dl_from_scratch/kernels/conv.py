@@ -6,13 +6,14 @@
 from __future__ import annotations
 import math
 import numpy as np
+import numba
 from numba import njit, prange
 from ..core import check_array, get_array_module, resolve_backend
 
 # %% auto #0
 __all__ = ['cuda', 'conv_output_size', 'resolve_padding', 'conv2d_naive_forward', 'conv2d_naive_backward', 'pool2d_naive_forward',
            'pool2d_naive_backward', 'im2col', 'col2im', 'maxpool2d_forward', 'maxpool2d_backward', 'avgpool2d_forward',
-           'avgpool2d_backward']
+           'avgpool2d_backward', 'channel_planes', 'conv2d_direct_forward', 'conv2d_direct_backward']
 
 # %% ../../nbs/07_convolutions.ipynb #bf1959ca
 def _pair(v, name='value'):
@@ -583,3 +584,125 @@ def avgpool2d_backward(dy, x_shape, pool_size=2, strides=None, padding=0, backen
     dx = cc.empty((N, H, W, C), dy.dtype)
     cc.launch(_cuda_kernels()['avgpool_bwd'], N * H * W * C, cc.to_dev(dy), dx, kh, kw, sh, sw, pt, pl)
     return cc.result(dx)
+
+# %% ../../nbs/07_convolutions.ipynb #b94fca44
+def channel_planes(x, padding):
+    """x (N, H, W, C) -> (planes, Wp): each image's channels as flat zero-padded planes,
+    planes (N, C, (Hp + 1) * Wp) with Hp, Wp the padded height and width (one spare row, so that the
+    shifted reads of the direct kernels never leave a plane). `padding` is (top, bottom, left, right)."""
+    pt, pb, pl, pr = padding
+    N, H, W, C = x.shape
+    Hp, Wp = H + pt + pb, W + pl + pr
+    planes = np.zeros((N, C, Hp + 1, Wp), x.dtype)
+    planes[:, :, pt:pt + H, pl:pl + W] = x.transpose(0, 3, 1, 2)
+    return planes.reshape(N, C, (Hp + 1) * Wp), Wp
+
+@njit(parallel=True, cache=True, fastmath={'contract'})
+def _direct_forward(planes, Wp, w, b, OH, OW, z):
+    N, C, _ = planes.shape
+    KH, KW, _, F = w.shape
+    L = OH * Wp                                      # the output on the padded grid, flat
+    for n in prange(N):
+        acc = np.empty((F, L), z.dtype)
+        for f in range(F):
+            for q in range(L): acc[f, q] = b[f]
+        for c in range(C):
+            for m in range(KH):
+                for l in range(KW):
+                    xs = planes[n, c, m * Wp + l:m * Wp + l + L]     # the plane shifted by tap (m, l)
+                    for f in range(F):
+                        wv = w[m, l, c, f]
+                        for q in range(L): acc[f, q] += wv * xs[q]
+        for i in range(OH):                          # keep the columns j < OW, as NHWC
+            for j in range(OW):
+                for f in range(F): z[n, i, j, f] = acc[f, i * Wp + j]
+    return z
+
+# The weight gradient's inner loop is a sum; LLVM vectorises a float sum only if it may reorder it
+# ('reassoc'), which changes the rounding as BLAS's blocked sums do, and nothing else.
+@njit(parallel=True, cache=True, fastmath={'contract', 'reassoc'})
+def _direct_weight_grad(planes, Wp, dz, KH, KW, nt, dW, db):
+    N, C, _ = planes.shape
+    _, OH, OW, F = dz.shape
+    L = OH * Wp
+    per = (N + nt - 1) // nt
+    parts, bparts = np.zeros((nt, KH, KW, C, F), dz.dtype), np.zeros((nt, F), dz.dtype)
+    for t in prange(nt):                             # one partial sum per thread, added up at the end
+        g = np.zeros((F, L), dz.dtype)               # dz of one image on the padded grid (0 where j >= OW)
+        for n in range(t * per, min(N, (t + 1) * per)):
+            for i in range(OH):
+                for j in range(OW):
+                    for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
+            for f in range(F):
+                s = dz.dtype.type(0)
+                for q in range(L): s += g[f, q]
+                bparts[t, f] += s
+            for c in range(C):
+                for m in range(KH):
+                    for l in range(KW):
+                        xs = planes[n, c, m * Wp + l:m * Wp + l + L]
+                        for f in range(F):
+                            s = dz.dtype.type(0)
+                            for q in range(L): s += xs[q] * g[f, q]
+                            parts[t, m, l, c, f] += s
+    dW[...] = 0; db[...] = 0
+    for t in range(nt):
+        dW += parts[t]; db += bparts[t]
+
+@njit(parallel=True, cache=True, fastmath={'contract'})
+def _direct_input_grad(dz, w, Hp, Wp, pt, pl, dx):
+    N, OH, OW, F = dz.shape
+    KH, KW, C, _ = w.shape
+    H, W = dx.shape[1], dx.shape[2]
+    L = OH * Wp
+    for n in prange(N):
+        buf = np.zeros((C, (Hp + 1) * Wp), dz.dtype)   # dL/d(padded planes) of image n
+        g = np.zeros((F, L), dz.dtype)
+        for i in range(OH):
+            for j in range(OW):
+                for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
+        for c in range(C):
+            for m in range(KH):
+                for l in range(KW):
+                    bs = buf[c, m * Wp + l:m * Wp + l + L]   # the adjoint of the shifted read
+                    for f in range(F):
+                        wv = w[m, l, c, f]
+                        for q in range(L): bs[q] += wv * g[f, q]
+        for h in range(H):                           # cut the padding off, back to NHWC
+            for x in range(W):
+                for c in range(C): dx[n, h, x, c] = buf[c, (h + pt) * Wp + x + pl]
+
+def _direct_geometry(x_shape, w, padding, who):
+    if get_array_module(w) is not np:
+        raise ValueError(f"{who} runs on the CPU and needs NumPy arrays, got a {type(w).__module__} array")
+    check_array(w, 'w (KH, KW, C, F)', ndim=4, finite=False, who=who)
+    KH, KW, C, F = w.shape
+    if x_shape[3] != C:
+        raise ValueError(f"{who} expected x (N, H, W, {C}) to match w of shape {tuple(w.shape)}, got x shape {tuple(x_shape)}")
+    return _geometry(x_shape, KH, KW, 1, padding, who)
+
+def conv2d_direct_forward(x, w, b=None, padding=0):
+    """Stride-1 convolution of x (N, H, W, C) with w (KH, KW, C, F) (+ b (F,)) by shifted planes (Numba, CPU).
+    Returns (z, planes, Wp): z (N, OH, OW, F); planes and Wp, from `channel_planes`, for the backward pass."""
+    check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='conv2d_direct_forward')
+    _, _, pt, pb, pl, pr, OH, OW = _direct_geometry(x.shape, w, padding, 'conv2d_direct_forward')
+    dt = np.result_type(x.dtype, w.dtype)
+    planes, Wp = channel_planes(np.asarray(x, dt), (pt, pb, pl, pr))
+    F = w.shape[3]
+    b = np.zeros(F, dt) if b is None else np.asarray(check_array(b, 'b', shape=(F,), finite=False, who='conv2d_direct_forward'), dt)
+    z = _direct_forward(planes, Wp, np.ascontiguousarray(w, dt), b, OH, OW, np.empty((x.shape[0], OH, OW, F), dt))
+    return z, planes, Wp
+
+def conv2d_direct_backward(dz, planes, Wp, w, x_shape, padding=0, need_dx=True):
+    """Gradients of `conv2d_direct_forward`: dz (N, OH, OW, F) -> (dx (N, H, W, C) or None, dw, db)."""
+    _, _, pt, pb, pl, pr, OH, OW = _direct_geometry(x_shape, w, padding, 'conv2d_direct_backward')
+    N, F = x_shape[0], w.shape[3]
+    dz = np.ascontiguousarray(check_array(dz, 'dz', shape=(N, OH, OW, F), finite=False, who='conv2d_direct_backward'), planes.dtype)
+    w = np.ascontiguousarray(w, planes.dtype)
+    dw, db = np.empty_like(w), np.empty(F, planes.dtype)
+    nt = min(numba.get_num_threads(), N)     # partial sums, one per thread (asked here: not cacheable inside)
+    _direct_weight_grad(planes, Wp, dz, w.shape[0], w.shape[1], nt, dw, db)
+    if not need_dx: return None, dw, db
+    dx = np.empty(tuple(x_shape), planes.dtype)
+    _direct_input_grad(dz, w, x_shape[1] + pt + pb, Wp, pt, pl, dx)
+    return dx, dw, db
