@@ -95,13 +95,10 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
     if threads: set_threads(threads)
     from dl_from_scratch.core import has_cuda
     from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
-    try:
-        import torch
-        torch.set_num_threads(numba.get_num_threads())
-    except ImportError:
-        torch = None
-    peak = matmul_gflops()
     threads = numba.get_num_threads()
+    theirs = torch_in_own_process(cases, repeat, threads, lenet)     # {} without torch
+    torch = bool(theirs)
+    peak = matmul_gflops()
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     print(f"\n== conv2d forward + backward, float32 NHWC, CPU ({threads} threads; load average {load:.1f} on {os.cpu_count()} cores) ==")
     print(f"numpy float32 matmul rate (1024^3, best of 10): {peak:.1f} GFLOP/s" + ("" if torch else "; torch not installed"))
@@ -110,17 +107,12 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
     print(head); print('-' * len(head))
     rows = []
     for name, N, H, W, C, F, k, s, pad in cases:
-        r = np.random.default_rng(0)
-        x = r.standard_normal((N, H, W, C), dtype=np.float32)
-        pad_t = resolve_padding(pad, (H, W), k, s)
-        OH, OW = conv_output_size(H, k, s, pad_t[0] + pad_t[1]), conv_output_size(W, k, s, pad_t[2] + pad_t[3])
-        dy = r.standard_normal((N, OH, OW, F), dtype=np.float32)
-        w = r.standard_normal((k, k, C, F), dtype=np.float32) * 0.1
-        b = np.zeros(F, np.float32)
+        x, dy, w, b, pad_t = _case_data(N, H, W, C, F, k, s, pad)
+        OH, OW = dy.shape[1:3]
         row = dict(case=name, numba=median_time(_ours(x, dy, F, k, s, pad, 'numba'), repeat),
                    numpy=median_time(_ours(x, dy, F, k, s, pad, 'numpy'), repeat))
         row['naive'] = median_time(_naive(x, dy, w, b, s, pad_t), 1, warmup=0) if naive else float('nan')
-        row['torch'] = median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat) if torch else float('nan')
+        row['torch'] = theirs.get(name, float('nan'))
         row['gemms'] = median_time(_gemms(N, OH, OW, k * k * C, F), repeat)
         row['gflops'] = conv_flops(N, OH, OW, k * k * C, F) / row['numba'] / 1e9
         row['frac_matmul'] = row['gflops'] / peak
@@ -132,9 +124,54 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
     print("% mm: our GFLOP/s as a fraction of the matmul rate. Goals: <= 1.0x torch, >= 10x naive, >= 40% on the 3x3 layer.")
     print("GEMMs: the layer's three matrix products alone (NumPy/OpenBLAS), the floor for any im2col layer; where")
     print("GEMMs/torch > 1, PyTorch's direct convolution (oneDNN) beats im2col + this BLAS whatever im2col costs.")
-    if has_cuda(): rows += cuda_table(repeat, torch, cases)
-    if lenet: rows.append(lenet_epoch(torch))
+    print("PyTorch ran in a process of its own, without the GOMP_SPINCOUNT this package sets (nbs/00_init):")
+    print("OpenMP is shared within a process, and PyTorch is slower with the short spin our kernels want.")
+    if has_cuda():
+        try: import torch as _torch
+        except ImportError: _torch = None
+        rows += cuda_table(repeat, _torch, cases)
+    if lenet: rows.append(lenet_epoch(theirs.get('lenet', float('nan'))))
     return rows
+
+
+def _case_data(N, H, W, C, F, k, s, pad):
+    "The same random x, dy, w, b and resolved padding for every implementation of a case."
+    from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
+    r = np.random.default_rng(0)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    pad_t = resolve_padding(pad, (H, W), k, s)
+    OH, OW = conv_output_size(H, k, s, pad_t[0] + pad_t[1]), conv_output_size(W, k, s, pad_t[2] + pad_t[3])
+    dy = r.standard_normal((N, OH, OW, F), dtype=np.float32)
+    w = r.standard_normal((k, k, C, F), dtype=np.float32) * 0.1
+    return x, dy, w, np.zeros(F, np.float32), pad_t
+
+
+def torch_times(cases, repeat, threads, lenet) -> dict:
+    "PyTorch's seconds per case (and per LeNet-5 epoch); run by `torch_in_own_process` in a fresh process."
+    import torch                     # first: its OpenMP starts with the environment as given
+    torch.set_num_threads(threads)
+    out = {}
+    for name, N, H, W, C, F, k, s, pad in cases:
+        x, dy, w, b, pad_t = _case_data(N, H, W, C, F, k, s, pad)
+        out[name] = median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat)
+    if lenet: out['lenet'] = torch_lenet_epoch(torch)
+    return out
+
+
+def torch_in_own_process(cases, repeat, threads, lenet) -> dict:
+    """`torch_times` in a fresh Python without the variables the package set for itself (`GOMP_SPINCOUNT`):
+    PyTorch with its own defaults, as its users run it. {} when torch is not installed."""
+    import json, subprocess, tempfile, dl_from_scratch
+    env = {k: v for k, v in os.environ.items() if k not in dl_from_scratch.ENV_SET_BY_PACKAGE}
+    with tempfile.TemporaryDirectory() as d:
+        code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import conv; "
+                f"json.dump(conv.torch_times(conv.CASES if {cases is CASES} else {cases!r}, {repeat}, {threads}, {lenet}), "
+                f"open({d + '/t.json'!r}, 'w'))")
+        r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+        if r.returncode:
+            if 'No module named \'torch\'' in r.stderr: return {}
+            raise RuntimeError(r.stderr[-3000:])
+        return json.load(open(d + '/t.json'))
 
 
 def cuda_table(repeat, torch, cases=CASES):
@@ -167,17 +204,21 @@ def cuda_table(repeat, torch, cases=CASES):
     return rows
 
 
-def lenet_epoch(torch, n: int | None = None, batch_size: int = 128):
-    """Seconds for one LeNet-5 epoch on MNIST (SGD, batch 128): ours (Sequential, Numba kernels) against the
-    same net in PyTorch (NCHW, CPU, same threads)."""
+def _lenet_data(n=None):
     from dl_from_scratch.data import load
+    x, y = load('mnist', 'train')
+    if n: x, y = x[:n], y[:n]
+    return x.astype(np.float32) / 255, y
+
+
+def lenet_epoch(theirs: float, n: int | None = None, batch_size: int = 128):
+    """Seconds for one LeNet-5 epoch on MNIST (SGD, batch 128): ours (Sequential, Numba kernels), beside
+    `theirs`, the same net's epoch in PyTorch (NCHW, CPU, same threads) from `torch_lenet_epoch`."""
     from dl_from_scratch.model import Sequential
     from dl_from_scratch.layers import Dense, Flatten
     from dl_from_scratch.conv import Conv2D, MaxPool2D
     from dl_from_scratch.optim import SGD
-    x, y = load('mnist', 'train')
-    if n: x, y = x[:n], y[:n]
-    x = (x.astype(np.float32) / 255)
+    x, y = _lenet_data(n)
     model = Sequential([Conv2D(6, 5, padding='same', activation='relu', rng=0), MaxPool2D(2),
                         Conv2D(16, 5, activation='relu', rng=1), MaxPool2D(2), Flatten(),
                         Dense(120, activation='relu', rng=2), Dense(84, activation='relu', rng=3), Dense(10, rng=4)])
@@ -186,25 +227,28 @@ def lenet_epoch(torch, n: int | None = None, batch_size: int = 128):
     t0 = time.perf_counter()
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, rng=0)
     ours = time.perf_counter() - t0
-    theirs = float('nan')
-    if torch is not None:
-        nn = torch.nn
-        net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                            nn.Linear(84, 10))
-        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-        xt, yt = torch.tensor(x.transpose(0, 3, 1, 2).copy()), torch.tensor(y)
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), batch_size):
-            idx = perm[i:i + batch_size]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
-            loss.backward(); opt.step()
-        theirs = time.perf_counter() - t0
     print(f"\n== one LeNet-5 MNIST epoch ({len(x)} images, batch {batch_size}, CPU) ==")
     print(f"ours {ours:.1f} s, torch {theirs:.1f} s, ratio {ours / theirs:.2f}x (goal <= 1.2x)")
     return dict(case='LeNet-5 MNIST epoch', ours=ours, torch=theirs)
+
+
+def torch_lenet_epoch(torch, n: int | None = None, batch_size: int = 128) -> float:
+    "Seconds for one epoch of the same LeNet-5 in PyTorch (SGD 0.05, momentum 0.9, batch 128)."
+    x, y = _lenet_data(n)
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                        nn.Linear(84, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    xt, yt = torch.tensor(x.transpose(0, 3, 1, 2).copy()), torch.tensor(y)
+    t0 = time.perf_counter()
+    perm = torch.randperm(len(xt))
+    for i in range(0, len(xt), batch_size):
+        idx = perm[i:i + batch_size]
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+        loss.backward(); opt.step()
+    return time.perf_counter() - t0
 
 
 if __name__ == '__main__':

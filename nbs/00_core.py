@@ -183,7 +183,18 @@ test_eq(simulate_cuda_without_gpu(), not gpu_present() or os.environ.get('NUMBA_
 # NumPy loads, so the Makefile, the benchmarks and the chapter runner set it
 # to 4 before anything starts, and importing the package sets it when NumPy
 # has not been loaded yet (`00_init`; in a notebook of your own that imports
-# NumPy first, set it in the environment before `import numpy`). `set_num_threads` changes the thread counts of
+# NumPy first, set it in the environment before `import numpy`).
+#
+# The Numba side has the same habit. Its parallel kernels run on GNU OpenMP
+# threads, which spin for `GOMP_SPINCOUNT` rounds (300,000 by default) after
+# each kernel before they sleep, and then slow the product that follows. So
+# importing the package sets `GOMP_SPINCOUNT=10000` unless it is set already;
+# OpenMP reads it once, when Numba first loads it. The table at the end of this
+# section (`benchmarks/threads.py`, each setting in fresh processes) times one
+# LeNet-5 training step with each setting; in this book's runs the default spin
+# cost 15 to 35 % more per step than 10,000 rounds, and sleeping at once (0 or
+# `PASSIVE`) was also slower, since waking a sleeping thread takes time too.
+# `set_num_threads` changes the thread counts of
 # Numba, OpenBLAS and (if it is loaded) PyTorch together.
 
 # %%
@@ -219,6 +230,13 @@ test_eq(set_num_threads(1), 1); test_eq(numba.get_num_threads(), 1)
 set_num_threads(_before)
 test_fail(lambda: set_num_threads(10_000), contains='set_num_threads expected')
 assert _openblas_set_num_threads(_before) == bool(glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')))
+
+# %%
+#| slow
+import pathlib
+_bench = next(p for p in (pathlib.Path('../benchmarks/threads.py'), pathlib.Path('benchmarks/threads.py')) if p.exists())
+_r = subprocess.run([sys.executable, str(_bench)], capture_output=True, text=True)
+print(_r.stdout); assert _r.returncode == 0, _r.stderr[-3000:]
 
 # %% [markdown]
 # The hot loops (im2col convolution, BPTT) come in three implementations:

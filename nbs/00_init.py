@@ -12,8 +12,19 @@
 # made a LeNet-5 epoch three times slower (chapter 00, "Threads", has the
 # measurements). OpenBLAS reads `OPENBLAS_THREAD_TIMEOUT` once, when NumPy is
 # loaded, so this can only work when NumPy is not loaded yet; a value already
-# in the environment wins. The version line is nbdev's, taken from
-# `settings.ini`.
+# in the environment wins.
+#
+# The same holds the other way round. Numba's parallel kernels run on GNU
+# OpenMP threads, which spin after each kernel (`GOMP_SPINCOUNT`, 300,000
+# rounds by default) and then take the cores the next matrix product needs.
+# Importing the package sets `GOMP_SPINCOUNT=10000`, read once when Numba
+# first loads OpenMP (again: a value already set wins). A LeNet-5 training step
+# on 2 cores went from 14.1 ms to 10.4 ms (chapter 00, "Threads"). OpenMP is one
+# library per process, so PyTorch imported in the same process gets the short
+# spin too, and is slower with it (3.4 s to 5.3 s for a LeNet-5 epoch): the
+# benchmarks time PyTorch in a process of its own, without it
+# (`ENV_SET_BY_PACKAGE` names what to drop). The version line is nbdev's,
+# taken from `settings.ini`.
 
 # %%
 #| default_exp __init__
@@ -21,8 +32,11 @@
 # %%
 #| export
 import os as _os, sys as _sys
-if 'numpy' not in _sys.modules:
-    _os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+ENV_SET_BY_PACKAGE = {}      # name -> value, for the variables below that the user had not set
+def _setdefault_env(name, value):
+    if name not in _os.environ: _os.environ[name] = ENV_SET_BY_PACKAGE[name] = value
+if 'numpy' not in _sys.modules: _setdefault_env('OPENBLAS_THREAD_TIMEOUT', '4')
+_setdefault_env('GOMP_SPINCOUNT', '10000')
 
 # %%
 import subprocess, sys
@@ -35,3 +49,9 @@ assert out == '4', out
 code = "import numpy, os; import dl_from_scratch.model; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
 out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env).stdout.strip()
 assert out == 'None', out
+# GOMP_SPINCOUNT: set when absent, and recorded as set by the package; a user's value wins
+code = "import os, dl_from_scratch as d; print(os.environ['GOMP_SPINCOUNT'], d.ENV_SET_BY_PACKAGE.get('GOMP_SPINCOUNT'))"
+env = {k: v for k, v in __import__('os').environ.items() if k != 'GOMP_SPINCOUNT'}
+assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env).stdout.split() == ['10000', '10000']
+env['GOMP_SPINCOUNT'] = '5'
+assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env).stdout.split() == ['5', 'None']
