@@ -191,9 +191,11 @@ test_eq(simulate_cuda_without_gpu(), not gpu_present() or os.environ.get('NUMBA_
 # importing the package sets `GOMP_SPINCOUNT=10000` unless it is set already;
 # OpenMP reads it once, when Numba first loads it. The table at the end of this
 # section (`benchmarks/threads.py`, each setting in fresh processes) times one
-# LeNet-5 training step with each setting; in this book's runs the default spin
-# cost 15 to 35 % more per step than 10,000 rounds, and sleeping at once (0 or
-# `PASSIVE`) was also slower, since waking a sleeping thread takes time too.
+# LeNet-5 training step with each setting. In this book's runs the default spin
+# cost 15 to 35 % more per step than 10,000 rounds. Sleeping at once (`0`, or
+# `OMP_WAIT_POLICY=PASSIVE`) landed within about 10 % of 10,000 rounds on either
+# side, changing places from run to run (waking a sleeping thread costs time
+# too); any short spin beats the default.
 # `set_num_threads` changes the thread counts of
 # Numba, OpenBLAS and (if it is loaded) PyTorch together.
 

@@ -498,7 +498,13 @@ test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
 # NumPy float32 matmul rate. (PyTorch is used here only as a stopwatch
 # reference; the package never imports it.) It runs twice: with Numba's
 # default thread count, and with one thread for Numba, OpenBLAS and PyTorch,
-# which on a shared machine gives the steadier figures.
+# which on a shared machine gives the steadier figures. Our layer chooses its
+# algorithm as in training (`algorithm='auto'`): the direct kernels of chapter 7
+# for LeNet's first layer ($C\cdot F = 6$), im2col for the other two, whose
+# *GEMMs* column is the floor of any im2col layer (its three products alone).
+# PyTorch runs in a fresh process of its own: OpenMP is one library per process,
+# and the short idle spin this package sets for its kernels (`00_init`) makes
+# PyTorch slower.
 
 # %%
 #| slow
