@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolutions
 #
-# > Cross-correlation, its gradients, im2col, pooling; three implementations of each hot loop (NumPy, Numba CPU, Numba CUDA), proven equal and timed.
+# > Cross-correlation, its gradients, im2col, pooling; three implementations of each hot loop (NumPy, Numba CPU, Numba CUDA), proven equal and timed; a direct CPU kernel for thin layers.
 #
 # ## Purpose
 #
@@ -25,7 +25,10 @@
 #    adjoint **col2im**), and writes those and the pooling loops three times:
 #    a NumPy reference, a Numba CPU kernel and a Numba CUDA kernel, tested
 #    equal to each other;
-# 4. (in the second half, [07a: convolution layers](07a_conv_layers.ipynb))
+# 4. for thin layers (few channels and filters, where im2col's copies cost more
+#    than they save) writes a **direct** stride-1 convolution on the CPU, by
+#    shifted image planes, forward and backward;
+# 5. (in the second half, [07a: convolution layers](07a_conv_layers.ipynb))
 #    builds the layers `Conv2D`, `MaxPool2D` and `AvgPool2D` on them, uses
 #    convolution as image processing (edge filters on a photo), and times the
 #    implementations against each other and against PyTorch.
