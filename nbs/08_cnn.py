@@ -595,7 +595,9 @@ assert lenet_acc >= 0.99 and f_acc >= 0.90, (lenet_acc, f_acc)
 #
 # `benchmarks/conv.py --lenet` times one epoch of LeNet-5 on the 60,000 MNIST
 # training images (SGD with momentum, batches of 128) with our layers and with
-# the same net in PyTorch, both on one thread and then both on two. The
+# the same net in PyTorch, both on one thread and then both on two; each figure
+# is the median of three epochs, since single epochs on this shared 2-core
+# machine vary by about ±30 % (PyTorch's from 3.2 s to 5.1 s in five runs). The
 # issue's goal is at most 1.2 times PyTorch's time. PyTorch runs in a fresh
 # process without the `GOMP_SPINCOUNT` that this package sets (`00_init`), since
 # OpenMP is shared within a process and PyTorch is slower with it.
