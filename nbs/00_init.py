@@ -21,8 +21,9 @@
 # first loads OpenMP (again: a value already set wins). A LeNet-5 training step
 # on 2 cores went from 14.1 ms to 10.4 ms (chapter 00, "Threads"). OpenMP is one
 # library per process, so PyTorch imported in the same process gets the short
-# spin too, and is slower with it (3.4 s to 5.3 s for a LeNet-5 epoch): the
-# benchmarks time PyTorch in a process of its own, without it
+# spin too, and was slower with it in our runs (one LeNet-5 epoch: a median of
+# 3.39 s with it against 2.95 s without, three runs each, single runs varying by
+# about ±30 %): the benchmarks time PyTorch in a process of its own, without it
 # (`ENV_SET_BY_PACKAGE` names what to drop). The version line is nbdev's,
 # taken from `settings.ini`.
 
