@@ -165,7 +165,7 @@ def torch_in_own_process(cases, repeat, threads, lenet) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in dl_from_scratch.ENV_SET_BY_PACKAGE}
     with tempfile.TemporaryDirectory() as d:
         code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import conv; "
-                f"json.dump(conv.torch_times(conv.CASES if {cases is CASES} else {cases!r}, {repeat}, {threads}, {lenet}), "
+                f"json.dump(conv.torch_times({list(cases)!r}, {repeat}, {threads}, {lenet}), "
                 f"open({d + '/t.json'!r}, 'w'))")
         r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
         if r.returncode:

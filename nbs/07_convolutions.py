@@ -1103,6 +1103,14 @@ def _direct_forward(planes, Wp, w, b, OH, OW, z):
                 for f in range(F): z[n, i, j, f] = acc[f, i * Wp + j]
     return z
 
+@njit(cache=True, inline='always')
+def _to_padded_grid(dz, n, Wp, g):
+    "g[f, i*Wp + j] = dz[n, i, j, f]: image n's output gradient as F flat rows on the padded grid (other entries kept)."
+    _, OH, OW, F = dz.shape
+    for i in range(OH):
+        for j in range(OW):
+            for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
+
 # The weight gradient's inner loop is a sum; LLVM vectorises a float sum only if it may reorder it
 # ('reassoc'), which changes the rounding as BLAS's blocked sums do, and nothing else.
 @njit(parallel=True, cache=True, fastmath={'contract', 'reassoc'})
@@ -1115,9 +1123,7 @@ def _direct_weight_grad(planes, Wp, dz, KH, KW, nt, dW, db):
     for t in prange(nt):                             # one partial sum per thread, added up at the end
         g = np.zeros((F, L), dz.dtype)               # dz of one image on the padded grid (0 where j >= OW)
         for n in range(t * per, min(N, (t + 1) * per)):
-            for i in range(OH):
-                for j in range(OW):
-                    for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
+            _to_padded_grid(dz, n, Wp, g)
             for f in range(F):
                 s = dz.dtype.type(0)
                 for q in range(L): s += g[f, q]
@@ -1143,9 +1149,7 @@ def _direct_input_grad(dz, w, Hp, Wp, pt, pl, dx):
     for n in prange(N):
         buf = np.zeros((C, (Hp + 1) * Wp), dz.dtype)   # dL/d(padded planes) of image n
         g = np.zeros((F, L), dz.dtype)
-        for i in range(OH):
-            for j in range(OW):
-                for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
+        _to_padded_grid(dz, n, Wp, g)
         for c in range(C):
             for m in range(KH):
                 for l in range(KW):
