@@ -141,6 +141,29 @@ def test_pool_numpy_numba_agree(case):
         _close(ref[5], K.pool2d_naive_backward(ref[2], x, ks, s, 'avg'))
 
 
+@pytest.mark.parametrize('shape', [(1, 2, 2, 1), (3, 5, 7, 6), (2, 28, 28, 6), (2, 9, 4, 17), (1, 3, 3, 64)])
+def test_maxpool_2x2_fast_path_agrees(shape):
+    "The unrolled 2x2/stride-2 kernels (odd sizes leave a row or column out) equal the reference, ties included."
+    x = np.round(np.random.default_rng(sum(shape)).normal(size=shape) * 2).astype(np.float32)  # many ties
+    ref, nb = _pool_all(x, (2, 2), (2, 2), (0, 0, 0, 0), 'numpy'), _pool_all(x, (2, 2), (2, 2), (0, 0, 0, 0), 'numba')
+    np.testing.assert_array_equal(nb[0], ref[0]); np.testing.assert_array_equal(nb[1], ref[1])
+    np.testing.assert_array_equal(nb[3], ref[3])                   # one gradient per winner: no sums, bit-equal
+    np.testing.assert_array_equal(ref[0], K.pool2d_naive_forward(x, 2, 2, 'max'))
+    _close(nb[3], K.pool2d_naive_backward(ref[2], x, 2, 2, 'max'))
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(pool_cases(max_k=3), st.integers(0, 2))
+def test_maxpool_backward_without_overlap_agrees(case, gap):
+    "Strides >= the window (with padding and gaps between windows): the zero-the-band-then-scatter path."
+    x, ks, _, pad = case
+    s = (ks[0] + gap, ks[1] + gap)
+    assume(x.shape[1] + pad[0] + pad[1] >= ks[0] and x.shape[2] + pad[2] + pad[3] >= ks[1])
+    ref, nb = _pool_all(x, ks, s, pad, 'numpy'), _pool_all(x, ks, s, pad, 'numba')
+    np.testing.assert_array_equal(nb[1], ref[1])
+    np.testing.assert_array_equal(nb[3], ref[3])
+
+
 @settings(max_examples=20, **SETTINGS)
 @given(pool_cases(max_n=2, max_hw=7, max_c=2, max_k=3, max_s=4))
 def test_pool_cuda_agrees(case):

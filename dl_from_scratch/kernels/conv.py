@@ -163,7 +163,14 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
                 if h < 0 or h >= H:                      # a padding row: zeros, never materialised
                     for q in range(kw * C): cols[row, base + q] = 0
                 elif w0 >= 0 and w0 + kw <= W:           # inside: one contiguous copy
-                    for q in range(kw * C): cols[row, base + q] = xr[n, h, w0 * C + q]
+                    L = kw * C
+                    if L >= 16:        # in 16-wide blocks, the last one overlapping: copying twice is harmless
+                        d, s = cols[row, base:base + L], xr[n, h, w0 * C:w0 * C + L]
+                        for q0 in range(0, L - 15, 16):
+                            for q in range(q0, q0 + 16): d[q] = s[q]
+                        for q in range(L - 16, L): d[q] = s[q]
+                    else:
+                        for q in range(L): cols[row, base + q] = xr[n, h, w0 * C + q]
                 else:                                    # overlaps the left/right padding
                     for l in range(kw):
                         w = w0 + l
@@ -173,21 +180,29 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
 
 @njit(parallel=True, cache=True)
 def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
-    dx = np.zeros((N, H, W * C), cols.dtype)
-    for n in prange(N):                  # images are independent: no two threads write the same pixel
-        for i in range(OH):
+    dx = np.empty((N, H, W * C), cols.dtype)
+    L = kw * C                           # one window row: kw*C numbers, contiguous in cols and in dx
+    for r in prange(N * H):              # a gather by image row: no two threads write one pixel
+        n, h = r // H, r % H
+        acc = np.zeros(W * C, cols.dtype)
+        for m in range(kh):              # the window rows i that read image row h through kernel row m
+            a = h + pt - m
+            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            i = a // sh
             for j in range(OW):
-                row, w0 = (n * OH + i) * OW + j, j * sw - pl
-                for m in range(kh):
-                    h, base = i * sh + m - pt, m * kw * C
-                    if h < 0 or h >= H: continue
-                    if w0 >= 0 and w0 + kw <= W:
-                        for q in range(kw * C): dx[n, h, w0 * C + q] += cols[row, base + q]
-                    else:
-                        for l in range(kw):
-                            w = w0 + l
-                            if 0 <= w < W:
-                                for c in range(C): dx[n, h, w * C + c] += cols[row, base + l * C + c]
+                row, w0, base = (n * OH + i) * OW + j, j * sw - pl, m * L
+                if w0 >= 0 and w0 + kw <= W:
+                    d, s = acc[w0 * C:w0 * C + L], cols[row, base:base + L]
+                    if L >= 8:           # blocks of 8 that LLVM turns into vector adds; a run of 30 alone is not
+                        for q0 in range(0, L - L % 8, 8):
+                            for q in range(q0, q0 + 8): d[q] += s[q]
+                    for q in range(L - L % 8 if L >= 8 else 0, L): d[q] += s[q]
+                else:
+                    for l in range(kw):
+                        w = w0 + l
+                        if 0 <= w < W:
+                            for c in range(C): acc[w * C + c] += cols[row, base + l * C + c]
+        for q in range(W * C): dx[n, h, q] = acc[q]
     return dx.reshape(N, H, W, C)
 
 # %% ../../nbs/07_convolutions.ipynb #2dbdd92e
@@ -410,18 +425,67 @@ def _maxpool_fwd_numba(x, kh, kw, sh, sw, pt, pl, OH, OW):
     return y, idx
 
 @njit(parallel=True, cache=True)
+def _maxpool2x2_fwd_numba(x, OH, OW):
+    "The common case, 2x2 windows at stride 2 without padding: the four taps unrolled, each image row flat."
+    N, H, W, C = x.shape
+    y = np.empty((N, OH, OW, C), x.dtype)
+    idx = np.empty((N, OH, OW, C), np.int32)
+    xr, yr, ir = x.reshape(N, H, W * C), y.reshape(N, OH, OW * C), idx.reshape(N, OH, OW * C)
+    for r in prange(N * OH):
+        n, i = r // OH, r % OH
+        x0, x1, yo, io = xr[n, 2 * i], xr[n, 2 * i + 1], yr[n, i], ir[n, i]
+        for j in range(OW):
+            for c in range(C):
+                p = 2 * j * C + c                    # tap (0, 0); (0, 1) is p + C; (1, *) the next row
+                best, k = x0[p], 0                   # strict '>': the first maximum wins, as np.argmax
+                if x0[p + C] > best: best, k = x0[p + C], 1
+                if x1[p] > best: best, k = x1[p], 2
+                if x1[p + C] > best: best, k = x1[p + C], 3
+                yo[j * C + c], io[j * C + c] = best, k
+    return y, idx
+
+@njit(parallel=True, cache=True)
+def _maxpool2x2_bwd_numba(dy, idx, N, H, W, C):
+    "Backward of `_maxpool2x2_fwd_numba`: zero the two rows under a row of windows, then write each winner."
+    OH, OW = dy.shape[1], dy.shape[2]
+    dx = np.empty((N, H, W * C), dy.dtype)
+    dyr, ir = dy.reshape(N, OH, OW * C), idx.reshape(N, OH, OW * C)
+    for r in prange(N * OH):
+        n, i = r // OH, r % OH
+        d0, d1, g, ii = dx[n, 2 * i], dx[n, 2 * i + 1], dyr[n, i], ir[n, i]
+        for q in range(W * C):                       # an odd width's last column is zeroed here too
+            d0[q] = 0; d1[q] = 0
+        for j in range(OW):
+            for c in range(C):
+                k = ii[j * C + c] & 3                # offsets 0..3 from the forward pass; & 3 keeps writes in the rows
+                dx[n, 2 * i + (k >> 1), (2 * j + (k & 1)) * C + c] = g[j * C + c]
+    for n in prange(N * (H - 2 * OH)):               # an odd height: the last row is in no window
+        for q in range(W * C): dx[n, H - 1, q] = 0
+    return dx.reshape(N, H, W, C)
+
+@njit(parallel=True, cache=True)
 def _maxpool_bwd_numba(dy, idx, N, H, W, C, kh, kw, sh, sw, pt, pl):
     OH, OW = dy.shape[1], dy.shape[2]
-    dx = np.zeros((N, H, W, C), dy.dtype)
     if sh >= kh and sw >= kw:      # windows do not overlap: scatter each gradient to its winner, no search
+        dx = np.empty((N, H, W, C), dy.dtype)
+        dxr = dx.reshape(N, H, W * C)
+        mh = np.array([k // kw for k in range(kh * kw)])   # offset k -> (m, l) by table: no division per element
+        ml = np.array([k % kw for k in range(kh * kw)])
         for r in prange(N * OH):
             n, i = r // OH, r % OH
+            # zero the band of rows that only window row i reaches (the last band takes the rows below it
+            # too) while it is in cache, then write each gradient once
+            h0, h1 = (0 if i == 0 else i * sh - pt), (H if i == OH - 1 else (i + 1) * sh - pt)
+            for h in range(h0, h1):
+                for q in range(W * C): dxr[n, h, q] = 0
             for j in range(OW):
                 for c in range(C):
                     k = idx[n, i, j, c]
-                    h, w = i * sh + k // kw - pt, j * sw + k % kw - pl
-                    if 0 <= h < H and 0 <= w < W: dx[n, h, w, c] += dy[n, i, j, c]
+                    if 0 <= k < kh * kw:
+                        h, w = i * sh + mh[k] - pt, j * sw + ml[k] - pl
+                        if 0 <= h < H and 0 <= w < W: dx[n, h, w, c] = dy[n, i, j, c]
         return dx
+    dx = np.zeros((N, H, W, C), dy.dtype)
     for r in prange(N * H):        # overlapping windows: gather, so that no two threads write one pixel
         n, h = r // H, r % H
         for w in range(W):
@@ -537,7 +601,10 @@ def maxpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'a
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'maxpool2d')
     be = _backend(x, backend, 'maxpool2d')
     if be == 'numpy': return _maxpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
-    if be == 'numba': return _maxpool_fwd_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
+    if be == 'numba':
+        if (kh, kw, sh, sw, pt, pb, pl, pr) == (2, 2, 2, 2, 0, 0, 0, 0):
+            return _maxpool2x2_fwd_numba(np.ascontiguousarray(x), OH, OW)
+        return _maxpool_fwd_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
     N, H, W, C = x.shape
     cc = _CudaCall(x)
     y, idx = cc.empty((N, OH, OW, C), x.dtype), cc.empty((N, OH, OW, C), np.int32)
@@ -553,6 +620,8 @@ def maxpool2d_backward(dy, idx, x_shape, pool_size=2, strides=None, padding=0, b
     be = _backend(dy, backend, 'maxpool2d')
     if be == 'numpy': return _maxpool_bwd_numpy(dy, idx, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
     if be == 'numba':
+        if (kh, kw, sh, sw, pt, pb, pl, pr) == (2, 2, 2, 2, 0, 0, 0, 0):
+            return _maxpool2x2_bwd_numba(np.ascontiguousarray(dy), np.ascontiguousarray(idx, np.int32), N, H, W, C)
         return _maxpool_bwd_numba(np.ascontiguousarray(dy), np.ascontiguousarray(idx, np.int32), N, H, W, C, kh, kw, sh, sw, pt, pl)
     cc = _CudaCall(dy)
     dx = cc.empty((N, H, W, C), dy.dtype)
