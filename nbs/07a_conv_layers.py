@@ -154,10 +154,11 @@ class Conv2D(Layer):
         x = self._check(x)
         N, H, W, _ = x.shape
         pad = self._pad((H, W))
+        relu = self.activation == 'relu'      # fused into the kernels below: no pass of its own
         if self._direct(x):
-            z, planes, Wp = conv2d_direct_forward(x, self.params['W'], self.params.get('b'), pad)
+            z, planes, Wp = conv2d_direct_forward(x, self.params['W'], self.params.get('b'), pad, relu=relu)
             self.cache = ('direct', (planes, Wp), x.shape, pad, z)
-            return z if self.activation is None else self._g(z)
+            return z if self.activation is None or relu else self._g(z)
         OH, OW, F = self.output_shape((H, W))
         K, xp = self.params['W'].size // F, get_array_module(x)
         Wm = self.params['W'].reshape(K, F)
@@ -166,18 +167,22 @@ class Conv2D(Layer):
         cols = im2col(x, self.kernel_size, self.strides, pad, self.backend, out=cols)
         z = cols @ (xp.concatenate([Wm, self.params['b'][None]]) if self.use_bias else Wm)
         z = z.reshape(N, OH, OW, F)
-        y = z if self.activation is None else self._g(z)
+        if relu: z = xp.maximum(z, 0, out=z)  # in place; backward needs only y > 0, which is z > 0
+        y = z if self.activation is None or relu else self._g(z)
         self.cache = ('im2col', cols, x.shape, pad, z)
         return y
 
     def backward(self, dy, need_dx: bool = True):
         "`need_dx=False` (the model's first layer in training) skips dL/dx (a matmul and col2im) and returns `None`."
-        kind, cols, x_shape, pad, z = self.cache
-        dz = dy if self.activation is None else dy * self._g_grad(z)
+        kind, cols, x_shape, pad, z = self.cache           # z is relu(z) when the activation is 'relu'
+        relu = self.activation == 'relu'
         if kind == 'direct':
-            dx, self.grads['W'], db = conv2d_direct_backward(dz, *cols, self.params['W'], x_shape, pad, need_dx)
+            dz = dy if self.activation is None or relu else dy * self._g_grad(z)
+            dx, self.grads['W'], db = conv2d_direct_backward(dz, *cols, self.params['W'], x_shape, pad, need_dx,
+                                                             relu_out=z if relu else None)
             if self.use_bias: self.grads['b'] = db
             return dx
+        dz = dy if self.activation is None else dy * (z > 0) if relu else dy * self._g_grad(z)
         d2 = dz.reshape(-1, self.filters)                                       # delta as (N*OH*OW, F)
         Wm = self.params['W'].reshape(-1, self.filters)
         K = Wm.shape[0]

@@ -667,7 +667,7 @@ def channel_planes(x, padding):
     return planes.reshape(N, C, (Hp + 1) * Wp), Wp
 
 @njit(parallel=True, cache=True, fastmath={'contract'})
-def _direct_forward(planes, Wp, w, b, OH, OW, z):
+def _direct_forward(planes, Wp, w, b, OH, OW, z, relu):
     N, C, _ = planes.shape
     KH, KW, _, F = w.shape
     L = OH * Wp                                      # the output on the padded grid, flat
@@ -684,21 +684,29 @@ def _direct_forward(planes, Wp, w, b, OH, OW, z):
                         for q in range(L): acc[f, q] += wv * xs[q]
         for i in range(OH):                          # keep the columns j < OW, as NHWC
             for j in range(OW):
-                for f in range(F): z[n, i, j, f] = acc[f, i * Wp + j]
+                for f in range(F):
+                    v = acc[f, i * Wp + j]
+                    z[n, i, j, f] = 0 if relu and v < 0 else v   # a fused ReLU costs nothing here (NaN stays)
     return z
 
 @njit(cache=True, inline='always')
-def _to_padded_grid(dz, n, Wp, g):
-    "g[f, i*Wp + j] = dz[n, i, j, f]: image n's output gradient as F flat rows on the padded grid (other entries kept)."
+def _to_padded_grid(dz, n, Wp, g, y, relu):
+    """g[f, i*Wp + j] = dz[n, i, j, f]: image n's output gradient as F flat rows on the padded grid (other
+    entries kept); with `relu`, dz is dL/dy of y = relu(z) and is masked by y > 0 on the way."""
     _, OH, OW, F = dz.shape
-    for i in range(OH):
-        for j in range(OW):
-            for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
+    if relu:     # a product, not a branch: a branch on a random mask is mispredicted half the time
+        for i in range(OH):
+            for j in range(OW):
+                for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f] * (y[n, i, j, f] > 0)
+    else:
+        for i in range(OH):
+            for j in range(OW):
+                for f in range(F): g[f, i * Wp + j] = dz[n, i, j, f]
 
 # The weight gradient's inner loop is a sum; LLVM vectorises a float sum only if it may reorder it
 # ('reassoc'), which changes the rounding as BLAS's blocked sums do, and nothing else.
 @njit(parallel=True, cache=True, fastmath={'contract', 'reassoc'})
-def _direct_weight_grad(planes, Wp, dz, KH, KW, nt, dW, db):
+def _direct_weight_grad(planes, Wp, dz, y, relu, KH, KW, nt, dW, db):
     N, C, _ = planes.shape
     _, OH, OW, F = dz.shape
     L = OH * Wp
@@ -707,7 +715,7 @@ def _direct_weight_grad(planes, Wp, dz, KH, KW, nt, dW, db):
     for t in prange(nt):                             # one partial sum per thread, added up at the end
         g = np.zeros((F, L), dz.dtype)               # dz of one image on the padded grid (0 where j >= OW)
         for n in range(t * per, min(N, (t + 1) * per)):
-            _to_padded_grid(dz, n, Wp, g)
+            _to_padded_grid(dz, n, Wp, g, y, relu)
             for f in range(F):
                 s = dz.dtype.type(0)
                 for q in range(L): s += g[f, q]
@@ -725,7 +733,7 @@ def _direct_weight_grad(planes, Wp, dz, KH, KW, nt, dW, db):
         dW += parts[t]; db += bparts[t]
 
 @njit(parallel=True, cache=True, fastmath={'contract'})
-def _direct_input_grad(dz, w, Hp, Wp, pt, pl, dx):
+def _direct_input_grad(dz, y, relu, w, Hp, Wp, pt, pl, dx):
     N, OH, OW, F = dz.shape
     KH, KW, C, _ = w.shape
     H, W = dx.shape[1], dx.shape[2]
@@ -733,7 +741,7 @@ def _direct_input_grad(dz, w, Hp, Wp, pt, pl, dx):
     for n in prange(N):
         buf = np.zeros((C, (Hp + 1) * Wp), dz.dtype)   # dL/d(padded planes) of image n
         g = np.zeros((F, L), dz.dtype)
-        _to_padded_grid(dz, n, Wp, g)
+        _to_padded_grid(dz, n, Wp, g, y, relu)
         for c in range(C):
             for m in range(KH):
                 for l in range(KW):
@@ -754,28 +762,33 @@ def _direct_geometry(x_shape, w, padding, who):
         raise ValueError(f"{who} expected x (N, H, W, {C}) to match w of shape {tuple(w.shape)}, got x shape {tuple(x_shape)}")
     return _geometry(x_shape, KH, KW, 1, padding, who)
 
-def conv2d_direct_forward(x, w, b=None, padding=0):
+def conv2d_direct_forward(x, w, b=None, padding=0, relu: bool = False):
     """Stride-1 convolution of x (N, H, W, C) with w (KH, KW, C, F) (+ b (F,)) by shifted planes (Numba, CPU).
-    Returns (z, planes, Wp): z (N, OH, OW, F); planes and Wp, from `channel_planes`, for the backward pass."""
+    Returns (z, planes, Wp): z (N, OH, OW, F), or relu(z) with `relu=True` (fused: no extra pass);
+    planes and Wp, from `channel_planes`, for the backward pass."""
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='conv2d_direct_forward')
     _, _, pt, pb, pl, pr, OH, OW = _direct_geometry(x.shape, w, padding, 'conv2d_direct_forward')
     dt = np.result_type(x.dtype, w.dtype)
     planes, Wp = channel_planes(np.asarray(x, dt), (pt, pb, pl, pr))
     F = w.shape[3]
     b = np.zeros(F, dt) if b is None else np.asarray(check_array(b, 'b', shape=(F,), finite=False, who='conv2d_direct_forward'), dt)
-    z = _direct_forward(planes, Wp, np.ascontiguousarray(w, dt), b, OH, OW, np.empty((x.shape[0], OH, OW, F), dt))
+    z = _direct_forward(planes, Wp, np.ascontiguousarray(w, dt), b, OH, OW, np.empty((x.shape[0], OH, OW, F), dt), bool(relu))
     return z, planes, Wp
 
-def conv2d_direct_backward(dz, planes, Wp, w, x_shape, padding=0, need_dx=True):
-    """Gradients of `conv2d_direct_forward`: dz (N, OH, OW, F) -> (dx (N, H, W, C) or None, dw, db)."""
+def conv2d_direct_backward(dz, planes, Wp, w, x_shape, padding=0, need_dx=True, relu_out=None):
+    """Gradients of `conv2d_direct_forward`: dz (N, OH, OW, F) -> (dx (N, H, W, C) or None, dw, db).
+    `relu_out`: the forward's output y when it ran with `relu=True`; dz is then dL/dy, masked by y > 0 here."""
     _, _, pt, pb, pl, pr, OH, OW = _direct_geometry(x_shape, w, padding, 'conv2d_direct_backward')
     N, F = x_shape[0], w.shape[3]
     dz = np.ascontiguousarray(check_array(dz, 'dz', shape=(N, OH, OW, F), finite=False, who='conv2d_direct_backward'), planes.dtype)
+    relu = relu_out is not None
+    y = np.ascontiguousarray(check_array(relu_out, 'relu_out', shape=(N, OH, OW, F), finite=False,
+                                         who='conv2d_direct_backward')) if relu else dz
     w = np.ascontiguousarray(w, planes.dtype)
     dw, db = np.empty_like(w), np.empty(F, planes.dtype)
     nt = min(numba.get_num_threads(), N)     # partial sums, one per thread (asked here: not cacheable inside)
-    _direct_weight_grad(planes, Wp, dz, w.shape[0], w.shape[1], nt, dw, db)
+    _direct_weight_grad(planes, Wp, dz, y, relu, w.shape[0], w.shape[1], nt, dw, db)
     if not need_dx: return None, dw, db
     dx = np.empty(tuple(x_shape), planes.dtype)
-    _direct_input_grad(dz, w, x_shape[1] + pt + pb, Wp, pt, pl, dx)
+    _direct_input_grad(dz, y, relu, w, x_shape[1] + pt + pb, Wp, pt, pl, dx)
     return dx, dw, db
