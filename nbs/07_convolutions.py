@@ -465,9 +465,12 @@ for mode in ('max', 'avg'):
 #   for LLVM's vectoriser, which wants 32 numbers at a time; both loops are
 #   written in blocks of fixed length (16 for the copy, whose last block may
 #   overlap the one before, 8 for the sums), which it does turn into vector
-#   instructions. On this machine that took LeNet's conv2 im2col from 0.59 to
-#   0.43 ms and its col2im from 0.98 to 0.69 ms (batch 128); for a 3×3, 32-channel
-#   layer on 32×32 images at batch 64, 5.1 to 3.4 ms and 8.1 to 4.8 ms.
+#   instructions. On this machine, for LeNet's conv2 at batch 128, that took
+#   im2col from 0.59 to 0.43 ms and col2im from 0.98 to 0.69 ms when the data sit
+#   in cache, and from 0.77 to 0.69 ms and 1.09 to 0.88 ms inside a training
+#   step, where they come from memory. A 3×3, 32-channel layer at batch 64 has
+#   75 MB of columns: memory speed bounds both loops there, and the gain inside
+#   the layer is within the noise.
 # * **Numba CUDA** (`cuda.jit`): one thread per output element; col2im is
 #   a *gather* there (each thread sums the column entries copied from its
 #   pixel), because thousands of threads scattering into the same pixels would
