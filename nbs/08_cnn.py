@@ -366,8 +366,13 @@ ax.legend(); ax.set_title('build-your-own MNIST CNN, batch 32'); plt.tight_layou
 # the pooling rather than before it computes the batch statistics on a
 # quarter of the numbers; since BN is a per-channel increasing affine map
 # when $\gamma > 0$, it commutes with the max, so little changes. Adam
-# $10^{-3}\cdot0.8^{\text{epoch}}$, batches of 128, 5 epochs. The goal is
+# $10^{-3}\cdot0.8^{\text{epoch}}$, batches of 128, 10 epochs. The goal is
 # 90 % test accuracy.
+#
+# Earlier versions of this chapter trained 5 epochs, which ends on the edge: the test
+# accuracy still swings by half a point from epoch to epoch there, and two runs that
+# differed only in the order of some float32 sums (a faster col2im) ended at 90.40 %
+# and 89.94 %. With 10 epochs, a trial run stayed above 91 % from the seventh epoch on.
 
 # %%
 #| slow
@@ -380,10 +385,10 @@ fnet = Sequential([Conv2D(16, 5, padding='same', rng=0), MaxPool2D(2), BatchNorm
 fnet.summary()
 fnet.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(ExponentialDecay(1e-3, decay_rate=0.8)))
 t0 = time.perf_counter()
-h_f = fnet.fit(f_train, fy_train, epochs=5, batch_size=128, validation_data=(f_test, fy_test), rng=0, verbose=2)
+h_f = fnet.fit(f_train, fy_train, epochs=10, batch_size=128, validation_data=(f_test, fy_test), rng=0, verbose=2)
 f_loss, f_acc = fnet.evaluate(f_test, fy_test)
 print(f"Fashion-MNIST: test accuracy {f_acc:.4f} ({(time.perf_counter() - t0) / 60:.1f} min)")
-results['Fashion-MNIST LeNet-style + BN, Adam, 5 epochs'] = (f_acc, None, 'goal >= 0.90 (checked at the end)')
+results['Fashion-MNIST LeNet-style + BN, Adam, 10 epochs'] = (f_acc, None, 'goal >= 0.90 (checked at the end)')
 fig, axs = plt.subplots(1, 2, figsize=(12, 4))
 viz.plot_history(h_f, metrics=('accuracy',), axes=[axs[0]])
 viz.plot_confusion_matrix(fy_test, fnet.predict(f_test).argmax(-1), class_names=fashion_names, ax=axs[1]); plt.show()
