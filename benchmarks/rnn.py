@@ -49,15 +49,18 @@ def make_problem(cell, B, T, D, H, xp=np, seed=0):
 
 
 def ours_step(cell, args, dhs, backend):
-    "A closure running forward + BPTT with our kernels on `backend`."
+    """A closure running forward + BPTT with our kernels on `backend`, keeping the work arrays between runs in
+    a workspace dict as the `LSTM` and `GRU` layers do (the NumPy reference runs the same driver, so it does too)."""
     from dl_from_scratch.kernels import recurrent as K
+    ws = {}
     if cell == 'lstm':
         def step():
-            _, _, c = K.lstm_forward(args['x'], args['h0'], args['h0'], args['Wx'], args['Wh'], args['b'], backend=backend)
+            _, _, c = K.lstm_forward(args['x'], args['h0'], args['h0'], args['Wx'], args['Wh'], args['b'],
+                                     backend=backend, workspace=ws)
             K.lstm_backward(dhs, None, c)
     else:
         def step():
-            _, c = K.gru_forward(**args, backend=backend)
+            _, c = K.gru_forward(**args, backend=backend, workspace=ws)
             K.gru_backward(dhs, c)
     return step
 

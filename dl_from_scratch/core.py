@@ -9,8 +9,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['BACKENDS', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda', 'get_array_module',
-           'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu', 'set_num_threads', 'resolve_backend',
-           'check_array']
+           'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu', 'scratch', 'set_num_threads',
+           'resolve_backend', 'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -98,6 +98,18 @@ def simulate_cuda_without_gpu() -> bool:
     if 'NUMBA_ENABLE_CUDASIM' not in os.environ and not gpu_present():
         os.environ['NUMBA_ENABLE_CUDASIM'] = '1'
     return os.environ.get('NUMBA_ENABLE_CUDASIM') == '1'
+
+# %% ../nbs/00_core.ipynb #8a89b703
+def scratch(ws: dict | None, name: str, shape, dtype, xp=np, fill=None):
+    """An array of `shape` and `dtype` in array module `xp`, kept as `ws[name]` and handed out again while
+    shape, dtype and module stay the same; a fresh array every call when `ws` is None. Its contents are what
+    the last user left, or `fill` (if given) when it is made."""
+    shape = tuple(int(s) for s in shape)
+    a = None if ws is None else ws.get(name)
+    if a is None or a.shape != shape or a.dtype != np.dtype(dtype) or get_array_module(a) is not xp:
+        a = xp.empty(shape, dtype) if fill is None else xp.full(shape, fill, dtype)
+        if ws is not None: ws[name] = a
+    return a
 
 # %% ../nbs/00_core.ipynb #061e3a79
 import sys, ctypes, glob

@@ -154,7 +154,8 @@ class SimpleRNN(Recurrent):
 
     def _kernel_forward(self, x, states, mask):
         p = self.params
-        hs, cache = K.rnn_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend)
+        hs, cache = K.rnn_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
+                                  workspace=self._scratch())
         return hs, (hs[:, -1],), cache
 
     def _kernel_backward(self, dhs, d_states, cache):
@@ -180,7 +181,7 @@ class LSTM(Recurrent):
     def _kernel_forward(self, x, states, mask):
         p = self.params
         hs, cT, cache = K.lstm_forward(x, states[0], states[1], p['Wx'], p['Wh'], p['b'], peep=p.get('P'),
-                                       mask=mask, backend=self.backend)
+                                       mask=mask, backend=self.backend, workspace=self._scratch())
         return hs, (hs[:, -1], cT), cache
 
     def _kernel_backward(self, dhs, d_states, cache):
@@ -196,7 +197,8 @@ class GRU(Recurrent):
 
     def _kernel_forward(self, x, states, mask):
         p = self.params
-        hs, cache = K.gru_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend)
+        hs, cache = K.gru_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
+                                  workspace=self._scratch())
         return hs, (hs[:, -1],), cache
 
     def _kernel_backward(self, dhs, d_states, cache):

@@ -170,6 +170,41 @@ def simulate_cuda_without_gpu() -> bool:
 test_eq(simulate_cuda_without_gpu(), not gpu_present() or os.environ.get('NUMBA_ENABLE_CUDASIM') == '1')
 
 # %% [markdown]
+# ## Scratch arrays kept between batches
+#
+# A fresh NumPy array of several megabytes comes from the operating system as
+# untouched pages, and every page costs a fault the first time it is written:
+# on this machine a 10 MB work array cost more to fault in than the arithmetic
+# that filled it. Layers therefore keep their large *internal* work arrays
+# (im2col's columns, an LSTM's gates and pre-activations) in a dict of their
+# own and get them back on the next batch of the same shape. `scratch` is that
+# dict's one accessor. Only arrays that never leave the layer may live there:
+# an output handed to the caller would be overwritten by the next call.
+
+# %%
+#| export
+def scratch(ws: dict | None, name: str, shape, dtype, xp=np, fill=None):
+    """An array of `shape` and `dtype` in array module `xp`, kept as `ws[name]` and handed out again while
+    shape, dtype and module stay the same; a fresh array every call when `ws` is None. Its contents are what
+    the last user left, or `fill` (if given) when it is made."""
+    shape = tuple(int(s) for s in shape)
+    a = None if ws is None else ws.get(name)
+    if a is None or a.shape != shape or a.dtype != np.dtype(dtype) or get_array_module(a) is not xp:
+        a = xp.empty(shape, dtype) if fill is None else xp.full(shape, fill, dtype)
+        if ws is not None: ws[name] = a
+    return a
+
+# %%
+ws = {}
+a = scratch(ws, 'cols', (4, 3), np.float32, fill=1)
+test_eq(a, np.ones((4, 3), np.float32))
+a[0] = 7
+test_eq(scratch(ws, 'cols', (4, 3), np.float32) is a, True)            # the same array, contents kept
+test_eq(scratch(ws, 'cols', (5, 3), np.float32).shape, (5, 3))          # a new shape: a new array
+test_eq(scratch(ws, 'cols', (5, 3), np.float64).dtype, np.float64)
+test_eq(scratch(None, 'cols', (5, 3), np.float64) is ws['cols'], False) # no dict: always fresh
+
+# %% [markdown]
 # ## Threads
 #
 # A CPU step alternates between NumPy's matrix products (OpenBLAS threads)

@@ -168,6 +168,10 @@ class Layer:
         "`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`."
         raise NotImplementedError
 
+    def _scratch(self) -> dict:
+        "This layer's dict of internal work arrays, kept between batches (`core.scratch`)."
+        return self.__dict__.setdefault('_ws', {})
+
     def __call__(self, x, training: bool = False):
         if not self.built: self.build(tuple(x.shape[1:]))
         return self.forward(x, training=training)

@@ -28,7 +28,7 @@ simulate_cuda_without_gpu()
 #| export
 from __future__ import annotations
 import numpy as np
-from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng, resolve_backend
+from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng, resolve_backend, scratch
 from dl_from_scratch.layers import Layer, _get_activation
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
@@ -137,12 +137,8 @@ class Conv2D(Layer):
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
     def _workspace(self, name, shape, like, fill=None):
-        "A scratch array kept between batches: a fresh 100 MB array per call costs more in page faults than im2col itself."
-        ws = self.__dict__.setdefault('_ws', {})
-        a, xp = ws.get(name), get_array_module(like)
-        if a is None or a.shape != tuple(shape) or a.dtype != like.dtype or get_array_module(a) is not xp:
-            a = ws[name] = xp.empty(shape, like.dtype) if fill is None else xp.full(shape, fill, like.dtype)
-        return a
+        "A scratch array kept between batches (`core.scratch`): a fresh 100 MB array costs more in page faults than im2col."
+        return scratch(self._scratch(), name, shape, like.dtype, get_array_module(like), fill)
 
     def _direct(self, x) -> bool:
         "Whether this call runs the direct (shifted planes) kernels rather than im2col."

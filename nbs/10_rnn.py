@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from numba import njit
-from dl_from_scratch.core import check_array, resolve_backend, cupy_or_none, get_array_module
+from dl_from_scratch.core import check_array, resolve_backend, cupy_or_none, get_array_module, scratch
 
 # %%
 #| hide
@@ -408,20 +408,28 @@ test_eq(outs[0][1][1], np.zeros(H)); test_close(outs[0][2][1], np.full(H, 1.75))
 
 # %%
 #| export
-def _setup(x, h0, Wx, b, mask, backend, who):
+def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
     """Common start of a forward pass: backend, array module, the time-major inputs with a column of ones
-    X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product."""
+    X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product.
+    `ws`: the caller's dict of scratch arrays (`core.scratch`) or None."""
     be = resolve_backend(x, backend)
     xp = _array_module(be, x)
     dt = np.result_type(x.dtype, Wx.dtype)
     x, h0, Wx, b = (xp.asarray(a, dtype=dt) for a in (x, h0, Wx, b))
     N, T, D = x.shape
-    X1 = xp.empty((T, N, D + 1), dt)                             # time-major: one step is a contiguous slab
+    X1 = scratch(ws, 'X1', (T, N, D + 1), dt, xp)                # time-major: one step is a contiguous slab
     X1[..., :D] = x.transpose(1, 0, 2); X1[..., D] = 1           # the ones column carries the bias (bias trick):
     X1 = X1.reshape(T * N, D + 1)                                # no separate pass adding b to a 10 MB array,
-    XW = (X1 @ xp.concatenate([Wx, b[None]])).reshape(T, N, -1)  # and db comes out of the dWx product
+    XW = xp.matmul(X1, xp.concatenate([Wx, b[None]]),            # and db comes out of the dWx product
+                   out=scratch(ws, 'XW', (T * N, Wx.shape[1]), dt, xp)).reshape(T, N, -1)
     M = _time_mask(mask, N, T, xp, dt)
     return be, xp, dt, X1, XW, M
+
+def _time_major(xp, dhs, dt, ws):
+    "dhs (N, T, H) as a contiguous time-major (T, N, H) array of dtype dt, in the scratch array 'dH'."
+    dH = scratch(ws, 'dH', (dhs.shape[1], dhs.shape[0], dhs.shape[2]), dt, xp)
+    dH[...] = xp.asarray(dhs).transpose(1, 0, 2)
+    return dH
 
 def _finish_backward(xp, cache, dA, Wx):
     """dx, dWx, db from the stacked pre-activation gradients dA (T, N, G*H), after the loop:
@@ -432,13 +440,15 @@ def _finish_backward(xp, cache, dA, Wx):
     dx = (dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
 
-def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
+def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     """Elman RNN over a whole sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
 
     x (N, T, D); h0 (N, H); Wx (D, H); Wh (H, H); b (H,); mask (N, T) of 0/1 or None
-    (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H)."""
+    (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H).
+    `workspace`: a dict (a layer's own) that keeps the large internal arrays between calls, forward and
+    backward (`core.scratch`): no fresh pages each batch. A cache is then good until the next call with it."""
     _check_seq(x, h0, Wx, Wh, b, mask, 1, 'rnn_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward', workspace)
     Wh = xp.asarray(Wh, dtype=dt)
     T, N, H = XW.shape
     fwd, _ = _steps(be, 'rnn')
@@ -447,8 +457,8 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
-    return Hs[1:].transpose(1, 0, 2), cache
+    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace)
+    return Hs[1:].transpose(1, 0, 2), cache     # Hs is fresh: the caller keeps hs
 
 def rnn_backward(dhs, cache):
     """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
@@ -457,9 +467,9 @@ def rnn_backward(dhs, cache):
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
     check_array(dhs, 'dhs', shape=(N, T, H), who='rnn_backward')
-    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=Hs.dtype).transpose(1, 0, 2))
+    dH = _time_major(xp, dhs, Hs.dtype, cache['ws'])
     _, bwd = _steps(cache['backend'], 'rnn')
-    dA = xp.empty((T, N, H), Hs.dtype)
+    dA = scratch(cache['ws'], 'dA', (T, N, H), Hs.dtype, xp)
     dcarry = xp.zeros((N, H), Hs.dtype); drec = xp.zeros((N, H), Hs.dtype)
     WhT = xp.ascontiguousarray(Wh.T)
     for t in range(T - 1, -1, -1):

@@ -147,3 +147,17 @@ def test_sequential_any_length():
     assert m2.input_shape == (None, D)
     x = rng.normal(size=(2, 9, D)).astype(np.float32)
     np.testing.assert_allclose(m2.predict(x), model.predict(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize('cls', [SimpleRNN, LSTM, GRU])
+def test_outputs_survive_the_next_call(cls):
+    "The layer keeps its work arrays between calls; what it returned (outputs, final states) stays as it was."
+    r = np.random.default_rng(0)
+    layer = cls(4, return_sequences=True, rng=0)
+    x1, x2 = r.normal(size=(3, 6, 2)).astype(np.float32), r.normal(size=(3, 6, 2)).astype(np.float32)
+    y1 = layer(x1); s1 = [s.copy() for s in layer.final_state]; finals = layer.final_state; c1 = y1.copy()
+    y2 = layer(x2)
+    np.testing.assert_array_equal(y1, c1)
+    for s, k in zip(finals, s1): np.testing.assert_array_equal(s, k)
+    assert not np.allclose(y1, y2)
+    assert layer._scratch(), 'the layer kept no work arrays'

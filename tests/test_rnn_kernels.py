@@ -29,6 +29,36 @@ def run(cell, args, dhs, dcT, backend):
     hs, cT, c = K.lstm_forward(**args, backend=backend)
     return [hs, cT], K.lstm_backward(dhs, dcT, c)
 
+def run_ws(cell, args, dhs, dcT, backend, ws):
+    "As `run`, with a workspace dict kept by the caller."
+    if cell == 'rnn':
+        hs, c = K.rnn_forward(**args, backend=backend, workspace=ws); return [hs], K.rnn_backward(dhs, c)
+    if cell == 'gru':
+        hs, c = K.gru_forward(**args, backend=backend, workspace=ws); return [hs], K.gru_backward(dhs, c)
+    hs, cT, c = K.lstm_forward(**args, backend=backend, workspace=ws)
+    return [hs, cT], K.lstm_backward(dhs, dcT, c)
+
+@pytest.mark.parametrize('cell', ['rnn', 'lstm', 'gru'])
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_workspace_reuse_changes_nothing(cell, backend):
+    """Kept work arrays give the same numbers as fresh ones, call after call (other shapes in between),
+    and what a call returns is never overwritten by the next call."""
+    args, dhs, dcT = problem(cell)
+    ref_out, ref_g = run(cell, args, dhs, dcT, backend)
+    ws = {}
+    out1, g1 = run_ws(cell, args, dhs, dcT, backend, ws)
+    kept = [a.copy() for a in out1 + list(g1) if a is not None]
+    other, odhs, odcT = problem(cell, N=2, T=7, seed=1)
+    run_ws(cell, other, odhs, odcT, backend, ws)                       # another shape: the arrays are replaced
+    args2, dhs2, dcT2 = problem(cell, seed=2)
+    out2, g2 = run_ws(cell, args2, dhs2, dcT2, backend, ws)             # the first shape again, other data
+    for a, k in zip([a for a in out1 + list(g1) if a is not None], kept): np.testing.assert_array_equal(a, k)
+    out3, g3 = run_ws(cell, args, dhs, dcT, backend, ws)
+    for a, r in zip(out3 + list(g3), ref_out + list(ref_g)):
+        if r is None: assert a is None
+        else: np.testing.assert_array_equal(a, r)
+    assert ws, 'the workspace was not used'
+
 @pytest.mark.parametrize('cell', ['rnn', 'lstm', 'gru'])
 @pytest.mark.parametrize('backend', ['numba', 'cuda'])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from numba import njit
-from ..core import check_array, resolve_backend, cupy_or_none, get_array_module
+from ..core import check_array, resolve_backend, cupy_or_none, get_array_module, scratch
 
 # %% auto #0
 __all__ = ['rnn_forward', 'rnn_backward', 'lstm_forward', 'lstm_backward', 'gru_forward', 'gru_backward']
@@ -209,20 +209,28 @@ def _steps(backend, cell):
     return tuple((lambda nh, *a, f=f: f(*a)) for f in fns)
 
 # %% ../../nbs/10_rnn.ipynb #f752e0cf
-def _setup(x, h0, Wx, b, mask, backend, who):
+def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
     """Common start of a forward pass: backend, array module, the time-major inputs with a column of ones
-    X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product."""
+    X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product.
+    `ws`: the caller's dict of scratch arrays (`core.scratch`) or None."""
     be = resolve_backend(x, backend)
     xp = _array_module(be, x)
     dt = np.result_type(x.dtype, Wx.dtype)
     x, h0, Wx, b = (xp.asarray(a, dtype=dt) for a in (x, h0, Wx, b))
     N, T, D = x.shape
-    X1 = xp.empty((T, N, D + 1), dt)                             # time-major: one step is a contiguous slab
+    X1 = scratch(ws, 'X1', (T, N, D + 1), dt, xp)                # time-major: one step is a contiguous slab
     X1[..., :D] = x.transpose(1, 0, 2); X1[..., D] = 1           # the ones column carries the bias (bias trick):
     X1 = X1.reshape(T * N, D + 1)                                # no separate pass adding b to a 10 MB array,
-    XW = (X1 @ xp.concatenate([Wx, b[None]])).reshape(T, N, -1)  # and db comes out of the dWx product
+    XW = xp.matmul(X1, xp.concatenate([Wx, b[None]]),            # and db comes out of the dWx product
+                   out=scratch(ws, 'XW', (T * N, Wx.shape[1]), dt, xp)).reshape(T, N, -1)
     M = _time_mask(mask, N, T, xp, dt)
     return be, xp, dt, X1, XW, M
+
+def _time_major(xp, dhs, dt, ws):
+    "dhs (N, T, H) as a contiguous time-major (T, N, H) array of dtype dt, in the scratch array 'dH'."
+    dH = scratch(ws, 'dH', (dhs.shape[1], dhs.shape[0], dhs.shape[2]), dt, xp)
+    dH[...] = xp.asarray(dhs).transpose(1, 0, 2)
+    return dH
 
 def _finish_backward(xp, cache, dA, Wx):
     """dx, dWx, db from the stacked pre-activation gradients dA (T, N, G*H), after the loop:
@@ -233,13 +241,15 @@ def _finish_backward(xp, cache, dA, Wx):
     dx = (dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
 
-def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
+def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     """Elman RNN over a whole sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
 
     x (N, T, D); h0 (N, H); Wx (D, H); Wh (H, H); b (H,); mask (N, T) of 0/1 or None
-    (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H)."""
+    (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H).
+    `workspace`: a dict (a layer's own) that keeps the large internal arrays between calls, forward and
+    backward (`core.scratch`): no fresh pages each batch. A cache is then good until the next call with it."""
     _check_seq(x, h0, Wx, Wh, b, mask, 1, 'rnn_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward', workspace)
     Wh = xp.asarray(Wh, dtype=dt)
     T, N, H = XW.shape
     fwd, _ = _steps(be, 'rnn')
@@ -248,8 +258,8 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
-    return Hs[1:].transpose(1, 0, 2), cache
+    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace)
+    return Hs[1:].transpose(1, 0, 2), cache     # Hs is fresh: the caller keeps hs
 
 def rnn_backward(dhs, cache):
     """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
@@ -258,9 +268,9 @@ def rnn_backward(dhs, cache):
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
     check_array(dhs, 'dhs', shape=(N, T, H), who='rnn_backward')
-    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=Hs.dtype).transpose(1, 0, 2))
+    dH = _time_major(xp, dhs, Hs.dtype, cache['ws'])
     _, bwd = _steps(cache['backend'], 'rnn')
-    dA = xp.empty((T, N, H), Hs.dtype)
+    dA = scratch(cache['ws'], 'dA', (T, N, H), Hs.dtype, xp)
     dcarry = xp.zeros((N, H), Hs.dtype); drec = xp.zeros((N, H), Hs.dtype)
     WhT = xp.ascontiguousarray(Wh.T)
     for t in range(T - 1, -1, -1):
@@ -414,30 +424,32 @@ _NB['lstm'] = (_lstm_fwd_nb, _lstm_bwd_nb)
 _CUDA_BUILD['lstm'] = _lstm_cuda
 
 # %% ../../nbs/11_lstm_gru.ipynb #09ac7441
-def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto'):
+def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', workspace=None):
     """LSTM over a whole sequence (gate columns i, f, g, o):
     i = σ(x Wx_i + h Wh_i + p_i⊙c_{t-1} + b_i), f likewise, g = tanh(...), c_t = f⊙c_{t-1} + i⊙g,
     o = σ(... + p_o⊙c_t), h_t = o⊙tanh(c_t).
 
     x (N, T, D); h0, c0 (N, H); Wx (D, 4H); Wh (H, 4H); b (4H,); peep (3, H) or None (no peepholes);
-    mask (N, T) or None. Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H)."""
+    mask (N, T) or None. Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H).
+    `workspace`: a dict that keeps the internal arrays between calls, as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
     check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
     if peep is not None: check_array(peep, 'peep', shape=(3, H), who='lstm_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward', workspace)
+    ws = workspace
     Wh = xp.asarray(Wh, dtype=dt)
     P = xp.zeros((3, H), dt) if peep is None else xp.ascontiguousarray(xp.asarray(peep, dtype=dt))
     fwd, _ = _steps(be, 'lstm')
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
-    Cs = xp.empty((T + 1, N, H), dt); Cs[0] = xp.asarray(c0, dtype=dt)
-    Gs = xp.empty((T, N, 4 * H), dt); TC = xp.empty((T, N, H), dt)   # masked rows are never read back
-    R = xp.empty((N, 4 * H), dt)
+    Cs = scratch(ws, 'Cs', (T + 1, N, H), dt, xp); Cs[0] = xp.asarray(c0, dtype=dt)
+    Gs, TC = scratch(ws, 'Gs', (T, N, 4 * H), dt, xp), scratch(ws, 'TC', (T, N, H), dt, xp)  # masked rows: never read
+    R = scratch(ws, 'R', (N, 4 * H), dt, xp)
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)
         fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
     cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
-                 Wx=xp.asarray(Wx, dtype=dt), Wh=Wh)
-    return Hs[1:].transpose(1, 0, 2), Cs[T], cache
+                 Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws)
+    return Hs[1:].transpose(1, 0, 2), Cs[T].copy(), cache     # Hs is fresh, Cs scratch: cT is copied out
 
 def lstm_backward(dhs, dcT, cache):
     """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
@@ -446,10 +458,10 @@ def lstm_backward(dhs, dcT, cache):
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='lstm_backward')
-    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=dt).transpose(1, 0, 2))
+    dH = _time_major(xp, dhs, dt, cache['ws'])
     dc = xp.zeros((N, H), dt) if dcT is None else xp.array(check_array(dcT, 'dcT', shape=(N, H), who='lstm_backward'), dtype=dt)
     _, bwd = _steps(cache['backend'], 'lstm')
-    dA = xp.empty((T, N, 4 * H), dt)
+    dA = scratch(cache['ws'], 'dA', (T, N, 4 * H), dt, xp)
     dcarry = xp.zeros((N, H), dt); drec = xp.zeros((N, H), dt)
     WhT = xp.ascontiguousarray(cache['Wh'].T)
     for t in range(T - 1, -1, -1):
@@ -622,27 +634,29 @@ _NB['gru'] = (_gru_fwd1_nb, _gru_fwd2_nb, _gru_bwd1_nb, _gru_bwd2_nb)
 _CUDA_BUILD['gru'] = _gru_cuda
 
 # %% ../../nbs/11_lstm_gru.ipynb #2af0215d
-def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto'):
+def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     """GRU over a whole sequence (columns z, r, n):
     z = σ(x Wx_z + h_{t-1} Wh_z + b_z), r likewise, n = tanh(x Wx_n + (r⊙h_{t-1}) Wh_n + b_n),
     h_t = z⊙h_{t-1} + (1-z)⊙n.
 
     x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
-    Returns `(hs, cache)` with hs (N, T, H)."""
+    Returns `(hs, cache)` with hs (N, T, H). `workspace`: as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward')
+    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward', workspace)
+    ws = workspace
     Wh = xp.asarray(Wh, dtype=dt)
     Wzr, Wn = xp.ascontiguousarray(Wh[:, :2 * H]), xp.ascontiguousarray(Wh[:, 2 * H:])
     f1, f2, _, _ = _steps(be, 'gru')
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
-    ZR = xp.empty((T, N, 2 * H), dt); NN = xp.empty((T, N, H), dt); RH = xp.empty((T, N, H), dt)
-    R1 = xp.empty((N, 2 * H), dt); R2 = xp.empty((N, H), dt)
+    ZR, NN, RH = (scratch(ws, k, (T, N, g * H), dt, xp) for k, g in (('ZR', 2), ('NN', 1), ('RH', 1)))
+    R1, R2 = scratch(ws, 'R1', (N, 2 * H), dt, xp), scratch(ws, 'R2', (N, H), dt, xp)
     for t in range(T):
         xp.matmul(Hs[t], Wzr, out=R1)
         f1(N * H, XW[t], R1, Hs[t], ZR[t], RH[t])
         xp.matmul(RH[t], Wn, out=R2)
         f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
-    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn)
+    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn,
+                 ws=ws)
     return Hs[1:].transpose(1, 0, 2), cache
 
 def gru_backward(dhs, cache):
@@ -651,9 +665,10 @@ def gru_backward(dhs, cache):
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
-    dH = xp.ascontiguousarray(xp.asarray(dhs, dtype=dt).transpose(1, 0, 2))
+    ws = cache['ws']
+    dH = _time_major(xp, dhs, dt, ws)
     _, _, b1, b2 = _steps(cache['backend'], 'gru')
-    dZR = xp.empty((T, N, 2 * H), dt); dN = xp.empty((T, N, H), dt)
+    dZR, dN = scratch(ws, 'dZR', (T, N, 2 * H), dt, xp), scratch(ws, 'dN', (T, N, H), dt, xp)
     dcarry = xp.zeros((N, H), dt); drec = xp.zeros((N, H), dt); drh = xp.empty((N, H), dt)
     WzrT, WnT = xp.ascontiguousarray(cache['Wzr'].T), xp.ascontiguousarray(cache['Wn'].T)
     for t in range(T - 1, -1, -1):
@@ -665,6 +680,7 @@ def gru_backward(dhs, cache):
     TN = T * N
     dWh = xp.concatenate([Hs[:-1].reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
                           RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
-    dA = xp.concatenate([dZR, dN], axis=2)
+    dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
+    dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
     return dx, dh0, dWx, dWh, db
