@@ -39,6 +39,50 @@ def test_conv2d_gradients_float64_both_algorithms(kw, algorithm):
     assert max(errs.values()) < 1e-6, errs
 
 
+def _sliced(layer, images_per_slice, shape):
+    "Make `layer` run im2col `images_per_slice` images at a time, as it does for big layers."
+    layer._images_per_chunk = lambda x, per_image: min(images_per_slice, x.shape[0])
+    return layer
+
+
+def test_conv2d_slices_only_big_batches_on_the_cpu():
+    layer = Conv2D(64, 3, padding='same', rng=0, algorithm='im2col')
+    per_image = 32 * 32 * (3 * 3 * 32 + 1)                        # rows x columns of one image's im2col
+    big, small = np.zeros((64, 32, 32, 32), np.float32), np.zeros((4, 32, 32, 32), np.float32)
+    n = layer._images_per_chunk(big, per_image)
+    assert 1 <= n < 64 and n * per_image * 4 <= Conv2D.chunk_target      # 75 MB of columns: slices of <= 8 MB
+    assert layer._images_per_chunk(small, per_image) == 4                  # 4.7 MB: the whole batch
+
+
+@pytest.mark.parametrize('kw', CONV_CASES)
+def test_conv2d_gradients_float64_in_slices(kw):
+    "The sliced im2col path (columns built again in backward) passes the gradient check too."
+    with precision(np.float64):
+        x = np.random.default_rng(2).normal(size=(5, 7, 8, 2))
+        layer = _sliced(Conv2D(rng=1, algorithm='im2col', **kw), 2, x.shape)
+        errs = check_layer_grad(layer, x)
+        assert layer.cache[0] == 'chunked'
+    assert max(errs.values()) < 1e-6, errs
+
+
+@pytest.mark.parametrize('kw', CONV_CASES)
+@pytest.mark.parametrize('n', [1, 2, 3])
+def test_conv2d_slices_give_the_whole_batch_numbers(kw, n):
+    "Slices of 1, 2 or 3 images (the last one short) give the numbers of one im2col over the batch."
+    r = np.random.default_rng(3)
+    with precision(np.float64):
+        x = r.normal(size=(5, 7, 8, 2))
+        whole, sliced = Conv2D(rng=1, algorithm='im2col', **kw), _sliced(Conv2D(rng=1, algorithm='im2col', **kw), n, x.shape)
+        y0, y1 = whole(x, training=True), sliced(x, training=True)
+        assert whole.cache[0] == 'im2col' and sliced.cache[0] == 'chunked'
+        assert sliced._scratch()['cols'].shape[0] < whole._scratch()['cols'].shape[0]
+        dy = r.normal(size=y0.shape)
+        np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sliced.backward(dy), whole.backward(dy), rtol=1e-12, atol=1e-12)
+        for k in whole.grads: np.testing.assert_allclose(sliced.grads[k], whole.grads[k], rtol=1e-12, atol=1e-12)
+        assert sliced.backward(dy, need_dx=False) is None
+
+
 def test_conv2d_algorithm_choice_and_errors():
     x1, x6 = np.zeros((2, 28, 28, 1), np.float32), np.zeros((2, 14, 14, 6), np.float32)
     assert Conv2D(6, 5, padding='same')._direct(x1)                      # LeNet conv1: C*F = 6
