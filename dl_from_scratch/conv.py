@@ -110,19 +110,15 @@ class Conv2D(Layer):
         n = self._images_per_chunk(x, OH * OW * (K + self.use_bias))
         # (n*OH*OW, K), or (n*OH*OW, K + 1) whose last column stays 1: the bias trick
         cols = self._workspace('cols', (n * OH * OW, K + self.use_bias), x, fill=1 if self.use_bias else None)
-        if n == N:
-            cols = im2col(x, self.kernel_size, self.strides, pad, self.backend, out=cols)
-            z = cols @ Wb
-        else:                                    # a few images at a time: each slice multiplied while in cache
-            z = xp.empty((N * OH * OW, F), x.dtype)
-            for s, e, c in self._chunks(N, n, OH * OW, cols):
-                xp.matmul(im2col(x[s:e], self.kernel_size, self.strides, pad, self.backend, out=c), Wb,
-                          out=z[s * OH * OW:e * OH * OW])
-            cols = x                             # backward builds the columns again from x
+        z = xp.empty((N * OH * OW, F), x.dtype)
+        for s, e, c in self._chunks(N, n, OH * OW, cols):   # one slice for the whole batch, unless it is big
+            xp.matmul(im2col(x[s:e], self.kernel_size, self.strides, pad, self.backend, out=c), Wb,
+                      out=z[s * OH * OW:e * OH * OW])
         z = z.reshape(N, OH, OW, F)
         if relu: z = xp.maximum(z, 0, out=z)  # in place; backward needs only y > 0, which is z > 0
         y = z if self.activation is None or relu else self._g(z)
-        self.cache = ('im2col' if n == N else 'chunked', cols, x.shape, pad, z)
+        # one slice: its columns are kept for backward; several: backward builds them again from x
+        self.cache = ('im2col', cols, x.shape, pad, z) if n == N else ('chunked', x, x.shape, pad, z)
         return y
 
     def _images_per_chunk(self, x, per_image: int) -> int:
@@ -151,33 +147,25 @@ class Conv2D(Layer):
         dz = dy if self.activation is None else dy * (z > 0) if relu else dy * self._g_grad(z)
         d2 = dz.reshape(-1, self.filters)                                       # delta as (N*OH*OW, F)
         Wm = self.params['W'].reshape(-1, self.filters)
-        K, xp = Wm.shape[0], get_array_module(d2)
-        if kind == 'chunked':
-            return self._backward_chunked(cols, d2, Wm, pad, need_dx)
-        dW = cols.T @ d2                                                       # [dW; db] with the bias column
-        self.grads['W'] = dW[:K].reshape(self.params['W'].shape)
-        if self.use_bias: self.grads['b'] = dW[K].copy()
-        if not need_dx: return None
-        dcols = xp.matmul(d2, Wm.T, out=self._workspace('dcols', (d2.shape[0], Wm.shape[0]), d2))
-        return col2im(dcols, x_shape, self.kernel_size, self.strides, pad, self.backend)
-
-    def _backward_chunked(self, x, d2, Wm, pad, need_dx):
-        "The backward pass of a forward that ran a few images at a time: the columns are built again per slice."
-        N, H, W, C = x.shape
-        K, F, xp = Wm.shape[0], Wm.shape[1], get_array_module(d2)
+        K, xp, N = Wm.shape[0], get_array_module(d2), x_shape[0]
         rows = d2.shape[0] // N                                                # OH*OW
-        cols = self._scratch()['cols']                                         # the forward's, (n*rows, K [+ 1])
-        n = cols.shape[0] // rows
-        dW = xp.zeros((K + self.use_bias, F), d2.dtype)
-        dx = xp.empty(x.shape, d2.dtype) if need_dx else None
+        ws = self._scratch()['cols'] if kind == 'chunked' else cols            # (n*rows, K [+ 1]) from forward
+        n = ws.shape[0] // rows
+        dW = dx = None
         dcols = self._workspace('dcols', (n * rows, K), d2) if need_dx else None
-        for s, e, c in self._chunks(N, n, rows, cols):
-            c = im2col(x[s:e], self.kernel_size, self.strides, pad, self.backend, out=c)
+        for s, e, c in self._chunks(N, n, rows, ws):
+            if kind == 'chunked':                                              # slices: build the columns again
+                c = im2col(cols[s:e], self.kernel_size, self.strides, pad, self.backend, out=c)
             d2c = d2[s * rows:e * rows]
-            dW += c.T @ d2c
+            g = c.T @ d2c                                                      # [dW; db] with the bias column
+            dW = g if dW is None else dW + g
             if need_dx:
                 dc = xp.matmul(d2c, Wm.T, out=dcols[:(e - s) * rows])
-                dx[s:e] = col2im(dc, (e - s, H, W, C), self.kernel_size, self.strides, pad, self.backend)
+                piece = col2im(dc, (e - s, *x_shape[1:]), self.kernel_size, self.strides, pad, self.backend)
+                if e - s == N: dx = piece
+                else:
+                    if dx is None: dx = xp.empty(x_shape, d2.dtype)
+                    dx[s:e] = piece
         self.grads['W'] = dW[:K].reshape(self.params['W'].shape)
         if self.use_bias: self.grads['b'] = dW[K].copy()
         return dx
