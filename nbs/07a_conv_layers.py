@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolution layers
 #
-# > `Conv2D`, `MaxPool2D` and `AvgPool2D` on the im2col kernels; convolution as image processing; how fast each implementation is.
+# > Convolution layers for NHWC images (`Conv2D`, `DepthwiseConv2D`, `ZeroPadding2D`) and pooling layers (max, average, L2, global average), on the kernels of chapter 07.
 #
 # ## Purpose
 #
@@ -10,7 +10,9 @@
 # pooling) three times. This half of the chapter wraps them into layers with
 # the `Layer` interface of chapter 05 (`build`, `forward`, `backward`,
 # `params`, `grads`), so that chapter 08 can stack them into networks;
-# gradient-checks the layers; uses a convolution with hand-made filters as
+# gradient-checks the layers; adds L2 pooling, depthwise convolution, zero
+# padding and global average pooling for the modern nets of chapter 09;
+# uses a convolution with hand-made filters as
 # image processing; and times the naive loops, the NumPy im2col reference and
 # the Numba kernels against each other and against PyTorch.
 
@@ -32,7 +34,7 @@ from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rn
 from dl_from_scratch.layers import Layer, _get_activation
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
-    maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _geometry,
+    maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _pad4, _geometry,
     conv2d_naive_forward, conv2d_naive_backward, pool2d_naive_forward, pool2d_naive_backward,
     conv2d_direct_forward, conv2d_direct_backward)
 
@@ -404,6 +406,294 @@ for be in ('numpy', 'numba', 'cuda'):
     outs[be] = (layer(x), layer.backward(dy), layer.grads['W'])
 for be in ('numba', 'cuda'):
     for a, b in zip(outs[be], outs['numpy']): test_close(a, b, eps=1e-5)
+
+# %% [markdown]
+# ## More layers: L2 pooling, depthwise convolution, padding, global average pooling
+#
+# Four more layers, written plainly in NumPy (CuPy on a GPU), each vectorised over the batch with
+# one loop over the kernel's taps. Chapter 09 uses them in modern nets (MobileNet's
+# depthwise-separable blocks, a global-average head) and develops the depthwise convolution's own
+# kernels.
+#
+# A window of size $KH\times KW$ touches, for tap $(i, j)$, the padded input rows
+# $i, i + s_h, \dots, i + s_h(OH-1)$ and columns $j, j + s_w, \dots$: one strided slice of the whole
+# batch. A layer that sums something over its windows loops over the $KH\cdot KW$ taps and adds
+# slices; its backward adds the gradient back into the same slices (overlapping windows
+# accumulate, as in col2im).
+
+# %%
+#| export
+def _taps(kernel_size, strides, out_hw):
+    "`(i, j, window)` for each kernel tap: `window` slices out the padded input it reads, `(N, OH, OW, C)`."
+    (KH, KW), (sh, sw), (OH, OW) = kernel_size, strides, out_hw
+    for i in range(KH):
+        for j in range(KW):
+            yield i, j, (slice(None), slice(i, i + sh * (OH - 1) + 1, sh), slice(j, j + sw * (OW - 1) + 1, sw))
+
+def _zero_pad(x, pad):
+    "NHWC `x` padded with zeros by `pad` = (top, bottom, left, right)."
+    pt, pb, pl, pr = pad
+    return get_array_module(x).pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+
+def _unpad(a, pad):
+    "The inverse slice of `_zero_pad`: the rows and columns of `a` that came from the input."
+    pt, pb, pl, pr = pad
+    return a[:, pt:a.shape[1] - pb, pl:a.shape[2] - pr]
+
+# %%
+a = np.arange(2 * 5 * 6 * 1).reshape(2, 5, 6, 1)
+taps = list(_taps((2, 3), (2, 2), (2, 2)))
+test_eq(len(taps), 6)
+test_eq(a[taps[5][2]][0, :, :, 0], a[0, 1:4:2, 2:5:2, 0])       # tap (1, 2) reads rows 1, 3 and columns 2, 4
+test_eq(_unpad(_zero_pad(a, (1, 0, 2, 3)), (1, 0, 2, 3)), a)
+test_eq(_zero_pad(a, (1, 0, 2, 3)).shape, (2, 6, 11, 1))
+
+# %% [markdown]
+# **L2 pooling** is the third pooling of chapter 07: $y = \sqrt{\sum_{w} x^2}$ over each window of
+# each channel, with $\partial y/\partial x = x/y$. Padding adds zeros, which change no sum of
+# squares. Where a window is all zeros $y = 0$ and the derivative is undefined; we pass no gradient
+# there (the subgradient 0, which PyTorch's `LPPool2d` also gives at $x = 0$ through its $|x|$).
+
+# %%
+#| export
+class L2Pool2D(_Pool2D):
+    """L2 pooling: the root of the sum of squares over each window of each channel.
+    x `(N, H, W, C)` -> y `(N, OH, OW, C)`; backward gives dy * x / y (0 where a window is all zeros)."""
+    default_name = 'l2_pooling2d'
+    def forward(self, x, training=False):
+        x = self._check(x)
+        pad = self._pad(x.shape[1:3])
+        OH, OW, C = self.output_shape(x.shape[1:])
+        xp, x_pad = get_array_module(x), _zero_pad(x, pad)
+        s = xp.zeros((x.shape[0], OH, OW, C), x.dtype)
+        for _, _, win in _taps(self.pool_size, self.strides, (OH, OW)):
+            s += x_pad[win] ** 2
+        y = xp.sqrt(s)
+        self.cache = (x_pad, y, pad)
+        return y
+
+    def backward(self, dy, need_dx: bool = True):
+        x_pad, y, pad = self.cache
+        xp = get_array_module(dy)
+        g = dy / xp.where(y > 0, y, 1) * (y > 0)        # dL/dy / y, and 0 on all-zero windows
+        dx_pad = xp.zeros_like(x_pad)
+        for _, _, win in _taps(self.pool_size, self.strides, y.shape[1:3]):
+            dx_pad[win] += g * x_pad[win]
+        return _unpad(dx_pad, pad)
+
+L2Pooling2D = L2Pool2D
+
+# %%
+x = np.random.default_rng(6).normal(size=(2, 7, 6, 3))
+naive = np.sqrt(pool2d_naive_forward(x ** 2, 3, 2, 'avg') * 9)        # valid windows: a sum is 9 times the mean
+test_close(L2Pool2D(3, 2)(x), naive, eps=1e-12)
+test_eq(L2Pool2D(2)(np.full((1, 2, 2, 1), 3.0))[0, 0, 0, 0], 6.0)     # sqrt(4 * 9)
+test_eq(L2Pool2D(2, padding='same').output_shape((7, 6, 3)), (4, 3, 3))
+with precision(np.float64):
+    for kw in (dict(), dict(pool_size=3, strides=2), dict(pool_size=3, strides=1, padding='same'), dict(pool_size=2, strides=3)):
+        errs = check_layer_grad(L2Pool2D(**kw), x)
+        print('L2Pool2D', kw, f"dx rel. error {errs['x']:.1e}")
+        assert errs['x'] < 1e-6
+zero = L2Pool2D(2); zero(np.zeros((1, 2, 2, 1)))
+test_eq(zero.backward(np.ones((1, 1, 1, 1))), np.zeros((1, 2, 2, 1)))   # an all-zero window passes no gradient
+test_fail(lambda: L2Pool2D(3)(np.zeros((1, 2, 2, 1))), contains='3x3 is larger than the padded input 2x2')
+
+# %% [markdown]
+# A **depthwise convolution** filters each input channel on its own: channel $c$ is convolved with
+# `depth_multiplier` $M$ kernels of $KH\times KW$ and gives output channels $cM, \dots, cM + M - 1$.
+# Its kernel is Keras's `(KH, KW, C, M)` and it holds $KH\cdot KW\cdot C\cdot M$ weights (plus
+# $C\cdot M$ biases) against $KH\cdot KW\cdot C\cdot F$ for a full convolution; a $1\times1$
+# convolution after it mixes the channels (a depthwise-separable convolution). Per tap $(i, j)$,
+# with $X^{(ij)}$ the window slice `(N, OH, OW, C)`:
+#
+# $$ Y_{n,h,w,c,m} = b_{cm} + \sum_{i,j} X^{(ij)}_{n,h,w,c}\,W_{ijcm},\qquad
+#    dW_{ijcm} = \sum_{n,h,w} X^{(ij)}_{n,h,w,c}\,\delta_{n,h,w,c,m},\qquad
+#    dX^{(ij)}_{n,h,w,c} \mathrel{+}= \sum_m \delta_{n,h,w,c,m}\,W_{ijcm}. $$
+#
+# No matrix product helps (each channel has its own few weights), so this version is a loop of
+# $KH\cdot KW$ broadcast multiply-adds over the whole batch.
+
+# %%
+#| export
+class DepthwiseConv2D(Layer):
+    """Depthwise 2-D convolution over NHWC images: each input channel with its own `depth_multiplier` filters.
+
+    x `(N, H, W, C)` -> y `(N, OH, OW, C * depth_multiplier)` (output channel c*M + m comes from input channel c);
+    `W` `(KH, KW, C, depth_multiplier)` (Keras's depthwise kernel), `b` `(C * depth_multiplier,)`.
+    `padding`, `strides` and the output size are Conv2D's; `depthwise_regularizer` / `depthwise_constraint`
+    act on `W`."""
+    def __init__(self, kernel_size, strides=1, padding='valid', depth_multiplier: int = 1, activation=None,
+                 use_bias: bool = True, depthwise_initializer='glorot_uniform', bias_initializer='zeros',
+                 depthwise_regularizer=None, depthwise_constraint=None, rng=None, name=None):
+        super().__init__(name or 'depthwise_conv2d')
+        if int(depth_multiplier) < 1: raise ValueError(f"DepthwiseConv2D expected depth_multiplier >= 1, got {depth_multiplier}")
+        self.kernel_size, self.strides = _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
+        resolve_padding(padding, (1, 1), 1)
+        self.padding, self.depth_multiplier, self.use_bias = padding, int(depth_multiplier), use_bias
+        self.activation = None if activation in (None, 'linear') else activation
+        if self.activation is not None: self._g, self._g_grad = _get_activation(self.activation)
+        self.depthwise_initializer = initializers.get_initializer(depthwise_initializer)
+        self.bias_initializer = initializers.get_initializer(bias_initializer)
+        self.kernel_regularizer, self.kernel_constraint = _regularizer(depthwise_regularizer), _constraint(depthwise_constraint)
+        self.rng = as_rng(rng)
+
+    def _pad(self, hw): return resolve_padding(self.padding, hw, self.kernel_size, self.strides)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"DepthwiseConv2D expected input of rank 4 (N, H, W, C), got input shape (N, *{tuple(input_shape)})")
+        H, W, C = (int(s) for s in input_shape)
+        _geometry((1, H, W, C), *self.kernel_size, self.strides, self._pad((H, W)), 'DepthwiseConv2D')
+        super().build(input_shape)
+        dt, M = get_dtype(), self.depth_multiplier
+        self.params['W'] = self.depthwise_initializer((*self.kernel_size, C, M), rng=self.rng, dtype=dt)
+        if self.use_bias: self.params['b'] = self.bias_initializer((C * M,), rng=self.rng, dtype=dt)
+
+    def output_shape(self, input_shape):
+        H, W, C = (int(s) for s in input_shape)
+        pt, pb, pl, pr = self._pad((H, W))
+        return (conv_output_size(H, self.kernel_size[0], self.strides[0], pt + pb),
+                conv_output_size(W, self.kernel_size[1], self.strides[1], pl + pr), C * self.depth_multiplier)
+
+    def forward(self, x, training=False):
+        x = check_array(x, 'input', ndim=4, finite=False, who='DepthwiseConv2D')
+        C = self.params['W'].shape[2]
+        if x.shape[3] != C:
+            raise ValueError(f"DepthwiseConv2D expected input (N, H, W, {C}) to match its kernel of shape "
+                             f"{tuple(self.params['W'].shape)} (KH, KW, C, M), got input shape {tuple(x.shape)}")
+        x = x if x.dtype == self.dtype else x.astype(self.dtype)
+        N, H, W, _ = x.shape
+        pad = self._pad((H, W))
+        _geometry(x.shape, *self.kernel_size, self.strides, pad, 'DepthwiseConv2D')
+        OH, OW, CM = self.output_shape(x.shape[1:])
+        xp, x_pad, Wk = get_array_module(x), _zero_pad(x, pad), self.params['W']
+        z = xp.zeros((N, OH, OW, C, self.depth_multiplier), x.dtype)
+        for i, j, win in _taps(self.kernel_size, self.strides, (OH, OW)):
+            z += x_pad[win][..., None] * Wk[i, j]                  # (N, OH, OW, C, 1) * (C, M)
+        z = z.reshape(N, OH, OW, CM)
+        if self.use_bias: z += self.params['b']
+        self.cache = (x_pad, pad, z)
+        return z if self.activation is None else self._g(z)
+
+    def backward(self, dy, need_dx: bool = True):
+        "`need_dx=False` skips dL/dx and returns `None`."
+        x_pad, pad, z = self.cache
+        dz = dy if self.activation is None else dy * self._g_grad(z)
+        Wk = self.params['W']
+        xp, (N, OH, OW, _), (C, M) = get_array_module(dz), dz.shape, Wk.shape[2:]
+        d5 = dz.reshape(N, OH, OW, C, M)
+        dW = xp.empty_like(Wk)
+        dx_pad = xp.zeros_like(x_pad) if need_dx else None
+        for i, j, win in _taps(self.kernel_size, self.strides, (OH, OW)):
+            dW[i, j] = xp.einsum('nhwc,nhwcm->cm', x_pad[win], d5)
+            if need_dx: dx_pad[win] += (d5 * Wk[i, j]).sum(axis=-1)
+        self.grads['W'] = dW
+        if self.use_bias: self.grads['b'] = dz.reshape(-1, C * M).sum(axis=0)
+        return _unpad(dx_pad, pad) if need_dx else None
+
+# %% [markdown]
+# With `depth_multiplier` $M$ the depthwise convolution is a full convolution whose kernel is zero
+# except where output channel $cM + m$ meets input channel $c$; that gives a test against `Conv2D`.
+# The parameter count is Keras's (MobileNetV2's first depthwise layer, $3\times3$ on 32 channels
+# without bias: 288), and the gradients pass the float64 check:
+
+# %%
+r = np.random.default_rng(7)
+x = r.normal(size=(2, 9, 8, 3))
+with precision(np.float64):
+    for M, kw in ((1, dict(kernel_size=3, padding='same')), (2, dict(kernel_size=(3, 2), strides=(2, 1), padding=(1, 0, 2, 1)))):
+        dw = DepthwiseConv2D(depth_multiplier=M, rng=0, **kw); dw.build(x.shape[1:]); dw.params['b'][...] = r.normal(size=3 * M)
+        full = Conv2D(3 * M, rng=0, **kw); full.build(x.shape[1:])
+        full.params['W'][...] = 0
+        for c in range(3): full.params['W'][:, :, c, c * M:(c + 1) * M] = dw.params['W'][:, :, c]
+        full.params['b'][...] = dw.params['b']
+        test_close(dw(x), full(x), eps=1e-12)
+        test_eq(dw.output_shape(x.shape[1:]), full.output_shape(x.shape[1:]))
+        for act in (None, 'tanh'):
+            errs = check_layer_grad(DepthwiseConv2D(depth_multiplier=M, activation=act, rng=1, **kw), x)
+            print(f'DepthwiseConv2D M={M} {kw} {act}', {k: f'{v:.1e}' for k, v in errs.items()})
+            assert max(errs.values()) < 1e-6
+d = DepthwiseConv2D(3, padding='same', use_bias=False); d.build((112, 112, 32)); test_eq(d.count_params(), 288)
+d = DepthwiseConv2D(3, strides=2, depth_multiplier=2); d.build((9, 9, 4))
+test_eq(d.count_params(), 3 * 3 * 4 * 2 + 8); test_eq(d.output_shape((9, 9, 4)), (4, 4, 8))
+test_eq(d(np.zeros((1, 9, 9, 4), np.float32)).dtype, np.float32)
+d(np.ones((2, 9, 9, 4), np.float32)); test_eq(d.backward(np.ones((2, 4, 4, 8), np.float32), need_dx=False), None)
+test_fail(lambda: d(np.zeros((1, 9, 9, 3))), contains='kernel of shape (3, 3, 4, 2) (KH, KW, C, M), got input shape (1, 9, 9, 3)')
+test_fail(lambda: DepthwiseConv2D(5)(np.zeros((1, 4, 4, 2))), contains='5x5 is larger than the padded input 4x4')
+test_fail(lambda: DepthwiseConv2D(3, depth_multiplier=0), contains='depth_multiplier >= 1, got 0')
+
+# %% [markdown]
+# `ZeroPadding2D` pads with zeros as its own layer (Keras's `padding`: an int, `(ph, pw)`, or
+# `((top, bottom), (left, right))`; a flat `(top, bottom, left, right)` also works), and
+# `GlobalAveragePooling2D` averages each channel over the whole image, `(N, H, W, C)` ->
+# `(N, C)`, the classifier head of most nets since Network in Network. Backward slices the padding
+# off, and spreads $\delta / (HW)$ over the image.
+
+# %%
+#| export
+class ZeroPadding2D(Layer):
+    """Zero padding of NHWC images. x `(N, H, W, C)` -> `(N, H + top + bottom, W + left + right, C)`.
+    `padding`: int, `(ph, pw)`, `((top, bottom), (left, right))` or `(top, bottom, left, right)`."""
+    def __init__(self, padding=1, name=None):
+        super().__init__(name or 'zero_padding2d')
+        if not np.isscalar(padding) and not all(np.isscalar(p) for p in padding):     # ((top, bottom), (left, right))
+            try: (pt, pb), (pl, pr) = padding
+            except (TypeError, ValueError):
+                raise ValueError(f"ZeroPadding2D expected padding ((top, bottom), (left, right)), got {padding!r}") from None
+            padding = (pt, pb, pl, pr)
+        self.pad = _pad4(padding)
+
+    def output_shape(self, input_shape):
+        H, W, C = (int(s) for s in input_shape)
+        pt, pb, pl, pr = self.pad
+        return (H + pt + pb, W + pl + pr, C)
+
+    def forward(self, x, training=False):
+        x = check_array(x, 'input', ndim=4, finite=False, who='ZeroPadding2D')
+        return _zero_pad(x, self.pad)
+
+    def backward(self, dy, need_dx: bool = True):
+        return _unpad(dy, self.pad) if need_dx else None
+
+class GlobalAveragePooling2D(Layer):
+    """Mean over height and width: x `(N, H, W, C)` -> `(N, C)`, or `(N, 1, 1, C)` with `keepdims=True`."""
+    def __init__(self, keepdims: bool = False, name=None):
+        super().__init__(name or 'global_average_pooling2d')
+        self.keepdims = bool(keepdims)
+
+    def output_shape(self, input_shape):
+        C = int(input_shape[-1])
+        return (1, 1, C) if self.keepdims else (C,)
+
+    def forward(self, x, training=False):
+        x = check_array(x, 'input', ndim=4, finite=False, who='GlobalAveragePooling2D')
+        self.cache = x.shape
+        return x.mean(axis=(1, 2), keepdims=self.keepdims)
+
+    def backward(self, dy, need_dx: bool = True):
+        if not need_dx: return None
+        N, H, W, C = self.cache
+        xp = get_array_module(dy)
+        return xp.broadcast_to(dy.reshape(N, 1, 1, C) / (H * W), (N, H, W, C)).copy()
+
+GlobalAvgPool2D = GlobalAveragePooling2D
+
+# %%
+x = np.random.default_rng(8).normal(size=(2, 5, 4, 3))
+zp = ZeroPadding2D(((1, 2), (0, 3)))
+test_eq(zp.pad, (1, 2, 0, 3)); test_eq(ZeroPadding2D(2).pad, (2, 2, 2, 2)); test_eq(ZeroPadding2D((1, 2)).pad, (1, 1, 2, 2))
+y = zp(x)
+test_eq(y.shape, (2, *zp.output_shape((5, 4, 3)))); test_eq(y[:, 1:6, 0:4], x); test_close(y.sum(), x.sum(), eps=1e-12)
+test_eq(zp.count_params(), 0)
+gap, gapk = GlobalAveragePooling2D(), GlobalAveragePooling2D(keepdims=True)
+test_close(gap(x), x.mean(axis=(1, 2))); test_eq(gapk(x).shape, (2, *gapk.output_shape((5, 4, 3))))
+for layer in (zp, gap, gapk):
+    errs = check_layer_grad(layer, x)
+    print(type(layer).__name__, f"dx rel. error {errs['x']:.1e}")
+    assert errs['x'] < 1e-6
+test_fail(lambda: ZeroPadding2D(-1), contains='non-negative')
+test_fail(lambda: ZeroPadding2D(((1, 2), (0,))), contains='((top, bottom), (left, right))')
+test_fail(lambda: gap(np.zeros((2, 5, 3))), contains='rank 4')
 
 # %% [markdown]
 # ## Convolution as image processing

@@ -1,4 +1,4 @@
-"""Conv2D, MaxPool2D, AvgPool2D: float64 gradient checks, the CS231n fixture, shapes, parameter counts, bad input."""
+"""Conv2D, DepthwiseConv2D, the pooling and padding layers: float64 gradient checks, the CS231n fixture, shapes, parameter counts, bad input."""
 import os
 from dl_from_scratch.core import simulate_cuda_without_gpu
 simulate_cuda_without_gpu()   # before numba.cuda is imported (conftest does it too)
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from dl_from_scratch.core import precision
 from dl_from_scratch.gradcheck import check_layer_grad, numerical_grad, rel_error
-from dl_from_scratch.conv import Conv2D, MaxPool2D, AvgPool2D
+from dl_from_scratch.conv import (Conv2D, MaxPool2D, AvgPool2D, L2Pool2D, DepthwiseConv2D, ZeroPadding2D,
+    GlobalAveragePooling2D)
 from dl_from_scratch.kernels import conv as K
 
 CONV_CASES = [
@@ -101,7 +102,7 @@ POOL_CASES = [dict(), dict(pool_size=3, strides=2), dict(pool_size=3, strides=1,
               dict(pool_size=2, strides=3), dict(pool_size=(2, 3), strides=(1, 2), padding='same')]
 
 
-@pytest.mark.parametrize('cls', [MaxPool2D, AvgPool2D])
+@pytest.mark.parametrize('cls', [MaxPool2D, AvgPool2D, L2Pool2D])
 @pytest.mark.parametrize('kw', POOL_CASES)
 def test_pool_gradients_float64(cls, kw):
     x = np.random.default_rng(3).normal(size=(2, 9, 7, 3))
@@ -158,6 +159,11 @@ def test_layers_match_naive_and_backends_agree():
     (Conv2D(20, 7, padding=2), (28, 28, 1), 1000, (26, 26, 20)),           # Ketkar's primitives CNN
     (MaxPool2D(2), (24, 24, 64), 0, (12, 12, 64)),
     (AvgPool2D(3, 2, padding='same'), (7, 7, 5), 0, (4, 4, 5)),
+    (L2Pool2D(3, 2, padding='same'), (7, 7, 5), 0, (4, 4, 5)),
+    (DepthwiseConv2D(3, padding='same', use_bias=False), (112, 112, 32), 288, (112, 112, 32)),   # MobileNetV2
+    (DepthwiseConv2D(3, strides=2, depth_multiplier=2), (9, 9, 4), 80, (4, 4, 8)),
+    (ZeroPadding2D(((0, 1), (0, 1))), (224, 224, 3), 0, (225, 225, 3)),                          # MobileNetV2's stem
+    (GlobalAveragePooling2D(), (7, 7, 1280), 0, (1280,)),
 ])
 def test_param_counts_and_shapes_as_keras(layer, in_shape, n_params, out_shape):
     layer.build(in_shape)
@@ -219,3 +225,66 @@ def test_backward_need_dx_false_skips_dx_and_keeps_param_grads():
         assert dx.shape == x.shape
         assert c.backward(dy, need_dx=False) is None
         np.testing.assert_array_equal(c.grads['W'], gW); np.testing.assert_array_equal(c.grads['b'], gb)
+
+
+def test_l2pool_is_the_root_of_the_window_sum_of_squares():
+    x = np.random.default_rng(4).normal(size=(2, 7, 6, 3))
+    np.testing.assert_allclose(L2Pool2D(3, 2)(x), np.sqrt(K.pool2d_naive_forward(x * x, 3, 2, 'avg') * 9), rtol=1e-12)
+    layer = L2Pool2D(2)
+    layer(np.zeros((1, 4, 4, 1)))
+    assert np.all(layer.backward(np.ones((1, 2, 2, 1))) == 0)       # all-zero windows pass no gradient, not NaN
+
+
+DEPTHWISE_CASES = [
+    dict(kernel_size=3, padding='same'),
+    dict(kernel_size=(3, 2), strides=(2, 1), padding=(1, 0, 2, 1), depth_multiplier=2),
+    dict(kernel_size=2, strides=3, activation='relu', depth_multiplier=3),
+    dict(kernel_size=4, strides=2, padding='same', use_bias=False),
+]
+
+
+@pytest.mark.parametrize('kw', DEPTHWISE_CASES)
+def test_depthwise_gradients_float64(kw):
+    with precision(np.float64):
+        x = np.random.default_rng(2).normal(size=(2, 7, 8, 3))
+        errs = check_layer_grad(DepthwiseConv2D(rng=1, **kw), x)
+    assert set(errs) == {'x', 'W'} | ({'b'} if kw.get('use_bias', True) else set())
+    assert max(errs.values()) < 1e-6, errs
+
+
+@pytest.mark.parametrize('kw', DEPTHWISE_CASES)
+def test_depthwise_is_a_conv2d_with_a_block_diagonal_kernel(kw):
+    "Output channel c*M + m is input channel c convolved with W[:, :, c, m]: a Conv2D zero elsewhere."
+    M, C = kw.get('depth_multiplier', 1), 3
+    with precision(np.float64):
+        x = np.random.default_rng(5).normal(size=(2, 7, 8, C))
+        dw = DepthwiseConv2D(rng=1, **kw); y = dw(x)
+        full = Conv2D(C * M, **{k: v for k, v in kw.items() if k != 'depth_multiplier'}); full.build(x.shape[1:])
+        full.params['W'][...] = 0
+        for c in range(C): full.params['W'][:, :, c, c * M:(c + 1) * M] = dw.params['W'][:, :, c]
+        if 'b' in full.params: full.params['b'][...] = dw.params['b']
+        np.testing.assert_allclose(y, full(x), rtol=1e-12, atol=1e-12)
+        dy = np.random.default_rng(6).normal(size=y.shape)
+        np.testing.assert_allclose(dw.backward(dy), full.backward(dy), rtol=1e-12, atol=1e-12)
+        for c in range(C):
+            np.testing.assert_allclose(dw.grads['W'][:, :, c], full.grads['W'][:, :, c, c * M:(c + 1) * M], rtol=1e-12, atol=1e-12)
+        assert dw.backward(dy, need_dx=False) is None
+
+
+@pytest.mark.parametrize('layer', [ZeroPadding2D(((1, 2), (0, 3))), ZeroPadding2D(1), GlobalAveragePooling2D(),
+                                   GlobalAveragePooling2D(keepdims=True)])
+def test_padding_and_global_pooling_gradients_float64(layer):
+    x = np.random.default_rng(8).normal(size=(2, 5, 4, 3))
+    assert layer(x).shape == (2, *layer.output_shape((5, 4, 3)))
+    assert check_layer_grad(layer, x)['x'] < 1e-6
+
+
+def test_new_layers_refuse_bad_input():
+    with pytest.raises(ValueError, match=r'kernel of shape \(3, 3, 4, 1\) \(KH, KW, C, M\), got input shape \(1, 9, 9, 3\)'):
+        d = DepthwiseConv2D(3); d.build((9, 9, 4)); d(np.zeros((1, 9, 9, 3)))
+    with pytest.raises(ValueError, match='depth_multiplier >= 1, got 0'):
+        DepthwiseConv2D(3, depth_multiplier=0)
+    with pytest.raises(ValueError, match=r'\(\(top, bottom\), \(left, right\)\)'):
+        ZeroPadding2D(((1, 2), (3,)))
+    with pytest.raises(ValueError, match='rank 4'):
+        GlobalAveragePooling2D()(np.zeros((2, 3, 4)))
