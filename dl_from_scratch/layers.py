@@ -4,32 +4,64 @@
 
 # %% ../nbs/05_mlp.ipynb #60be8079
 from __future__ import annotations
-import functools
+import functools, inspect
 import numpy as np
 from .core import check_array, as_rng, get_dtype, get_array_module, to_device
 from . import init as initializers
 from . import functional as F
 
 # %% auto #0
-__all__ = ['LAYERS', 'Layer', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
+__all__ = ['LAYERS', 'Layer', 'SymbolicTensor', 'Node', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
 
-# %% ../nbs/05_mlp.ipynb #14be0eea
+# %% ../nbs/05_mlp.ipynb #f426845c
 LAYERS: dict = {}   # class name -> Layer subclass, for rebuilding saved models
 
 def _snake(name: str) -> str:
     out = ''.join('_' + c.lower() if c.isupper() else c for c in name).lstrip('_')
     return out.replace('_n_n', 'nn')
 
+def _who(layer) -> str:
+    "How messages name a layer: its class, and its name when it has one."
+    return type(layer).__name__ + (f" '{layer.name}'" if getattr(layer, 'name', None) else '')
+
+def _guard_forward(f):
+    "Wrap a subclass's `forward`: an unbuilt layer is built (if it has nothing to create) or refused."
+    @functools.wraps(f)
+    def forward(self, x, *args, **kwargs):
+        if not self.built:
+            if type(self).build is not Layer.build:
+                raise ValueError(f"{_who(self)}: forward called on an unbuilt layer; call the layer, layer(x), "
+                                 "or build(input_shape) first, so that its weights exist")
+            self.build(tuple(x.shape[1:]))        # nothing to create: the first input fixes the shape
+        y = f(self, x, *args, **kwargs)
+        self._forward_done = True
+        return y
+    return forward
+
+def _guard_backward(f):
+    "Wrap a subclass's `backward`: refuse it before any forward; drop `need_dx` for a `backward(dy)` without it."
+    takes_need_dx = 'need_dx' in inspect.signature(f).parameters       # read once, when the class is defined
+    @functools.wraps(f)
+    def backward(self, dy, *args, **kwargs):
+        if not self._forward_done:
+            raise ValueError(f"{_who(self)}: backward called before forward; run forward (or call the layer) "
+                             "on a batch first, since backward needs what forward keeps")
+        if not takes_need_dx: kwargs.pop('need_dx', None)
+        return f(self, dy, *args, **kwargs)
+    return backward
+
 class Layer:
     """Base class of all layers. Subclasses implement `forward(x, training)` and
-    `backward(dy)`, and create their arrays in `build(input_shape)`.
+    `backward(dy, need_dx=True)`, and create their arrays in `build(input_shape)` with `add_weight`.
 
     Shapes: `x` is `(N, *input_shape)`; `input_shape` never includes the batch axis N."""
-    trainable = True
+    _forward_done = False      # set by the first forward; backward before it is an error
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         LAYERS[cls.__name__] = cls
+        if 'forward' in cls.__dict__: cls.forward = _guard_forward(cls.__dict__['forward'])
+        if 'backward' in cls.__dict__: cls.backward = _guard_backward(cls.__dict__['backward'])
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
@@ -38,29 +70,48 @@ class Layer:
 
     def __init__(self, name: str | None = None):
         self.name = name
-        self.params: dict = {}
+        self.params: dict = {}           # trainable arrays
         self.grads: dict = {}
-        self.state: dict = {}
+        self.state: dict = {}            # non-trainable arrays (saved, not trained)
+        self.regularizers: dict = {}     # weight name -> Regularizer, from add_weight
+        self.constraints: dict = {}      # weight name -> Constraint, from add_weight
+        self.trainable = True            # False: fit and the optimizers leave the weights alone
         self.cache = None
         self.built = False
         self.input_shape = None
 
-    # --- shapes and parameters -------------------------------------------------------------------
+    # --- shapes and weights ----------------------------------------------------------------------
     def build(self, input_shape: tuple) -> None:
-        "Create parameters for inputs of shape `(N, *input_shape)`."
+        "Create weights for inputs of shape `(N, *input_shape)`."
         self.input_shape = tuple(None if s is None else int(s) for s in input_shape)   # None: any size (a sequence's T)
         self.built = True
+
+    def add_weight(self, name: str, shape: tuple, initializer='glorot_uniform', regularizer=None, constraint=None,
+                   trainable: bool = True):
+        """Create a weight of `shape` (dtype `core.get_dtype()`, drawn from `self.rng` when the layer has one),
+        keep it in `params[name]` (trainable) or `state[name]`, record its regularizer and constraint
+        (anything `get_regularizer` / `get_constraint` accept), and return it. `initializer`: a name or
+        callable of `init`, or a number (a constant)."""
+        if isinstance(initializer, (int, float)) and not isinstance(initializer, bool):
+            w = np.full(tuple(shape), initializer, dtype=get_dtype())
+        else:
+            w = initializers.get_initializer(initializer)(tuple(shape), rng=getattr(self, 'rng', None), dtype=get_dtype())
+        (self.params if trainable else self.state)[name] = w
+        if regularizer is not None: self.regularizers[name] = get_regularizer(regularizer)
+        if constraint is not None: self.constraints[name] = get_constraint(constraint)
+        return w
 
     def output_shape(self, input_shape: tuple) -> tuple:
         "Output shape (batch axis excluded) for an input of shape `input_shape`."
         return tuple(input_shape)
 
     def count_params(self) -> int:
-        "Number of scalars in `params` (trainable) and `state` (non-trainable), as Keras counts them."
+        "Number of scalars in `params` and `state`, as Keras counts them."
         return int(sum(int(np.prod(p.shape)) for p in {**self.params, **self.state}.values()))
 
     def count_trainable_params(self) -> int:
-        return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
+        "Scalars the optimizer updates: `params`, or none when the layer is frozen (`trainable = False`)."
+        return int(sum(int(np.prod(p.shape)) for p in self.params.values())) if self.trainable else 0
 
     @property
     def dtype(self):
@@ -72,8 +123,9 @@ class Layer:
         "`x` `(N, *input_shape)` -> `y` `(N, *output_shape)`; keeps in `self.cache` what backward needs."
         raise NotImplementedError
 
-    def backward(self, dy):
-        "`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`."
+    def backward(self, dy, need_dx: bool = True):
+        """`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`.
+        `need_dx=False` (a model's first layer in training) lets a layer skip dL/dx and return `None`."""
         raise NotImplementedError
 
     def _scratch(self) -> dict:
@@ -81,7 +133,10 @@ class Layer:
         return self.__dict__.setdefault('_ws', {})
 
     def __call__(self, x, training: bool = False):
-        if not self.built: self.build(tuple(x.shape[1:]))
+        "Build on the first call, then `forward`; on symbolic tensors (`Input`, chapter 05c) add a node to a graph."
+        if isinstance(x, SymbolicTensor) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], SymbolicTensor)):
+            return _call_symbolic(self, x)
+        if not self.built: self.build(_shape_of(x))
         return self.forward(x, training=training)
 
     def zero_grads(self) -> None:
@@ -91,22 +146,25 @@ class Layer:
             self.grads[k] = xp.zeros_like(p)
 
     # --- regularisation and constraints (used from chapter 06 on) -------------------------------
-    # A layer with a kernel `params['W']` sets `kernel_regularizer` / `kernel_constraint` (or leaves
-    # them None); these three defaults serve every such layer (Dense, Conv2D, ...), so none repeats them.
+    # `add_weight` records a regularizer and a constraint per weight, so these three serve every layer.
+    def _per_weight(self, kind: str) -> dict:
+        """Weight name -> regularizer (`kind='regularizer'`) or constraint. A layer that keeps
+        `kernel_regularizer` / `kernel_constraint` but made its kernel without `add_weight` gets it on 'W'."""
+        d, kernel = getattr(self, kind + 's'), getattr(self, 'kernel_' + kind, None)
+        return d if d or kernel is None else {'W': kernel}
+
     def regularization_loss(self) -> float:
-        "Penalty this layer adds to the loss: `kernel_regularizer(params['W'])`, or 0 when none is set."
-        r = getattr(self, 'kernel_regularizer', None)
-        return 0.0 if r is None else float(r(self.params['W']))
+        "Penalty this layer adds to the loss: the sum of its weights' regularizers (0 when none is set)."
+        return float(sum(r(self.params[k] if k in self.params else self.state[k])
+                         for k, r in self._per_weight('regularizer').items()))
 
     def regularization_grads(self) -> dict:
-        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on: `{'W': ...}` or `{}`)."
-        r = getattr(self, 'kernel_regularizer', None)
-        return {} if r is None else {'W': r.grad(self.params['W'])}
+        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on)."
+        return {k: r.grad(self.params[k]) for k, r in self._per_weight('regularizer').items() if k in self.params}
 
     def apply_constraints(self) -> None:
-        "Project `params['W']` onto `kernel_constraint`'s set after an optimizer step (no-op when none is set)."
-        c = getattr(self, 'kernel_constraint', None)
-        if c is not None: self.params['W'][...] = c(self.params['W'])
+        "Project each constrained weight onto its set after an optimizer step (no-op when none is set)."
+        for k, c in self._per_weight('constraint').items(): self.params[k][...] = c(self.params[k])
 
     # --- devices, configuration ------------------------------------------------------------------
     def to(self, device: str = 'cpu'):
@@ -127,12 +185,58 @@ class Layer:
         inner = ', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in kwargs.items()])
         return f'{type(self).__name__}({inner})'
 
+# %% ../nbs/05_mlp.ipynb #00462dbd
+class SymbolicTensor:
+    """A placeholder for a batch of shape `(N, *shape)` in a graph of layers: the `node` that makes it
+    (None for an `Input`) and which of that node's outputs it is (`index`)."""
+    __slots__ = ('shape', 'node', 'index', 'name')
+    def __init__(self, shape, node=None, index: int = 0, name: str | None = None):
+        self.shape = tuple(None if s is None else int(s) for s in shape)
+        self.node, self.index, self.name = node, index, name
+
+    def __repr__(self):
+        src = self.name if self.node is None else self.node.layer.name
+        return f"SymbolicTensor(shape=(None, {', '.join(map(str, self.shape))}), from {src!r})"
+
+class Node:
+    "One call of `layer` in a graph: the `inputs` it reads and the `outputs` it makes (lists of `SymbolicTensor`)."
+    __slots__ = ('layer', 'inputs', 'outputs')
+    def __init__(self, layer, inputs: list):
+        self.layer, self.inputs, self.outputs = layer, list(inputs), []
+
+def _shape_of(x):
+    "Input shape(s), batch axis excluded, of an array or a list of arrays (layers with several inputs)."
+    return [tuple(a.shape[1:]) for a in x] if isinstance(x, (list, tuple)) else tuple(x.shape[1:])
+
+def _shapes_match(expected, got) -> bool:
+    "Whether shape(s) `got` fit `expected`, where `None` in `expected` matches any size."
+    if isinstance(expected, list) or isinstance(got, list):
+        return (isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got)
+                and all(_shapes_match(e, g) for e, g in zip(expected, got)))
+    return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
+
+def _call_symbolic(layer: Layer, x):
+    "Record `layer(x)` for symbolic `x` (one tensor or a list): build the layer, add a node, return its output(s)."
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not all(isinstance(t, SymbolicTensor) for t in xs):
+        raise ValueError(f"{_who(layer)} expected only symbolic tensors (from Input) in a graph, got "
+                         f"{[type(t).__name__ for t in xs]}")
+    shape = [t.shape for t in xs] if isinstance(x, (list, tuple)) else xs[0].shape
+    if not layer.built: layer.build(shape)
+    elif not _shapes_match(layer.input_shape, shape):
+        raise ValueError(f"{_who(layer)} was built for input shape {layer.input_shape}, "
+                         f"but is called on shape {shape}")
+    node = Node(layer, xs)
+    out = layer.output_shape(shape)
+    node.outputs = [SymbolicTensor(s, node, i) for i, s in enumerate(out)] if isinstance(out, list) \
+        else [SymbolicTensor(out, node, 0)]
+    return node.outputs if isinstance(out, list) else node.outputs[0]
+
 # %% ../nbs/05_mlp.ipynb #42745f4a
 def _check_input(layer: Layer, x, ndim=None):
     "Check `x` against the shape `layer` was built for; cast to the layer's dtype."
     shape = None if layer.input_shape is None else (None, *layer.input_shape)
-    who = f"{type(layer).__name__}" + (f" '{layer.name}'" if layer.name else '')
-    x = check_array(x, 'input', ndim=ndim if shape is None else len(shape), shape=shape, finite=False, who=who)
+    x = check_array(x, 'input', ndim=ndim if shape is None else len(shape), shape=shape, finite=False, who=_who(layer))
     dt = layer.dtype
     return x if x.dtype == dt else x.astype(dt)
 
@@ -168,9 +272,9 @@ class Dense(Layer):
             raise ValueError(f"Dense expected input of rank 2 (N, features), got input shape (N, *{tuple(input_shape)}); "
                              "put a Flatten layer in front")
         super().build(input_shape)
-        D, dt = self.input_shape[0], get_dtype()
-        self.params['W'] = self.kernel_initializer((D, self.units), rng=self.rng, dtype=dt)
-        if self.use_bias: self.params['b'] = self.bias_initializer((self.units,), rng=self.rng, dtype=dt)
+        self.add_weight('W', (self.input_shape[0], self.units), self.kernel_initializer,
+                        self.kernel_regularizer, self.kernel_constraint)
+        if self.use_bias: self.add_weight('b', (self.units,), self.bias_initializer)
 
     def output_shape(self, input_shape):
         return (self.units,)
@@ -186,7 +290,7 @@ class Dense(Layer):
         return y
 
     def backward(self, dy, need_dx: bool = True):
-        "`need_dx=False` (the model's first layer in training) skips the unused dL/dx and returns `None`."
+        "`need_dx=False` (a model's first layer in training) skips the unused dL/dx and returns `None`."
         x, z, y = self.cache
         if self.activation is None: dz = dy
         elif self.activation == 'softmax': dz = F.softmax_vjp(y, dy)
@@ -216,7 +320,7 @@ class Activation(Layer):
         self.cache = (x, a)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, a = self.cache
         if self.activation == 'softmax': return F.softmax_vjp(a, dy)
         if self.activation == 'rrelu': return dy * F.rrelu_grad(x, alpha=a)
@@ -245,7 +349,7 @@ class Flatten(Layer):
         self.cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         return dy.reshape(self.cache)
 
     def output_shape(self, input_shape):
@@ -260,14 +364,14 @@ class PReLU(Layer):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.params['alpha'] = np.full(self.input_shape[-1], self.alpha_initializer, get_dtype())
+        self.add_weight('alpha', (self.input_shape[-1],), self.alpha_initializer)
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
         self.cache = x
         return F.prelu(x, self.params['alpha'])
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, a = self.cache, self.params['alpha']
         self.grads['alpha'] = (dy * F.prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
         return dy * F.prelu_grad(x, a)
@@ -285,7 +389,7 @@ class Embedding(Layer):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.params['W'] = self.embeddings_initializer((self.input_dim, self.output_dim), rng=self.rng, dtype=get_dtype())
+        self.add_weight('W', (self.input_dim, self.output_dim), self.embeddings_initializer)
 
     def output_shape(self, input_shape):
         return (*input_shape, self.output_dim)
@@ -298,7 +402,7 @@ class Embedding(Layer):
         self.cache = x
         return self.params['W'][x]
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, W = self.cache, self.params['W']
         xp = get_array_module(W)
         dW = xp.zeros_like(W)

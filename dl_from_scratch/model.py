@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_model.ipynb #028c6c6b
 from __future__ import annotations
-import inspect, json, math, os, sys, time
+import json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 from .core import check_array, as_rng, get_array_module, get_dtype
@@ -183,10 +183,6 @@ def _layer_from_config(c):
     return layer
 
 # %% ../nbs/05a_model.ipynb #63ad8c3b
-def _takes_need_dx(layer) -> bool:
-    "Whether `layer.backward` accepts `need_dx` (layers that can skip computing dL/dx)."
-    return 'need_dx' in inspect.signature(layer.backward).parameters
-
 class Sequential:
     """A linear stack of layers. `x` `(N, *input_shape)` -> `(N, *output_shape)`.
 
@@ -321,10 +317,8 @@ class Sequential:
         """`dy` = dL/d(output) `(N, *output_shape())` -> dL/dx `(N, *input_shape)`; fills every layer's
         `grads`. `need_dx=False` lets the first layer skip dL/dx (then the result may be `None`)."""
         if not self.layers: return dy
-        first = self.layers[0]
         for l in reversed(self.layers[1:]): dy = l.backward(dy)
-        if need_dx or not _takes_need_dx(first): return first.backward(dy)
-        return first.backward(dy, need_dx=False)
+        return self.layers[0].backward(dy, need_dx=need_dx)
 
     def regularization_loss(self) -> float:
         "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
@@ -365,11 +359,13 @@ class Sequential:
         self.backward(dy, need_dx=False)             # nothing uses dL/dx_batch
         grads = {}
         for l in self.layers:
+            if not l.trainable: continue             # a frozen layer gets no update
             reg = l.regularization_grads()
             for k, g in l.grads.items():
                 grads[f'{l.name}/{k}'] = g + reg[k] if k in reg else g
-        self.optimizer.step(self.params, grads)
-        for l in self.layers: l.apply_constraints()
+        self.optimizer.step({k: p for k, p in self.params.items() if k in grads}, grads)
+        for l in self.layers:
+            if l.trainable: l.apply_constraints()
         return loss, y_pred
 
     def _check_xy(self, x, y, who):

@@ -26,7 +26,7 @@
 # %%
 #| export
 from __future__ import annotations
-import functools
+import functools, inspect
 import numpy as np
 from dl_from_scratch.core import check_array, as_rng, get_dtype, get_array_module, to_device
 from dl_from_scratch import init as initializers
@@ -37,6 +37,7 @@ from dl_from_scratch import functional as F
 from fastcore.test import test_eq, test_close, test_fail
 import numpy as np
 from dl_from_scratch.core import precision
+
 
 # %% [markdown]
 # ## Derivation: backpropagation through a stack of layers
@@ -85,20 +86,37 @@ from dl_from_scratch.core import precision
 # %% [markdown]
 # ## The `Layer` base class
 #
-# The contract every layer in this book follows (DESIGN.md):
+# The contract every layer in this book follows (DESIGN.md), with Keras's
+# names where Keras has one:
 #
 # | member | meaning |
 # |---|---|
-# | `build(input_shape)` | create parameters once the input shape (batch axis excluded) is known |
+# | `build(input_shape)` | create the weights once the input shape (batch axis excluded) is known |
+# | `add_weight(name, shape, initializer, regularizer, constraint, trainable)` | make one weight in `build`: drawn with the layer's `rng`, kept in `params` (trainable) or `state`, its penalty and projection recorded |
 # | `forward(x, training=False) -> y` | compute the output; cache what backward needs |
-# | `backward(dy) -> dx` | fill `self.grads` (same keys and shapes as `self.params`), return $\bar{X}$ |
+# | `backward(dy, need_dx=True) -> dx` | fill `self.grads` (same keys and shapes as `self.params`), return $\bar{X}$; with `need_dx=False` a layer may skip $\bar{X}$ and return `None` |
 # | `params`, `grads` | `dict[str, ndarray]`: trainable arrays and their gradients |
 # | `state` | `dict[str, ndarray]`: non-trainable arrays that are saved (BatchNorm's running averages) |
+# | `trainable` | `False` freezes the layer: `fit` leaves its weights alone and `summary` counts them as non-trainable |
 # | `output_shape(input_shape)` | shape of the output, batch axis excluded |
 # | `count_params()` | number of scalars in `params` and `state` (what Keras' `summary` counts) |
 # | `__call__(x, training=False)` | build on first call, then `forward` |
-# | `regularization_loss()`, `regularization_grads()` | penalty added to the loss, and its gradient |
-# | `apply_constraints()` | project parameters after an update (max-norm, chapter 06) |
+# | `regularization_loss()`, `regularization_grads()` | the weights' penalties added to the loss, and their gradients |
+# | `apply_constraints()` | project the weights after an update (max-norm, chapter 06) |
+#
+# Three rules keep every layer honest without each repeating them. Weights
+# come from `add_weight`, so the base class knows each weight's regularizer
+# and constraint, and its three methods above serve every layer: no layer
+# handles those options itself. `backward` always takes `need_dx`: a model
+# asks its first layer not to compute $\bar{X}$, which nothing reads in
+# training (a layer whose `backward(dy)` ignores the option may omit it;
+# the base class drops it for that layer once, when the class is defined).
+# And misuse fails at once with the layer's name: `forward` on an unbuilt
+# layer that has weights to make, and `backward` before any `forward`, raise
+# a `ValueError` instead of an obscure `KeyError` or unpacking error deep
+# inside. The base class wraps each subclass's `forward` and `backward` for
+# that when the subclass is defined, so the checks cost one attribute test
+# per call.
 #
 # Layers register themselves by class name, so a saved model can be rebuilt
 # from its configuration (`Sequential.load`). The constructor's arguments are
@@ -112,16 +130,48 @@ def _snake(name: str) -> str:
     out = ''.join('_' + c.lower() if c.isupper() else c for c in name).lstrip('_')
     return out.replace('_n_n', 'nn')
 
+def _who(layer) -> str:
+    "How messages name a layer: its class, and its name when it has one."
+    return type(layer).__name__ + (f" '{layer.name}'" if getattr(layer, 'name', None) else '')
+
+def _guard_forward(f):
+    "Wrap a subclass's `forward`: an unbuilt layer is built (if it has nothing to create) or refused."
+    @functools.wraps(f)
+    def forward(self, x, *args, **kwargs):
+        if not self.built:
+            if type(self).build is not Layer.build:
+                raise ValueError(f"{_who(self)}: forward called on an unbuilt layer; call the layer, layer(x), "
+                                 "or build(input_shape) first, so that its weights exist")
+            self.build(tuple(x.shape[1:]))        # nothing to create: the first input fixes the shape
+        y = f(self, x, *args, **kwargs)
+        self._forward_done = True
+        return y
+    return forward
+
+def _guard_backward(f):
+    "Wrap a subclass's `backward`: refuse it before any forward; drop `need_dx` for a `backward(dy)` without it."
+    takes_need_dx = 'need_dx' in inspect.signature(f).parameters       # read once, when the class is defined
+    @functools.wraps(f)
+    def backward(self, dy, *args, **kwargs):
+        if not self._forward_done:
+            raise ValueError(f"{_who(self)}: backward called before forward; run forward (or call the layer) "
+                             "on a batch first, since backward needs what forward keeps")
+        if not takes_need_dx: kwargs.pop('need_dx', None)
+        return f(self, dy, *args, **kwargs)
+    return backward
+
 class Layer:
     """Base class of all layers. Subclasses implement `forward(x, training)` and
-    `backward(dy)`, and create their arrays in `build(input_shape)`.
+    `backward(dy, need_dx=True)`, and create their arrays in `build(input_shape)` with `add_weight`.
 
     Shapes: `x` is `(N, *input_shape)`; `input_shape` never includes the batch axis N."""
-    trainable = True
+    _forward_done = False      # set by the first forward; backward before it is an error
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         LAYERS[cls.__name__] = cls
+        if 'forward' in cls.__dict__: cls.forward = _guard_forward(cls.__dict__['forward'])
+        if 'backward' in cls.__dict__: cls.backward = _guard_backward(cls.__dict__['backward'])
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
@@ -130,29 +180,48 @@ class Layer:
 
     def __init__(self, name: str | None = None):
         self.name = name
-        self.params: dict = {}
+        self.params: dict = {}           # trainable arrays
         self.grads: dict = {}
-        self.state: dict = {}
+        self.state: dict = {}            # non-trainable arrays (saved, not trained)
+        self.regularizers: dict = {}     # weight name -> Regularizer, from add_weight
+        self.constraints: dict = {}      # weight name -> Constraint, from add_weight
+        self.trainable = True            # False: fit and the optimizers leave the weights alone
         self.cache = None
         self.built = False
         self.input_shape = None
 
-    # --- shapes and parameters -------------------------------------------------------------------
+    # --- shapes and weights ----------------------------------------------------------------------
     def build(self, input_shape: tuple) -> None:
-        "Create parameters for inputs of shape `(N, *input_shape)`."
+        "Create weights for inputs of shape `(N, *input_shape)`."
         self.input_shape = tuple(None if s is None else int(s) for s in input_shape)   # None: any size (a sequence's T)
         self.built = True
+
+    def add_weight(self, name: str, shape: tuple, initializer='glorot_uniform', regularizer=None, constraint=None,
+                   trainable: bool = True):
+        """Create a weight of `shape` (dtype `core.get_dtype()`, drawn from `self.rng` when the layer has one),
+        keep it in `params[name]` (trainable) or `state[name]`, record its regularizer and constraint
+        (anything `get_regularizer` / `get_constraint` accept), and return it. `initializer`: a name or
+        callable of `init`, or a number (a constant)."""
+        if isinstance(initializer, (int, float)) and not isinstance(initializer, bool):
+            w = np.full(tuple(shape), initializer, dtype=get_dtype())
+        else:
+            w = initializers.get_initializer(initializer)(tuple(shape), rng=getattr(self, 'rng', None), dtype=get_dtype())
+        (self.params if trainable else self.state)[name] = w
+        if regularizer is not None: self.regularizers[name] = get_regularizer(regularizer)
+        if constraint is not None: self.constraints[name] = get_constraint(constraint)
+        return w
 
     def output_shape(self, input_shape: tuple) -> tuple:
         "Output shape (batch axis excluded) for an input of shape `input_shape`."
         return tuple(input_shape)
 
     def count_params(self) -> int:
-        "Number of scalars in `params` (trainable) and `state` (non-trainable), as Keras counts them."
+        "Number of scalars in `params` and `state`, as Keras counts them."
         return int(sum(int(np.prod(p.shape)) for p in {**self.params, **self.state}.values()))
 
     def count_trainable_params(self) -> int:
-        return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
+        "Scalars the optimizer updates: `params`, or none when the layer is frozen (`trainable = False`)."
+        return int(sum(int(np.prod(p.shape)) for p in self.params.values())) if self.trainable else 0
 
     @property
     def dtype(self):
@@ -164,8 +233,9 @@ class Layer:
         "`x` `(N, *input_shape)` -> `y` `(N, *output_shape)`; keeps in `self.cache` what backward needs."
         raise NotImplementedError
 
-    def backward(self, dy):
-        "`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`."
+    def backward(self, dy, need_dx: bool = True):
+        """`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`.
+        `need_dx=False` (a model's first layer in training) lets a layer skip dL/dx and return `None`."""
         raise NotImplementedError
 
     def _scratch(self) -> dict:
@@ -173,7 +243,10 @@ class Layer:
         return self.__dict__.setdefault('_ws', {})
 
     def __call__(self, x, training: bool = False):
-        if not self.built: self.build(tuple(x.shape[1:]))
+        "Build on the first call, then `forward`; on symbolic tensors (`Input`, chapter 05c) add a node to a graph."
+        if isinstance(x, SymbolicTensor) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], SymbolicTensor)):
+            return _call_symbolic(self, x)
+        if not self.built: self.build(_shape_of(x))
         return self.forward(x, training=training)
 
     def zero_grads(self) -> None:
@@ -183,22 +256,25 @@ class Layer:
             self.grads[k] = xp.zeros_like(p)
 
     # --- regularisation and constraints (used from chapter 06 on) -------------------------------
-    # A layer with a kernel `params['W']` sets `kernel_regularizer` / `kernel_constraint` (or leaves
-    # them None); these three defaults serve every such layer (Dense, Conv2D, ...), so none repeats them.
+    # `add_weight` records a regularizer and a constraint per weight, so these three serve every layer.
+    def _per_weight(self, kind: str) -> dict:
+        """Weight name -> regularizer (`kind='regularizer'`) or constraint. A layer that keeps
+        `kernel_regularizer` / `kernel_constraint` but made its kernel without `add_weight` gets it on 'W'."""
+        d, kernel = getattr(self, kind + 's'), getattr(self, 'kernel_' + kind, None)
+        return d if d or kernel is None else {'W': kernel}
+
     def regularization_loss(self) -> float:
-        "Penalty this layer adds to the loss: `kernel_regularizer(params['W'])`, or 0 when none is set."
-        r = getattr(self, 'kernel_regularizer', None)
-        return 0.0 if r is None else float(r(self.params['W']))
+        "Penalty this layer adds to the loss: the sum of its weights' regularizers (0 when none is set)."
+        return float(sum(r(self.params[k] if k in self.params else self.state[k])
+                         for k, r in self._per_weight('regularizer').items()))
 
     def regularization_grads(self) -> dict:
-        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on: `{'W': ...}` or `{}`)."
-        r = getattr(self, 'kernel_regularizer', None)
-        return {} if r is None else {'W': r.grad(self.params['W'])}
+        "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on)."
+        return {k: r.grad(self.params[k]) for k, r in self._per_weight('regularizer').items() if k in self.params}
 
     def apply_constraints(self) -> None:
-        "Project `params['W']` onto `kernel_constraint`'s set after an optimizer step (no-op when none is set)."
-        c = getattr(self, 'kernel_constraint', None)
-        if c is not None: self.params['W'][...] = c(self.params['W'])
+        "Project each constrained weight onto its set after an optimizer step (no-op when none is set)."
+        for k, c in self._per_weight('constraint').items(): self.params[k][...] = c(self.params[k])
 
     # --- devices, configuration ------------------------------------------------------------------
     def to(self, device: str = 'cpu'):
@@ -220,6 +296,87 @@ class Layer:
         return f'{type(self).__name__}({inner})'
 
 # %% [markdown]
+# Calling a layer on *symbolic* tensors instead of arrays records the call
+# instead of computing it: `Input(shape)` (chapter 05a's `model`) makes a
+# `SymbolicTensor`, and `layer(t)` adds a `Node` (this layer, these input
+# tensors) and returns the tensor it will produce. A graph of such nodes is
+# a model; chapter 05c derives how it runs forward and backward. Here we
+# only need the two small records and the call.
+
+# %%
+#| export
+class SymbolicTensor:
+    """A placeholder for a batch of shape `(N, *shape)` in a graph of layers: the `node` that makes it
+    (None for an `Input`) and which of that node's outputs it is (`index`)."""
+    __slots__ = ('shape', 'node', 'index', 'name')
+    def __init__(self, shape, node=None, index: int = 0, name: str | None = None):
+        self.shape = tuple(None if s is None else int(s) for s in shape)
+        self.node, self.index, self.name = node, index, name
+
+    def __repr__(self):
+        src = self.name if self.node is None else self.node.layer.name
+        return f"SymbolicTensor(shape=(None, {', '.join(map(str, self.shape))}), from {src!r})"
+
+class Node:
+    "One call of `layer` in a graph: the `inputs` it reads and the `outputs` it makes (lists of `SymbolicTensor`)."
+    __slots__ = ('layer', 'inputs', 'outputs')
+    def __init__(self, layer, inputs: list):
+        self.layer, self.inputs, self.outputs = layer, list(inputs), []
+
+def _shape_of(x):
+    "Input shape(s), batch axis excluded, of an array or a list of arrays (layers with several inputs)."
+    return [tuple(a.shape[1:]) for a in x] if isinstance(x, (list, tuple)) else tuple(x.shape[1:])
+
+def _shapes_match(expected, got) -> bool:
+    "Whether shape(s) `got` fit `expected`, where `None` in `expected` matches any size."
+    if isinstance(expected, list) or isinstance(got, list):
+        return (isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got)
+                and all(_shapes_match(e, g) for e, g in zip(expected, got)))
+    return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
+
+def _call_symbolic(layer: Layer, x):
+    "Record `layer(x)` for symbolic `x` (one tensor or a list): build the layer, add a node, return its output(s)."
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not all(isinstance(t, SymbolicTensor) for t in xs):
+        raise ValueError(f"{_who(layer)} expected only symbolic tensors (from Input) in a graph, got "
+                         f"{[type(t).__name__ for t in xs]}")
+    shape = [t.shape for t in xs] if isinstance(x, (list, tuple)) else xs[0].shape
+    if not layer.built: layer.build(shape)
+    elif not _shapes_match(layer.input_shape, shape):
+        raise ValueError(f"{_who(layer)} was built for input shape {layer.input_shape}, "
+                         f"but is called on shape {shape}")
+    node = Node(layer, xs)
+    out = layer.output_shape(shape)
+    node.outputs = [SymbolicTensor(s, node, i) for i, s in enumerate(out)] if isinstance(out, list) \
+        else [SymbolicTensor(out, node, 0)]
+    return node.outputs if isinstance(out, list) else node.outputs[0]
+
+# %% [markdown]
+# The contract at work on a toy layer, $y = x \odot w$: `add_weight` draws
+# from the layer's `rng` and records the options, misuse names the layer,
+# and a `backward(dy)` without `need_dx` still accepts it.
+
+# %%
+class Scale(Layer):
+    def __init__(self, rng=None, name=None): super().__init__(name); self.rng = as_rng(rng)
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.add_weight('w', input_shape, 'glorot_uniform')
+        self.add_weight('seen', (), 0.0, trainable=False)
+    def forward(self, x, training=False): self.cache = x; return x * self.params['w']
+    def backward(self, dy):
+        self.grads['w'] = (dy * self.cache).sum(0); return dy * self.params['w']
+
+sc = Scale(rng=0)
+test_fail(lambda: sc.forward(np.ones((2, 3))), contains="Scale: forward called on an unbuilt layer")
+test_fail(lambda: Scale(name='s').backward(np.ones((2, 3))), contains="Scale 's': backward called before forward")
+y = sc(np.ones((2, 3)))                                    # calling builds
+test_eq(sc.params['w'], initializers.glorot_uniform((3,), rng=0, dtype=np.float32))
+test_eq(list(sc.state), ['seen']); test_eq(sc.count_params(), 4); test_eq(sc.count_trainable_params(), 3)
+test_eq(sc.backward(np.ones((2, 3)), need_dx=False).shape, (2, 3))   # need_dx dropped for backward(dy)
+sc.trainable = False; test_eq(sc.count_trainable_params(), 0)
+
+# %% [markdown]
 # The input check every layer shares: rank and feature size, with a message
 # that names what was expected and what came.
 
@@ -228,8 +385,7 @@ class Layer:
 def _check_input(layer: Layer, x, ndim=None):
     "Check `x` against the shape `layer` was built for; cast to the layer's dtype."
     shape = None if layer.input_shape is None else (None, *layer.input_shape)
-    who = f"{type(layer).__name__}" + (f" '{layer.name}'" if layer.name else '')
-    x = check_array(x, 'input', ndim=ndim if shape is None else len(shape), shape=shape, finite=False, who=who)
+    x = check_array(x, 'input', ndim=ndim if shape is None else len(shape), shape=shape, finite=False, who=_who(layer))
     dt = layer.dtype
     return x if x.dtype == dt else x.astype(dt)
 
@@ -275,9 +431,9 @@ class Dense(Layer):
             raise ValueError(f"Dense expected input of rank 2 (N, features), got input shape (N, *{tuple(input_shape)}); "
                              "put a Flatten layer in front")
         super().build(input_shape)
-        D, dt = self.input_shape[0], get_dtype()
-        self.params['W'] = self.kernel_initializer((D, self.units), rng=self.rng, dtype=dt)
-        if self.use_bias: self.params['b'] = self.bias_initializer((self.units,), rng=self.rng, dtype=dt)
+        self.add_weight('W', (self.input_shape[0], self.units), self.kernel_initializer,
+                        self.kernel_regularizer, self.kernel_constraint)
+        if self.use_bias: self.add_weight('b', (self.units,), self.bias_initializer)
 
     def output_shape(self, input_shape):
         return (self.units,)
@@ -293,7 +449,7 @@ class Dense(Layer):
         return y
 
     def backward(self, dy, need_dx: bool = True):
-        "`need_dx=False` (the model's first layer in training) skips the unused dL/dx and returns `None`."
+        "`need_dx=False` (a model's first layer in training) skips the unused dL/dx and returns `None`."
         x, z, y = self.cache
         if self.activation is None: dz = dy
         elif self.activation == 'softmax': dz = F.softmax_vjp(y, dy)
@@ -352,7 +508,7 @@ class Activation(Layer):
         self.cache = (x, a)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, a = self.cache
         if self.activation == 'softmax': return F.softmax_vjp(a, dy)
         if self.activation == 'rrelu': return dy * F.rrelu_grad(x, alpha=a)
@@ -381,7 +537,7 @@ class Flatten(Layer):
         self.cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         return dy.reshape(self.cache)
 
     def output_shape(self, input_shape):
@@ -405,20 +561,21 @@ class PReLU(Layer):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.params['alpha'] = np.full(self.input_shape[-1], self.alpha_initializer, get_dtype())
+        self.add_weight('alpha', (self.input_shape[-1],), self.alpha_initializer)
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
         self.cache = x
         return F.prelu(x, self.params['alpha'])
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, a = self.cache, self.params['alpha']
         self.grads['alpha'] = (dy * F.prelu_grad_alpha(x, a)).reshape(-1, x.shape[-1]).sum(axis=0)
         return dy * F.prelu_grad(x, a)
 
 # %%
 test_eq(Flatten()(np.zeros((2, 3, 4, 5))).shape, (2, 60))
+test_eq(Flatten().forward(np.zeros((2, 3, 4))).shape, (2, 12))   # nothing to create: forward builds it
 test_eq(Flatten().output_shape((28, 28, 1)), (784,))
 f = Flatten(); f(np.arange(24.).reshape(2, 3, 4)); test_eq(f.backward(np.ones((2, 12))).shape, (2, 3, 4))
 sm = Activation('softmax'); p = sm(np.array([[1., 2., 3.], [1e4, 0., -1e4]]))
@@ -454,7 +611,7 @@ class Embedding(Layer):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.params['W'] = self.embeddings_initializer((self.input_dim, self.output_dim), rng=self.rng, dtype=get_dtype())
+        self.add_weight('W', (self.input_dim, self.output_dim), self.embeddings_initializer)
 
     def output_shape(self, input_shape):
         return (*input_shape, self.output_dim)
@@ -467,7 +624,7 @@ class Embedding(Layer):
         self.cache = x
         return self.params['W'][x]
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, W = self.cache, self.params['W']
         xp = get_array_module(W)
         dW = xp.zeros_like(W)
@@ -527,7 +684,7 @@ import time
 import matplotlib.pyplot as plt
 from dl_from_scratch.layers import Dense, Activation, Flatten, Embedding    # the package's classes (the cells above define copies)
 from dl_from_scratch.model import Sequential, EarlyStopping
-from dl_from_scratch.losses import Loss, BinaryCrossentropy
+from dl_from_scratch.losses import Loss, BinaryCrossentropy, SparseCategoricalCrossentropy
 from dl_from_scratch.optim import SGD, Adam
 from dl_from_scratch import init, data
 from dl_from_scratch.viz import plot_history, plot_decision_boundary, show_images, plot_confusion_matrix
@@ -727,7 +884,7 @@ Xm, Xmt = xm.astype(np.float32) / 255, xmt.astype(np.float32) / 255
 def mnist_mlp(seed=0):
     m = Sequential([Flatten(), Dense(512, 'relu', rng=seed), Dense(256, 'relu', rng=seed + 1),
                     Dense(128, 'relu', rng=seed + 2), Dense(10, rng=seed + 3)], input_shape=(28, 28, 1))
-    m.compile('sparse_categorical_crossentropy', Adam(1e-3), ['accuracy'])
+    m.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(1e-3), ['accuracy'])
     return m
 m = mnist_mlp()
 t0 = time.perf_counter(); h = m.fit(Xm[:10000], ym[:10000], epochs=1, batch_size=128, rng=0, verbose=0)

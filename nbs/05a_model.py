@@ -14,7 +14,7 @@
 #
 # ```python
 # model = Sequential([Flatten(), Dense(512, 'relu'), Dense(10)])
-# model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(1e-3), metrics=['accuracy'])
+# model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=Adam(1e-3), metrics=['accuracy'])
 # history = model.fit(x, y, epochs=10, batch_size=128, validation_data=(xv, yv),
 #                     callbacks=[EarlyStopping(patience=2, restore_best_weights=True)])
 # model.evaluate(xt, yt); model.save('mlp.npz'); Sequential.load('mlp.npz')
@@ -37,7 +37,7 @@
 # %%
 #| export
 from __future__ import annotations
-import inspect, json, math, os, sys, time
+import json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 from dl_from_scratch.core import check_array, as_rng, get_array_module, get_dtype
@@ -53,6 +53,8 @@ import os, tempfile
 import numpy as np
 from dl_from_scratch.layers import Dense, Activation, Flatten
 from dl_from_scratch.optim import SGD, Adam
+from dl_from_scratch.losses import SparseCategoricalCrossentropy
+SCE_LOGITS = SparseCategoricalCrossentropy(from_logits=True)     # the tests' models output logits
 
 # %% [markdown]
 # ## Metrics
@@ -293,8 +295,8 @@ test_eq(sorted(os.listdir(d)), ['a.npz'])          # no temporary file left behi
 #    $\bar{\hat Y} = \partial\,\text{loss}/\partial\hat Y$;
 # 3. backward through the layers in reverse; add $\nabla R_\ell$. Nothing
 #    uses $\partial\mathcal{L}/\partial X_B$, so the step asks for
-#    `backward(dy, need_dx=False)`, and a first layer whose `backward` takes
-#    `need_dx` (`Dense`, `Conv2D`) skips that product (≈13% of a LeNet step);
+#    `backward(dy, need_dx=False)` of the first layer, and `Dense` and
+#    `Conv2D` then skip that product (one matrix product of the layer's three);
 # 4. `optimizer.step(params, grads)`, then each layer's constraint.
 #
 # `fit` runs it over shuffled minibatches, with a progress bar (`verbose=1`),
@@ -302,10 +304,6 @@ test_eq(sorted(os.listdir(d)), ['a.npz'])          # no temporary file left behi
 
 # %%
 #| export
-def _takes_need_dx(layer) -> bool:
-    "Whether `layer.backward` accepts `need_dx` (layers that can skip computing dL/dx)."
-    return 'need_dx' in inspect.signature(layer.backward).parameters
-
 class Sequential:
     """A linear stack of layers. `x` `(N, *input_shape)` -> `(N, *output_shape)`.
 
@@ -440,10 +438,8 @@ class Sequential:
         """`dy` = dL/d(output) `(N, *output_shape())` -> dL/dx `(N, *input_shape)`; fills every layer's
         `grads`. `need_dx=False` lets the first layer skip dL/dx (then the result may be `None`)."""
         if not self.layers: return dy
-        first = self.layers[0]
         for l in reversed(self.layers[1:]): dy = l.backward(dy)
-        if need_dx or not _takes_need_dx(first): return first.backward(dy)
-        return first.backward(dy, need_dx=False)
+        return self.layers[0].backward(dy, need_dx=need_dx)
 
     def regularization_loss(self) -> float:
         "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
@@ -484,11 +480,13 @@ class Sequential:
         self.backward(dy, need_dx=False)             # nothing uses dL/dx_batch
         grads = {}
         for l in self.layers:
+            if not l.trainable: continue             # a frozen layer gets no update
             reg = l.regularization_grads()
             for k, g in l.grads.items():
                 grads[f'{l.name}/{k}'] = g + reg[k] if k in reg else g
-        self.optimizer.step(self.params, grads)
-        for l in self.layers: l.apply_constraints()
+        self.optimizer.step({k: p for k, p in self.params.items() if k in grads}, grads)
+        for l in self.layers:
+            if l.trainable: l.apply_constraints()
         return loss, y_pred
 
     def _check_xy(self, x, y, who):
@@ -664,7 +662,7 @@ test_fail(lambda: Sequential([Dense(2)]).summary(), contains='built model')
 # %% [markdown]
 # `backward(dy)` returns $\partial\mathcal{L}/\partial X$; with
 # `need_dx=False` (what `train_step` asks) a first `Dense` returns `None`
-# and fills the same gradients. A first layer without `need_dx` (here
+# and fills the same gradients. A first layer with nothing to skip (here
 # `Flatten`) is called as before and still returns its dx.
 
 # %%
@@ -690,7 +688,7 @@ rng = np.random.default_rng(0)
 x = np.concatenate([rng.normal(-2, 0.5, (100, 2)), rng.normal(2, 0.5, (100, 2))]).astype(np.float32)
 y = np.repeat([0, 1], 100)
 m = Sequential([Dense(8, 'tanh', rng=0), Dense(2, rng=1)])
-m.compile('sparse_categorical_crossentropy', SGD(0.1), ['accuracy'])
+m.compile(SCE_LOGITS, SGD(0.1), ['accuracy'])
 h = m.fit(x, y, epochs=20, batch_size=16, rng=0, verbose=0)
 test_eq(h.history['accuracy'][-1], 1.0)
 assert h.history['loss'][-1] < h.history['loss'][0] / 5
@@ -699,11 +697,24 @@ test_eq(m.predict(x).shape, (200, 2))
 test_eq(len(h.epoch), 20)
 
 # %% [markdown]
+# A frozen layer (`trainable = False`) keeps its weights through `fit`, and
+# `summary` counts them as non-trainable, as Keras does.
+
+# %%
+m = Sequential([Dense(8, 'tanh', rng=0), Dense(2, rng=1)], input_shape=(2,))
+m.layers[0].trainable = False
+W0 = m.layers[0].params['W'].copy(); W1 = m.layers[1].params['W'].copy()
+m.compile(SCE_LOGITS, SGD(0.1)); m.fit(x, y, epochs=2, verbose=0)
+test_eq(m.layers[0].params['W'], W0); assert (m.layers[1].params['W'] != W1).any()
+lines = []; m.summary(print_fn=lines.append)
+assert 'Trainable params: 18' in lines[0] and 'Non-trainable params: 24' in lines[0]
+
+# %% [markdown]
 # Bad input: a NaN loss stops `fit` with a message that says when and what
 # to try; data of the wrong shape is refused before training starts.
 
 # %%
-bad = Sequential([Dense(2, rng=0)]); bad.compile('sparse_categorical_crossentropy', SGD(1e30))
+bad = Sequential([Dense(2, rng=0)]); bad.compile(SCE_LOGITS, SGD(1e30))
 with np.errstate(all='ignore'):
     test_fail(lambda: bad.fit(x * 1e10, y, epochs=3, verbose=0), contains='fit stopped: the loss became')
 test_fail(lambda: m.fit(x[:, :1], y, verbose=0), contains='fit expected x of shape (N, 2), got (200, 1)')
@@ -717,7 +728,7 @@ test_fail(lambda: Sequential([Dense(2)]).fit(x, y), contains='compile')
 # training stops after `patience` more and the first epoch's weights return.
 
 # %%
-m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.05))
+m = Sequential([Dense(2, rng=0)]); m.compile(SCE_LOGITS, SGD(0.05))
 es = EarlyStopping(monitor='val_loss', patience=2, restore_best_weights=True)
 snap = []
 class Snap(Callback):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from dl_from_scratch.core import precision
 from dl_from_scratch.gradcheck import check_layer_grad
-from dl_from_scratch.layers import (Layer, LAYERS, Dense, Activation, Flatten, Dropout, BatchNorm, GroupNorm,
+from dl_from_scratch.layers import (Layer, LAYERS, Dense, Activation, Flatten, Dropout, BatchNorm, GroupNorm, Embedding,
                                     L2, L1, L1L2, MaxNorm, get_regularizer, get_constraint)
 from dl_from_scratch import init
 
@@ -166,3 +166,61 @@ def test_prelu_grad_and_param_count():
     p = PReLU(); p(np.zeros((2, 5, 7), np.float32))
     assert p.count_params() == 7
     np.testing.assert_allclose(p(np.array([[[-2.0] * 7] * 5])), -0.5)
+
+
+def test_add_weight_records_options_and_serves_every_weight():
+    "add_weight draws with the layer's rng, keeps trainable weights in params and the rest in state, and the base "
+    "class's regularization_loss / regularization_grads / apply_constraints serve each weight it made."
+    class TwoKernels(Layer):
+        def __init__(self, rng=None):
+            super().__init__(); self.rng = np.random.default_rng(rng)
+        def build(self, input_shape):
+            super().build(input_shape)
+            self.add_weight('A', (input_shape[-1], 3), 'glorot_uniform', regularizer=L2(0.5), constraint=MaxNorm(0.1))
+            self.add_weight('B', (3,), 'ones', regularizer='l1')
+            self.add_weight('count', (), 0.0, trainable=False)
+    l = TwoKernels(rng=3)
+    l.build((4,))
+    np.testing.assert_array_equal(l.params['A'], init.glorot_uniform((4, 3), rng=np.random.default_rng(3),
+                                                                      dtype=np.float32))
+    assert set(l.params) == {'A', 'B'} and set(l.state) == {'count'} and l.params['A'].dtype == np.float32
+    A = l.params['A'].astype(np.float64)
+    assert np.isclose(l.regularization_loss(), 0.5 * (A ** 2).sum() + 0.01 * 3, rtol=1e-5)
+    g = l.regularization_grads()
+    np.testing.assert_allclose(g['A'], l.params['A']); np.testing.assert_allclose(g['B'], 0.01)
+    l.apply_constraints()
+    assert np.all(np.linalg.norm(l.params['A'], axis=0) <= 0.1 + 1e-6)
+    assert l.count_params() == 16 and l.count_trainable_params() == 15
+
+
+def test_dense_prelu_embedding_make_weights_with_add_weight():
+    d = Dense(3, kernel_regularizer='l2', kernel_constraint='max_norm', rng=0); d.build((4,))
+    assert set(d.regularizers) == {'W'} and set(d.constraints) == {'W'}
+    from dl_from_scratch.layers import PReLU, Embedding
+    p = PReLU(0.3); p.build((2, 5)); np.testing.assert_array_equal(p.params['alpha'], np.full(5, 0.3, np.float32))
+    e = Embedding(7, 2, rng=0); e.build((3,)); assert e.params['W'].shape == (7, 2) and np.abs(e.params['W']).max() <= 0.05
+
+
+@pytest.mark.parametrize('make,shape', [(lambda: Dense(3), (2, 4)), (lambda: Embedding(5, 2), (2, 3))])
+def test_unbuilt_forward_and_backward_before_forward_name_the_layer(make, shape):
+    "Item: forward on an unbuilt layer raised KeyError: 'W'; backward before forward raised a TypeError."
+    layer = make(); layer.name = 'mine'
+    x = np.zeros(shape, np.int64 if isinstance(layer, Embedding) else np.float32)
+    with pytest.raises(ValueError, match="'mine': forward called on an unbuilt layer"):
+        layer.forward(x)
+    layer.build(shape[1:])
+    with pytest.raises(ValueError, match="'mine': backward called before forward"):
+        layer.backward(np.zeros((2, 3, 2) if isinstance(layer, Embedding) else (2, 3), np.float32))
+    layer.forward(x)
+    layer.backward(np.zeros(layer.forward(x).shape, np.float32))
+
+
+def test_every_backward_takes_need_dx():
+    "The model passes need_dx to any layer; weightless layers built by their first forward."
+    with precision(np.float64):
+        x = rng.normal(size=(3, 4))
+        for layer in [Dense(2, rng=0), Activation('tanh'), Flatten(), Dropout(0.5, rng=0), BatchNorm(), GroupNorm(2)]:
+            y = layer(x, training=True)
+            dx = layer.backward(np.ones_like(y), need_dx=True)
+            assert dx.shape == x.shape
+            layer.backward(np.ones_like(y), need_dx=False)

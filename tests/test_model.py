@@ -6,6 +6,7 @@ import dl_from_scratch.model as model_mod
 from dl_from_scratch.model import Sequential, EarlyStopping, ModelCheckpoint, History
 from dl_from_scratch.layers import Dense, Activation, Flatten, Dropout, BatchNorm, GroupNorm, L2, MaxNorm
 from dl_from_scratch.optim import SGD, Adam
+from dl_from_scratch.losses import SparseCategoricalCrossentropy
 
 
 def blobs(n=200, seed=0):
@@ -14,17 +15,17 @@ def blobs(n=200, seed=0):
     return x, np.repeat([0, 1], n // 2)
 
 
-@pytest.mark.parametrize('head,loss', [((Dense(2, rng=1),), 'sparse_categorical_crossentropy'),
+@pytest.mark.parametrize('head,loss', [((Dense(2, rng=1),), SparseCategoricalCrossentropy(from_logits=True)),
                                        ((Dense(1, 'sigmoid', rng=1),), 'binary_crossentropy')])
 def test_fit_separable_reaches_100(head, loss):
     x, y = blobs()
     m = Sequential([Dense(8, 'relu', rng=0), *head])
     m.compile(loss, Adam(0.05), ['accuracy'])
-    h = m.fit(x, y if loss.startswith('sparse') else y[:, None].astype(np.float32), epochs=30, batch_size=20,
+    h = m.fit(x, y if not isinstance(loss, str) else y[:, None].astype(np.float32), epochs=30, batch_size=20,
               rng=0, verbose=0)
     assert isinstance(h, History) and len(h.history['loss']) == 30
     assert h.history['accuracy'][-1] == 1.0
-    assert m.evaluate(x, y if loss.startswith('sparse') else y[:, None].astype(np.float32))[1] == 1.0
+    assert m.evaluate(x, y if not isinstance(loss, str) else y[:, None].astype(np.float32))[1] == 1.0
 
 
 def test_fit_with_every_chapter06_layer_and_validation():
@@ -32,7 +33,7 @@ def test_fit_with_every_chapter06_layer_and_validation():
     m = Sequential([Dense(16, kernel_regularizer=L2(1e-3), kernel_constraint=MaxNorm(3), rng=0), BatchNorm(),
                     Activation('relu'), Dropout(0.2, rng=0), Dense(8, rng=2), GroupNorm(2), Activation('tanh'),
                     Dense(2, rng=1)])
-    m.compile('sparse_categorical_crossentropy', Adam(0.01))
+    m.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(0.01))
     h = m.fit(x, y, epochs=15, batch_size=32, validation_data=(x, y), rng=0, verbose=0)
     assert {'loss', 'accuracy', 'val_loss', 'val_accuracy'} <= set(h.history)
     assert h.history['val_accuracy'][-1] >= 0.99
@@ -47,14 +48,14 @@ def test_fit_vectorised_batches_sizes():
         def forward(self, x, training=False):
             if training: seen.append(len(x))
             return super().forward(x, training)
-    m = Sequential([Spy(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.1))
+    m = Sequential([Spy(2, rng=0)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(0.1))
     m.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert seen == [16, 16, 16, 2]
 
 
 def test_nan_loss_stops_fit_with_clear_message():
     x, y = blobs()
-    m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(1e30))
+    m = Sequential([Dense(2, rng=0)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(1e30))
     with np.errstate(all='ignore'), pytest.raises(FloatingPointError, match='fit stopped: the loss became .*epoch 1'):
         m.fit(x * 1e10, y, epochs=5, verbose=0)
     assert m.history is not None
@@ -62,7 +63,7 @@ def test_nan_loss_stops_fit_with_clear_message():
 
 def test_early_stopping_restores_best_weights():
     x, y = blobs()
-    m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.05))
+    m = Sequential([Dense(2, rng=0)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(0.05))
     first = []
 
     class Snap(model_mod.Callback):
@@ -78,7 +79,7 @@ def test_save_load_roundtrip_with_state(tmp_path):
     x, y = blobs()
     m = Sequential([Dense(8, rng=0, kernel_regularizer=L2(0.01)), BatchNorm(), Activation('relu'), Dropout(0.1),
                     Dense(2, rng=1)])
-    m.compile('sparse_categorical_crossentropy', Adam(0.01)); m.fit(x, y, epochs=2, verbose=0)
+    m.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(0.01)); m.fit(x, y, epochs=2, verbose=0)
     p = m.save(tmp_path / 'm')
     assert p.endswith('m.npz')
     m2 = Sequential.load(p)
@@ -121,7 +122,7 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
 
 def test_checkpoint_best_only(tmp_path):
     x, y = blobs()
-    m = Sequential([Dense(2, rng=0)]); m.compile('sparse_categorical_crossentropy', SGD(0.1))
+    m = Sequential([Dense(2, rng=0)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(0.1))
     ck = ModelCheckpoint(str(tmp_path / 'best.npz'), monitor='val_accuracy', save_best_only=True)
     m.fit(x, y, epochs=3, validation_data=(x, y), callbacks=[ck], verbose=0)
     assert os.path.exists(tmp_path / 'best.npz') and 1 <= len(ck.saved) <= 3
@@ -140,7 +141,7 @@ def test_summary_keras_counts():
 
 def test_bad_data_rejected_before_training():
     x, y = blobs()
-    m = Sequential([Dense(2)]); m.compile('sparse_categorical_crossentropy', 'sgd')
+    m = Sequential([Dense(2)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), 'sgd')
     with pytest.raises(ValueError, match='as many rows'):
         m.fit(x, y[:-1], verbose=0)
     x2 = x.copy(); x2[0, 0] = np.nan
@@ -153,7 +154,7 @@ def test_fit_with_integer_ids_through_embedding():
     r = np.random.default_rng(0)
     x = r.integers(0, 20, size=(200, 3)); y = (x[:, 0] < 10).astype(np.int64)     # class given by the first id
     m = Sequential([Embedding(20, 4, rng=0), Flatten(), Dense(2, rng=1)])
-    m.compile('sparse_categorical_crossentropy', Adam(0.05))
+    m.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(0.05))
     h = m.fit(x, y, epochs=30, batch_size=50, rng=0, verbose=0)
     assert h.history['accuracy'][-1] == 1.0
 
@@ -171,7 +172,7 @@ def test_unserialisable_config_saves_weights_only(tmp_path):
 def test_to_cpu_keeps_model_working():
     x, y = blobs(40)
     m = Sequential([Dense(4, 'relu', rng=0), BatchNorm(), Dense(2, rng=1)])
-    m.compile('sparse_categorical_crossentropy', SGD(0.1)); m.fit(x, y, epochs=1, verbose=0)
+    m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(0.1)); m.fit(x, y, epochs=1, verbose=0)
     before = m.predict(x)
     m.to('cpu')
     np.testing.assert_array_equal(m.predict(x), before)
