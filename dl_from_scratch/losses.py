@@ -4,6 +4,7 @@
 
 # %% ../nbs/01a_losses.ipynb #2d3c0413
 from __future__ import annotations
+import warnings
 import numpy as np
 from .core import check_array, get_array_module, get_dtype
 from .functional import sigmoid, softmax, log_softmax
@@ -15,7 +16,10 @@ __all__ = ['Loss', 'MeanSquaredError', 'MeanAbsoluteError', 'BinaryCrossentropy'
 
 # %% ../nbs/01a_losses.ipynb #b9d3432f
 def _pred(y_pred, who):
+    "`y_pred` as a finite float array with at least one element."
     y_pred = check_array(y_pred, 'y_pred', kind='f', who=who)
+    if y_pred.size == 0:
+        raise ValueError(f"{who} expected a non-empty batch, got y_pred of shape {tuple(y_pred.shape)}")
     return y_pred if y_pred.dtype.kind == 'f' else y_pred.astype(get_dtype())
 
 def _pair(y_pred, y_true, who):
@@ -38,9 +42,38 @@ class Loss:
     def value_and_grad(self, y_pred, y_true):
         "`(loss, dL/dy_pred)` in one pass (what a training step needs)."
         raise NotImplementedError
+    def get_config(self) -> dict:
+        "The constructor arguments."
+        return {k: v for k, v in vars(self).items() if not k.startswith('_')}
+    def _warn_once(self, message):
+        "Warn with `message` the first time this loss object finds its input suspicious; stay silent after."
+        if not getattr(self, '_warned', False):
+            self._warned = True
+            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=4)
     def __repr__(self):
-        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
+        args = ', '.join(f'{k}={v!r}' for k, v in self.get_config().items())
         return f'{type(self).__name__}({args})'
+
+def _check_kind(loss, p, rows: bool):
+    """Warn once per loss object when `y_pred` looks like the other kind of input than `loss.from_logits` says.
+    With `rows` (the categorical losses, class axis last), probabilities are rows in [0, 1] that sum to 1
+    (within 1e-3); without it (binary), values in [0, 1]. A logit loss given probabilities would apply the
+    softmax twice; a probability loss given logits clips them to [eps, 1]. A binary logit loss is never
+    warned: a sigmoid's outputs cannot be told from small logits."""
+    if getattr(loss, '_warned', False) or (loss.from_logits and not rows): return
+    xp = get_array_module(p)
+    in_01 = bool(((p >= 0) & (p <= 1)).all())
+    sums_to_1 = bool((xp.abs(p.sum(-1) - 1) <= 1e-3).all()) if rows else True
+    if loss.from_logits and in_01 and sums_to_1:
+        loss._warn_once("from_logits=True, but every row of y_pred lies in [0, 1] and sums to 1, as probabilities "
+                        "do (a softmax output?), so the softmax would be applied twice. Pass from_logits=False, "
+                        "or drop the softmax and keep from_logits=True.")
+    elif not loss.from_logits and not (in_01 and sums_to_1):
+        got = f"values in [{float(p.min()):.4g}, {float(p.max()):.4g}]"
+        if rows: got += f" and row sums in [{float(p.sum(-1).min()):.4g}, {float(p.sum(-1).max()):.4g}]"
+        loss._warn_once(f"from_logits=False expects probabilities{' (rows summing to 1)' if rows else ''}, but "
+                        f"y_pred has {got}: not probabilities (logits?). Pass from_logits=True, or end the "
+                        f"model with a {'softmax' if rows else 'sigmoid'}.")
 
 class MeanSquaredError(Loss):
     "mean((y_pred - y_true)²) over all elements; gradient 2(y_pred - y_true)/size. Any shape."
@@ -63,7 +96,8 @@ class BinaryCrossentropy(Loss):
     """-mean(y log p + (1-y) log(1-p)) over all elements. `y_pred` holds probabilities p,
     clipped to [eps, 1-eps] as Keras does, or logits z when `from_logits=True`, where the
     loss is computed as max(z,0) - zy + log(1+e^{-|z|}) (finite for every z) and the
-    gradient is (σ(z) - y)/size. Targets in [0, 1], shape of `y_pred`.
+    gradient is (σ(z) - y)/size. Targets in [0, 1] (else `ValueError`), shape of `y_pred`.
+    Probabilities outside [0, 1] warn once (they look like logits).
 
     On probabilities the gradient (p - y)/(p(1-p))/size is taken at the clipped p. Outside
     [eps, 1-eps] that is not the derivative of the (flat) clipped loss, which would be 0 as in
@@ -72,6 +106,10 @@ class BinaryCrossentropy(Loss):
     def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
         p, y = _pair(y_pred, y_true, 'BinaryCrossentropy'); xp = get_array_module(p)
+        if not bool(((y >= 0) & (y <= 1)).all()):
+            raise ValueError(f"BinaryCrossentropy expected targets y_true in [0, 1], got values in "
+                             f"[{float(y.min()):.4g}, {float(y.max()):.4g}]")
+        _check_kind(self, p, rows=False)
         if self.from_logits:
             z = p
             loss = xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
@@ -86,11 +124,13 @@ class CategoricalCrossentropy(Loss):
     `y_pred`, `y_true` of shape `(..., C)`. Probabilities are clipped to [eps, 1] and not
     renormalised (as Theano; Keras also divides by their sum). With `from_logits=True`
     the softmax is fused in: gradient (softmax(z)·Σ_c y_c - y)/rows. On probabilities the
-    gradient -y/p/rows is taken at the clipped p (non-zero below eps, like BinaryCrossentropy's)."""
+    gradient -y/p/rows is taken at the clipped p (non-zero below eps, like BinaryCrossentropy's).
+    Warns once when the input looks like the other kind (rows in [0, 1] summing to 1 are probabilities)."""
     name = 'categorical_crossentropy'
     def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
         p, y = _pair(y_pred, y_true, 'CategoricalCrossentropy'); xp = get_array_module(p)
+        _check_kind(self, p, rows=True)
         rows = p.size // p.shape[-1]
         if self.from_logits:
             logp = log_softmax(p)
@@ -110,14 +150,17 @@ def _labels(y_true, shape, who):
     return y
 
 class SparseCategoricalCrossentropy(Loss):
-    """Cross-entropy with integer labels: `y_pred` `(..., C)` logits (default, fused and stable:
-    gradient (softmax(z) - onehot(y))/rows) or probabilities (`from_logits=False`);
-    `y_true` integer labels of shape `(...)`. Mean over every position."""
+    """Cross-entropy with integer labels: `y_pred` `(..., C)` probabilities (the default, as in Keras:
+    the probability of the label is clipped to [eps, 1]) or logits (`from_logits=True`, fused and
+    stable: gradient (softmax(z) - onehot(y))/rows); `y_true` integer labels of shape `(...)`. Mean over
+    every position. Warns once when the input looks like the other kind (rows in [0, 1] summing to 1
+    are probabilities)."""
     name = 'sparse_categorical_crossentropy'
-    def __init__(self, from_logits=True, eps=1e-7): self.from_logits, self.eps = from_logits, eps
+    def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
         p = _pred(y_pred, 'SparseCategoricalCrossentropy'); xp = get_array_module(p)
         y = xp.asarray(_labels(y_true, p.shape, 'SparseCategoricalCrossentropy'))[..., None]
+        _check_kind(self, p, rows=True)
         rows = p.size // p.shape[-1]
         onehot = y == xp.arange(p.shape[-1])             # (..., C) boolean, never a Python loop
         if self.from_logits:

@@ -67,10 +67,12 @@
 # which only exponentiates $-|z|$ (this is TensorFlow's
 # `sigmoid_cross_entropy_with_logits`). For the softmax the same role is played by
 # log-softmax with the max subtracted (part 01). So the losses take logits when
-# `from_logits=True` (the default for `SparseCategoricalCrossentropy`, the loss of
-# every classifier in this book). When they are given probabilities they clip them
+# `from_logits=True`; this book's classifiers end in a linear layer and are
+# compiled with `SparseCategoricalCrossentropy(from_logits=True)`. The default, as
+# in Keras, is `from_logits=False`: probabilities, which the losses clip
 # to $[\epsilon, 1-\epsilon]$ with $\epsilon = 10^{-7}$, as Keras does, which caps
-# each term at $-\log\epsilon \approx 16.1$.
+# each term at $-\log\epsilon \approx 16.1$. A loss warns once when its input
+# looks like the other kind (see "Logits or probabilities?" below).
 #
 # **Margin and robust losses.** Two losses not derived from a likelihood:
 #
@@ -97,6 +99,7 @@
 # %%
 #| export
 from __future__ import annotations
+import warnings
 import numpy as np
 from dl_from_scratch.core import check_array, get_array_module, get_dtype
 from dl_from_scratch.functional import sigmoid, softmax, log_softmax
@@ -137,15 +140,19 @@ def _gcheck(L, p, y):
 # ### The base class and the regression losses
 #
 # `_pair` validates once per call: predictions must be finite floats (a NaN
-# prediction is a bug upstream, better caught here than as a NaN loss later) and
-# the targets must have the same shape. The one tolerated mismatch is `(N,)`
-# targets beside `(N, 1)` outputs: NumPy would broadcast their difference to
-# `(N, N)` and silently compute the wrong loss.
+# prediction is a bug upstream, better caught here than as a NaN loss later),
+# the batch must not be empty (the mean of nothing is NaN), and the targets
+# must have the same shape. The one tolerated mismatch is `(N,)` targets beside
+# `(N, 1)` outputs: NumPy would broadcast their difference to `(N, N)` and
+# silently compute the wrong loss.
 
 # %%
 #| export
 def _pred(y_pred, who):
+    "`y_pred` as a finite float array with at least one element."
     y_pred = check_array(y_pred, 'y_pred', kind='f', who=who)
+    if y_pred.size == 0:
+        raise ValueError(f"{who} expected a non-empty batch, got y_pred of shape {tuple(y_pred.shape)}")
     return y_pred if y_pred.dtype.kind == 'f' else y_pred.astype(get_dtype())
 
 def _pair(y_pred, y_true, who):
@@ -168,9 +175,38 @@ class Loss:
     def value_and_grad(self, y_pred, y_true):
         "`(loss, dL/dy_pred)` in one pass (what a training step needs)."
         raise NotImplementedError
+    def get_config(self) -> dict:
+        "The constructor arguments."
+        return {k: v for k, v in vars(self).items() if not k.startswith('_')}
+    def _warn_once(self, message):
+        "Warn with `message` the first time this loss object finds its input suspicious; stay silent after."
+        if not getattr(self, '_warned', False):
+            self._warned = True
+            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=4)
     def __repr__(self):
-        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
+        args = ', '.join(f'{k}={v!r}' for k, v in self.get_config().items())
         return f'{type(self).__name__}({args})'
+
+def _check_kind(loss, p, rows: bool):
+    """Warn once per loss object when `y_pred` looks like the other kind of input than `loss.from_logits` says.
+    With `rows` (the categorical losses, class axis last), probabilities are rows in [0, 1] that sum to 1
+    (within 1e-3); without it (binary), values in [0, 1]. A logit loss given probabilities would apply the
+    softmax twice; a probability loss given logits clips them to [eps, 1]. A binary logit loss is never
+    warned: a sigmoid's outputs cannot be told from small logits."""
+    if getattr(loss, '_warned', False) or (loss.from_logits and not rows): return
+    xp = get_array_module(p)
+    in_01 = bool(((p >= 0) & (p <= 1)).all())
+    sums_to_1 = bool((xp.abs(p.sum(-1) - 1) <= 1e-3).all()) if rows else True
+    if loss.from_logits and in_01 and sums_to_1:
+        loss._warn_once("from_logits=True, but every row of y_pred lies in [0, 1] and sums to 1, as probabilities "
+                        "do (a softmax output?), so the softmax would be applied twice. Pass from_logits=False, "
+                        "or drop the softmax and keep from_logits=True.")
+    elif not loss.from_logits and not (in_01 and sums_to_1):
+        got = f"values in [{float(p.min()):.4g}, {float(p.max()):.4g}]"
+        if rows: got += f" and row sums in [{float(p.sum(-1).min()):.4g}, {float(p.sum(-1).max()):.4g}]"
+        loss._warn_once(f"from_logits=False expects probabilities{' (rows summing to 1)' if rows else ''}, but "
+                        f"y_pred has {got}: not probabilities (logits?). Pass from_logits=True, or end the "
+                        f"model with a {'softmax' if rows else 'sigmoid'}.")
 
 class MeanSquaredError(Loss):
     "mean((y_pred - y_true)²) over all elements; gradient 2(y_pred - y_true)/size. Any shape."
@@ -206,7 +242,8 @@ class BinaryCrossentropy(Loss):
     """-mean(y log p + (1-y) log(1-p)) over all elements. `y_pred` holds probabilities p,
     clipped to [eps, 1-eps] as Keras does, or logits z when `from_logits=True`, where the
     loss is computed as max(z,0) - zy + log(1+e^{-|z|}) (finite for every z) and the
-    gradient is (σ(z) - y)/size. Targets in [0, 1], shape of `y_pred`.
+    gradient is (σ(z) - y)/size. Targets in [0, 1] (else `ValueError`), shape of `y_pred`.
+    Probabilities outside [0, 1] warn once (they look like logits).
 
     On probabilities the gradient (p - y)/(p(1-p))/size is taken at the clipped p. Outside
     [eps, 1-eps] that is not the derivative of the (flat) clipped loss, which would be 0 as in
@@ -215,6 +252,10 @@ class BinaryCrossentropy(Loss):
     def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
         p, y = _pair(y_pred, y_true, 'BinaryCrossentropy'); xp = get_array_module(p)
+        if not bool(((y >= 0) & (y <= 1)).all()):
+            raise ValueError(f"BinaryCrossentropy expected targets y_true in [0, 1], got values in "
+                             f"[{float(y.min()):.4g}, {float(y.max()):.4g}]")
+        _check_kind(self, p, rows=False)
         if self.from_logits:
             z = p
             loss = xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
@@ -244,11 +285,13 @@ class CategoricalCrossentropy(Loss):
     `y_pred`, `y_true` of shape `(..., C)`. Probabilities are clipped to [eps, 1] and not
     renormalised (as Theano; Keras also divides by their sum). With `from_logits=True`
     the softmax is fused in: gradient (softmax(z)·Σ_c y_c - y)/rows. On probabilities the
-    gradient -y/p/rows is taken at the clipped p (non-zero below eps, like BinaryCrossentropy's)."""
+    gradient -y/p/rows is taken at the clipped p (non-zero below eps, like BinaryCrossentropy's).
+    Warns once when the input looks like the other kind (rows in [0, 1] summing to 1 are probabilities)."""
     name = 'categorical_crossentropy'
     def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
         p, y = _pair(y_pred, y_true, 'CategoricalCrossentropy'); xp = get_array_module(p)
+        _check_kind(self, p, rows=True)
         rows = p.size // p.shape[-1]
         if self.from_logits:
             logp = log_softmax(p)
@@ -268,14 +311,17 @@ def _labels(y_true, shape, who):
     return y
 
 class SparseCategoricalCrossentropy(Loss):
-    """Cross-entropy with integer labels: `y_pred` `(..., C)` logits (default, fused and stable:
-    gradient (softmax(z) - onehot(y))/rows) or probabilities (`from_logits=False`);
-    `y_true` integer labels of shape `(...)`. Mean over every position."""
+    """Cross-entropy with integer labels: `y_pred` `(..., C)` probabilities (the default, as in Keras:
+    the probability of the label is clipped to [eps, 1]) or logits (`from_logits=True`, fused and
+    stable: gradient (softmax(z) - onehot(y))/rows); `y_true` integer labels of shape `(...)`. Mean over
+    every position. Warns once when the input looks like the other kind (rows in [0, 1] summing to 1
+    are probabilities)."""
     name = 'sparse_categorical_crossentropy'
-    def __init__(self, from_logits=True, eps=1e-7): self.from_logits, self.eps = from_logits, eps
+    def __init__(self, from_logits=False, eps=1e-7): self.from_logits, self.eps = from_logits, eps
     def value_and_grad(self, y_pred, y_true):
         p = _pred(y_pred, 'SparseCategoricalCrossentropy'); xp = get_array_module(p)
         y = xp.asarray(_labels(y_true, p.shape, 'SparseCategoricalCrossentropy'))[..., None]
+        _check_kind(self, p, rows=True)
         rows = p.size // p.shape[-1]
         onehot = y == xp.arange(p.shape[-1])             # (..., C) boolean, never a Python loop
         if self.from_logits:
@@ -294,19 +340,63 @@ def softmax_cross_entropy(logits, labels):
 # %%
 _gcheck(CategoricalCrossentropy(), softmax(_T), _Yoh); _gcheck(CategoricalCrossentropy(from_logits=True), _Z, _Yoh)
 _gcheck(CategoricalCrossentropy(from_logits=True), _Z, softmax(_T))       # soft targets
-_gcheck(SparseCategoricalCrossentropy(), _Z, _lab); _gcheck(SparseCategoricalCrossentropy(from_logits=False), softmax(_T), _lab)
-test_close(SparseCategoricalCrossentropy()(_Z, _lab), CategoricalCrossentropy()(softmax(_Z), np.eye(4)[_lab]))
+_sce = SparseCategoricalCrossentropy(from_logits=True)
+_gcheck(_sce, _Z, _lab); _gcheck(SparseCategoricalCrossentropy(from_logits=False), softmax(_T), _lab)
+test_close(_sce(_Z, _lab), CategoricalCrossentropy()(softmax(_Z), np.eye(4)[_lab]))
 test_close(softmax_cross_entropy(_Z, _lab)[0], softmax_cross_entropy(_Z, np.eye(4)[_lab])[0])
 test_close(softmax_cross_entropy(_Z, _lab)[1], softmax_cross_entropy(_Z, np.eye(4)[_lab])[1])
-test_close(SparseCategoricalCrossentropy()(np.zeros((3, 10)), np.array([1, 2, 3])), np.log(10))   # uniform guess
+test_close(_sce(np.zeros((3, 10)), np.array([1, 2, 3])), np.log(10))   # uniform guess
 # sequences: (N, T, C) logits with (N, T) labels, averaged over all N*T positions
 _Z3 = _r.standard_normal((2, 3, 4)); _l3 = _r.integers(0, 4, (2, 3))
-test_close(SparseCategoricalCrossentropy()(_Z3, _l3), SparseCategoricalCrossentropy()(_Z3.reshape(6, 4), _l3.reshape(6)))
-_gcheck(SparseCategoricalCrossentropy(), _Z3, _l3)
-test_eq(SparseCategoricalCrossentropy()(_Z, _lab[:, None]), SparseCategoricalCrossentropy()(_Z, _lab))   # (N, 1) labels
-test_fail(lambda: SparseCategoricalCrossentropy()(_Z, _lab[:3]), contains='labels of shape (6,)')
-test_fail(lambda: SparseCategoricalCrossentropy()(_Z, _lab + 4), contains='labels in [0, 4)')
-test_fail(lambda: SparseCategoricalCrossentropy()(_Z, _lab.astype(float)), contains="dtype kind 'iu'")
+test_close(_sce(_Z3, _l3), _sce(_Z3.reshape(6, 4), _l3.reshape(6)))
+_gcheck(_sce, _Z3, _l3)
+test_eq(_sce(_Z, _lab[:, None]), _sce(_Z, _lab))   # (N, 1) labels
+test_fail(lambda: _sce(_Z, _lab[:3]), contains='labels of shape (6,)')
+test_fail(lambda: _sce(_Z, _lab + 4), contains='labels in [0, 4)')
+test_fail(lambda: _sce(_Z, _lab.astype(float)), contains="dtype kind 'iu'")
+
+# %% [markdown]
+# ### Logits or probabilities?
+#
+# Keras's convention, which we follow: every loss takes probabilities unless
+# told `from_logits=True`, so `'sparse_categorical_crossentropy'` in
+# `compile` means probabilities, and a network that ends in a linear layer
+# needs `SparseCategoricalCrossentropy(from_logits=True)`. Getting it wrong
+# is silent in Keras. A softmax output fed to a logit loss is softmaxed twice:
+# the row $(0.9, 0.05, 0.05)$ with label 0 costs $-\log 0.9 = 0.105$ as
+# probabilities but 0.618 as logits, and however confident the network, the
+# softmax of numbers in $[0, 1]$ never exceeds $e/(e + C - 1)$, so the loss
+# can never approach 0. Logits fed to a probability loss are clipped to
+# $[\epsilon, 1]$ and the gradient points nowhere useful.
+#
+# Our losses look at the values and warn, once per loss object, when they
+# look like the other kind: rows in $[0, 1]$ that sum to 1 reaching a logit
+# loss; values outside $[0, 1]$, or rows that do not sum to 1 (within
+# $10^{-3}$), reaching a probability loss (for the binary loss, values outside
+# $[0, 1]$). The binary logit loss cannot tell: a sigmoid's outputs are also
+# possible logits.
+
+# %%
+def _warnings(f):
+    "The messages of the warnings that f() raises."
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always'); f()
+    return [str(m.message) for m in w]
+_p9, _l = np.array([[0.9, 0.05, 0.05]]), SparseCategoricalCrossentropy(from_logits=True)
+_w = _warnings(lambda: [_l(_p9, np.array([0])) for _ in range(3)])
+test_eq(len(_w), 1); print(_w[0])                                                  # once per loss object
+print(f"as probabilities {SparseCategoricalCrossentropy()(_p9, np.array([0])):.3f}, as logits {_l(_p9, np.array([0])):.3f}")
+test_close(SparseCategoricalCrossentropy()(_p9, np.array([0])), -np.log(0.9))
+test_eq(len(_warnings(lambda: SparseCategoricalCrossentropy()(_Z, _lab))), 1)      # logits as probabilities
+test_eq(len(_warnings(lambda: CategoricalCrossentropy()(_Z, _Yoh))), 1)
+test_eq(len(_warnings(lambda: CategoricalCrossentropy(from_logits=True)(softmax(_Z), _Yoh))), 1)
+test_eq(len(_warnings(lambda: BinaryCrossentropy()(_Z, _Y01))), 1)
+test_eq(_warnings(lambda: (SparseCategoricalCrossentropy()(softmax(_Z), _lab), _sce(_Z, _lab),
+                           BinaryCrossentropy()(_P, _Y01), BinaryCrossentropy(from_logits=True)(_P, _Y01))), [])
+test_fail(lambda: BinaryCrossentropy()(_P, _Y01 * 2), contains='targets y_true in [0, 1], got values in [0, 2]')
+for _L in (MeanSquaredError(), BinaryCrossentropy(), CategoricalCrossentropy(), SparseCategoricalCrossentropy()):
+    test_fail(lambda: _L(np.zeros((0, 3)), np.zeros((0, 3)) if not isinstance(_L, SparseCategoricalCrossentropy)
+                      else np.zeros(0, int)), contains='expected a non-empty batch, got y_pred of shape (0, 3)')
 
 # %% [markdown]
 # ### Hinge and Huber
@@ -377,7 +467,7 @@ test_eq(l1_penalty(np.array([0., 1, -3]), 1.0)[0], 4.0)
 test_eq(l2_penalty(np.array([0., 1, 3]), 1.0)[0], 10.0)
 test_eq(type(get_loss('MSE')), MeanSquaredError); test_eq(get_loss(Huber).delta, 1.0)
 _h = Huber(2.0); test_eq(get_loss(_h) is _h, True)
-test_eq(get_loss('sparse_categorical_crossentropy').from_logits, True)
+test_eq(get_loss('sparse_categorical_crossentropy').from_logits, False)   # probabilities, as in Keras
 test_fail(lambda: get_loss('kl'), contains="got 'kl'")
 
 # %% [markdown]
@@ -395,7 +485,7 @@ for dt in (np.float32, np.float64):
     with np.errstate(over='raise', invalid='raise', divide='raise'):
         vals = [BinaryCrossentropy(from_logits=True).value_and_grad(z, _ybig),
                 BinaryCrossentropy().value_and_grad(sigmoid(z), _ybig),
-                SparseCategoricalCrossentropy().value_and_grad(z, np.array([0, 1])),
+                SparseCategoricalCrossentropy(from_logits=True).value_and_grad(z, np.array([0, 1])),
                 CategoricalCrossentropy(from_logits=True).value_and_grad(z, np.eye(3)[[0, 1]]),
                 CategoricalCrossentropy().value_and_grad(softmax(z), np.eye(3)[[0, 1]]),
                 SparseCategoricalCrossentropy(from_logits=False).value_and_grad(softmax(z), np.array([0, 1]))]
@@ -419,7 +509,8 @@ for dt in (np.float32, np.float64):
 # and target `[[0.99, 0.99, 0.01]]`: `binary_crossentropy(...).mean()` is the mean of
 # three Bernoulli terms, `categorical_crossentropy` is $-\sum_k y_k\log p_k$ for the
 # one row (the output is not a distribution — it sums to 0.03 — and Theano does not
-# renormalise it, so neither do we). The book then prints "Squared Error" as
+# renormalise it, so neither do we; our loss says so in its one warning, printed
+# below the table). The book then prints "Squared Error" as
 # 9.16428867: its code calls the categorical cross-entropy function a second time.
 # The squared error $(x-y)^2$ is `[[0.9604, 0.9604, 0]]`. We reproduce the book's
 # line as a labelled replica of that bug.
@@ -427,24 +518,27 @@ for dt in (np.float32, np.float64):
 # %%
 bce, cce, mse = BinaryCrossentropy(), CategoricalCrossentropy(), MeanSquaredError()
 out, tgt = np.array([[0.01, 0.01, 0.01]]), np.array([[0.99, 0.99, 0.01]])
-ours = {
-    'BCE cost(3, [.8,.9,.4], [1,1,0])': bce(np.array([[.8, .9, .4]]), np.array([[1., 1, 0]])),
-    'loss(0.8, 0.6), unsigned (= -BCE)': -bce(np.array([0.8]), np.array([0.6])),
-    'Ketkar 4-7: BCE mean': bce(out, tgt),
-    'Ketkar 4-7: CCE': cce(out, tgt),
-    'Ketkar 4-7: squared error (x-y)^2': (out - tgt) ** 2,
-    'Ketkar 4-7: squared error, replica of the bug (calls CCE)': cce(out, tgt),
-    'Ketkar 4-7: mean squared error': mse(out, tgt),
-    'Ketkar 4-8: L1 of [0,1,3]': l1_penalty(np.array([0., 1, 3]), 1.0)[0],
-    'Ketkar 4-8: L2 of [0,1,3]': l2_penalty(np.array([0., 1, 3]), 1.0)[0],
-    'Ketkar 4-13: hinge(x, 1), x = -2..2': [Hinge()(np.array([x]), np.array([1.])) for x in (-2., -1, 0, 1, 2)],
-}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    ours = {
+        'BCE cost(3, [.8,.9,.4], [1,1,0])': bce(np.array([[.8, .9, .4]]), np.array([[1., 1, 0]])),
+        'loss(0.8, 0.6), unsigned (= -BCE)': -bce(np.array([0.8]), np.array([0.6])),
+        'Ketkar 4-7: BCE mean': bce(out, tgt),
+        'Ketkar 4-7: CCE': cce(out, tgt),
+        'Ketkar 4-7: squared error (x-y)^2': (out - tgt) ** 2,
+        'Ketkar 4-7: squared error, replica of the bug (calls CCE)': cce(out, tgt),
+        'Ketkar 4-7: mean squared error': mse(out, tgt),
+        'Ketkar 4-8: L1 of [0,1,3]': l1_penalty(np.array([0., 1, 3]), 1.0)[0],
+        'Ketkar 4-8: L2 of [0,1,3]': l2_penalty(np.array([0., 1, 3]), 1.0)[0],
+        'Ketkar 4-13: hinge(x, 1), x = -2..2': [Hinge()(np.array([x]), np.array([1.])) for x in (-2., -1, 0, 1, 2)],
+    }
 source = ['0.279776', '-0.777661', '3.058146503109446', '9.16428867', '[[0.9604, 0.9604, 0]] (true value; book prints 9.16428867)',
           '9.16428867 (printed as "Squared Error")', '— (not printed)', '4.0', '10.0', '[3, 2, 1, 0, 0]']
 print(f"{'quantity':58s} {'source':58s} ours")
 for (q, v), s in zip(ours.items(), source):
     o = np.array2string(np.asarray(v), precision=10, separator=', ') if np.ndim(v) else repr(round(float(v), 15))
     print(f"{q:58s} {s:58s} {o}")
+print('warning:', *[str(w.message) for w in caught])
 
 # %% [markdown]
 # The BCE cost prints 0.2797765635793423; the source shows it truncated to six

@@ -1,4 +1,6 @@
 "Losses: every gradient against central differences in float64, reproduced source values, stability, bad input."
+import re
+import warnings
 import numpy as np
 import pytest
 from dl_from_scratch import losses as L
@@ -13,7 +15,7 @@ YPM = np.where(r.random((5, 3)) > 0.5, 1., -1.)
 ZH = YPM * (1 + np.where(r.random((5, 3)) > .5, 1, -1) * r.uniform(0.1, 2, (5, 3)))
 CASES = [(L.MeanSquaredError(), Z, T), (L.MeanAbsoluteError(), Z, T), (L.BinaryCrossentropy(), P, Y01),
          (L.BinaryCrossentropy(from_logits=True), Z, Y01), (L.CategoricalCrossentropy(), softmax(T), np.eye(3)[LAB]),
-         (L.CategoricalCrossentropy(from_logits=True), Z, np.eye(3)[LAB]), (L.SparseCategoricalCrossentropy(), Z, LAB),
+         (L.CategoricalCrossentropy(from_logits=True), Z, np.eye(3)[LAB]), (L.SparseCategoricalCrossentropy(from_logits=True), Z, LAB),
          (L.SparseCategoricalCrossentropy(from_logits=False), softmax(T), LAB), (L.Hinge(), ZH, YPM),
          (L.Huber(), Z + np.where(r.random((5, 3)) > .5, 2.0, 0.3), Z)]
 
@@ -33,7 +35,8 @@ def test_source_values():
     assert abs(L.BinaryCrossentropy()(np.array([[.8, .9, .4]]), np.array([[1., 1, 0]])) - 0.279776) < 1e-6   # printed truncated
     out, tgt = np.array([[0.01, 0.01, 0.01]]), np.array([[0.99, 0.99, 0.01]])
     assert abs(L.BinaryCrossentropy()(out, tgt) - 3.058146503109446) < 1e-12      # Ketkar listing 4-7
-    assert abs(L.CategoricalCrossentropy()(out, tgt) - 9.16428867) < 1e-8
+    with pytest.warns(UserWarning, match='row sums in'):          # the output row sums to 0.03
+        assert abs(L.CategoricalCrossentropy()(out, tgt) - 9.16428867) < 1e-8
     np.testing.assert_allclose((out - tgt) ** 2, [[0.9604, 0.9604, 0]], atol=1e-12)
 
 
@@ -44,7 +47,7 @@ def test_log_losses_finite_at_1e4(dtype):
     with np.errstate(over='raise', invalid='raise', divide='raise'):
         outs = [L.BinaryCrossentropy(from_logits=True).value_and_grad(z, y),
                 L.BinaryCrossentropy().value_and_grad(sigmoid(z), y),
-                L.SparseCategoricalCrossentropy().value_and_grad(z, np.array([0, 2])),
+                L.SparseCategoricalCrossentropy(from_logits=True).value_and_grad(z, np.array([0, 2])),
                 L.CategoricalCrossentropy().value_and_grad(softmax(z), np.eye(3)[[0, 2]]),
                 L.softmax_cross_entropy(z, np.array([1, 1]))]
     for v, g in outs:
@@ -56,7 +59,7 @@ def test_bad_input_names_shapes():
     with pytest.raises(ValueError, match=r'expected y_true of shape \(5, 3\) \(the shape of y_pred\), got \(5,\)'):
         L.MeanSquaredError()(Z, LAB.astype(float))
     with pytest.raises(ValueError, match=r'labels in \[0, 3\)'):
-        L.SparseCategoricalCrossentropy()(Z, LAB + 3)
+        L.SparseCategoricalCrossentropy(from_logits=True)(Z, LAB + 3)
     with pytest.raises(ValueError, match='NaN'):
         L.Huber()(np.full((2, 1), np.nan), np.zeros((2, 1)))
     with pytest.raises(ValueError, match='get_loss'):
@@ -70,3 +73,70 @@ def test_probability_gradients_at_clipped_points_are_finite_and_point_the_right_
     assert np.isfinite(g).all() and g[0, 0] < -1e5 and g[1, 0] > 1e5
     g = L.CategoricalCrossentropy().grad(np.array([[1e-12, 1 - 1e-12]]), np.array([[1., 0.]]))
     assert np.isfinite(g).all() and g[0, 0] < -1e5 and g[0, 1] == 0
+
+
+def _caught(f):
+    "Messages of the warnings f() raises (every one recorded, none filtered)."
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        f()
+    return [str(m.message) for m in w]
+
+
+def test_sparse_categorical_defaults_to_probabilities_as_keras():
+    p, y = np.array([[0.9, 0.05, 0.05]]), np.array([0])
+    assert L.SparseCategoricalCrossentropy().from_logits is False
+    assert L.get_loss('sparse_categorical_crossentropy').from_logits is False
+    assert L.SparseCategoricalCrossentropy()(p, y) == pytest.approx(-np.log(0.9))          # 0.105
+    with pytest.warns(UserWarning, match='applied twice'):
+        assert L.SparseCategoricalCrossentropy(from_logits=True)(p, y) == pytest.approx(0.6178, abs=1e-4)
+
+
+@pytest.mark.parametrize('loss,p,y,match', [
+    (L.SparseCategoricalCrossentropy(from_logits=True), softmax(Z), LAB, 'applied twice'),
+    (L.CategoricalCrossentropy(from_logits=True), softmax(Z), np.eye(3)[LAB], 'applied twice'),
+    (L.SparseCategoricalCrossentropy(), Z, LAB, r'not probabilities \(logits\?\)'),
+    (L.CategoricalCrossentropy(), Z, np.eye(3)[LAB], r'not probabilities \(logits\?\)'),
+    (L.SparseCategoricalCrossentropy(), softmax(Z) * 0.5, LAB, r'row sums in \[0.5, 0.5\]'),   # in [0, 1], sums 0.5
+    (L.BinaryCrossentropy(), Z, Y01, r'not probabilities \(logits\?\)')], ids=str)
+def test_wrong_kind_of_input_warns_once_per_loss_object(loss, p, y, match):
+    msgs = _caught(lambda: [loss(p, y) for _ in range(3)])
+    assert len(msgs) == 1, msgs
+    assert type(loss).__name__ in msgs[0]
+    assert re.search(match, msgs[0]), msgs[0]
+    assert len(_caught(lambda: type(loss)(from_logits=loss.from_logits)(p, y))) == 1   # a new object warns again
+
+
+def test_right_kind_of_input_does_not_warn():
+    assert _caught(lambda: [L.SparseCategoricalCrossentropy()(softmax(Z), LAB),
+                            L.SparseCategoricalCrossentropy(from_logits=True)(Z, LAB),
+                            L.CategoricalCrossentropy()(softmax(T), np.eye(3)[LAB]),
+                            L.CategoricalCrossentropy(from_logits=True)(Z, np.eye(3)[LAB]),
+                            L.BinaryCrossentropy()(P, Y01), L.BinaryCrossentropy(from_logits=True)(Z, Y01),
+                            L.BinaryCrossentropy(from_logits=True)(P, Y01),      # small logits are logits too
+                            L.softmax_cross_entropy(Z, LAB)]) == []
+
+
+@pytest.mark.parametrize('from_logits', [False, True])
+@pytest.mark.parametrize('bad', [-0.5, 1.5, 2.0])
+def test_bce_rejects_targets_outside_0_1(from_logits, bad):
+    y = Y01.copy(); y[0, 0] = bad
+    with pytest.raises(ValueError, match=r'BinaryCrossentropy expected targets y_true in \[0, 1\], got values in'):
+        L.BinaryCrossentropy(from_logits=from_logits)(P, y)
+    L.BinaryCrossentropy(from_logits=from_logits)(P, P)            # soft targets in [0, 1] are fine
+
+
+@pytest.mark.parametrize('loss', [L.MeanSquaredError(), L.MeanAbsoluteError(), L.BinaryCrossentropy(),
+                                  L.BinaryCrossentropy(from_logits=True), L.CategoricalCrossentropy(),
+                                  L.CategoricalCrossentropy(from_logits=True), L.SparseCategoricalCrossentropy(),
+                                  L.SparseCategoricalCrossentropy(from_logits=True), L.Hinge(), L.Huber()],
+                         ids=lambda o: repr(o))
+def test_empty_batch_is_an_error_not_nan(loss):
+    y = np.zeros(0, np.int64) if isinstance(loss, L.SparseCategoricalCrossentropy) else np.zeros((0, 3))
+    with pytest.raises(ValueError, match=r'expected a non-empty batch, got y_pred of shape \(0, 3\)'):
+        loss.value_and_grad(np.zeros((0, 3)), y)
+
+
+def test_softmax_cross_entropy_empty_batch():
+    with pytest.raises(ValueError, match='non-empty batch'):
+        L.softmax_cross_entropy(np.zeros((0, 4)), np.zeros(0, np.int64))
