@@ -488,7 +488,8 @@ class Dropout(Layer):
         self.cache = mask
         return x * mask
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
+        if not need_dx: return None
         return dy if self.cache is None else dy * self.cache
 
 # %% ../nbs/06_regularization.ipynb #cafa4dbd
@@ -505,26 +506,38 @@ def _colsum(a):
 class BatchNorm(Layer):
     """Batch normalization over every axis but the last: dense `(N, D)` or spatial NHWC `(N, H, W, C)`.
     `gamma`, `beta` `(C,)` are trained; `moving_mean`, `moving_var` `(C,)` are updated in training
-    with `momentum` and used at inference."""
-    def __init__(self, momentum: float = 0.9, eps: float = 1e-5, name=None):
+    with `momentum` (in [0, 1]) and used at inference. A training batch must be non-empty and finite: an empty
+    one raises `ValueError`, a non-finite one `FloatingPointError`, before the running statistics change.
+    `gamma_regularizer`, `beta_regularizer`, `gamma_constraint`, `beta_constraint`: as Keras's."""
+    def __init__(self, momentum: float = 0.9, eps: float = 1e-5, gamma_regularizer=None, beta_regularizer=None,
+                 gamma_constraint=None, beta_constraint=None, name=None):
         super().__init__(name)
+        if not 0.0 <= float(momentum) <= 1.0: raise ValueError(f"BatchNorm expected momentum in [0, 1], got {momentum}")
         self.momentum, self.eps = float(momentum), float(eps)
+        self.options = {'gamma': (gamma_regularizer, gamma_constraint), 'beta': (beta_regularizer, beta_constraint)}
 
     def build(self, input_shape):
         super().build(input_shape)
-        C, dt = self.input_shape[-1], get_dtype()
-        self.params = {'gamma': np.ones(C, dt), 'beta': np.zeros(C, dt)}
-        self.state = {'moving_mean': np.zeros(C, dt), 'moving_var': np.ones(C, dt)}
+        C = self.input_shape[-1]
+        for k, init in (('gamma', 'ones'), ('beta', 'zeros')): self.add_weight(k, (C,), init, *self.options[k])
+        self.add_weight('moving_mean', (C,), 'zeros', trainable=False)
+        self.add_weight('moving_var', (C,), 'ones', trainable=False)
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
         xp, C = get_array_module(x), x.shape[-1]
         x2 = x.reshape(-1, C)                        # contiguous (M, C): per-channel sums are column sums
         if training:
+            who = _who(self)
+            if x2.shape[0] == 0:
+                raise ValueError(f"{who} expected a non-empty batch in training, got input shape {tuple(x.shape)}")
             mu = _colsum(x2) / x2.shape[0]
             xhat = x2 - mu
             buf = xp.multiply(xhat, xhat)
             var = _colsum(buf) / x2.shape[0]
+            if not bool(xp.isfinite(mu).all() and xp.isfinite(var).all()):   # C numbers: a cheap test
+                raise FloatingPointError(f"{who} got a batch of input shape {tuple(x.shape)} whose statistics are not "
+                                         "finite (NaN or inf in the input); its running statistics are unchanged")
             m = self.momentum
             self.state['moving_mean'][...] = m * self.state['moving_mean'] + (1 - m) * mu
             self.state['moving_var'][...] = m * self.state['moving_var'] + (1 - m) * var
@@ -539,7 +552,7 @@ class BatchNorm(Layer):
         y += self.params['beta']
         return y.reshape(x.shape)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         xhat, s, training = self.cache
         xp, C = get_array_module(dy), dy.shape[-1]
         dy2 = dy.reshape(-1, C)
@@ -547,6 +560,7 @@ class BatchNorm(Layer):
         t = xp.multiply(dy2, xhat)
         self.grads['beta'] = _colsum(dy2)
         self.grads['gamma'] = _colsum(t)
+        if not need_dx: return None
         gs = self.params['gamma'] * s
         if not training: return xp.multiply(dy2, gs, out=t).reshape(dy.shape)
         # dx = γs/M (M dy − Σdy − x̂ Σ(dy x̂)), since Σ dx̂ = γ dβ and Σ dx̂ x̂ = γ dγ: one pass, one array
@@ -561,18 +575,20 @@ BatchNormalization = BatchNorm   # Keras' name
 # %% ../nbs/06_regularization.ipynb #c9d883dc
 class GroupNorm(Layer):
     """Group normalization of `(N, ..., C)` (NHWC images or `(N, C)`): statistics per example over
-    the positions and the `C/groups` channels of each group. `gamma`, `beta` `(C,)`."""
-    def __init__(self, groups: int, eps: float = 1e-5, name=None):
+    the positions and the `C/groups` channels of each group. `gamma`, `beta` `(C,)`, with optional
+    regularizers and constraints as in `BatchNorm`."""
+    def __init__(self, groups: int, eps: float = 1e-5, gamma_regularizer=None, beta_regularizer=None,
+                 gamma_constraint=None, beta_constraint=None, name=None):
         super().__init__(name)
         self.groups, self.eps = int(groups), float(eps)
+        self.options = {'gamma': (gamma_regularizer, gamma_constraint), 'beta': (beta_regularizer, beta_constraint)}
 
     def build(self, input_shape):
         C = int(input_shape[-1])
         if self.groups < 1 or C % self.groups:
             raise ValueError(f"GroupNorm expected the channel count to be a multiple of groups={self.groups}, got C={C}")
         super().build(input_shape)
-        dt = get_dtype()
-        self.params = {'gamma': np.ones(C, dt), 'beta': np.zeros(C, dt)}
+        for k, init in (('gamma', 'ones'), ('beta', 'zeros')): self.add_weight(k, (C,), init, *self.options[k])
 
     def _grouped(self, x):
         "View `(N, ..., C)` as `(N, ..., G, C/G)`; return it and the axes a group's statistics run over."
@@ -589,11 +605,12 @@ class GroupNorm(Layer):
         self.cache = (xhat, s)
         return self.params['gamma'] * xhat + self.params['beta']
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         xhat, s = self.cache
         red = tuple(range(dy.ndim - 1))
         self.grads['beta'] = dy.sum(axis=red)
         self.grads['gamma'] = (dy * xhat).sum(axis=red)
+        if not need_dx: return None
         dxh, axes = self._grouped(dy * self.params['gamma'])
         xh, _ = self._grouped(xhat)
         M = xh.size // (xh.shape[0] * self.groups)
