@@ -4,7 +4,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-dev
+# The set-up stamp is named after a hash of what the install reads: setup.py, settings.ini, the book's
+# requirements and the packaging sections of pyproject.toml. nbdev_export rewrites pyproject.toml (same
+# text, new mtime), so a timestamp rule would reinstall on every target; a content hash reinstalls only
+# when an input really changed.
+SETUP_HASH := $(shell { cat setup.py settings.ini book/requirements.txt; \
+  awk '/^\[/ { keep = ($$0 ~ /^\[(build-system|project)/) } keep' pyproject.toml; } | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(SETUP_HASH)
 
 # Data: the prepared TFDS datasets beside the project when present, else TFDS's default folder.
 TFDS_DATA_DIR ?= $(if $(wildcard ../shared/tensorflow_datasets),$(abspath ../shared/tensorflow_datasets),$(HOME)/tensorflow_datasets)
@@ -20,20 +26,24 @@ endif
 
 NB_TIMEOUT ?= 5400
 
-.PHONY: help setup export sync check test test-all execute book bench clean
+.PHONY: help setup export sync check test test-all execute book book-check bench clean
 help:
-	@echo "make book      set up, export the package and render the book site into _book/"
-	@echo "make test      set up, check export and twins, run pytest and nbdev_test (quick)"
-	@echo "make test-all  the same, with the slow cells and slow tests"
-	@echo "make execute   re-run every chapter fully, saving outputs in place"
-	@echo "make bench     benchmark tables (needs the bench extra for PyTorch columns)"
-	@echo "make sync      sync notebooks with their jupytext twins;  make export: nbdev_export"
+	@echo "make book        set up, export the package and render the book site into _book/"
+	@echo "make test        set up, check export and twins, run pytest and nbdev_test (quick mode;"
+	@echo "                 cells whose dataset is missing are skipped, with a summary line)"
+	@echo "make test-all    the same, with the slow cells and slow tests"
+	@echo "make data        download and prepare every dataset the book uses (TFDS) into TFDS_DATA_DIR or ~/tensorflow_datasets"
+	@echo "make book-check  build the book, then check it in headless Chromium (pages, math, search, links)"
+	@echo "make execute     re-run every chapter fully, saving outputs in place"
+	@echo "make bench       benchmark tables (needs the bench extra for PyTorch columns)"
+	@echo "make sync        sync notebooks with their jupytext twins;  make export: nbdev_export"
 
 setup: $(STAMP)
-$(STAMP): setup.py settings.ini pyproject.toml
+$(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -r book/requirements.txt
+	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 export: setup
@@ -61,6 +71,12 @@ execute: setup
 
 book: setup export
 	$(BIN)/python tools/render_book.py
+
+# Opens _book/ in headless Chromium (Debian's package, installed here when missing) and checks every page.
+book-check: book
+	@command -v chromium >/dev/null || { echo "book-check: installing Debian's chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/python tools/book_check.py --screenshot build/book/screenshot.png
 
 bench: setup
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]' || echo "torch unavailable: PyTorch columns will be skipped"

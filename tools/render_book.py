@@ -1,23 +1,29 @@
 """Render the book site into _book/.
 
 With Quarto on the PATH this runs `quarto render` (the project is the Quarto book in _quarto.yml).
-Without it (Quarto is not on PyPI, so an offline machine cannot install it) it renders the same
-chapter list with nbconvert: one HTML page per chapter, with MathJax math, embedded figures, a
-code-folding toggle, previous/next links, and an index.html that links every chapter in order.
+Without it (Quarto is not on PyPI) it builds the same book with Sphinx, MyST-NB and the Sphinx Book
+Theme (book/conf.py): the chapters of _quarto.yml in its order, grouped by part in the sidebar, with
+full-text search, previous/next links, a local MathJax 3 (no CDN), and a "Hide code" switch.
+
+Neither renderer executes a chapter: pages show the outputs stored by `make execute`. Before Sphinx
+sees a notebook, its `#| hide` cells are dropped and every nbdev directive line (`#| export`, ...)
+is stripped, as nbdev's own docs do. The copies go to build/book/src with book/conf.py; the sources are
+not touched.
 It prints which renderer ran.
 """
 from __future__ import annotations
-import argparse, html, re, shutil, subprocess, sys
+import argparse, json, re, shutil, subprocess, sys, tarfile, tempfile
 from pathlib import Path
 import nbformat, yaml
-from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / '_book'
+BUILD = ROOT / 'build' / 'book'           # staged sources, doctrees and static files (make clean removes build/)
+MATHJAX = 'mathjax@3.2.2'                 # from the npm registry, unpacked once into build/
 
 
 def chapter_list(cfg: dict) -> list[tuple[str | None, str]]:
-    "(part title or None, path) for every chapter and appendix, in reading order."
+    "(part title or None, path) for every chapter and appendix of a Quarto book config, in reading order."
     out = []
     def walk(items, part=None):
         for it in items or []:
@@ -28,111 +34,119 @@ def chapter_list(cfg: dict) -> list[tuple[str | None, str]]:
     return out
 
 
-DIRECTIVE = re.compile(r'^\s*#\|.*$\n?', re.M)
+DIRECTIVE = re.compile(r'^\s*#\|.*(\n|$)', re.M)
+DROPPED = re.compile(r'^\s*#\|\s*(hide|default_exp)\b', re.M)
+WIDGET = 'application/vnd.jupyter.widget-view+json'   # a live widget (a progress bar) is nothing on a static page
 
-def load_notebook(path: Path) -> nbformat.NotebookNode:
-    "A chapter as a notebook, with nbdev directives stripped and `#| hide` cells dropped (as nbdev's docs do)."
-    if path.suffix == '.md':
-        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(path.read_text(encoding='utf-8'))])
-    nb = nbformat.read(path, as_version=4)
+
+def clean_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    "The notebook a reader sees: `#| hide` and `#| default_exp` cells dropped, other directive lines stripped."
     cells = []
     for c in nb.cells:
         if c.cell_type == 'code':
-            if re.search(r'^\s*#\|\s*(hide|default_exp)\b', c.source, re.M) and not c.get('outputs'):
-                continue
+            if DROPPED.search(c.source): continue
             c.source = DIRECTIVE.sub('', c.source).strip('\n')
-            if not c.source and not c.get('outputs'): continue
+            for o in c.get('outputs', []):
+                if WIDGET in o.get('data', {}): del o['data'][WIDGET]
+            c.outputs = [o for o in c.get('outputs', []) if o.get('data', True)]
+            if not c.source and not c.outputs: continue
         cells.append(c)
     nb.cells = cells
+    nb.metadata.pop('widgets', None)
     return nb
 
 
-def title_of(nb) -> str:
-    for c in nb.cells:
-        if c.cell_type == 'markdown':
-            m = re.search(r'^#\s+(.+)$', c.source, re.M)
-            if m: return m.group(1).replace('`', '').strip()
-    return 'Untitled'
+def doc_name(path: str) -> str:
+    "The page name of a chapter: nbs/05_mlp.ipynb -> 05_mlp (chapters link to each other by file name)."
+    return Path(path).stem
 
 
-STYLE = """
-<style>
- .book-nav{display:flex;justify-content:space-between;gap:1em;font:15px/1.4 system-ui,sans-serif;
-   padding:.6em 1.2em;background:#f4f6f8;border-bottom:1px solid #dde;position:sticky;top:0;z-index:10}
- .book-nav.bottom{border-top:1px solid #dde;border-bottom:none;position:static;margin-top:2em}
- .book-nav a{text-decoration:none;color:#1a5fb4;flex:1} .book-nav a:last-child{text-align:right}
- .book-nav .mid{text-align:center;white-space:nowrap;flex:0 0 auto}
- .book-nav button{font:inherit;cursor:pointer;border:1px solid #bbc;border-radius:4px;background:#fff}
- body.code-folded .jp-Cell-inputWrapper, body.code-folded .jp-InputArea{display:none}
- .jp-Notebook{max-width:980px;margin:auto}
- .book-toc{max-width:860px;margin:1.5em auto;font:16px/1.6 system-ui,sans-serif}
- .book-toc h2{margin-bottom:.2em} .book-toc ol{margin-top:.2em}
- .book-toc a{color:#1a5fb4;text-decoration:none} .book-toc a:hover{text-decoration:underline}
-</style>
-<script>
- function toggleCode(){document.body.classList.toggle('code-folded');
-   for (const b of document.querySelectorAll('.fold-btn'))
-     b.textContent = document.body.classList.contains('code-folded') ? 'Show code' : 'Hide code';}
-</script>
-"""
-
-def nav(pages, i, where='top') -> str:
-    prev = f'<a href="{pages[i-1][0]}">&larr; {html.escape(pages[i-1][1])}</a>' if i > 0 else '<span></span>'
-    nxt = f'<a href="{pages[i+1][0]}">{html.escape(pages[i+1][1])} &rarr;</a>' if i + 1 < len(pages) else '<span></span>'
-    mid = '<a href="index.html">Contents</a> &middot; <button class="fold-btn" onclick="toggleCode()">Hide code</button>'
-    return f'<nav class="book-nav {where}">{prev}<span class="mid">{mid}</span>{nxt}</nav>'
+def toctree(chapters: list[tuple[str | None, str]]) -> str:
+    "MyST toctrees for every chapter after the preface, one per part, captioned with the part's title (the sidebar)."
+    groups: list[tuple[str | None, list[str]]] = []
+    for part, path in chapters[1:]:
+        if not groups or groups[-1][0] != part: groups.append((part, []))
+        groups[-1][1].append(doc_name(path))
+    return '\n\n'.join('```{toctree}\n:hidden:\n' + (f':caption: {part}\n' if part else '') + '\n'
+                       + '\n'.join(docs) + '\n```' for part, docs in groups)
 
 
-def local_mathjax() -> str:
-    "Copy MathJax (shipped by jupyter-server-mathjax) into _book/ so math renders offline; else use the CDN."
-    try:
-        import jupyter_server_mathjax
-    except ImportError:
-        print("  MathJax: from the CDN (pip install jupyter-server-mathjax to ship it with the site)")
-        return 'https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js?config=TeX-AMS_CHTML-full,Safe'
-    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / 'static', OUT / 'mathjax')
-    return 'mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe'
+def stage(cfg: dict, chapters: list[tuple[str | None, str]], src: Path) -> None:
+    """A self-contained Sphinx project in src/: book/conf.py, book/_static, the book's titles (book.json), and the
+    cleaned chapters, flat, the first one (the preface) as index with the toctrees."""
+    if src.exists(): shutil.rmtree(src)
+    shutil.copytree(ROOT / 'book', src, ignore=shutil.ignore_patterns('requirements.txt', '__pycache__'))
+    (src / 'book.json').write_text(json.dumps({k: cfg['book'].get(k, '') for k in ('title', 'author')}))
+    for i, (_, path) in enumerate(chapters):
+        p = ROOT / path
+        name = 'index' if i == 0 else doc_name(path)
+        if p.suffix == '.ipynb':
+            nb = clean_notebook(nbformat.read(p, as_version=4))
+            if i == 0: nb.cells.append(nbformat.v4.new_markdown_cell(toctree(chapters)))
+            nbformat.write(nb, src / f'{name}.ipynb')
+        elif p.suffix == '.md':
+            text = p.read_text(encoding='utf-8')
+            (src / f'{name}.md').write_text(text + ('\n\n' + toctree(chapters) if i == 0 else ''), encoding='utf-8')
+        else:
+            sys.exit(f"render_book: {path}: only .ipynb and .md chapters are supported")
 
-# jupyter-server-mathjax ships only the STIX-Web fonts: tell MathJax to use them.
-STIX = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], '
-        'preferredFont: null, webFont: "STIX-Web", imageFont: null}, SVG: {font: "STIX-Web"}});</script>')
+
+def fetch_mathjax(static: Path) -> Path:
+    """MathJax 3 (the npm package) copied into static/mathjax, so math is typeset with no request off the machine.
+
+    The package is fetched once with `npm pack` (npm checks its integrity) and kept unpacked in build/."""
+    cache = BUILD.parent / MATHJAX.replace('@', '-')
+    if not (cache / 'es5' / 'tex-mml-chtml.js').exists():
+        npm = shutil.which('npm')
+        if not npm:
+            sys.exit(f"render_book: the book typesets math with a local MathJax, fetched with npm; install Node.js's npm "
+                     f"(apt-get install npm), or unpack the npm package {MATHJAX} into {cache}")
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([npm, 'pack', MATHJAX, '--silent', '--pack-destination', tmp], check=True,
+                           stdout=subprocess.DEVNULL)
+            [tgz] = Path(tmp).glob('mathjax-*.tgz')
+            with tarfile.open(tgz) as tar:
+                members = [m for m in tar.getmembers() if m.name.startswith('package/es5/') and m.isfile()]
+                for m in members: m.name = m.name[len('package/'):]
+                tar.extractall(Path(tmp) / 'mj', members=members, filter='data')
+            if cache.exists(): shutil.rmtree(cache)
+            shutil.move(Path(tmp) / 'mj', cache)
+        print(f"  MathJax: {MATHJAX} unpacked into {cache.relative_to(ROOT)}")
+    dest = static / 'mathjax'
+    if dest.exists(): shutil.rmtree(dest)
+    # The CHTML build and what it loads on demand (TeX extensions, fonts, menu, accessibility); not the SVG builds.
+    for k in ('tex-mml-chtml.js', 'input', 'output/chtml', 'ui', 'a11y', 'sre'):
+        (dest / k).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (cache / 'es5' / k).is_dir() else shutil.copy2)(cache / 'es5' / k, dest / k)
+    return dest
 
 
-def render_fallback() -> Path:
+def render_sphinx(strict: bool = True) -> Path:
+    "Stage the chapters of _quarto.yml and build the Sphinx book into _book/; warnings fail the build when strict."
     cfg = yaml.safe_load((ROOT / '_quarto.yml').read_text())
     chapters = chapter_list(cfg)
     missing = [p for _, p in chapters if not (ROOT / p).exists()]
     if missing: sys.exit(f"render_book: _quarto.yml lists chapters that do not exist: {', '.join(missing)}")
+    src = BUILD / 'src'
+    stage(cfg, chapters, src)
+    fetch_mathjax(src / '_static')
+    html = BUILD / 'html'                # built inside build/ (MyST-NB writes beside its output folder), then moved
+    for d in (html, BUILD / 'doctrees'):
+        if d.exists(): shutil.rmtree(d)
+    cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-d', str(BUILD / 'doctrees'), str(src), str(html)]
+    if strict: cmd[5:5] = ['-W', '--keep-going']
+    subprocess.run(cmd, cwd=ROOT, check=True)
     if OUT.exists(): shutil.rmtree(OUT)
-    OUT.mkdir()
-    mathjax = local_mathjax()
-    exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True,
-                            mathjax_url=mathjax)
-    nbs = [(part, path, load_notebook(ROOT / path)) for part, path in chapters]
-    pages = [('index.html' if Path(p).stem == 'index' else Path(p).stem + '.html', title_of(nb)) for _, p, nb in nbs]
-    book = cfg['book']
-    toc, last_part = [f'<div class="book-toc"><h1>{html.escape(book["title"])}</h1>'
-                      f'<p><em>{html.escape(book.get("subtitle", ""))}</em></p><h2>Contents</h2><ol>'], None
-    for (part, path, _), (href, title) in zip(nbs, pages):
-        if part != last_part:
-            if last_part is not None or part: toc.append(f'</ol><h3>{html.escape(part or "")}</h3><ol>')
-            last_part = part
-        toc.append(f'<li><a href="{href}">{"Preface" if href == "index.html" else html.escape(title)}</a></li>')
-    toc.append('</ol></div>')
-    for i, ((part, path, nb), (href, title)) in enumerate(zip(nbs, pages)):
-        body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'name': title}})
-        top = nav(pages, i) + (''.join(toc) if href == 'index.html' else '')
-        body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + top, body, count=1)
-        body = body.replace('</body>', nav(pages, i, 'bottom') + '</body>', 1)
-        body = body.replace('</head>', STYLE + (STIX if mathjax.startswith('mathjax/') else '') + '</head>', 1)
-        (OUT / href).write_text(body, encoding='utf-8')
-        print(f"  {href:<28} {title}")
+    shutil.move(html, OUT)
+    for _, path in chapters:
+        print(f"  {'index' if path == chapters[0][1] else doc_name(path)}.html".ljust(30) + path)
     return OUT / 'index.html'
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description='Render the book into _book/')
-    ap.add_argument('--renderer', choices=['auto', 'quarto', 'nbconvert'], default='auto')
+    ap.add_argument('--renderer', choices=['auto', 'quarto', 'sphinx'], default='auto')
+    ap.add_argument('--no-strict', action='store_true', help='let Sphinx warnings pass (by default they fail the build)')
     args = ap.parse_args(argv)
     quarto = shutil.which('quarto')
     if args.renderer == 'quarto' or (args.renderer == 'auto' and quarto):
@@ -141,9 +155,9 @@ def main(argv=None):
         subprocess.run([quarto, 'render'], cwd=ROOT, check=True)
         print(f"book written to {OUT / 'index.html'} by Quarto")
         return
-    print("renderer: nbconvert fallback (quarto is not on the PATH; install Quarto for the full book site)", flush=True)
-    index = render_fallback()
-    print(f"book written to {index} by the nbconvert fallback")
+    print("renderer: Sphinx + MyST-NB + Sphinx Book Theme (quarto is not on the PATH)", flush=True)
+    index = render_sphinx(strict=not args.no_strict)
+    print(f"book written to {index.relative_to(ROOT)} by Sphinx")
 
 
 if __name__ == '__main__':
