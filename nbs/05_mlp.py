@@ -138,11 +138,11 @@ def _guard_forward(f):
     "Wrap a subclass's `forward`: an unbuilt layer is built (if it has nothing to create) or refused."
     @functools.wraps(f)
     def forward(self, x, *args, **kwargs):
-        if not self.built:
+        if not self.built and not self._builds_on_forward:
             if type(self).build is not Layer.build:
                 raise ValueError(f"{_who(self)}: forward called on an unbuilt layer; call the layer, layer(x), "
                                  "or build(input_shape) first, so that its weights exist")
-            self.build(tuple(x.shape[1:]))        # nothing to create: the first input fixes the shape
+            self.build(_shape_of(x))              # nothing to create: the first input fixes the shape
         y = f(self, x, *args, **kwargs)
         self._forward_done = True
         return y
@@ -166,6 +166,7 @@ class Layer:
 
     Shapes: `x` is `(N, *input_shape)`; `input_shape` never includes the batch axis N."""
     _forward_done = False      # set by the first forward; backward before it is an error
+    _builds_on_forward = False # True: the subclass's forward builds it (a Sequential model)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -318,10 +319,11 @@ class SymbolicTensor:
         return f"SymbolicTensor(shape=(None, {', '.join(map(str, self.shape))}), from {src!r})"
 
 class Node:
-    "One call of `layer` in a graph: the `inputs` it reads and the `outputs` it makes (lists of `SymbolicTensor`)."
-    __slots__ = ('layer', 'inputs', 'outputs')
-    def __init__(self, layer, inputs: list):
-        self.layer, self.inputs, self.outputs = layer, list(inputs), []
+    """One call of `layer` in a graph: the `inputs` it reads and the `outputs` it makes (lists of `SymbolicTensor`);
+    `multi_in` / `multi_out`: whether the layer takes / gives a list of arrays rather than one array."""
+    __slots__ = ('layer', 'inputs', 'outputs', 'multi_in', 'multi_out')
+    def __init__(self, layer, inputs: list, multi_in: bool = False):
+        self.layer, self.inputs, self.outputs, self.multi_in, self.multi_out = layer, list(inputs), [], multi_in, False
 
 def _shape_of(x):
     "Input shape(s), batch axis excluded, of an array or a list of arrays (layers with several inputs)."
@@ -345,11 +347,12 @@ def _call_symbolic(layer: Layer, x):
     elif not _shapes_match(layer.input_shape, shape):
         raise ValueError(f"{_who(layer)} was built for input shape {layer.input_shape}, "
                          f"but is called on shape {shape}")
-    node = Node(layer, xs)
+    node = Node(layer, xs, multi_in=isinstance(x, (list, tuple)))
     out = layer.output_shape(shape)
-    node.outputs = [SymbolicTensor(s, node, i) for i, s in enumerate(out)] if isinstance(out, list) \
+    node.multi_out = isinstance(out, list)
+    node.outputs = [SymbolicTensor(s, node, i) for i, s in enumerate(out)] if node.multi_out \
         else [SymbolicTensor(out, node, 0)]
-    return node.outputs if isinstance(out, list) else node.outputs[0]
+    return node.outputs if node.multi_out else node.outputs[0]
 
 # %% [markdown]
 # The contract at work on a toy layer, $y = x \odot w$: `add_weight` draws
@@ -810,7 +813,7 @@ with precision(np.float64):
                        for i, n in enumerate(dims[1:])], input_shape=(3072,))
     deep.compile('binary_crossentropy', SGD(0.0075), metrics=[])
     src = [0.6931471834644863, 0.6931471811113991, 0.6931471787358986]
-    ours = [deep.train_step(X64, animal(ytr).astype(np.float64))[0] for _ in range(3)]
+    ours = [deep.train_step((X64, animal(ytr).astype(np.float64)))['loss'] for _ in range(3)]
 del X64
 for i, (s, o) in enumerate(zip(src, ours)):
     print(f'cost {i}: source {s!r}  ours {o!r}  difference {o - s:.1e}')

@@ -37,12 +37,12 @@
 # %%
 #| export
 from __future__ import annotations
-import json, math, os, sys, time
+import glob, importlib, json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 from dl_from_scratch.core import check_array, as_rng, get_array_module, get_dtype
 from dl_from_scratch.data import atomic_savez
-from dl_from_scratch.layers import Layer, LAYERS, _snake
+from dl_from_scratch.layers import Layer, LAYERS, Node, SymbolicTensor, _snake, _shapes_match
 from dl_from_scratch.losses import get_loss
 from dl_from_scratch.optim import get_optimizer
 
@@ -210,18 +210,29 @@ class ModelCheckpoint(Callback):
         if self.verbose: print(f"ModelCheckpoint: saved {path}")
 
 # %% [markdown]
-# ## Saving and loading, atomically
+# ## Saving and loading, atomically and safely
 #
 # A checkpoint is one `.npz`: every parameter and state array under
 # `'<layer name>/<key>'`, plus a JSON string `__config__` with the layer
-# classes, their constructor arguments and the input shape, so
-# `Sequential.load` can rebuild the model. The writer follows the usual
+# classes, their constructor arguments and how they are connected, so
+# `Model.load` can rebuild the model. The writer follows the usual
 # recipe for crash-safe files: write a temporary file in the *same*
 # directory (so the rename cannot cross file systems), flush and `fsync` it,
 # then `os.replace` it over the target. A crash (or `KeyboardInterrupt`) before
 # the rename leaves the old checkpoint as it was, and the temporary file is
-# removed. The data chapter's `atomic_savez` already does exactly this for the
-# dataset cache, so the model reuses it.
+# removed. The data chapter's `atomic_savez` does exactly this for the
+# dataset cache, so the model uses it too. A process killed outright cannot
+# remove its temporary file; the next save of the same target does.
+#
+# **Loading runs no code.** The configuration names classes and functions,
+# and a loader that imported whatever module a file names would run whatever
+# a file's author wished. So the loader builds only what the package
+# registers (its layers, initialisers, regularizers, constraints,
+# activations, losses and optimizers) or what the caller passes as
+# `custom_objects={'Name': obj}`, as Keras does; any other name is refused
+# with a `ValueError` that names it. A file that is not a checkpoint at all
+# (truncated, random bytes, another program's `.npz`) gets one `ValueError`
+# that says so, whatever the zip or pickle reader would have said.
 
 # %%
 #| export
@@ -229,11 +240,32 @@ def _npz_path(path) -> str:
     path = os.fspath(path)
     return path if path.endswith('.npz') else path + '.npz'
 
-def atomic_save_npz(path, arrays: dict) -> str:
-    "Write `arrays` (name -> ndarray) to `path` (`.npz` added if missing) atomically; returns the path."
-    path = _npz_path(path)
-    atomic_savez(path, **arrays)      # the data chapter's crash-safe writer: temp file, fsync, os.replace
-    return path
+def _remove_stale_temps(path: str) -> None:
+    "Delete temporary files that a killed save of `path` left (`atomic_savez` names them `<name>.<random>.tmp`)."
+    folder, name = os.path.split(os.path.abspath(path))
+    for f in glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + '.*.tmp')): os.remove(f)
+
+def _registry() -> dict:
+    """Name -> class or function that a checkpoint may construct: the package's layers (`LAYERS`, from the
+    package's own modules), regularizers, constraints, initialisers, activations, losses and optimizers."""
+    from dl_from_scratch import layers, init, functional, losses, optim
+    for m in ('conv', 'rnn', 'merge'): importlib.import_module(f'dl_from_scratch.{m}')   # a fixed list: registers their layers
+    def subclasses(c): return [c] + [s for d in c.__subclasses__() for s in subclasses(d)]
+    reg = {n: c for n, c in LAYERS.items() if c.__module__.startswith('dl_from_scratch.')}
+    for base in (layers.Regularizer, layers.Constraint, losses.Loss, optim.Optimizer):
+        reg.update({c.__name__: c for c in subclasses(base) if c.__module__.startswith('dl_from_scratch.')})
+    reg.update({f.__name__: f for f in init.INITIALIZERS.values()})
+    reg.update({n: f for n, f in vars(functional).items() if callable(f) and getattr(f, '__module__', '') == functional.__name__})
+    return reg
+
+def _lookup(name: str, custom_objects: dict | None):
+    "The class or function `name`, from `custom_objects` or the package's registry; anything else is refused."
+    if custom_objects and name in custom_objects: return custom_objects[name]
+    reg = _registry()
+    if name not in reg:
+        raise ValueError(f"cannot load {name!r}: a checkpoint may construct only what dl_from_scratch registers "
+                         f"or what is passed as custom_objects={{{name!r}: ...}}")
+    return reg[name]
 
 def _to_json(obj):
     "JSON-friendly form of constructor arguments: layers, regularizers and constraints by config."
@@ -243,141 +275,267 @@ def _to_json(obj):
     if isinstance(obj, (list, tuple)): return [_to_json(o) for o in obj]
     if isinstance(obj, dict): return {str(k): _to_json(v) for k, v in obj.items()}
     if obj is None or isinstance(obj, (bool, int, float, str)): return obj
-    if hasattr(obj, 'get_config') and hasattr(obj, '__class__'):
-        return {'__object__': type(obj).__name__, 'module': type(obj).__module__, 'config': _to_json(obj.get_config())}
+    if hasattr(obj, 'get_config') and not isinstance(obj, type):
+        return {'__object__': type(obj).__name__, 'config': _to_json(obj.get_config())}
     if callable(obj) and getattr(obj, '__module__', '').startswith('dl_from_scratch'):
-        return {'__function__': obj.__name__, 'module': obj.__module__}
+        return {'__function__': obj.__name__}
     raise TypeError(f"cannot serialise {obj!r} ({type(obj).__name__}) into a model config")
 
 def _layer_config(layer):
+    if isinstance(layer, Model): return {'class': type(layer).__name__, 'name': layer.name, 'model': layer.get_config()}
     c = layer.get_config()
-    return {'class': c['class'], 'module': type(layer).__module__, 'name': layer.name,
-            'args': _to_json(c['args']), 'kwargs': _to_json(c['kwargs'])}
+    return {'class': c['class'], 'name': layer.name, 'args': _to_json(c['args']), 'kwargs': _to_json(c['kwargs'])}
 
-def _from_json(obj):
-    import importlib
-    if isinstance(obj, list): return [_from_json(o) for o in obj]
+def _from_json(obj, custom_objects=None):
+    if isinstance(obj, list): return [_from_json(o, custom_objects) for o in obj]
     if isinstance(obj, dict):
-        if '__layer__' in obj: return _layer_from_config(obj['__layer__'])
+        if '__layer__' in obj: return _layer_from_config(obj['__layer__'], custom_objects)
         if '__object__' in obj:
-            cls = getattr(importlib.import_module(obj['module']), obj['__object__'])
-            return cls(**_from_json(obj['config']))
-        if '__function__' in obj: return getattr(importlib.import_module(obj['module']), obj['__function__'])
-        return {k: _from_json(v) for k, v in obj.items()}
+            cls = _lookup(obj['__object__'], custom_objects)
+            if not isinstance(cls, type): raise ValueError(f"cannot load {obj['__object__']!r}: it is not a class")
+            return cls(**_from_json(obj['config'], custom_objects))
+        if '__function__' in obj: return _lookup(obj['__function__'], custom_objects)
+        return {k: _from_json(v, custom_objects) for k, v in obj.items()}
     return obj
 
-def _layer_from_config(c):
-    import importlib
-    if c['class'] not in LAYERS: importlib.import_module(c['module'])   # registers conv/rnn layers
-    layer = LAYERS[c['class']](*_from_json(c['args']), **_from_json(c['kwargs']))
+def _layer_from_config(c, custom_objects=None):
+    cls = _lookup(c['class'], custom_objects)
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise ValueError(f"cannot load layer {c['class']!r}: {cls!r} is not a Layer class")
+    if 'model' in c: return _model_from_config(c['model'], custom_objects)
+    layer = cls(*_from_json(c['args'], custom_objects), **_from_json(c['kwargs'], custom_objects))
     layer.name = c['name']
     return layer
 
+def _read_checkpoint(path: str):
+    "`(arrays, config)` of a checkpoint; one `ValueError` for anything that is not one."
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        cfg = json.loads(str(arrays.pop('__config__'))) if '__config__' in arrays else None
+    except FileNotFoundError: raise
+    except Exception as e:        # BadZipFile, EOFError, pickle refused, bad JSON, ...: the file is not ours
+        raise ValueError(f"{path} is not a dl_from_scratch checkpoint: {type(e).__name__}: {e}") from e
+    return arrays, cfg
+
 # %%
 d = tempfile.mkdtemp()
-p = atomic_save_npz(os.path.join(d, 'a'), {'w': np.arange(3.)})
+p = _npz_path(os.path.join(d, 'a')); atomic_savez(p, w=np.arange(3.))
 test_eq(p.endswith('a.npz'), True); test_eq(np.load(p)['w'], np.arange(3.))
-test_eq(sorted(os.listdir(d)), ['a.npz'])          # no temporary file left behind
+open(p + '.x1y2.tmp', 'wb').write(b'left by a killed save'); _remove_stale_temps(p)
+test_eq(sorted(os.listdir(d)), ['a.npz'])
+test_eq(_lookup('Dense', None), Dense)
+test_fail(lambda: _lookup('system', None), contains="cannot load 'system'")
+test_fail(lambda: _from_json({'__object__': 'system', 'config': {'command': 'echo hi'}}), contains="'system'")
+open(os.path.join(d, 'junk.npz'), 'wb').write(b'PK\x03\x04 not really')
+test_fail(lambda: _read_checkpoint(os.path.join(d, 'junk.npz')), contains='is not a dl_from_scratch checkpoint')
 
 # %% [markdown]
-# ## `Sequential`
+# ## A model is a graph of layer calls
 #
-# A `Sequential` is a list of layers. It gives each layer a unique name
-# (`dense`, `dense_1`, ... as Keras does), builds them in order from the input
-# shape, and exposes all parameters as one flat `dict` keyed
-# `'<layer>/<param>'` whose values *are* the layers' arrays, so the optimizer
-# (chapter 04), which updates in place, updates the layers.
+# A model maps input batches to output batches through layers. Keras
+# writes it two ways, and so do we. `Sequential([...])` is a chain. The
+# *functional* form names the inputs and calls layers on them:
 #
-# One training step on a minibatch $(X_B, Y_B)$ is
+# ```python
+# x = Input((784,)); h = Dense(64, 'relu')(x)
+# y = Dense(10)(Add()([h, Dense(64)(x)]))
+# model = Model(x, y)
+# ```
+#
+# Calling a layer on a symbolic tensor (chapter 05) records a *node*. The
+# nodes form a directed acyclic graph; `Model(inputs, outputs)` walks it
+# back from the outputs, puts the nodes in topological order, and from then
+# on runs them as a flat plan: forward in that order, backward in the
+# reverse order, adding gradients wherever a tensor feeds several layers.
+# A layer called at several nodes (shared weights) gets, at each node's
+# backward, the cache that node's forward kept, and its gradients are summed
+# over the calls. Chapter 05c derives this and builds graphs with it;
+# `Sequential` is the special case of a chain, so `fit`, `evaluate`,
+# `predict` and `save` have one implementation. A `Model` is itself a
+# `Layer`, so a model can be called inside another.
+#
+# The training step on a minibatch $(X_B, Y_B)$ is `train_step((xb, yb))`:
 #
 # 1. $\hat Y = f(X_B)$ in training mode (dropout on, batch statistics);
-# 2. $\mathcal{L} = \text{loss}(\hat Y, Y_B) + \sum_\ell R_\ell(\theta_\ell)$ and
-#    $\bar{\hat Y} = \partial\,\text{loss}/\partial\hat Y$;
-# 3. backward through the layers in reverse; add $\nabla R_\ell$. Nothing
-#    uses $\partial\mathcal{L}/\partial X_B$, so the step asks for
-#    `backward(dy, need_dx=False)` of the first layer, and `Dense` and
-#    `Conv2D` then skip that product (one matrix product of the layer's three);
-# 4. `optimizer.step(params, grads)`, then each layer's constraint.
+# 2. $\mathcal{L} = \sum_o w_o\,\text{loss}_o(\hat Y_o, Y_o) + \sum_\ell R_\ell(\theta_\ell)$
+#    over the outputs $o$ (one for most models) and $\bar{\hat Y}_o = w_o\,\partial\,\text{loss}_o/\partial\hat Y_o$;
+# 3. backward through the graph; nothing uses $\partial\mathcal{L}/\partial X_B$, so the step asks for
+#    `backward(dy, need_dx=False)`, and the first layers (`Dense`, `Conv2D`) skip that product;
+# 4. `apply_gradients()`: $\nabla R_\ell$ added, `optimizer.step(params, grads)` for the layers that are
+#    `trainable`, each layer's constraint, and a check that every updated weight is still finite.
 #
-# `fit` runs it over shuffled minibatches, with a progress bar (`verbose=1`),
+# A subclass may override `train_step` (two optimizers for a GAN, an extra
+# loss from a hidden layer for a VAE: chapter 05c), as in Keras.
+#
+# `fit` runs the step over shuffled minibatches, with a progress bar (`verbose=1`),
 # one line per epoch (`verbose=2`) or silently (`verbose=0`).
 
 # %%
 #| export
-class Sequential:
-    """A linear stack of layers. `x` `(N, *input_shape)` -> `(N, *output_shape)`.
+class InputLayer(Layer):
+    "The source of a graph: holds the shape (batch axis excluded) of one model input. Made by `Input`."
+    def __init__(self, shape, name=None):
+        super().__init__(name)
+        self.shape = tuple(None if s is None else int(s) for s in shape)
+        self.built, self.input_shape = True, self.shape
 
-    `layers`: a list of `Layer`s; `input_shape` (batch axis excluded) builds the model at once,
-    otherwise it is built on the first call, `build(input_shape)` or `fit`."""
-    def __init__(self, layers=None, input_shape=None, name: str = 'sequential'):
-        self.layers: list = []
-        self.name, self.input_shape, self.built = name, None, False
+    def get_config(self): return {'class': 'InputLayer', 'args': [list(self.shape)], 'kwargs': {}}
+
+def Input(shape, name: str | None = None) -> SymbolicTensor:
+    "A symbolic batch `(N, *shape)`: the start of a functional model (`None` in `shape`: any size)."
+    layer = InputLayer(shape, name=name)
+    node = Node(layer, [])
+    node.outputs = [SymbolicTensor(layer.shape, node, 0, name)]
+    return node.outputs[0]
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+def _check_positive_int(v, what: str, who: str, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{who} expected {what} to be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+class _Step:
+    "One node of the plan: the layer, the slots it reads and writes, and how (lists or single arrays)."
+    __slots__ = ('layer', 'ins', 'outs', 'multi_in', 'multi_out', 'from_inputs', 'shared')
+    def __init__(self, layer, ins, outs, multi_in, multi_out, from_inputs, shared):
+        self.layer, self.ins, self.outs, self.multi_in, self.multi_out = layer, ins, outs, multi_in, multi_out
+        self.from_inputs, self.shared = from_inputs, shared
+
+def _topological(outputs: list) -> list:
+    "Nodes that `outputs` depend on, each after the nodes it reads (depth-first from the outputs)."
+    order, mark = [], {}                       # mark: 1 while a node's inputs are visited, 2 when placed
+    for t in outputs:
+        stack = [(t.node, False)]
+        while stack:
+            node, done = stack.pop()
+            if done: mark[node] = 2; order.append(node); continue
+            if mark.get(node) == 2: continue
+            if mark.get(node) == 1:
+                raise ValueError(f"the graph has a cycle through layer '{node.layer.name}' "
+                                 f"({type(node.layer).__name__}): a layer's output feeds back into its own input")
+            mark[node] = 1
+            stack.append((node, True))
+            for s in reversed(node.inputs): stack.append((s.node, False))
+    return order
+
+class Model(Layer):
+    """A graph of layers from `inputs` to `outputs` (symbolic tensors, one or a list), trained as Keras's `Model`.
+
+    `forward(x)`: `x` is an array `(N, *input_shape)`, or a list (or dict by input name) of arrays for several
+    inputs; returns an array, or a list for several outputs. `backward(dy)` returns dL/dx for every input."""
+    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+        self.name, self.trainable, self.cache, self.built = name or 'model', True, None, False
+        self.regularizers, self.constraints = {}, {}
+        self.input_shape, self.inputs, self.outputs, self._layers, self._nodes = None, [], [], [], []
         self.loss = self.optimizer = None
         self.metrics: list = []
-        self.stop_training = False
-        self.history = None
-        for layer in layers or []: self.add(layer)
-        if input_shape is not None: self.build(input_shape)
+        self.stop_training, self.history = False, None
+        self._fresh_scratch = False
+        if inputs is not None or outputs is not None: self._init_graph(inputs, outputs)
 
-    # --- structure -------------------------------------------------------------------------------
-    def add(self, layer: Layer):
-        "Append a layer; it gets a unique snake_case name if it has none."
-        if not isinstance(layer, Layer):
-            raise ValueError(f"Sequential.add expected a Layer, got {type(layer).__name__}")
-        taken = {l.name for l in self.layers}
-        if layer.name is None or layer.name in taken:
-            base = layer.name or _snake(type(layer).__name__)
+    # --- the graph -------------------------------------------------------------------------------
+    def _init_graph(self, inputs, outputs):
+        "Check the graph, name its layers, and lay it out as a flat plan of steps over numbered tensor slots."
+        who = f"Model '{self.name or 'model'}'"
+        ins, outs = _as_list(inputs), _as_list(outputs)
+        for t in outs:
+            if not isinstance(t, SymbolicTensor):
+                raise ValueError(f"{who} expected outputs to be symbolic tensors (from calling layers on Input), "
+                                 f"got {type(t).__name__}" + (f" of shape {t.shape}" if hasattr(t, 'shape') else ''))
+        for t in ins:
+            if not (isinstance(t, SymbolicTensor) and isinstance(t.node.layer, InputLayer)):
+                raise ValueError(f"{who} expected inputs made by Input(shape), got {t!r}")
+        nodes = _topological(outs)
+        sources = [n for n in nodes if isinstance(n.layer, InputLayer)]
+        for n in sources:
+            if n.outputs[0] not in ins:
+                raise ValueError(f"{who}: the outputs depend on an Input of shape {n.layer.shape} that is not among "
+                                 f"the model's inputs {[t.shape for t in ins]}")
+        for t in ins:
+            if t.node not in sources:
+                raise ValueError(f"{who}: no output depends on input {t.name or ''} of shape (None, "
+                                 f"{', '.join(map(str, t.shape))}); every input must reach an output")
+        self.inputs, self.outputs = ins, outs
+        self._single_in, self._single_out = not isinstance(inputs, (list, tuple)), not isinstance(outputs, (list, tuple))
+        layers, calls = [], {}
+        for n in nodes:
+            if n.layer not in calls: layers.append(n.layer); calls[n.layer] = 0
+            calls[n.layer] += 1
+        taken = set()
+        for l in layers:                       # unique names in this model ('dense', 'dense_1', ... as Keras)
+            base = l.name or ('input' if isinstance(l, InputLayer) else _snake(type(l).__name__))
             name, i = base, 0
             while name in taken: i += 1; name = f'{base}_{i}'
-            layer.name = name
-        self.layers.append(layer)
-        if self.built: self.build(self.input_shape)
-        return self
+            l.name = name; taken.add(name)
+        self._nodes = nodes
+        self._layers = [l for l in layers if not isinstance(l, InputLayer)]
+        slot = {}
+        for n in nodes:
+            for t in n.outputs: slot[t] = len(slot)
+        self._n_slots, self._in_slots, self._out_slots = len(slot), [slot[t] for t in ins], [slot[t] for t in outs]
+        in_slots = set(self._in_slots)
+        self._plan = []
+        for n in nodes:
+            if isinstance(n.layer, InputLayer): continue
+            shared = calls[n.layer] > 1
+            if shared and isinstance(n.layer, Model): n.layer._use_fresh_scratch()
+            ins_ = [slot[t] for t in n.inputs]
+            self._plan.append(_Step(n.layer, ins_, [slot[t] for t in n.outputs], n.multi_in, n.multi_out,
+                                    all(i in in_slots for i in ins_), shared))
+        self.input_names = [t.node.layer.name for t in ins]
+        self.output_names = [t.node.layer.name if t.node.layer not in [u.node.layer for u in outs[:k]]
+                             else f'{t.node.layer.name}_{k}' for k, t in enumerate(outs)]
+        shapes = [t.shape for t in ins]
+        self.input_shape = shapes[0] if self._single_in else shapes
+        self.built = True
+
+    @property
+    def layers(self) -> list:
+        "The model's layers, each once, in the graph's order (inputs excluded)."
+        return self._layers
+
+    def _use_fresh_scratch(self):
+        "This model runs at several nodes: its layers must not keep work arrays between calls (one call's cache may hold them)."
+        self._fresh_scratch = True
+        for l in self.layers:
+            if isinstance(l, Model): l._use_fresh_scratch()
 
     def build(self, input_shape):
-        """Build every layer for inputs of shape `(N, *input_shape)`. A `None` size (Keras's convention) accepts
-        any size on that axis, e.g. `(None, 12)` for sequences of any length with 12 features."""
-        shape = tuple(None if s is None else int(s) for s in input_shape)
-        self.input_shape = shape
-        for layer in self.layers:
-            try:
-                if not layer.built: layer.build(shape)
-                elif tuple(layer.input_shape) != shape:
-                    raise ValueError(f"layer '{layer.name}' was built for input shape {layer.input_shape}, "
-                                     f"but receives {shape} in this model")
-                shape = tuple(layer.output_shape(shape))
-            except TypeError as e:       # int(None) or prod with None: a size this layer must know
-                if None not in shape: raise
-                raise ValueError(f"layer '{layer.name}' ({type(layer).__name__}) needs every size of its input "
-                                 f"known, got input shape (N, {', '.join(map(str, shape))})") from e
-        self.built = True
+        "A functional model is built by its graph; here only check that `input_shape` fits it."
+        if not _shapes_match(self.input_shape, list(input_shape) if isinstance(input_shape, list) else tuple(input_shape)):
+            raise ValueError(f"Model '{self.name}' expected input shape {self.input_shape}, got {input_shape}")
         return self
 
     def output_shape(self, input_shape=None):
-        "Output shape (batch axis excluded) for inputs of `input_shape` (default: the built one)."
-        shape = tuple(self.input_shape if input_shape is None else input_shape)
-        for layer in self.layers: shape = tuple(layer.output_shape(shape))
-        return shape
-
-    def __len__(self): return len(self.layers)
-    def __getitem__(self, i): return self.layers[i]
-    def __repr__(self): return f"Sequential([{', '.join(map(repr, self.layers))}])"
+        "Output shape(s), batch axis excluded."
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if self._single_out else shapes
 
     # --- parameters ------------------------------------------------------------------------------
+    def _weight_items(self, prefix: str = '', trainable_only: bool = False):
+        """`(key, layer, dict, name)` for every array (params, then state, layer by layer; nested models
+        recursively, keys `'<model>/<layer>/<name>'`). `trainable_only`: the params `fit` updates."""
+        for l in self.layers:
+            if trainable_only and not l.trainable: continue
+            if isinstance(l, Model): yield from l._weight_items(f'{prefix}{l.name}/', trainable_only); continue
+            for d in ((l.params,) if trainable_only else (l.params, l.state)):
+                for k in d: yield f'{prefix}{l.name}/{k}', l, d, k
+
     @property
     def params(self) -> dict:
         "Every trainable array, keyed `'<layer>/<param>'` (the layers' own arrays, not copies)."
-        return {f'{l.name}/{k}': p for l in self.layers for k, p in l.params.items()}
+        return {key: d[k] for key, l, d, k in self._weight_items() if d is l.params}
 
     @property
     def grads(self) -> dict:
-        return {f'{l.name}/{k}': g for l in self.layers for k, g in l.grads.items()}
+        return {key: l.grads[k] for key, l, d, k in self._weight_items() if d is l.params and k in l.grads}
 
-    def _weight_items(self):
-        "`(key, layer, dict, name)` for every saved array: params, then state, layer by layer."
-        for l in self.layers:
-            for d in (l.params, l.state):
-                for k in d: yield f'{l.name}/{k}', l, d, k
+    @property
+    def state(self) -> dict:
+        return {key: d[k] for key, l, d, k in self._weight_items() if d is l.state}
 
     def get_weights(self) -> list:
         "All parameter and state arrays, in a fixed order (copies)."
@@ -395,8 +553,15 @@ class Sequential:
             d[k][...] = get_array_module(d[k]).asarray(w)
 
     def count_params(self) -> int:
-        "Scalars in every layer's `params` and `state` (the summary's 'Total params')."
+        "Scalars in every layer's `params` and `state`, shared layers once (the summary's 'Total params')."
         return sum(l.count_params() for l in self.layers)
+
+    def count_trainable_params(self) -> int:
+        return sum(l.count_trainable_params() for l in self.layers) if self.trainable else 0
+
+    def regularization_loss(self) -> float:
+        "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
+        return float(sum(l.regularization_loss() for l in self.layers))
 
     def to(self, device: str = 'cpu'):
         "Move every layer to `'cpu'` or `'cuda'`; the optimizer's state is reset."
@@ -404,117 +569,222 @@ class Sequential:
         if self.optimizer is not None: self.optimizer.reset()
         return self
 
-    def summary(self, print_fn=print) -> None:
-        "Print each layer's output shape and parameter count, and the totals (counted as Keras does)."
-        if not self.built:
-            raise ValueError("summary() needs a built model: pass input_shape=, call build(input_shape), or fit first")
-        rows, shape = [], self.input_shape
-        for l in self.layers:
-            shape = tuple(l.output_shape(shape))
-            rows.append((f'{l.name} ({type(l).__name__})', str((None, *shape)), f'{l.count_params():,}'))
-        total = self.count_params()
-        trainable = sum(l.count_trainable_params() for l in self.layers)
-        w0 = max([len('Layer (type)')] + [len(r[0]) for r in rows]) + 2
-        w1 = max([len('Output Shape')] + [len(r[1]) for r in rows]) + 2
-        w2 = max([len('Param #')] + [len(r[2]) for r in rows])
-        line = '_' * (w0 + w1 + w2)
-        out = [f'Model: "{self.name}"', line, f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}{'Param #':>{w2}}",
-               '=' * (w0 + w1 + w2)]
-        for r in rows: out.append(f'{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>{w2}}')
-        out += ['=' * (w0 + w1 + w2), f'Total params: {total:,}', f'Trainable params: {trainable:,}',
-                f'Non-trainable params: {total - trainable:,}', line]
-        print_fn('\n'.join(out))
-
     # --- computation -----------------------------------------------------------------------------
-    def forward(self, x, training: bool = False):
-        "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."
-        if not self.built: self.build(tuple(x.shape[1:]))
-        for l in self.layers: x = l.forward(x, training=training)
-        return x
+    def _input_list(self, x, who: str | None = None) -> list:
+        "The input arrays in the order of `self.inputs`, from an array, a list or a dict by input name; shapes checked."
+        n, who = len(self.inputs), who or f"Model '{self.name}'"
+        if isinstance(x, dict):
+            missing = [k for k in self.input_names if k not in x]
+            if missing or len(x) != n:
+                raise ValueError(f"{who} expected a dict with the inputs {self.input_names}, got keys {sorted(x)}")
+            xs = [x[k] for k in self.input_names]
+        else:
+            xs = list(x) if isinstance(x, (list, tuple)) else [x]
+            if len(xs) != n:
+                raise ValueError(f"{who} expected {n} input array(s) {[t.shape for t in self.inputs]}, got {len(xs)}")
+        for a, t, name in zip(xs, self.inputs, self.input_names):
+            s = getattr(a, 'shape', None)
+            if s is None or len(s) != len(t.shape) + 1 or any(e is not None and e != g for e, g in zip(t.shape, s[1:])):
+                what = 'x' if n == 1 else f"input '{name}'"
+                raise ValueError(f"{who} expected {what} of shape (N, {', '.join(map(str, t.shape))}), "
+                                 f"got {tuple(s) if s is not None else type(a).__name__}")
+        return xs
 
-    __call__ = forward
+    def forward(self, x, training: bool = False):
+        "Run the plan: `x` (array, list or dict) -> output array, or a list for several outputs."
+        vals = [None] * self._n_slots
+        for i, a in zip(self._in_slots, self._input_list(x)): vals[i] = a
+        caches, fresh = [], self._fresh_scratch
+        for s in self._plan:
+            l = s.layer
+            if fresh or s.shared: l.__dict__.pop('_ws', None)
+            y = l.forward([vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]], training=training)
+            caches.append(l.cache)
+            if s.multi_out:
+                for i, v in zip(s.outs, y): vals[i] = v
+            else: vals[s.outs[0]] = y
+        outs = [vals[i] for i in self._out_slots]
+        self.cache = (caches, [(o.shape, o.dtype, get_array_module(o)) for o in outs])
+        return outs[0] if self._single_out else outs
 
     def backward(self, dy, need_dx: bool = True):
-        """`dy` = dL/d(output) `(N, *output_shape())` -> dL/dx `(N, *input_shape)`; fills every layer's
-        `grads`. `need_dx=False` lets the first layer skip dL/dx (then the result may be `None`)."""
-        if not self.layers: return dy
-        for l in reversed(self.layers[1:]): dy = l.backward(dy)
-        return self.layers[0].backward(dy, need_dx=need_dx)
-
-    def regularization_loss(self) -> float:
-        "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
-        return float(sum(l.regularization_loss() for l in self.layers))
+        """`dy` = dL/d(output) (a list for several outputs; `None` for an output the loss ignores) -> dL/dx
+        for every input (a list for several). Fills every layer's `grads`; a layer called at several nodes
+        gets the sum over its calls. `need_dx=False`: layers that read only model inputs may skip dL/dx."""
+        caches, out_meta = self.cache
+        g = [None] * self._n_slots
+        for i, d in zip(self._out_slots, [dy] if self._single_out else dy):
+            if d is not None: g[i] = d if g[i] is None else g[i] + d
+        for i, (shape, dt, xp) in zip(self._out_slots, out_meta):
+            if g[i] is None: g[i] = xp.zeros(shape, dt)     # an output the loss ignores
+        summed = {}                                      # shared layer -> its gradients summed so far
+        for s, c in zip(reversed(self._plan), reversed(caches)):
+            l = s.layer
+            d = [g[i] for i in s.outs] if s.multi_out else g[s.outs[0]]
+            if d is None:                                # feeds only layers that pass no gradient (ids)
+                if not s.shared: l.zero_grads()
+                continue
+            l.cache = c
+            dx = l.backward(d, need_dx=need_dx or not s.from_inputs)
+            if s.shared:
+                acc = summed.get(l)
+                summed[l] = {k: v.copy() for k, v in l.grads.items()} if acc is None else \
+                            {k: acc[k] + v for k, v in l.grads.items()}
+            for i, v in zip(s.ins, dx if s.multi_in else [dx]):
+                if v is not None: g[i] = v if g[i] is None else g[i] + v
+        for l, gr in summed.items(): l.grads = gr
+        dxs = [g[i] for i in self._in_slots]
+        return dxs[0] if self._single_in else dxs
 
     # --- training --------------------------------------------------------------------------------
-    def compile(self, loss='mse', optimizer='sgd', metrics=('accuracy',)):
-        """Set the loss (`losses.get_loss` name or object), the optimizer (`optim.get_optimizer`
-        name or object) and the metrics ('accuracy', 'mse', 'mae' or functions)."""
-        self.loss = get_loss(loss)
+    def compile(self, loss='mse', optimizer='sgd', metrics=('accuracy',), loss_weights=None):
+        """Set the loss (a `losses.get_loss` name or object; for several outputs one for all, or a list or dict
+        by output name), the optimizer (`optim.get_optimizer` name or object), the metrics ('accuracy', 'mse',
+        'mae' or functions: one name, a list for every output, or a list of lists / dict by output) and
+        `loss_weights` (list or dict; default 1 for every output)."""
+        names = self.output_names if self.built else [None]
+        def per_output(v, what, default):
+            if isinstance(v, dict):
+                unknown = sorted(set(v) - set(names))
+                if unknown: raise ValueError(f"compile got {what} for unknown outputs {unknown}; outputs are {names}")
+                return [v.get(k, default) for k in names]
+            if isinstance(v, (list, tuple)) and len(names) > 1 and what != 'metrics':
+                if len(v) != len(names): raise ValueError(f"compile expected {len(names)} {what} (one per output {names}), got {len(v)}")
+                return list(v)
+            return [v] * len(names)
+        self._losses = [get_loss(l) for l in per_output(loss, 'losses', None)]
+        w = per_output(loss_weights, 'loss_weights', 1.0) if loss_weights is not None else [1.0] * len(names)
+        self._loss_weights = [float(v) for v in w]
+        if isinstance(metrics, str) or callable(metrics): metrics = [metrics]      # 'accuracy' alone, as Keras takes it
+        if isinstance(metrics, dict): ms = per_output(metrics, 'metrics', [])
+        elif metrics and len(names) > 1 and all(isinstance(m, (list, tuple)) for m in metrics):
+            if len(metrics) != len(names): raise ValueError(f"compile expected {len(names)} metric lists, got {len(metrics)}")
+            ms = list(metrics)
+        else: ms = [list(metrics or [])] * len(names)
+        self._metrics = [[get_metric(m) for m in _as_list(ml)] for ml in ms]
+        self.loss, self.metrics = (self._losses[0], self._metrics[0]) if len(names) == 1 else (self._losses, self._metrics)
         self.optimizer = get_optimizer(optimizer)
-        self.metrics = [get_metric(m) for m in (metrics or [])]
         return self
 
     def _check_compiled(self, who):
         if self.loss is None: raise ValueError(f"{who} needs a compiled model: call model.compile(loss, optimizer) first")
 
-    def _metric_values(self, y_pred, y_true) -> dict:
-        logits = getattr(self.loss, 'from_logits', False)
-        return {name: fn(y_pred, y_true, from_logits=logits) for name, fn in self.metrics}
+    def compute_loss(self, y_pred, y_true):
+        """Weighted loss over the outputs and metrics: `(loss, dy, logs)`; `dy` = dL/d(output) (a list for several
+        outputs), `logs` = {'loss', metric names; with several outputs also '<output>_loss', '<output>_<metric>'}.
+        The regularization penalty is not included (`regularization_loss()`)."""
+        preds, trues = ([y_pred], [y_true]) if self._single_out else (y_pred, y_true)
+        total, dys, logs, multi = 0.0, [], {}, len(preds) > 1
+        for name, p, t, loss, w, mets in zip(self.output_names, preds, trues, self._losses, self._loss_weights, self._metrics):
+            v, d = loss.value_and_grad(p, t)
+            total += w * v
+            dys.append(d if w == 1.0 else d * w)
+            logits = getattr(loss, 'from_logits', False)
+            if multi: logs[f'{name}_loss'] = v
+            for m, fn in mets: logs[f'{name}_{m}' if multi else m] = fn(p, t, from_logits=logits)
+        return total, (dys[0] if self._single_out else dys), {'loss': total, **logs}
 
-    def _batch(self, a, idx, xp):
-        "Rows `idx` of `a`, on the model's device. No dtype cast: each layer casts what it takes (ids stay ints)."
-        b = a[idx]
-        return b if xp is np else xp.asarray(b)
+    def apply_gradients(self, optimizer=None) -> None:
+        """One update of the trainable layers' params from their `grads` (+ regularization gradients) with
+        `optimizer` (default: the compiled one), then the constraints. Every updated array is checked: if one
+        is no longer finite, all of them return to their values before the update and `FloatingPointError`
+        names the layer and the parameter."""
+        opt = optimizer or self.optimizer
+        params, grads, owners = {}, {}, {}
+        for key, l, d, k in self._weight_items(trainable_only=True):
+            if k not in l.grads: continue
+            if l not in owners: owners[l] = l.regularization_grads()
+            reg, g = owners[l], l.grads[k]
+            params[key], grads[key] = d[k], (g + reg[k] if k in reg else g)
+        saved = self.__dict__.setdefault('_last_finite', {})
+        for key, p in params.items():
+            b = saved.get(key)
+            if b is None or b.shape != p.shape or type(b) is not type(p): saved[key] = b = p.copy()
+            else: b[...] = p
+        opt.step(params, grads)
+        for l in owners: l.apply_constraints()
+        for key, p in params.items():
+            if not math.isfinite(float(p.sum())) and not bool(get_array_module(p).isfinite(p).all()):
+                for k2, p2 in params.items(): p2[...] = saved[k2]
+                layer, name = key.rsplit('/', 1)
+                raise FloatingPointError(f"the update made parameter '{name}' of layer '{layer}' non-finite (NaN or inf); "
+                                         "the weights are back to their values before it. Lower the learning rate, "
+                                         "clip gradients, or check the data and the loss's from_logits setting")
 
-    def _xp(self):
-        for p in self.params.values(): return get_array_module(p)
-        return np
-
-    def train_step(self, xb, yb):
-        "One update on a minibatch; returns `(loss incl. regularization, y_pred)`."
-        y_pred = self.forward(xb, training=True)
-        if not bool(get_array_module(y_pred).isfinite(y_pred).all()):
-            return math.nan, y_pred                  # fit reports it; the loss would refuse NaN input
-        loss, dy = self.loss.value_and_grad(y_pred, yb)
-        loss += self.regularization_loss()
+    def train_step(self, batch) -> dict:
+        """One update on `batch = (x, y)`: forward, loss, backward, `apply_gradients`. Returns the batch's logs
+        (`'loss'` incl. regularization, metrics). Override it for custom training (GANs, extra losses)."""
+        self._check_compiled('train_step')
+        x, y = batch
+        y_pred = self.forward(x, training=True)
+        xp = get_array_module(y_pred[0] if isinstance(y_pred, list) else y_pred)
+        if not all(bool(xp.isfinite(p).all()) for p in _as_list(y_pred)):
+            return {'loss': math.nan}                # fit reports it; the loss would refuse NaN input
+        loss, dy, logs = self.compute_loss(y_pred, y)
+        logs['loss'] = loss + self.regularization_loss()
         self.backward(dy, need_dx=False)             # nothing uses dL/dx_batch
-        grads = {}
-        for l in self.layers:
-            if not l.trainable: continue             # a frozen layer gets no update
-            reg = l.regularization_grads()
-            for k, g in l.grads.items():
-                grads[f'{l.name}/{k}'] = g + reg[k] if k in reg else g
-        self.optimizer.step({k: p for k, p in self.params.items() if k in grads}, grads)
-        for l in self.layers:
-            if l.trainable: l.apply_constraints()
-        return loss, y_pred
+        self.apply_gradients()
+        return logs
+
+    def _arrays(self, a, who: str, what: str, names: list, kind_check: bool) -> list:
+        "A list of arrays from an array, a list or a dict by name, each checked (finite floats for inputs)."
+        if isinstance(a, dict):
+            if sorted(a) != sorted(names): raise ValueError(f"{who} expected {what} as a dict with keys {names}, got {sorted(a)}")
+            a = [a[k] for k in names]
+        out = []
+        for v in _as_list(a):
+            v = check_array(v, what, kind=None, finite=False, who=who)
+            if kind_check and v.dtype.kind == 'f' and not np.isfinite(v).all():
+                raise ValueError(f"{who} expected {what} to be finite, got {int((~np.isfinite(v)).sum())} NaN/inf value(s)")
+            out.append(v)
+        if len(out) != len(names):
+            raise ValueError(f"{who} expected {len(names)} {what} array(s) (for {names}), got {len(out)}")
+        return out
 
     def _check_xy(self, x, y, who):
-        x = check_array(x, 'x', kind=None, who=who)
-        if x.dtype.kind == 'f' and not np.isfinite(x).all():
-            raise ValueError(f"{who} expected x to be finite, got {int((~np.isfinite(x)).sum())} NaN/inf value(s)")
+        "Inputs and targets as lists of arrays, checked: counts, rows, shapes, finiteness, at least one sample."
+        in_names = self.input_names if self.built else ['input']
+        xs = self._arrays(x, who, 'x', in_names, True)
+        n = len(xs[0])
+        if n == 0: raise ValueError(f"{who} expected at least one sample, got x of shape {tuple(xs[0].shape)}")
+        for a in xs[1:]:
+            if len(a) != n: raise ValueError(f"{who} expected every input with {n} rows, got {len(a)}")
+        if self.built: self._input_list(xs, who)
+        ys = None
         if y is not None:
-            y = check_array(y, 'y', kind=None, finite=False, who=who)
-            if len(y) != len(x):
-                raise ValueError(f"{who} expected y with as many rows as x ({len(x)}), got {len(y)} (shape {tuple(y.shape)})")
-        if self.built and (x.ndim != len(self.input_shape) + 1 or
-                           any(e is not None and e != d for e, d in zip(self.input_shape, x.shape[1:]))):
-            raise ValueError(f"{who} expected x of shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
-        return x, y
+            ys = self._arrays(y, who, 'y', self.output_names if self.built else ['output'], False)
+            for a in ys:
+                if len(a) != n:
+                    raise ValueError(f"{who} expected y with as many rows as x ({n}), got {len(a)} (shape {tuple(a.shape)})")
+        return xs, ys
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, callbacks=None,
+    def _take(self, arrays, idx, xp, single):
+        "Rows `idx` of each array, on the model's device (no dtype cast: each layer casts what it takes)."
+        if arrays is None: return None
+        out = [a[idx] if xp is np else xp.asarray(a[idx]) for a in arrays]
+        return out[0] if single else out
+
+    def _xp(self):
+        for _, _, d, k in self._weight_items(): return get_array_module(d[k])
+        return np
+
+    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None, callbacks=None,
             shuffle: bool = True, rng=None, verbose: int = 1, initial_epoch: int = 0) -> History:
-        """Train on `x` `(N, *input_shape)`, `y` `(N, ...)` for `epochs` passes of minibatches of
-        `batch_size`. `validation_data=(x_val, y_val)` adds `val_*` logs. Returns a `History`
-        (also `model.history`). Stops with `FloatingPointError` when the loss becomes NaN/inf."""
-        self._check_compiled('fit')
-        x, y = self._check_xy(x, y, 'fit')
-        if not self.built: self.build(tuple(x.shape[1:]))
+        """Train on `x` `(N, *input_shape)` (a list or dict for several inputs), `y` likewise for the outputs, for
+        `epochs` passes of minibatches of `batch_size`, each through `train_step`. `validation_data=(x_val, y_val)`
+        adds `val_*` logs. Returns a `History` (also `model.history`). Stops with `FloatingPointError` when the loss
+        becomes NaN/inf or an update makes a weight non-finite."""
+        if type(self).train_step is Model.train_step: self._check_compiled('fit')
+        epochs = _check_positive_int(epochs, 'epochs', 'fit')
+        bs = _check_positive_int(batch_size, 'batch_size', 'fit')
+        initial_epoch = _check_positive_int(initial_epoch, 'initial_epoch', 'fit', 0)
+        if initial_epoch >= epochs: raise ValueError(f"fit expected initial_epoch < epochs, got {initial_epoch} and {epochs}")
+        xs, ys = self._check_xy(x, y, 'fit')
+        if not self.built: self.build(tuple(xs[0].shape[1:]))
         if validation_data is not None:
             if len(validation_data) != 2: raise ValueError("fit expected validation_data=(x_val, y_val)")
             self._check_xy(*validation_data, 'fit (validation_data)')
-        rng, n, bs = as_rng(rng), len(x), int(batch_size)
-        if bs < 1: raise ValueError(f"fit expected batch_size >= 1, got {batch_size}")
+        rng, n = as_rng(rng), len(xs[0])
         steps = math.ceil(n / bs)
         history = History()
         cbs = [history] + list(callbacks or [])
@@ -524,7 +794,7 @@ class Sequential:
         xp = self._xp()
         try:
             for epoch in range(initial_epoch, epochs):
-                self.optimizer.epoch = epoch
+                if self.optimizer is not None: self.optimizer.epoch = epoch
                 for cb in cbs: cb.on_epoch_begin(epoch)
                 order = rng.permutation(n) if shuffle else np.arange(n)
                 sums, t0 = {}, time.perf_counter()
@@ -532,15 +802,17 @@ class Sequential:
                            file=sys.stdout, leave=True, mininterval=0.5)
                 for b in range(steps):
                     idx = order[b * bs:(b + 1) * bs]
-                    xb, yb = self._batch(x, idx, xp), self._batch(y, idx, xp)
-                    loss, y_pred = self.train_step(xb, yb)
+                    where = f"fit stopped at epoch {epoch + 1}, batch {b + 1}/{steps}"
+                    try:
+                        vals = self.train_step((self._take(xs, idx, xp, self._single_in),
+                                                self._take(ys, idx, xp, self._single_out)))
+                    except FloatingPointError as e: raise FloatingPointError(f"{where}: {e}") from e
+                    loss = vals.get('loss', 0.0)
                     if not math.isfinite(loss):
                         raise FloatingPointError(
-                            f"fit stopped: the loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{steps}. "
-                            "The weights are no longer finite; lower the learning rate, clip gradients "
+                            f"{where}: the loss became {loss}. Lower the learning rate, clip gradients "
                             "(clipvalue / global_clipnorm), or check the data and the loss's from_logits setting.")
-                    vals = {'loss': loss, **self._metric_values(y_pred, yb)}
-                    for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + v * len(idx)
+                    for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
                     seen = min((b + 1) * bs, n)
                     if verbose == 1: bar.set_postfix({k: f'{v / seen:.4f}' for k, v in sums.items()}, refresh=False)
                     bar.update(1)
@@ -560,64 +832,105 @@ class Sequential:
         return history
 
     def predict(self, x, batch_size: int = 256):
-        "Outputs for `x` `(N, *input_shape)` in inference mode, computed in batches; NumPy or CuPy like the model."
-        x, _ = self._check_xy(x, None, 'predict')
-        xp = self._xp()
-        outs = [self.forward(self._batch(x, slice(i, i + batch_size), xp), training=False)
-                for i in range(0, len(x), batch_size)]
-        return xp.concatenate(outs) if outs else xp.zeros((0, *self.output_shape(x.shape[1:])))
+        "Outputs for `x` in inference mode, computed in batches (an array, or a list for several outputs)."
+        bs = _check_positive_int(batch_size, 'batch_size', 'predict')
+        xs, _ = self._check_xy(x, None, 'predict')
+        xp, n = self._xp(), len(xs[0])
+        outs = [_as_list(self.forward(self._take(xs, slice(i, i + bs), xp, self._single_in), training=False))
+                for i in range(0, n, bs)]
+        res = [xp.concatenate(o) for o in zip(*outs)]
+        return res[0] if self._single_out else res
 
     def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0, return_dict: bool = False):
         """Loss (incl. regularization) and metrics on `(x, y)` in inference mode.
         Returns `[loss, *metrics]` (a float when there are no metrics), or a dict with `return_dict`."""
         self._check_compiled('evaluate')
-        x, y = self._check_xy(x, y, 'evaluate')
-        xp, n = self._xp(), len(x)
+        bs = _check_positive_int(batch_size, 'batch_size', 'evaluate')
+        xs, ys = self._check_xy(x, y, 'evaluate')
+        if ys is None: raise ValueError("evaluate expected targets y")
+        xp, n = self._xp(), len(xs[0])
         sums = {}
-        for i in range(0, n, batch_size):
-            idx = slice(i, i + batch_size)
-            xb, yb = self._batch(x, idx, xp), self._batch(y, idx, xp)
-            y_pred = self.forward(xb, training=False)
-            vals = {'loss': self.loss(y_pred, yb), **self._metric_values(y_pred, yb)}
-            for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + v * len(xb)
+        for i in range(0, n, bs):
+            idx = slice(i, i + bs)
+            y_pred = self.forward(self._take(xs, idx, xp, self._single_in), training=False)
+            _, _, vals = self.compute_loss(y_pred, self._take(ys, idx, xp, self._single_out))
+            m = len(range(n)[idx])
+            for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + float(v) * m
         res = {k: v / n for k, v in sums.items()}
         res['loss'] += self.regularization_loss()
         if verbose: print(' - '.join(f'{k}: {v:.4f}' for k, v in res.items()))
         if return_dict: return res
         return res['loss'] if len(res) == 1 else list(res.values())
 
+    # --- summary ---------------------------------------------------------------------------------
+    def _summary_rows(self) -> list:
+        "Rows `(layer (type), output shape, params, connected to)`, one per layer, in the graph's order."
+        calls = {}
+        for n in self._nodes: calls.setdefault(n.layer, []).append(n)
+        index = {n: calls[n.layer].index(n) for n in self._nodes}
+        fmt = lambda s: str((None, *s)) if isinstance(s, tuple) else str([(None, *t) for t in s])
+        rows = []
+        for l, ns in calls.items():
+            out = [t.shape for t in ns[0].outputs]
+            conn = ', '.join(f'{t.node.layer.name}[{index[t.node]}][{t.index}]' for n in ns for t in n.inputs)
+            rows.append((f'{l.name} ({type(l).__name__})', fmt(out[0] if len(out) == 1 else out),
+                         f'{l.count_params():,}', conn or '-'))
+        return rows
+
+    def summary(self, print_fn=print) -> None:
+        "Print each layer's output shape, parameter count and inputs, and the totals (counted as Keras does)."
+        if not self.built:
+            raise ValueError("summary() needs a built model: pass input_shape=, call build(input_shape), or fit first")
+        rows = self._summary_rows()
+        heads = ('Layer (type)', 'Output Shape', 'Param #', 'Connected to')[:len(rows[0]) if rows else 3]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) + 2 for i, h in enumerate(heads)]
+        fmt = lambda r: ''.join(f'{c:>{w - 2}}  ' if i == 2 else f'{c:<{w}}' for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        total, trainable = self.count_params(), self.count_trainable_params()
+        line = '_' * sum(widths)
+        out = [f'Model: "{self.name}"', line, fmt(heads), '=' * sum(widths)] + [fmt(r) for r in rows]
+        out += ['=' * sum(widths), f'Total params: {total:,}', f'Trainable params: {trainable:,}',
+                f'Non-trainable params: {total - trainable:,}', line]
+        print_fn('\n'.join(out))
+
     # --- persistence -----------------------------------------------------------------------------
     def get_config(self) -> dict:
-        "JSON-friendly description (name, input shape, each layer's config) that `Sequential.load` rebuilds from."
-        return {'format': 'dl_from_scratch.Sequential', 'version': 1, 'name': self.name,
-                'input_shape': list(self.input_shape) if self.input_shape is not None else None,
-                'layers': [_layer_config(l) for l in self.layers]}
+        "JSON-friendly description: each layer's config once, then the nodes (which layer reads which tensors)."
+        calls = {}
+        for n in self._nodes: calls.setdefault(n.layer, []).append(n)
+        ref = lambda t: [t.node.layer.name, calls[t.node.layer].index(t.node), t.index]
+        return {'format': 'dl_from_scratch.Model', 'version': 1, 'name': self.name,
+                'layers': [_layer_config(l) for l in calls],
+                'nodes': [[n.layer.name, [ref(t) for t in n.inputs], n.multi_in] for n in self._nodes
+                          if not isinstance(n.layer, InputLayer)],
+                'inputs': [ref(t) for t in self.inputs], 'outputs': [ref(t) for t in self.outputs],
+                'single_in': self._single_in, 'single_out': self._single_out}
 
     def save(self, path) -> str:
-        """Save weights (and, when the layers' arguments allow, the architecture) to a `.npz`,
-        atomically: the old file survives an interrupted save. Returns the path written."""
+        """Save the architecture (when the layers' arguments allow) and the weights to one `.npz`, atomically:
+        the old file survives an interrupted save, and temporary files a killed save left are removed. Returns the path."""
         if not self.built: raise ValueError("save() needs a built model (call build(input_shape) or fit first)")
         arrays = {key: np.asarray(d[k].get() if hasattr(d[k], 'get') and not isinstance(d[k], np.ndarray) else d[k])
                   for key, _, d, k in self._weight_items()}
         try: config = json.dumps(self.get_config())
         except TypeError: config = json.dumps(None)        # e.g. a custom lambda activation: weights only
         arrays['__config__'] = np.array(config)
-        return atomic_save_npz(path, arrays)
+        path = _npz_path(path)
+        _remove_stale_temps(path)
+        atomic_savez(path, **arrays)
+        return path
 
     save_weights = save
 
-    def load_weights(self, path) -> 'Sequential':
+    def load_weights(self, path) -> 'Model':
         """Load the arrays saved by `save` into this model. Every array must be present with the
         shape this model has; otherwise a `ValueError` lists the differences and no weight changes."""
         path = _npz_path(path)
-        with np.load(path, allow_pickle=False) as f:
-            if not self.built:
-                cfg = json.loads(str(f['__config__'])) if '__config__' in f.files else None
-                if not cfg or cfg.get('input_shape') is None:
-                    raise ValueError(f"load_weights: the model is not built and {path} holds no input shape; "
-                                     "call build(input_shape) first")
-                self.build(cfg['input_shape'])
-            saved = {k: f[k] for k in f.files if k != '__config__'}
+        saved, cfg = _read_checkpoint(path)
+        if not self.built:
+            if not cfg or cfg.get('input_shape') is None:
+                raise ValueError(f"load_weights: the model is not built and {path} holds no input shape; "
+                                 "call build(input_shape) first")
+            self.build(cfg['input_shape'])
         problems, items = [], list(self._weight_items())
         for key, _, d, k in items:
             if key not in saved: problems.append(f"{key}: missing from the file (model has shape {tuple(d[k].shape)})")
@@ -632,17 +945,145 @@ class Sequential:
         return self
 
     @classmethod
-    def load(cls, path) -> 'Sequential':
-        "Rebuild a model saved by `save` (architecture and weights); compile it again to train."
+    def load(cls, path, custom_objects: dict | None = None) -> 'Model':
+        """Rebuild a model saved by `save` (architecture and weights); compile it again to train. Only the package's
+        registered classes and functions, or those in `custom_objects` (name -> object), are constructed."""
         path = _npz_path(path)
-        with np.load(path, allow_pickle=False) as f:
-            cfg = json.loads(str(f['__config__'])) if '__config__' in f.files else None
-        if not cfg or cfg.get('format') != 'dl_from_scratch.Sequential':
+        _, cfg = _read_checkpoint(path)
+        if not isinstance(cfg, dict):
             raise ValueError(f"{path} holds weights only (its layers' arguments could not be saved); "
                              "build the model in code and call load_weights")
-        model = cls([_layer_from_config(c) for c in cfg['layers']], name=cfg.get('name', 'sequential'))
+        if cfg.get('format') not in ('dl_from_scratch.Sequential', 'dl_from_scratch.Model'):
+            raise ValueError(f"{path} is not a dl_from_scratch checkpoint: its config has format {cfg.get('format')!r}")
+        return _model_from_config(cfg, custom_objects).load_weights(path)
+
+def _model_from_config(cfg: dict, custom_objects=None) -> Model:
+    "A model (without its weights) from `get_config()`'s description."
+    if cfg['format'] == 'dl_from_scratch.Sequential': return Sequential._from_config(cfg, custom_objects)
+    layers = {c['name']: _layer_from_config(c, custom_objects) for c in cfg['layers']}
+    outs = {}                                        # layer name -> list of its calls' outputs
+    for name, l in layers.items():
+        if isinstance(l, InputLayer): outs[name] = [[Input(l.shape, name=name)]]
+    for name, inbound, multi_in in cfg['nodes']:
+        xs = [outs[ln][ni][ti] for ln, ni, ti in inbound]
+        y = layers[name](xs if multi_in else xs[0])
+        outs.setdefault(name, []).append(_as_list(y))
+    pick = lambda refs, single: (outs[refs[0][0]][refs[0][1]][refs[0][2]] if single
+                                 else [outs[ln][ni][ti] for ln, ni, ti in refs])
+    return Model(pick(cfg['inputs'], cfg['single_in']), pick(cfg['outputs'], cfg['single_out']), name=cfg['name'])
+
+# %% [markdown]
+# `Sequential` is a `Model` whose graph is a chain. It keeps its own list
+# of layers (`add` appends one) and builds the chain from the input shape,
+# on the first call or `fit`, or at once when `input_shape` is given.
+
+# %%
+#| export
+class Sequential(Model):
+    """A linear stack of layers. `x` `(N, *input_shape)` -> `(N, *output_shape)`.
+
+    `layers`: a list of `Layer`s; `input_shape` (batch axis excluded) builds the model at once,
+    otherwise it is built on the first call, `build(input_shape)` or `fit`. A layer listed twice
+    shares its weights between its two places (its gradients are summed)."""
+    _builds_on_forward = True
+
+    def __init__(self, layers=None, input_shape=None, name: str = 'sequential'):
+        super().__init__(name=name)
+        self._stack: list = []
+        self.input_names, self.output_names, self._single_in, self._single_out = ['input'], ['output'], True, True
+        for layer in layers or []: self.add(layer)
+        if input_shape is not None: self.build(input_shape)
+
+    @property
+    def layers(self) -> list:
+        "The layers in order (a shared layer once per place)."
+        return self._stack
+
+    def add(self, layer: Layer):
+        "Append a layer; it gets a unique snake_case name if it has none."
+        if not isinstance(layer, Layer):
+            raise ValueError(f"Sequential.add expected a Layer, got {type(layer).__name__}")
+        if all(l is not layer for l in self._stack):          # a repeated layer keeps its name
+            taken = {l.name for l in self._stack}
+            base = layer.name or _snake(type(layer).__name__)
+            name, i = base, 0
+            while name in taken: i += 1; name = f'{base}_{i}'
+            layer.name = name
+        self._stack.append(layer)
+        if self.built: self.build(self.input_shape)
+        return self
+
+    def build(self, input_shape):
+        """Build every layer for inputs of shape `(N, *input_shape)`. A `None` size (Keras's convention) accepts
+        any size on that axis, e.g. `(None, 12)` for sequences of any length with 12 features."""
+        t = x = Input(tuple(input_shape))
+        for layer in self._stack:
+            try: t = layer(t)
+            except TypeError as e:       # int(None) or prod with None: a size this layer must know
+                if None not in t.shape: raise
+                raise ValueError(f"layer '{layer.name or _snake(type(layer).__name__)}' ({type(layer).__name__}) needs "
+                                 f"every size of its input known, got input shape (N, {', '.join(map(str, t.shape))})") from e
+        self._init_graph(x, t)
+        return self
+
+    def output_shape(self, input_shape=None):
+        "Output shape (batch axis excluded) for inputs of `input_shape` (default: the built one)."
+        shape = tuple(self.input_shape if input_shape is None else input_shape)
+        for layer in self._stack: shape = tuple(layer.output_shape(shape))
+        return shape
+
+    def _weight_items(self, prefix: str = '', trainable_only: bool = False):
+        seen = set()
+        for l in self._stack:                   # unique layers, in stack order
+            if id(l) in seen or (trainable_only and not l.trainable): continue
+            seen.add(id(l))
+            if isinstance(l, Model): yield from l._weight_items(f'{prefix}{l.name}/', trainable_only); continue
+            for d in ((l.params,) if trainable_only else (l.params, l.state)):
+                for k in d: yield f'{prefix}{l.name}/{k}', l, d, k
+
+    def count_params(self) -> int:
+        return sum(l.count_params() for l in {id(l): l for l in self._stack}.values())
+
+    def count_trainable_params(self) -> int:
+        return sum(l.count_trainable_params() for l in {id(l): l for l in self._stack}.values()) if self.trainable else 0
+
+    def regularization_loss(self) -> float:
+        return float(sum(l.regularization_loss() for l in {id(l): l for l in self._stack}.values()))
+
+    def to(self, device: str = 'cpu'):
+        for l in {id(l): l for l in self._stack}.values(): l.to(device)
+        if self.optimizer is not None: self.optimizer.reset()
+        return self
+
+    def forward(self, x, training: bool = False):
+        "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."
+        if not self.built: self.build(tuple(x.shape[1:]))
+        return super().forward(x, training)
+
+    def _summary_rows(self) -> list:
+        "Keras's Sequential summary lists no input layer and has no 'Connected to' column."
+        return [r[:3] for r in super()._summary_rows() if not r[0].endswith('(InputLayer)')]
+
+    def __len__(self): return len(self._stack)
+    def __getitem__(self, i): return self._stack[i]
+    def __repr__(self): return f"Sequential([{', '.join(map(repr, self._stack))}])"
+
+    def get_config(self) -> dict:
+        "JSON-friendly description (name, input shape, each layer's config; a repeated layer by name)."
+        seen, layers = set(), []
+        for l in self._stack:
+            layers.append({'same_as': l.name} if id(l) in seen else _layer_config(l)); seen.add(id(l))
+        return {'format': 'dl_from_scratch.Sequential', 'version': 1, 'name': self.name,
+                'input_shape': list(self.input_shape) if self.input_shape is not None else None, 'layers': layers}
+
+    @classmethod
+    def _from_config(cls, cfg, custom_objects=None) -> 'Sequential':
+        made = {}
+        for c in cfg['layers']:
+            made[c.get('same_as', c.get('name'))] = made[c['same_as']] if 'same_as' in c else _layer_from_config(c, custom_objects)
+        model = cls([made[c.get('same_as', c.get('name'))] for c in cfg['layers']], name=cfg.get('name', 'sequential'))
         if cfg['input_shape'] is not None: model.build(cfg['input_shape'])
-        return model.load_weights(path)
+        return model
 
 # %% [markdown]
 # ### Tests
@@ -716,7 +1157,8 @@ assert 'Trainable params: 18' in lines[0] and 'Non-trainable params: 24' in line
 # %%
 bad = Sequential([Dense(2, rng=0)]); bad.compile(SCE_LOGITS, SGD(1e30))
 with np.errstate(all='ignore'):
-    test_fail(lambda: bad.fit(x * 1e10, y, epochs=3, verbose=0), contains='fit stopped: the loss became')
+    test_fail(lambda: bad.fit(x * 1e10, y, epochs=3, verbose=0), contains='fit stopped at epoch 1, batch 1/7')
+assert all(np.isfinite(w).all() for w in bad.get_weights())      # the last finite weights are kept
 test_fail(lambda: m.fit(x[:, :1], y, verbose=0), contains='fit expected x of shape (N, 2), got (200, 1)')
 test_fail(lambda: m.fit(x, y[:10], verbose=0), contains='as many rows as x')
 test_fail(lambda: m.fit(np.full_like(x, np.nan), y, verbose=0), contains='finite')

@@ -56,7 +56,7 @@ def test_fit_vectorised_batches_sizes():
 def test_nan_loss_stops_fit_with_clear_message():
     x, y = blobs()
     m = Sequential([Dense(2, rng=0)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(1e30))
-    with np.errstate(all='ignore'), pytest.raises(FloatingPointError, match='fit stopped: the loss became .*epoch 1'):
+    with np.errstate(all='ignore'), pytest.raises(FloatingPointError, match='fit stopped at epoch 1, batch 1/7: the update made parameter .W. of layer .dense. non-finite'):
         m.fit(x * 1e10, y, epochs=5, verbose=0)
     assert m.history is not None
 
@@ -177,3 +177,119 @@ def test_to_cpu_keeps_model_working():
     m.to('cpu')
     np.testing.assert_array_equal(m.predict(x), before)
     m.fit(x, y, epochs=1, verbose=0)
+
+
+# --- hardening: checkpoints load no code, sharing is correct, divergence and bad arguments are errors ------------
+
+def test_load_constructs_only_registered_classes(tmp_path):
+    "A checkpoint whose config names an unregistered object (os.system) is refused, naming it; nothing runs."
+    import json, zipfile
+    x, y = blobs(20)
+    m = Sequential([Dense(2, rng=0, kernel_regularizer=L2(0.1))], input_shape=(2,))
+    p = m.save(tmp_path / 'm')
+    with np.load(p) as f: arrays = {k: f[k] for k in f.files}
+    cfg = json.loads(str(arrays['__config__']))
+    marker = tmp_path / 'ran'
+    cfg['layers'][0]['kwargs']['kernel_regularizer'] = {'__object__': 'system', 'module': 'os',
+                                                        'config': {'command': f'touch {marker}'}}
+    arrays['__config__'] = np.array(json.dumps(cfg)); np.savez(tmp_path / 'evil.npz', **arrays)
+    with pytest.raises(ValueError, match="cannot load 'system'"):
+        Sequential.load(tmp_path / 'evil.npz')
+    assert not marker.exists()
+    cfg['layers'][0]['class'] = 'Popen'
+    arrays['__config__'] = np.array(json.dumps(cfg)); np.savez(tmp_path / 'evil2.npz', **arrays)
+    with pytest.raises(ValueError, match="cannot load 'Popen'"):
+        Sequential.load(tmp_path / 'evil2.npz')
+
+
+def test_custom_layer_loads_only_through_custom_objects(tmp_path):
+    class Twice(Activation):
+        def __init__(self, name=None): super().__init__('linear', name=name)
+        def forward(self, x, training=False): self.cache = None; return 2 * x
+        def backward(self, dy, need_dx=True): return 2 * dy
+    m = Sequential([Dense(2, rng=0), Twice()], input_shape=(3,))
+    p = m.save(tmp_path / 'c')
+    with pytest.raises(ValueError, match="cannot load 'Twice'.*custom_objects"):
+        Sequential.load(p)
+    m2 = Sequential.load(p, custom_objects={'Twice': Twice})
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+
+
+def test_layer_used_twice_in_sequential_shares_weights_and_sums_gradients():
+    "Sequential([d, d]) keeps d's name, counts its weights once, and its gradient is the sum over both calls."
+    from dl_from_scratch.core import precision
+    from dl_from_scratch.gradcheck import numerical_grad, rel_error
+    with precision(np.float64):
+        d = Dense(3, 'tanh', rng=0)
+        m = Sequential([d, d], input_shape=(3,))
+        assert [l.name for l in m.layers] == ['dense', 'dense'] and m.count_params() == 12
+        x = np.random.default_rng(1).normal(size=(4, 3)); g = np.random.default_rng(2).normal(size=(4, 3))
+        m.forward(x, training=True); dx = m.backward(g)
+        loss = lambda: float((m.forward(x) * g).sum())
+        for k in ('W', 'b'):
+            assert rel_error(m.grads[f'dense/{k}'], numerical_grad(lambda _: loss(), d.params[k])) < 1e-6
+        assert rel_error(dx, numerical_grad(lambda v: float((m.forward(v) * g).sum()), x.copy())) < 1e-6
+
+
+def test_divergent_update_raises_and_keeps_last_finite_weights():
+    "SGD(lr=inf): the check runs after every update, names layer and parameter, and restores the weights."
+    x, y = blobs(40)
+    m = Sequential([Dense(4, rng=0, name='hidden'), Dense(2, rng=1)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(np.inf))
+    m.build((2,)); before = m.get_weights()
+    with np.errstate(all='ignore'), pytest.raises(FloatingPointError, match="parameter '(W|b)' of layer '(hidden|dense)' non-finite"):
+        m.fit(x, y, epochs=1, batch_size=40, verbose=0)
+    for a, b in zip(m.get_weights(), before): np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('call,msg', [
+    (lambda m, x, y: m.predict(x, batch_size=-1), 'batch_size to be an integer >= 1, got -1'),
+    (lambda m, x, y: m.predict(x, batch_size=2.5), 'batch_size to be an integer >= 1, got 2.5'),
+    (lambda m, x, y: m.evaluate(x, y, batch_size=0), 'batch_size to be an integer >= 1, got 0'),
+    (lambda m, x, y: m.evaluate(x[:0], y[:0]), 'at least one sample'),
+    (lambda m, x, y: m.predict(x[:0]), 'at least one sample'),
+    (lambda m, x, y: m.fit(x, y, epochs=-1, verbose=0), 'epochs to be an integer >= 1, got -1'),
+    (lambda m, x, y: m.fit(x, y, batch_size=2.5, verbose=0), 'batch_size to be an integer >= 1, got 2.5'),
+    (lambda m, x, y: m.fit(x[:0], y[:0], verbose=0), 'at least one sample'),
+    (lambda m, x, y: m.fit(x, y, batch_size=True, verbose=0), 'batch_size to be an integer'),
+])
+def test_batch_and_epoch_arguments_rejected(call, msg):
+    x, y = blobs(20)
+    m = Sequential([Dense(2, rng=0)], input_shape=(2,)); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(0.1))
+    with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace(')', r'\)')):
+        call(m, x, y)
+
+
+def test_compile_accepts_a_single_metric_string():
+    x, y = blobs(20)
+    m = Sequential([Dense(2, rng=0)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(0.1), metrics='accuracy')
+    h = m.fit(x, y, epochs=1, verbose=0)
+    assert set(h.history) == {'loss', 'accuracy'}
+
+
+@pytest.mark.parametrize('content', [b'', b'garbage' * 100, b'PK\x03\x04truncated zip', None])
+def test_load_of_a_non_checkpoint_raises_one_value_error(tmp_path, content):
+    p = tmp_path / 'bad.npz'
+    if content is None:                               # a real checkpoint, cut in half
+        m = Sequential([Dense(2, rng=0)], input_shape=(3,)); m.save(p)
+        data = p.read_bytes(); p.write_bytes(data[:len(data) // 2])
+    else: p.write_bytes(content)
+    with pytest.raises(ValueError, match='bad.npz is not a dl_from_scratch checkpoint: '):
+        Sequential.load(p)
+    with pytest.raises(ValueError, match='is not a dl_from_scratch checkpoint'):
+        Sequential([Dense(2)], input_shape=(3,)).load_weights(p)
+    np.savez(tmp_path / 'other.npz', a=np.zeros(3))    # someone else's npz: no config
+    with pytest.raises(ValueError, match='holds weights only'):
+        Sequential.load(tmp_path / 'other.npz')
+
+
+def test_stale_temp_file_of_a_killed_save_is_removed(tmp_path):
+    m = Sequential([Dense(2, rng=0)], input_shape=(3,))
+    stale = tmp_path / 'm.npz.abc123.tmp'; stale.write_bytes(b'x' * 1000)     # as a killed atomic_savez leaves it
+    other = tmp_path / 'n.npz.abc123.tmp'; other.write_bytes(b'y')              # another target's: kept
+    m.save(tmp_path / 'm.npz')
+    assert not stale.exists() and other.exists()
+
+
+def test_model_uses_one_atomic_writer():
+    assert not hasattr(model_mod, 'atomic_save_npz')
