@@ -31,15 +31,41 @@
 #
 # ## How to read it and run it
 #
-# * **Read** the rendered site (`make book` writes it to `_book/index.html`).
+# From a checkout, on a machine with Python ≥ 3.10 and `make`, two commands
+# do everything; each sets itself up first (a virtual environment `.venv`,
+# installed once and again only when the packaging files change):
+#
+# * `make book` renders this site into `_book/index.html`: with Quarto when
+#   `quarto` is installed, else with Sphinx and the Sphinx Book Theme. Either
+#   way the pages show the outputs stored in the notebooks; nothing is re-run.
+# * `make test` checks that the package is the notebooks' export and that each
+#   notebook agrees with its text twin, then runs `pytest tests/` and the
+#   inline tests of every chapter (quick mode: cells marked `#| slow` are
+#   skipped; `make test-all` runs them).
+#
+# **Data.** The chapters train on real datasets (MNIST, Fashion-MNIST,
+# CIFAR-10, Tiny Shakespeare, ...), read through TensorFlow Datasets from
+# `TFDS_DATA_DIR`, else `~/tensorflow_datasets`. A fresh machine has none of
+# them, and `make test` still passes there: it skips the cells that need a
+# missing dataset, names the dataset, and ends with one summary line of what it
+# skipped. `make data` downloads and prepares every dataset the book uses,
+# through TFDS, into `TFDS_DATA_DIR` or `~/tensorflow_datasets` (preparing
+# needs TensorFlow, which it installs; reading the prepared data does not).
+# After that nothing is skipped. CI keeps the prepared data beside the
+# project, in `../shared/tensorflow_datasets`, and there a skipped data cell
+# fails the run.
+#
 # * **Run** a chapter: `make setup`, then open `nbs/NN_topic.ipynb` in Jupyter
-#   with the `.venv` kernel. Set `TFDS_DATA_DIR` to a folder of prepared TFDS
-#   datasets to work offline.
-# * **Use** the package: `pip install dl_from_scratch` (extras: `[cuda]` for
-#   CuPy and numba-cuda, `[bench]` for the PyTorch benchmarks).
-# * **Test** everything: `make test` runs the inline tests of every chapter
-#   (quick mode: cells marked `#| slow` are skipped) and the cross-cutting
-#   tests in `tests/`.
+#   with the `.venv` kernel.
+# * **Use** the package: `pip install .` from a checkout (it is not on PyPI;
+#   extras: `'.[cuda]'` for CuPy and numba-cuda, `'.[bench]'` for the PyTorch
+#   benchmarks).
+# * The first call of a compiled kernel takes a few seconds while Numba
+#   compiles it; the CPU kernels are then cached on disk, so later runs start
+#   at once.
+# * `make help` lists every target, `make data` and `make book-check` (which
+#   opens the built site in headless Chromium and checks its pages, math,
+#   search and links) among them.
 #
 # Each notebook has a plain-text twin (`nbs/NN_topic.py`, jupytext percent
 # format) for editing and reviewing diffs; `make sync` keeps the two in step.
@@ -60,6 +86,7 @@
 # | I | 05 Multilayer perceptrons | `layers` |
 # | I | 05a The model API: `Sequential`, `fit`, callbacks, checkpoints | `model` |
 # | I | 05b Plots for training | `viz` |
+# | I | 05c Graphs of layers: functional models, shared weights, custom training steps | `merge` |
 # | I | 06 Regularization, initialization, normalization | `init`, `layers` (Dropout, BatchNorm, GroupNorm, L1/L2, MaxNorm) |
 # | II | 07 Convolutions: naive, im2col, Numba CPU and CUDA | `kernels.conv` |
 # | II | 07a Convolution layers | `conv` |
@@ -80,14 +107,15 @@ from fastcore.test import test_eq
 
 # %%
 import numpy as np
-from dl_from_scratch.data import make_moons, BatchIterator
+from dl_from_scratch.data import make_moons
 from dl_from_scratch.layers import Dense
+from dl_from_scratch.losses import SparseCategoricalCrossentropy
 from dl_from_scratch.model import Sequential
 from dl_from_scratch.optim import Adam
 
 X, y = make_moons(1000, noise=0.1, rng=0)
 model = Sequential([Dense(32, activation='tanh'), Dense(32, activation='tanh'), Dense(2)])
-model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(0.01), metrics=['accuracy'])
+model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=Adam(0.01), metrics=['accuracy'])
 history = model.fit(X, y, epochs=30, batch_size=32, rng=0, verbose=0)
 model.summary()
 print(f"training accuracy after 30 epochs: {history.history['accuracy'][-1]:.3f}")

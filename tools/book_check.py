@@ -273,7 +273,8 @@ def check(site: Path, exe: str, screenshot: Path | None) -> bool:
         if len(details) > 20: print(f"         ... and {len(details) - 20} more")
     if screenshot: print(f"  screenshots of {MATH_CHAPTER}: {screenshot} (top), {screenshot.stem}-figure.png (first figure)")
     failed = [n for n, ok, *_ in results if not ok]
-    print(f"book check: {len(results) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ''))
+    if failed: print(f"book check failed: {', '.join(failed)}")
+    print(f"book-check: {len(results) - len(failed)} passed, {len(failed)} failed")
     return not failed
 
 
