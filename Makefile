@@ -57,13 +57,29 @@ sync: setup
 check: setup
 	$(BIN)/python tools/check_sync.py
 
+# A notebook cell flagged with a dataset (`#| mnist`) runs when that dataset is prepared in TFDS_DATA_DIR and is
+# skipped, with a summary line, when it is not. REQUIRE_DATA=1 (set when the data is ../shared's, as in CI) makes
+# such a skip an error. tools/data_cells.py --check fails when a cell that needs a dataset lacks its flag.
+REQUIRE_DATA ?= $(if $(filter $(abspath ../shared/tensorflow_datasets),$(abspath $(TFDS_DATA_DIR))),1,)
+export REQUIRE_DATA
+
 test: setup check
 	$(BIN)/python -m pytest tests/ -q -m "not slow"
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python tools/data_cells.py --check
+	flags="$$($(BIN)/python tools/data_cells.py --flags)"; $(BIN)/nbdev_test --n_workers 2 --timing --flags "$$flags"
+	$(BIN)/python tools/data_cells.py --summary
 
 test-all: setup check
 	$(BIN)/python -m pytest tests/ -q
-	$(BIN)/nbdev_test --n_workers 1 --flags "slow" --timing
+	$(BIN)/python tools/data_cells.py --check
+	flags="$$($(BIN)/python tools/data_cells.py --flags slow)"; $(BIN)/nbdev_test --n_workers 1 --flags "$$flags" --timing
+	$(BIN)/python tools/data_cells.py --summary slow
+
+# Download and prepare every dataset of the book into TFDS_DATA_DIR (needs the network; installs the data extra,
+# TensorFlow, which preparing needs and reading does not). Offline it stops at once and says what to do.
+.PHONY: data
+data: setup
+	$(BIN)/python tools/data_prepare.py
 
 execute: setup
 	$(BIN)/python tools/execute.py --timeout $(NB_TIMEOUT) $(NBS)

@@ -1,4 +1,4 @@
-"""Packaging from settings.ini, as nbdev's template does, with the extras `dev`, `cuda` and `bench`."""
+"""Packaging from settings.ini, as nbdev's template does, with the extras `dev`, `data`, `cuda` and `bench`."""
 from configparser import ConfigParser
 import setuptools
 
@@ -23,6 +23,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=reqs('requirements'),
     extras_require={'dev': reqs('dev_requirements'),
+                    'data': reqs('data_requirements'),
                     'cuda': reqs('cuda_requirements'),
                     'bench': reqs('bench_requirements')},
     zip_safe=False,

@@ -4,20 +4,22 @@
 
 # %% ../nbs/00_data.ipynb #7c2ee98b
 from __future__ import annotations
-import os, tempfile
+import contextlib, importlib.util, logging, os, socket, tempfile, urllib.parse
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 from .core import as_rng, get_dtype, check_array
 
 # %% auto #0
-__all__ = ['DATASETS', 'DatasetNotFoundError', 'data_dir', 'cache_dir', 'atomic_savez', 'load', 'BatchIterator', 'one_hot',
+__all__ = ['DATASETS', 'BOOK_DATASETS', 'DatasetNotFoundError', 'data_dir', 'cache_dir', 'is_prepared', 'atomic_savez',
+           'quiet_tfds', 'load', 'DatasetDownloadError', 'prepare', 'check_downloads', 'BatchIterator', 'one_hot',
            'train_test_split', 'synthetic_linear', 'xor', 'make_moons', 'planar_flower', 'spirals']
 
 # %% ../nbs/00_data.ipynb #89c7c8e5
 DATASETS = {
     'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
 }
+BOOK_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare', 'imdb_reviews', 'omniglot')
 
 class DatasetNotFoundError(FileNotFoundError):
     "A known dataset that is not prepared in the data directory (and `download=False`)."
@@ -34,6 +36,14 @@ def _check_name(name: str) -> str:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
+
+def _versions(name: str, ddir: Path) -> list[Path]:
+    "Version folders of `name` in `ddir`: NAME/VERSION or NAME/CONFIG/VERSION, those with a dataset_info.json."
+    return sorted(p.parent for p in [*ddir.glob(f'{name}/*/dataset_info.json'), *ddir.glob(f'{name}/*/*/dataset_info.json')])
+
+def is_prepared(name: str, data_dir=None) -> bool:
+    "Whether dataset `name` is prepared in the `array_record` format under `data_dir` (default as `data_dir()`)."
+    return any(any(v.glob('*.array_record*')) for v in _versions(name, globals()['data_dir'](data_dir)))
 
 # %% ../nbs/00_data.ipynb #2bacf79d
 def atomic_savez(path, **arrays) -> Path:
@@ -52,22 +62,32 @@ def atomic_savez(path, **arrays) -> Path:
     return path
 
 # %% ../nbs/00_data.ipynb #6df549bc
-def _not_found(name, ddir, err=None):
+def _not_found(name, ddir):
+    found = _versions(name, ddir)
+    why = (f"{found[-1]} holds no array_record files (prepared in another file format?)" if found else
+           f"no {ddir / name} folder")
     return DatasetNotFoundError(
-        f"dataset {name!r} is not prepared in {ddir} (searched for {ddir / name}). "
-        f"Either point TFDS_DATA_DIR (or data_dir=) at a directory that holds it, or, online, "
-        f"call load({name!r}, ..., download=True) to let TFDS download and prepare it "
-        f"(`tfds build {name} --file_format=array_record` does the same from the shell)."
-        + (f" TFDS said: {type(err).__name__}: {str(err).splitlines()[0]}" if err else ''))
+        f"dataset {name!r} is not prepared in {ddir}: {why}. Run `make data` (or call "
+        f"load({name!r}, ..., download=True) with the package's `data` extra installed) to download and prepare it, "
+        f"or point TFDS_DATA_DIR (or data_dir=) at a folder that holds it prepared.")
 
-def _read_tfds(name: str, split: str, ddir: Path, download: bool, progress: bool = True) -> dict:
+@contextlib.contextmanager
+def quiet_tfds():
+    "Silence TFDS's absl warnings (advice on OpenCV, missing metadata of its test fixtures) for the block."
+    log = logging.getLogger('absl'); level = log.level
+    log.setLevel(logging.ERROR)
+    try: yield
+    finally: log.setLevel(level)
+
+def _read_tfds(name: str, split: str, ddir: Path, progress: bool = True) -> dict:
     "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`) or a `text` string."
     import tensorflow_datasets as tfds    # imported here: it is slow to import and only needed on a cache miss
-    try:
-        src = tfds.data_source(name, split=split, data_dir=str(ddir), download=download)
-    except Exception as e:                # TFDS raises NotImplementedError, FileNotFoundError, ... here
-        if not download and not (ddir / name).is_dir(): raise _not_found(name, ddir, e) from e
-        raise
+    with quiet_tfds():
+        src = tfds.data_source(name, split=split, data_dir=str(ddir), download=False)
+        return _decode(name, split, src, progress)
+
+def _decode(name, split, src, progress):
+    "Every example of the data source `src`, read in chunks and stacked into arrays (or joined into one text)."
     n, step = len(src), 1000
     def get(idx):
         try: return src.__getitems__(idx)       # one batched read per chunk
@@ -85,6 +105,22 @@ def _read_tfds(name: str, split: str, ddir: Path, download: bool, progress: bool
     return {'x': x, 'y': y}
 
 # %% ../nbs/00_data.ipynb #3cd26373
+def _read_cache(path: Path, kind: str) -> dict | None:
+    "The arrays of a cache file, or None when it is missing, unreadable or inconsistent."
+    if not path.exists(): return None
+    try:
+        with np.load(path) as f: arrays = {k: f[k] for k in f.files}
+    except Exception: return None
+    if kind == 'text': return arrays if set(arrays) == {'text'} else None
+    ok = set(arrays) == {'x', 'y'} and arrays['x'].ndim == 4 and arrays['y'].ndim == 1 and len(arrays['x']) == len(arrays['y'])
+    return arrays if ok else None
+
+def _mocked() -> bool:
+    "Whether `tfds.testing.mock_data` is active: it swaps TFDS's reader for one that fabricates examples."
+    import sys
+    mod = sys.modules.get('tensorflow_datasets.core.dataset_builder')
+    return mod is not None and mod.DatasetBuilder.as_data_source.__module__ != mod.__name__
+
 def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
          cache: bool = True, cache_dir: str | os.PathLike | None = None,
          download: bool = False, progress: bool = True):
@@ -96,23 +132,78 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
     Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
     `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
     Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
-    Touches the network only when `download=True`."""
+    Touches the network only when `download=True`, which prepares a missing
+    dataset with `prepare` (and so needs TensorFlow, the `data` extra)."""
     kind = _check_name(name)
     if not isinstance(split, str) or not split.isidentifier():
         raise ValueError(f"split must be a plain split name such as 'train' or 'test', got {split!r}")
     ddir = globals()['data_dir'](data_dir)
     path = globals()['cache_dir'](cache_dir) / f'{name}-{split}.npz'
-    arrays = None
-    if cache and path.exists():
-        try:
-            with np.load(path) as f: arrays = {k: f[k] for k in f.files}
-        except Exception:
-            arrays = None                 # unreadable cache: decode again and overwrite it
+    arrays = _read_cache(path, kind) if cache else None
     if arrays is None:
-        arrays = _read_tfds(name, split, ddir, download, progress)
+        if not is_prepared(name, ddir) and not _mocked():
+            if not download: raise _not_found(name, ddir)
+            prepare([name], ddir)
+        arrays = _read_tfds(name, split, ddir, progress)
         if cache: atomic_savez(path, **arrays)
     if kind == 'text': return str(arrays['text'])
     return arrays['x'], arrays['y']
+
+# %% ../nbs/00_data.ipynb #1e6ff63e
+class DatasetDownloadError(RuntimeError):
+    "A dataset could not be downloaded or prepared; the message says what to do."
+
+def _download_hosts(name: str) -> list[tuple[str, int]]:
+    "(host, port) of each file TFDS downloads to build dataset `name`, from its registered checksums."
+    import tensorflow_datasets as tfds
+    out = set()
+    with quiet_tfds(): urls = tfds.builder_cls(name).url_infos or {}
+    for url in urls:
+        u = urllib.parse.urlsplit(url)
+        out.add((u.hostname, u.port or (443 if u.scheme == 'https' else 80)))
+    return sorted(out)
+
+def _unreachable(hosts, timeout: float) -> list[str]:
+    "The hosts among `hosts` ((name, port) pairs) that accept no connection within `timeout` seconds, with why."
+    bad = []
+    for host, port in hosts:
+        try: socket.create_connection((host, port), timeout=timeout).close()
+        except socket.gaierror: bad.append(f"{host} (name not resolved)")
+        except TimeoutError: bad.append(f"{host}:{port} (no answer in {timeout:g} s)")
+        except OSError as e: bad.append(f"{host}:{port} ({e.strerror or type(e).__name__})")
+    return bad
+
+def prepare(names=BOOK_DATASETS, data_dir=None, timeout: float = 5.0) -> list[str]:
+    """Download and prepare the datasets `names` (default: every one the book uses) in `data_dir`.
+
+    Skips those already prepared; returns the names it prepared. Raises
+    `DatasetDownloadError` before downloading anything when TensorFlow is
+    missing or a download host does not answer within `timeout` seconds."""
+    ddir = globals()['data_dir'](data_dir)
+    names = [names] if isinstance(names, str) else list(names)
+    for n in names:
+        if n not in BOOK_DATASETS: raise ValueError(f"unknown dataset {n!r}; the book uses: {', '.join(BOOK_DATASETS)}")
+    todo = [n for n in names if not is_prepared(n, ddir)]
+    if not todo: return []
+    check_downloads(todo, timeout)
+    if importlib.util.find_spec('tensorflow') is None:
+        raise DatasetDownloadError(
+            f"preparing {', '.join(todo)} needs TensorFlow (TFDS's builders read and encode with it; reading "
+            f"afterwards does not): pip install -e '.[data]' from the checkout, or run `make data`, which does.")
+    import tensorflow_datasets as tfds
+    with quiet_tfds():
+        for n in todo:
+            tfds.builder(n, data_dir=str(ddir), file_format='array_record').download_and_prepare()
+    return todo
+
+def check_downloads(names, timeout: float = 5.0):
+    "Raise `DatasetDownloadError` unless every host that datasets `names` download from answers within `timeout` s."
+    bad = _unreachable(sorted({h for n in names for h in _download_hosts(n)}), timeout)
+    if bad:
+        raise DatasetDownloadError(
+            f"cannot download {', '.join(names)}: no answer from {', '.join(bad)}. Preparing the data needs the "
+            f"network. Offline, copy a prepared tensorflow_datasets folder (CI keeps one in "
+            f"../shared/tensorflow_datasets beside the checkout) and point TFDS_DATA_DIR at it.")
 
 # %% ../nbs/00_data.ipynb #769196e1
 class BatchIterator:
@@ -155,9 +246,23 @@ def one_hot(y, n_classes: int | None = None, dtype=None):
     return out
 
 def train_test_split(*arrays, test_size: float | int = 0.2, rng=None, shuffle: bool = True):
-    "Split aligned arrays into train and test parts; returns `(a_train, a_test, b_train, b_test, ...)`."
+    """Split aligned arrays into train and test parts; returns `(a_train, a_test, b_train, b_test, ...)`.
+
+    `arrays`: one or more arrays of equal first dimension N. `test_size`: a
+    fraction in (0, 1) of N, or a whole number of test examples in [1, N)."""
+    if not arrays: raise ValueError("train_test_split expected at least one array, got none")
     n = len(arrays[0])
-    n_test = int(round(test_size * n)) if isinstance(test_size, float) else int(test_size)
+    for i, a in enumerate(arrays):
+        if len(a) != n:
+            raise ValueError(f"train_test_split expected arrays of equal length {n}, got length {len(a)} for array {i}")
+    if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, (int, float, np.integer, np.floating)):
+        raise ValueError(f"test_size must be a fraction in (0, 1) or a number of examples, got {test_size!r}")
+    if isinstance(test_size, (float, np.floating)):
+        if not 0 < test_size < 1: raise ValueError(f"test_size as a fraction must lie in (0, 1), got {test_size}")
+        n_test = int(round(test_size * n))
+    else:
+        if not 0 < test_size < n: raise ValueError(f"test_size as a count must lie in [1, {n - 1}] for {n} examples, got {test_size}")
+        n_test = int(test_size)
     idx = as_rng(rng).permutation(n) if shuffle else np.arange(n)
     out = []
     for a in arrays: out += [a[idx[n_test:]], a[idx[:n_test]]]

@@ -27,6 +27,17 @@
 # images through TFDS takes several seconds, so the decoded arrays are cached
 # as an `.npz` file (in `~/.cache/dl_from_scratch`, or `DLFS_CACHE_DIR`) and
 # later loads read that file.
+#
+# Reading needs no TensorFlow, but *preparing* a dataset does: TFDS's
+# builders read the downloaded files and encode the images with it. `prepare`
+# (and `make data`, which installs the package's `data` extra first) downloads
+# and prepares every dataset of the book once, in the `array_record` format.
+#
+# The examples of this book that need a real dataset carry its name as an
+# nbdev test flag (`#| mnist`). The test run turns on the flags of the
+# datasets that are prepared, so on a machine without them those examples
+# are skipped, and named in a summary, rather than failing; nothing
+# fabricated stands in for a real result.
 
 # %%
 #| default_exp data
@@ -34,7 +45,7 @@
 # %%
 #| export
 from __future__ import annotations
-import os, tempfile
+import contextlib, importlib.util, logging, os, socket, tempfile, urllib.parse
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
@@ -48,15 +59,24 @@ import time
 # %% [markdown]
 # ## The datasets we know
 #
-# Each known dataset has a *kind*: image sets have `image` and `label`
+# Each dataset `load` knows has a *kind*: image sets have `image` and `label`
 # features, text sets a single `text` feature per split. Asking for anything
-# else is an error that lists what is known.
+# else is an error that lists what is known. `BOOK_DATASETS` adds the
+# datasets that later chapters read through TFDS directly; `make data`
+# prepares them all.
+#
+# A dataset is *prepared* when its folder `NAME/[CONFIG/]VERSION` in the
+# data directory holds a `dataset_info.json` and `array_record` files, the
+# format TFDS reads without TensorFlow. `is_prepared` looks for exactly that,
+# without importing TFDS, so it is cheap enough to decide which examples of
+# the book can run.
 
 # %%
 #| export
 DATASETS = {
     'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
 }
+BOOK_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare', 'imdb_reviews', 'omniglot')
 
 class DatasetNotFoundError(FileNotFoundError):
     "A known dataset that is not prepared in the data directory (and `download=False`)."
@@ -74,9 +94,23 @@ def _check_name(name: str) -> str:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
+def _versions(name: str, ddir: Path) -> list[Path]:
+    "Version folders of `name` in `ddir`: NAME/VERSION or NAME/CONFIG/VERSION, those with a dataset_info.json."
+    return sorted(p.parent for p in [*ddir.glob(f'{name}/*/dataset_info.json'), *ddir.glob(f'{name}/*/*/dataset_info.json')])
+
+def is_prepared(name: str, data_dir=None) -> bool:
+    "Whether dataset `name` is prepared in the `array_record` format under `data_dir` (default as `data_dir()`)."
+    return any(any(v.glob('*.array_record*')) for v in _versions(name, globals()['data_dir'](data_dir)))
+
 # %%
 test_fail(lambda: _check_name('imagenet'), contains='known datasets: cifar10, fashion_mnist, mnist, tiny_shakespeare')
 test_eq(data_dir('/x'), Path('/x'))
+with tempfile.TemporaryDirectory() as d:
+    v = Path(d) / 'imdb_reviews' / 'plain_text' / '1.0.0'; v.mkdir(parents=True)
+    (v / 'dataset_info.json').write_text('{}')
+    test_eq(is_prepared('imdb_reviews', d), False)         # described, but no records: not prepared
+    (v / 'imdb_reviews-train.array_record-00000-of-00001').touch()
+    test_eq((is_prepared('imdb_reviews', d), is_prepared('mnist', d)), (True, False))
 
 # %% [markdown]
 # ## Writing a cache file atomically
@@ -120,27 +154,41 @@ with tempfile.TemporaryDirectory() as d:
 # `tfds.data_source` gives random access to the examples of a prepared split.
 # We read them in chunks of 1,000 (one `__getitems__` call each, which lets
 # TFDS batch the file reads) and stack them into arrays. A dataset missing
-# from the data directory raises `DatasetNotFoundError`, which names the
-# directory searched and says how to get the data.
+# from the data directory raises `DatasetNotFoundError` before TFDS is even
+# imported; the message names the directory searched and says how to get the
+# data. TFDS logs through `absl` while it reads (that OpenCV would decode
+# faster than PIL; that its own test metadata lacks a `dataset_info.json`):
+# advice for TFDS's developers, not for us, so those calls run with its
+# warnings off.
 
 # %%
 #| export
-def _not_found(name, ddir, err=None):
+def _not_found(name, ddir):
+    found = _versions(name, ddir)
+    why = (f"{found[-1]} holds no array_record files (prepared in another file format?)" if found else
+           f"no {ddir / name} folder")
     return DatasetNotFoundError(
-        f"dataset {name!r} is not prepared in {ddir} (searched for {ddir / name}). "
-        f"Either point TFDS_DATA_DIR (or data_dir=) at a directory that holds it, or, online, "
-        f"call load({name!r}, ..., download=True) to let TFDS download and prepare it "
-        f"(`tfds build {name} --file_format=array_record` does the same from the shell)."
-        + (f" TFDS said: {type(err).__name__}: {str(err).splitlines()[0]}" if err else ''))
+        f"dataset {name!r} is not prepared in {ddir}: {why}. Run `make data` (or call "
+        f"load({name!r}, ..., download=True) with the package's `data` extra installed) to download and prepare it, "
+        f"or point TFDS_DATA_DIR (or data_dir=) at a folder that holds it prepared.")
 
-def _read_tfds(name: str, split: str, ddir: Path, download: bool, progress: bool = True) -> dict:
+@contextlib.contextmanager
+def quiet_tfds():
+    "Silence TFDS's absl warnings (advice on OpenCV, missing metadata of its test fixtures) for the block."
+    log = logging.getLogger('absl'); level = log.level
+    log.setLevel(logging.ERROR)
+    try: yield
+    finally: log.setLevel(level)
+
+def _read_tfds(name: str, split: str, ddir: Path, progress: bool = True) -> dict:
     "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`) or a `text` string."
     import tensorflow_datasets as tfds    # imported here: it is slow to import and only needed on a cache miss
-    try:
-        src = tfds.data_source(name, split=split, data_dir=str(ddir), download=download)
-    except Exception as e:                # TFDS raises NotImplementedError, FileNotFoundError, ... here
-        if not download and not (ddir / name).is_dir(): raise _not_found(name, ddir, e) from e
-        raise
+    with quiet_tfds():
+        src = tfds.data_source(name, split=split, data_dir=str(ddir), download=False)
+        return _decode(name, split, src, progress)
+
+def _decode(name, split, src, progress):
+    "Every example of the data source `src`, read in chunks and stacked into arrays (or joined into one text)."
     n, step = len(src), 1000
     def get(idx):
         try: return src.__getitems__(idx)       # one batched read per chunk
@@ -159,9 +207,30 @@ def _read_tfds(name: str, split: str, ddir: Path, download: bool, progress: bool
 
 # %% [markdown]
 # ## `load`
+#
+# A cache file is trusted only when it holds what a load returns: the keys of
+# the dataset's kind, and as many labels as images. Anything else (a
+# truncated file, a file from another program) is decoded again and
+# overwritten, so the cache heals itself.
 
 # %%
 #| export
+def _read_cache(path: Path, kind: str) -> dict | None:
+    "The arrays of a cache file, or None when it is missing, unreadable or inconsistent."
+    if not path.exists(): return None
+    try:
+        with np.load(path) as f: arrays = {k: f[k] for k in f.files}
+    except Exception: return None
+    if kind == 'text': return arrays if set(arrays) == {'text'} else None
+    ok = set(arrays) == {'x', 'y'} and arrays['x'].ndim == 4 and arrays['y'].ndim == 1 and len(arrays['x']) == len(arrays['y'])
+    return arrays if ok else None
+
+def _mocked() -> bool:
+    "Whether `tfds.testing.mock_data` is active: it swaps TFDS's reader for one that fabricates examples."
+    import sys
+    mod = sys.modules.get('tensorflow_datasets.core.dataset_builder')
+    return mod is not None and mod.DatasetBuilder.as_data_source.__module__ != mod.__name__
+
 def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
          cache: bool = True, cache_dir: str | os.PathLike | None = None,
          download: bool = False, progress: bool = True):
@@ -173,20 +242,19 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
     Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
     `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
     Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
-    Touches the network only when `download=True`."""
+    Touches the network only when `download=True`, which prepares a missing
+    dataset with `prepare` (and so needs TensorFlow, the `data` extra)."""
     kind = _check_name(name)
     if not isinstance(split, str) or not split.isidentifier():
         raise ValueError(f"split must be a plain split name such as 'train' or 'test', got {split!r}")
     ddir = globals()['data_dir'](data_dir)
     path = globals()['cache_dir'](cache_dir) / f'{name}-{split}.npz'
-    arrays = None
-    if cache and path.exists():
-        try:
-            with np.load(path) as f: arrays = {k: f[k] for k in f.files}
-        except Exception:
-            arrays = None                 # unreadable cache: decode again and overwrite it
+    arrays = _read_cache(path, kind) if cache else None
     if arrays is None:
-        arrays = _read_tfds(name, split, ddir, download, progress)
+        if not is_prepared(name, ddir) and not _mocked():
+            if not download: raise _not_found(name, ddir)
+            prepare([name], ddir)
+        arrays = _read_tfds(name, split, ddir, progress)
         if cache: atomic_savez(path, **arrays)
     if kind == 'text': return str(arrays['text'])
     return arrays['x'], arrays['y']
@@ -206,19 +274,23 @@ with tempfile.TemporaryDirectory() as d, tfds.testing.mock_data(num_examples=7):
     test_eq(x2, x); test_eq(y2, y)
     assert isinstance(load('tiny_shakespeare', 'train', cache=False, progress=False), str)
 test_fail(lambda: load('imagenet'), contains='known datasets')
-test_fail(lambda: load('mnist', 'train', data_dir='/nonexistent', cache=False), contains='/nonexistent')
+test_fail(lambda: load('mnist', 'train', data_dir='/nonexistent', cache=False), contains='/nonexistent: no /nonexistent/mnist folder')
+with tempfile.TemporaryDirectory() as d:              # a cache whose x and y disagree is rebuilt, not returned
+    atomic_savez(Path(d) / 'mnist-train.npz', x=np.zeros((5, 28, 28, 1), np.uint8), y=np.zeros(4, np.int64))
+    with tfds.testing.mock_data(num_examples=3):
+        x, y = load('mnist', 'train', cache_dir=d, progress=False)
+    test_eq((len(x), len(y)), (3, 3))
 
 # %% [markdown]
 # With the real data (prepared under `TFDS_DATA_DIR`), the first load decodes
 # and caches, and the second reads the cache:
 
 # %%
-_have = (data_dir() / 'mnist').is_dir()
-if _have:
-    xtr, ytr = load('mnist', 'train'); xte, yte = load('mnist', 'test')
-    test_eq((len(xtr), len(xte)), (60000, 10000))
-    print(f"MNIST train {xtr.shape} {xtr.dtype}, labels {ytr.dtype}; test-split pixel mean {xte.mean()/255:.4f} (published 0.1325)")
-    test_close(xte.mean() / 255, 0.1325, eps=5e-4)
+#| mnist
+xtr, ytr = load('mnist', 'train'); xte, yte = load('mnist', 'test')
+test_eq((len(xtr), len(xte)), (60000, 10000))
+print(f"MNIST train {xtr.shape} {xtr.dtype}, labels {ytr.dtype}; test-split pixel mean {xte.mean()/255:.4f} (published 0.1325)")
+test_close(xte.mean() / 255, 0.1325, eps=5e-4)
 
 # %% [markdown]
 # How much the cache saves: a first load into an empty cache decodes every
@@ -226,11 +298,85 @@ if _have:
 
 # %%
 #| slow
-if _have:
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter(); load('mnist', 'train', cache_dir=d); t1 = time.perf_counter()
-        load('mnist', 'train', cache_dir=d); t2 = time.perf_counter()
-    print(f"MNIST train: first load (decode + cache) {t1-t0:.2f} s, cached load {t2-t1:.3f} s")
+#| mnist
+with tempfile.TemporaryDirectory() as d:
+    t0 = time.perf_counter(); load('mnist', 'train', cache_dir=d, progress=False); t1 = time.perf_counter()
+    load('mnist', 'train', cache_dir=d); t2 = time.perf_counter()
+print(f"MNIST train: first load (decode + cache) {t1-t0:.2f} s, cached load {t2-t1:.3f} s")
+
+# %% [markdown]
+# ## Getting the data: `prepare`
+#
+# `prepare` downloads and prepares datasets through TFDS, in the
+# `array_record` format, into the data directory. TFDS's builders read the
+# raw files and encode the images with TensorFlow, so this one step needs it
+# (`pip install -e '.[data]'`; `make data` installs it and prepares the
+# whole list). Everything after it (`load`, the chapters) runs without.
+#
+# Two failures are caught before anything is downloaded, because each would
+# otherwise surface late and garbled: without TensorFlow, TFDS fails half-way
+# through a download; without the network, its downloader retries each file
+# ten times with growing pauses. So `prepare` first checks that TensorFlow
+# can be imported and that the hosts of the dataset's files (TFDS registers
+# their URLs with their checksums) answer within a few seconds, and says what
+# to do when they do not.
+
+# %%
+#| export
+class DatasetDownloadError(RuntimeError):
+    "A dataset could not be downloaded or prepared; the message says what to do."
+
+def _download_hosts(name: str) -> list[tuple[str, int]]:
+    "(host, port) of each file TFDS downloads to build dataset `name`, from its registered checksums."
+    import tensorflow_datasets as tfds
+    out = set()
+    with quiet_tfds(): urls = tfds.builder_cls(name).url_infos or {}
+    for url in urls:
+        u = urllib.parse.urlsplit(url)
+        out.add((u.hostname, u.port or (443 if u.scheme == 'https' else 80)))
+    return sorted(out)
+
+def _unreachable(hosts, timeout: float) -> list[str]:
+    "The hosts among `hosts` ((name, port) pairs) that accept no connection within `timeout` seconds, with why."
+    bad = []
+    for host, port in hosts:
+        try: socket.create_connection((host, port), timeout=timeout).close()
+        except socket.gaierror: bad.append(f"{host} (name not resolved)")
+        except TimeoutError: bad.append(f"{host}:{port} (no answer in {timeout:g} s)")
+        except OSError as e: bad.append(f"{host}:{port} ({e.strerror or type(e).__name__})")
+    return bad
+
+def prepare(names=BOOK_DATASETS, data_dir=None, timeout: float = 5.0) -> list[str]:
+    """Download and prepare the datasets `names` (default: every one the book uses) in `data_dir`.
+
+    Skips those already prepared; returns the names it prepared. Raises
+    `DatasetDownloadError` before downloading anything when TensorFlow is
+    missing or a download host does not answer within `timeout` seconds."""
+    ddir = globals()['data_dir'](data_dir)
+    names = [names] if isinstance(names, str) else list(names)
+    for n in names:
+        if n not in BOOK_DATASETS: raise ValueError(f"unknown dataset {n!r}; the book uses: {', '.join(BOOK_DATASETS)}")
+    todo = [n for n in names if not is_prepared(n, ddir)]
+    if not todo: return []
+    check_downloads(todo, timeout)
+    if importlib.util.find_spec('tensorflow') is None:
+        raise DatasetDownloadError(
+            f"preparing {', '.join(todo)} needs TensorFlow (TFDS's builders read and encode with it; reading "
+            f"afterwards does not): pip install -e '.[data]' from the checkout, or run `make data`, which does.")
+    import tensorflow_datasets as tfds
+    with quiet_tfds():
+        for n in todo:
+            tfds.builder(n, data_dir=str(ddir), file_format='array_record').download_and_prepare()
+    return todo
+
+def check_downloads(names, timeout: float = 5.0):
+    "Raise `DatasetDownloadError` unless every host that datasets `names` download from answers within `timeout` s."
+    bad = _unreachable(sorted({h for n in names for h in _download_hosts(n)}), timeout)
+    if bad:
+        raise DatasetDownloadError(
+            f"cannot download {', '.join(names)}: no answer from {', '.join(bad)}. Preparing the data needs the "
+            f"network. Offline, copy a prepared tensorflow_datasets folder (CI keeps one in "
+            f"../shared/tensorflow_datasets beside the checkout) and point TFDS_DATA_DIR at it.")
 
 # %% [markdown]
 # ## Minibatches
@@ -301,9 +447,23 @@ def one_hot(y, n_classes: int | None = None, dtype=None):
     return out
 
 def train_test_split(*arrays, test_size: float | int = 0.2, rng=None, shuffle: bool = True):
-    "Split aligned arrays into train and test parts; returns `(a_train, a_test, b_train, b_test, ...)`."
+    """Split aligned arrays into train and test parts; returns `(a_train, a_test, b_train, b_test, ...)`.
+
+    `arrays`: one or more arrays of equal first dimension N. `test_size`: a
+    fraction in (0, 1) of N, or a whole number of test examples in [1, N)."""
+    if not arrays: raise ValueError("train_test_split expected at least one array, got none")
     n = len(arrays[0])
-    n_test = int(round(test_size * n)) if isinstance(test_size, float) else int(test_size)
+    for i, a in enumerate(arrays):
+        if len(a) != n:
+            raise ValueError(f"train_test_split expected arrays of equal length {n}, got length {len(a)} for array {i}")
+    if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, (int, float, np.integer, np.floating)):
+        raise ValueError(f"test_size must be a fraction in (0, 1) or a number of examples, got {test_size!r}")
+    if isinstance(test_size, (float, np.floating)):
+        if not 0 < test_size < 1: raise ValueError(f"test_size as a fraction must lie in (0, 1), got {test_size}")
+        n_test = int(round(test_size * n))
+    else:
+        if not 0 < test_size < n: raise ValueError(f"test_size as a count must lie in [1, {n - 1}] for {n} examples, got {test_size}")
+        n_test = int(test_size)
     idx = as_rng(rng).permutation(n) if shuffle else np.arange(n)
     out = []
     for a in arrays: out += [a[idx[n_test:]], a[idx[:n_test]]]
@@ -314,6 +474,9 @@ test_eq(one_hot(np.array([0, 2])), np.array([[1, 0, 0], [0, 0, 1]], np.float32))
 test_fail(lambda: one_hot(np.array([0, 3]), 3), contains='[0, 3)')
 a, b = train_test_split(np.arange(10), test_size=0.3, rng=0)
 test_eq((len(a), len(b)), (7, 3)); test_eq(sorted(np.concatenate([a, b])), list(range(10)))
+test_fail(lambda: train_test_split(np.arange(10), np.arange(9)), contains='equal length 10, got length 9 for array 1')
+for bad in (0.0, 1.0, 1.5, -0.2, 0, 10, True):
+    test_fail(lambda: train_test_split(np.arange(10), test_size=bad), contains='test_size')
 
 # %% [markdown]
 # ## Synthetic sets
@@ -419,16 +582,17 @@ for ax, (title, (X, y)) in zip(axs, [('make_moons(500, noise=0.1)', make_moons(5
 plt.tight_layout(); plt.show()
 
 # %%
-if (data_dir() / 'cifar10').is_dir():
-    xs, ys = load('mnist', 'test')
-    xc, yc = load('cifar10', 'test')
-    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-    fig, axs = plt.subplots(2, 8, figsize=(12, 3.4))
-    for i in range(8):
-        axs[0, i].imshow(xs[i, ..., 0], cmap='gray'); axs[0, i].set_title(str(ys[i]))
-        axs[1, i].imshow(xc[i]); axs[1, i].set_title(names[yc[i]], fontsize=8)
-    for ax in axs.ravel(): ax.axis('off')
-    plt.tight_layout(); plt.show()
+#| cifar10
+#| mnist
+xs, ys = load('mnist', 'test')
+xc, yc = load('cifar10', 'test')
+names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+fig, axs = plt.subplots(2, 8, figsize=(12, 3.4))
+for i in range(8):
+    axs[0, i].imshow(xs[i, ..., 0], cmap='gray'); axs[0, i].set_title(str(ys[i]))
+    axs[1, i].imshow(xc[i]); axs[1, i].set_title(names[yc[i]], fontsize=8)
+for ax in axs.ravel(): ax.axis('off')
+plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # ## References

@@ -530,6 +530,7 @@ with np.errstate(all='ignore'):
 # image, while leaky ReLU, ELU and swish keep a small gradient alive.
 
 # %%
+#| mnist
 from dl_from_scratch import data
 xm = data.load('mnist', 'test')[0][:2000].reshape(2000, -1).astype(np.float64) / 255
 acts = ['sigmoid', 'tanh', 'relu', 'leaky_relu', 'elu', 'swish', 'softplus']

@@ -1,17 +1,23 @@
-"""The data layer: TFDS loading (mock data anywhere, real data when prepared), caching, batching, synthetic sets."""
-import os, time
+"""The data layer: TFDS loading (mock data anywhere, real data when prepared), caching, preparing, batching,
+synthetic sets; and tools/data_cells.py, which flags the notebook cells that need a dataset."""
+import http.server, importlib.util, json, os, socket, subprocess, sys, threading, time
 from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from dl_from_scratch import data
-from dl_from_scratch.data import (load, BatchIterator, DatasetNotFoundError, synthetic_linear, xor, make_moons,
-                                  planar_flower, spirals, one_hot, atomic_savez)
+from dl_from_scratch.data import (load, BatchIterator, DatasetNotFoundError, DatasetDownloadError, synthetic_linear,
+                                  xor, make_moons, planar_flower, spirals, one_hot, atomic_savez, train_test_split,
+                                  is_prepared, prepare)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+import data_cells
 
 REAL = data.data_dir()
-def have(name): return (REAL / name).is_dir()
-needs = lambda name: pytest.mark.skipif(not have(name), reason=f"{name} is not prepared under TFDS_DATA_DIR ({REAL})")
+needs = lambda name: pytest.mark.skipif(not is_prepared(name), reason=f"{name} is not prepared under TFDS_DATA_DIR ({REAL})")
+HAVE_TF = importlib.util.find_spec('tensorflow') is not None
 
 
 # ---------------------------------------------------------------- anywhere: mock data and errors
@@ -56,8 +62,41 @@ def test_absent_dataset_names_directory_and_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         load('mnist', 'train', data_dir=tmp_path, cache_dir=tmp_path, progress=False)
     msg = str(e.value)
-    assert str(tmp_path) in msg and 'download=True' in msg and 'TFDS_DATA_DIR' in msg
+    assert str(tmp_path) in msg and 'make data' in msg and 'download=True' in msg and 'TFDS_DATA_DIR' in msg
     assert time.perf_counter() - t0 < 30, "an offline miss must fail fast, never wait on the network"
+
+def test_absent_dataset_error_is_short_and_true(tmp_path):
+    "No chained TFDS text (a folder 'already prepared', a cut-off 'Possible root causes:'), one sentence of advice."
+    with pytest.raises(DatasetNotFoundError) as e:
+        load('cifar10', 'test', data_dir=tmp_path, cache=False)
+    assert e.value.__cause__ is None and e.value.__context__ is None
+    msg = str(e.value)
+    assert 'already prepared' not in msg and 'root causes' not in msg and len(msg) < 400
+    assert f"no {tmp_path / 'cifar10'} folder" in msg
+
+def test_dataset_prepared_without_array_record_is_named_as_such(tmp_path):
+    v = tmp_path / 'mnist' / '3.0.1'; v.mkdir(parents=True)
+    (v / 'dataset_info.json').write_text('{}'); (v / 'mnist-train.tfrecord-00000-of-00001').touch()
+    assert not is_prepared('mnist', tmp_path)
+    with pytest.raises(DatasetNotFoundError, match='holds no array_record files'):
+        load('mnist', data_dir=tmp_path, cache=False)
+
+def test_is_prepared_finds_versions_and_configs(tmp_path):
+    for name, sub in [('mnist', '3.0.1'), ('imdb_reviews', 'plain_text/1.0.0')]:
+        assert not is_prepared(name, tmp_path)
+        v = tmp_path / name / sub; v.mkdir(parents=True); (v / 'dataset_info.json').write_text('{}')
+        (v / f'{name}-test.array_record-00000-of-00001').touch()
+        assert is_prepared(name, tmp_path)
+    assert all(is_prepared(n, REAL) == any((REAL / n).glob('**/*.array_record*')) for n in data.BOOK_DATASETS)
+
+@pytest.mark.parametrize('x,y', [(np.zeros((5, 28, 28, 1), np.uint8), np.zeros(4, np.int64)),   # lengths differ
+                                 (np.zeros((5, 28, 28), np.uint8), np.zeros(5, np.int64))])     # not NHWC
+def test_inconsistent_cache_is_rebuilt(tmp_path, x, y):
+    atomic_savez(tmp_path / 'mnist-train.npz', x=x, y=y)
+    with tfds.testing.mock_data(num_examples=3):
+        x2, y2 = load('mnist', 'train', cache_dir=tmp_path, progress=False)
+    assert x2.shape == (3, 28, 28, 1) and len(y2) == 3
+    with np.load(tmp_path / 'mnist-train.npz') as f: assert len(f['x']) == len(f['y']) == 3   # and healed on disk
 
 def test_atomic_savez_keeps_old_file_on_crash(tmp_path, monkeypatch):
     p = atomic_savez(tmp_path / 'c.npz', x=np.arange(5))
@@ -103,6 +142,22 @@ def test_moons_flower_spirals_xor():
     Xs, ys = spirals(30, 4, rng=0); assert Xs.shape == (120, 2) and set(ys) == {0, 1, 2, 3}
     X4, y4 = xor(); assert ((X4[:, 0] != X4[:, 1]) == y4.ravel().astype(bool)).all()
 
+def test_train_test_split_rejects_unequal_lengths():
+    with pytest.raises(ValueError, match='equal length 10, got length 9 for array 1'):
+        train_test_split(np.arange(10), np.arange(9))
+    with pytest.raises(ValueError, match='at least one array'): train_test_split()
+
+@pytest.mark.parametrize('test_size', [0.0, 1.0, -0.1, 1.5, float('nan'), 0, 10, -3, 11, True, '0.2', None])
+def test_train_test_split_rejects_test_size_outside_range(test_size):
+    with pytest.raises(ValueError, match='test_size'):
+        train_test_split(np.arange(10), np.arange(10), test_size=test_size)
+
+def test_train_test_split_sizes_and_alignment():
+    x, y = np.arange(10) * 10, np.arange(10)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, rng=0)
+    assert (len(xtr), len(xte)) == (7, 3) and (xtr == ytr * 10).all() and (xte == yte * 10).all()
+    assert [len(a) for a in train_test_split(x, test_size=4, shuffle=False)] == [6, 4]
+
 def test_one_hot():
     np.testing.assert_array_equal(one_hot(np.array([1, 0, 2])), np.eye(3)[[1, 0, 2]])
     with pytest.raises(ValueError, match='labels'): one_hot(np.array([0.5]))
@@ -135,3 +190,137 @@ def test_tiny_shakespeare_real():
     text = load('tiny_shakespeare', 'train')
     assert isinstance(text, str) and len(text) == 1_003_854
     assert text.startswith('First Citizen')
+
+
+# ---------------------------------------------------------------- preparing data (make data), up to the network
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def test_prepare_offline_fails_fast_and_says_what_to_do(tmp_path, monkeypatch):
+    port = _free_port()                                     # nothing listens there: the connection is refused
+    monkeypatch.setattr(data, '_download_hosts', lambda name: [('127.0.0.1', port)])
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetDownloadError) as e:
+        prepare(['mnist'], tmp_path, timeout=2)
+    assert time.perf_counter() - t0 < 10
+    msg = str(e.value)
+    assert 'cannot download mnist' in msg and f'127.0.0.1:{port}' in msg and 'needs the network' in msg
+    assert 'TFDS_DATA_DIR' in msg and list(tmp_path.iterdir()) == []       # nothing written
+    with pytest.raises(DatasetDownloadError, match='needs the network'):    # load(download=True) takes the same path
+        load('mnist', data_dir=tmp_path, cache=False, download=True)
+
+def test_prepare_knows_the_download_hosts():
+    hosts = {n: data._download_hosts(n) for n in data.BOOK_DATASETS}
+    assert hosts['mnist'] == [('storage.googleapis.com', 443)] and hosts['cifar10'] == [('www.cs.toronto.edu', 443)]
+    assert all(hosts.values())
+
+def test_prepare_skips_what_is_prepared_and_rejects_unknown_names(tmp_path):
+    v = tmp_path / 'mnist' / '3.0.1'; v.mkdir(parents=True)
+    (v / 'dataset_info.json').write_text('{}'); (v / 'mnist-train.array_record-00000-of-00001').touch()
+    assert prepare(['mnist'], tmp_path) == []
+    with pytest.raises(ValueError, match='the book uses'): prepare(['imagenet'], tmp_path)
+
+
+class _Server:
+    "A file server on 127.0.0.1 that stops itself; `paths` lists what was requested."
+    def __init__(self, root):
+        paths = self.paths = []
+        class H(http.server.SimpleHTTPRequestHandler):
+            def __init__(s, *a, **k): super().__init__(*a, directory=str(root), **k)
+            def log_message(s, *a): paths.append(s.path)
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def __enter__(self): return self
+    def __exit__(self, *a): self.httpd.shutdown(); self.httpd.server_close()
+
+TEXT = ''.join(f"CITIZEN {i}:\nSpeak, speak.\n\n" for i in range(200))
+
+def _serve_tiny_shakespeare(tmp_path, monkeypatch):
+    "Serve a small input.txt where TFDS would fetch tiny_shakespeare's, through TFDS's own downloader."
+    (tmp_path / 'www').mkdir(); (tmp_path / 'www' / 'input.txt').write_text(TEXT)
+    server = _Server(tmp_path / 'www')
+    monkeypatch.setattr(data, '_download_hosts', lambda name: [('127.0.0.1', server.port)])
+    download = tfds.download.DownloadManager.download
+    local = lambda self, url, **k: download(self, f'http://127.0.0.1:{server.port}/' + url.rsplit('/', 1)[1], **k)
+    monkeypatch.setattr(tfds.download.DownloadManager, 'download', local)
+    return server
+
+@pytest.mark.skipif(HAVE_TF, reason='TensorFlow is installed')
+def test_prepare_without_tensorflow_names_the_data_extra(tmp_path, monkeypatch):
+    with _serve_tiny_shakespeare(tmp_path, monkeypatch) as server:
+        with pytest.raises(DatasetDownloadError, match=r"needs TensorFlow.*pip install -e '\.\[data\]'.*make data"):
+            prepare(['tiny_shakespeare'], tmp_path / 'tfds')
+    assert server.paths == []                               # stopped before downloading anything
+
+@pytest.mark.skipif(not HAVE_TF, reason="preparing needs TensorFlow (the package's data extra)")
+def test_prepare_downloads_and_prepares_from_a_local_server(tmp_path, monkeypatch):
+    ddir = tmp_path / 'tfds'
+    with _serve_tiny_shakespeare(tmp_path, monkeypatch) as server:
+        assert prepare(['tiny_shakespeare'], ddir) == ['tiny_shakespeare']
+    assert server.paths == ['/input.txt'] and is_prepared('tiny_shakespeare', ddir)
+    parts = [load('tiny_shakespeare', s, data_dir=ddir, cache=False, progress=False) for s in ('train', 'validation', 'test')]
+    assert ''.join(parts) == TEXT and len(parts[0]) == int(len(TEXT) * 0.9)     # TFDS's 90/5/5 split, read back
+
+
+# ---------------------------------------------------------------- tools/data_cells.py: which cells need data
+def _nb(path, cells):
+    nb = {'cells': [{'cell_type': 'code', 'source': c, 'metadata': {}, 'outputs': [], 'execution_count': None}
+                    for c in cells], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+    path.write_text(json.dumps(nb)); return path
+
+CELLS = [
+    "from dl_from_scratch.data import load\nimport numpy as np",                 # 1: nothing
+    "#| mnist\nx, y = load('mnist', 'train')",                                   # 2: a literal load
+    "m = Model()\nm.fit(x, y)",                                                 # 3: reads x; changes m
+    "print(m.evaluate())",                                                      # 4: m was trained on mnist
+    "#| cifar10\nz = np.zeros(3)",                                              # 5: flagged but needs nothing
+    "def pair(name): return load(name, 'train'), load(name, 'test')",           # 6: a loader function
+    "(a, b), _ = pair('fashion_mnist')",                                        # 7: fashion_mnist through it
+    "for n in ('mnist', 'cifar10'): load(n)",                                   # 8: both, through a loop
+    "import tensorflow_datasets as tfds\nwith tfds.testing.mock_data(num_examples=2):\n    xm, _ = load('mnist')\n"
+    "test_fail(lambda: load('mnist', data_dir='/nowhere'))",                    # 9: mock data and a failing load
+    "x = np.ones(3)\nfmt = lambda v, d=2: [round(t, d) for t in v]\nprint(fmt(x))",   # 10: x rebound: clean again
+    "tfds.data_source('omniglot')",                                             # 11: a TFDS entry point
+]
+
+def test_data_cells_finds_what_each_cell_needs(tmp_path):
+    nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', CELLS))
+    assert nb.needs == [set(), {'mnist'}, {'mnist'}, {'mnist'}, set(), set(), {'fashion_mnist'}, {'mnist', 'cifar10'},
+                        set(), set(), {'omniglot'}]
+    probs = '\n'.join(nb.problems)
+    assert 'cell 3 (m = Model()): missing #| mnist' in probs and 'cell 5 (z = np.zeros(3)): needs no cifar10' in probs
+    assert 'cell 2' not in probs and 'cell 9' not in probs and len(nb.problems) == 6     # cells 3, 4, 5, 7, 8, 11
+
+def test_data_cells_reports_a_dataset_it_cannot_name(tmp_path):
+    nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', ["from dl_from_scratch import data", "data.load(pick())"]))
+    assert nb.needs == [set(), set()] and 'cannot tell which dataset' in nb.problems[0]
+
+def test_data_cells_apply_writes_flags_once_and_check_passes(tmp_path):
+    py = tmp_path / 'nb.py'
+    py.write_text("# %% [markdown]\n# A chapter\n\n# %%\nfrom dl_from_scratch.data import load\n\n"
+                  "# %%\n#| slow\nx = load('cifar10')\n\n# %%\n#| mnist\nprint(x.shape)\n\n# %%\n#| mnist\n1 + 1\n")
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / 'tools' / 'data_cells.py'), *a], capture_output=True, text=True)
+    r = run('--check', str(py)); assert r.returncode == 1 and 'missing #| cifar10' in r.stdout
+    assert run('--apply', str(py)).returncode == 0
+    once = py.read_text()
+    assert "#| slow\n#| cifar10\nx = load('cifar10')" in once and '#| cifar10\nprint(x.shape)' in once
+    assert '#| mnist' not in once                                               # the stale flags are gone
+    assert run('--apply', str(py)).returncode == 0 and py.read_text() == once   # idempotent
+    assert run('--check', str(py)).returncode == 0
+
+def test_data_cells_flags_and_summary(tmp_path, monkeypatch):
+    run = lambda *a, **env: subprocess.run([sys.executable, str(ROOT / 'tools' / 'data_cells.py'), *a], capture_output=True,
+                                           text=True, env={**os.environ, **env})
+    empty = str(tmp_path)
+    r = run('--flags', 'slow', TFDS_DATA_DIR=empty, REQUIRE_DATA='')
+    assert r.returncode == 0 and r.stdout.split() == ['slow']
+    r = run('--summary', TFDS_DATA_DIR=empty, REQUIRE_DATA='')
+    assert r.returncode == 0 and 'notebooks ran' in r.stdout.splitlines()[-1]
+    if 'skipped for missing data' in r.stdout:                                  # once the chapters carry their flags
+        assert '(run make data)' in r.stdout
+        assert run('--flags', TFDS_DATA_DIR=empty, REQUIRE_DATA='1').returncode != 0   # CI: a skip is a failure
+    if all(is_prepared(n) for n in data.BOOK_DATASETS):
+        r = run('--flags', 'slow', REQUIRE_DATA='1')
+        assert r.returncode == 0 and set(r.stdout.split()) == {'slow', *data.BOOK_DATASETS}
