@@ -531,7 +531,14 @@ class Model(Layer):
 
     @property
     def grads(self) -> dict:
+        "The layers' gradients, keyed as `params`."
         return {key: l.grads[k] for key, l, d, k in self._weight_items() if d is l.params and k in l.grads}
+
+    @grads.setter
+    def grads(self, value: dict):
+        "Hand gradients keyed as `params` back to the layers (a model called at several nodes sums its calls')."
+        for key, l, d, k in self._weight_items():
+            if key in value: l.grads[k] = value[key]
 
     @property
     def state(self) -> dict:
