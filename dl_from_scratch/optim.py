@@ -14,29 +14,59 @@ __all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'Adamax
            'get_optimizer']
 
 # %% ../nbs/04_optimization.ipynb #073d32f8
+_positive = lambda v: 0 < v < math.inf
+_unit = lambda v: 0 <= v < 1
+_HYPERPARAMETERS = {   # name -> (what it must be, test); the optional ones may also be None
+    'lr': ('> 0 and finite (or a schedule epoch -> lr)', _positive),
+    'eps': ('> 0 and finite', _positive),
+    'clipvalue': ('None or > 0 and finite', _positive), 'global_clipnorm': ('None or > 0 and finite', _positive),
+    'momentum': ('in [0, 1)', _unit), 'rho': ('in [0, 1)', _unit),
+    'beta_1': ('in [0, 1)', _unit), 'beta_2': ('in [0, 1)', _unit),
+    'initial_accumulator_value': ('>= 0 and finite', lambda v: 0 <= v < math.inf),
+    'schedule_decay': ('None or >= 0 and finite', lambda v: 0 <= v < math.inf),
+    'eta_minus': ('in (0, 1)', lambda v: 0 < v < 1), 'eta_plus': ('> 1 and finite', lambda v: 1 < v < math.inf),
+    'step_min': ('> 0 and finite', _positive), 'step_max': ('> 0 and finite', _positive),
+}
+_OPTIONAL = {'clipvalue', 'global_clipnorm', 'schedule_decay'}
+
 class Optimizer:
     """Base class: `step(params, grads)` updates the arrays of `params` in place.
 
     `params` and `grads` are `dict[str, ndarray]`; every key of `grads` must be in
     `params` with the same shape. State (velocities, moment estimates, step
-    counts) is kept per key in `self.state[key]`. `lr` is a float or a schedule
+    counts) is kept per key in `self.state[key]`. `lr` is a float > 0 or a schedule
     `epoch -> lr`, evaluated at `self.epoch`. `clipvalue` clips every gradient
     element to [-clipvalue, clipvalue]; `global_clipnorm` rescales all gradients
-    together so that their joint L2 norm is at most that value."""
+    together so that their joint L2 norm is at most that value. Every
+    hyperparameter is checked against `_HYPERPARAMETERS` when set (`ValueError`)."""
     name = 'optimizer'
 
     def __init__(self, lr=0.01, clipvalue: float | None = None, global_clipnorm: float | None = None):
-        if not callable(lr) and not (float(lr) > 0):
-            raise ValueError(f"{type(self).__name__} expected lr > 0 (a float or a schedule epoch -> lr), got {lr!r}")
-        self.lr, self.clipvalue, self.global_clipnorm = lr, clipvalue, global_clipnorm
+        if callable(lr): self.lr = lr
+        else: self._set_hyperparameters(lr=lr)
+        self._set_hyperparameters(clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         self.state: dict[str, dict] = {}
         self.iterations = 0   # number of step() calls so far
         self.epoch = 0        # set by the training loop; schedules are evaluated at it
 
+    def _set_hyperparameters(self, **values):
+        "Check each value against its rule in `_HYPERPARAMETERS`, then set it as an attribute."
+        for k, v in values.items():
+            what, ok = _HYPERPARAMETERS[k]
+            if not (v is None and k in _OPTIONAL):
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(float(v)):
+                    raise ValueError(f"{type(self).__name__} expected {k} {what}, got {v!r}")
+            setattr(self, k, v)
+
     @property
     def current_lr(self) -> float:
-        "The learning rate of the next step: `lr(epoch)` for a schedule, else `lr`."
-        return float(self.lr(self.epoch)) if callable(self.lr) else float(self.lr)
+        "The learning rate of the next step: `lr(epoch)` for a schedule (checked: finite, >= 0), else `lr`."
+        if not callable(self.lr): return float(self.lr)
+        lr = float(self.lr(self.epoch))
+        if not 0 <= lr < math.inf:
+            raise ValueError(f"{type(self).__name__}: the schedule {self.lr!r} gave lr {lr!r} at epoch {self.epoch}, "
+                             f"expected a finite rate >= 0")
+        return lr
 
     def reset(self):
         "Forget all per-parameter state and the iteration count."
@@ -97,9 +127,9 @@ class SGD(Optimizer):
     name = 'sgd'
     def __init__(self, lr=0.01, momentum: float = 0.0, nesterov: bool = False, **kw):
         super().__init__(lr, **kw)
-        if not 0 <= momentum < 1: raise ValueError(f"SGD expected 0 <= momentum < 1, got {momentum}")
+        self._set_hyperparameters(momentum=momentum)
         if nesterov and momentum == 0: raise ValueError("SGD(nesterov=True) needs momentum > 0, got momentum=0")
-        self.momentum, self.nesterov = momentum, nesterov
+        self.nesterov = nesterov
 
     def _init_state(self, p):
         return {'v': get_array_module(p).zeros_like(p)} if self.momentum else {}
@@ -118,7 +148,7 @@ class Adagrad(Optimizer):
     name = 'adagrad'
     def __init__(self, lr=0.01, eps: float = 1e-7, initial_accumulator_value: float = 0.0, **kw):
         super().__init__(lr, **kw)
-        self.eps, self.initial_accumulator_value = eps, initial_accumulator_value
+        self._set_hyperparameters(eps=eps, initial_accumulator_value=initial_accumulator_value)
     def _init_state(self, p):
         return {'G': get_array_module(p).full_like(p, self.initial_accumulator_value)}
     def _update(self, p, g, st, lr):
@@ -130,8 +160,7 @@ class RMSprop(Optimizer):
     name = 'rmsprop'
     def __init__(self, lr=0.001, rho: float = 0.9, eps: float = 1e-7, **kw):
         super().__init__(lr, **kw)
-        if not 0 <= rho < 1: raise ValueError(f"RMSprop expected 0 <= rho < 1, got {rho}")
-        self.rho, self.eps = rho, eps
+        self._set_hyperparameters(rho=rho, eps=eps)
     def _init_state(self, p): return {'E': get_array_module(p).zeros_like(p)}
     def _update(self, p, g, st, lr):
         E, rho = st['E'], self.rho
@@ -145,8 +174,7 @@ class Adadelta(Optimizer):
     name = 'adadelta'
     def __init__(self, lr=1.0, rho: float = 0.95, eps: float = 1e-6, **kw):
         super().__init__(lr, **kw)
-        if not 0 <= rho < 1: raise ValueError(f"Adadelta expected 0 <= rho < 1, got {rho}")
-        self.rho, self.eps = rho, eps
+        self._set_hyperparameters(rho=rho, eps=eps)
     def _init_state(self, p):
         xp = get_array_module(p); return {'Eg2': xp.zeros_like(p), 'Edx2': xp.zeros_like(p)}
     def _update(self, p, g, st, lr):
@@ -167,9 +195,8 @@ class Adam(Optimizer):
     def __init__(self, lr=0.001, beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-7,
                  amsgrad: bool = False, **kw):
         super().__init__(lr, **kw)
-        for nm, b in (('beta_1', beta_1), ('beta_2', beta_2)):
-            if not 0 <= b < 1: raise ValueError(f"{type(self).__name__} expected 0 <= {nm} < 1, got {b}")
-        self.beta_1, self.beta_2, self.eps, self.amsgrad = beta_1, beta_2, eps, amsgrad
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, eps=eps)
+        self.amsgrad = amsgrad
     def _init_state(self, p):
         xp = get_array_module(p)
         st = {'m': xp.zeros_like(p), 'v': xp.zeros_like(p)}
@@ -209,7 +236,7 @@ class Nadam(Adam):
                  schedule_decay: float | None = 0.004, **kw):
         super().__init__(lr, beta_1, beta_2, eps, **kw)
         del self.amsgrad
-        self.schedule_decay = schedule_decay
+        self._set_hyperparameters(schedule_decay=schedule_decay)
     def _mu(self, t):
         if self.schedule_decay is None: return self.beta_1
         return self.beta_1 * (1 - 0.5 * 0.96 ** (t * self.schedule_decay))
@@ -235,9 +262,8 @@ class Rprop(Optimizer):
     def __init__(self, lr=0.01, eta_minus: float = 0.5, eta_plus: float = 1.2,
                  step_min: float = 1e-6, step_max: float = 50.0, **kw):
         super().__init__(lr, **kw)
-        if not 0 < eta_minus < 1 < eta_plus:
-            raise ValueError(f"Rprop expected 0 < eta_minus < 1 < eta_plus, got {eta_minus}, {eta_plus}")
-        self.eta_minus, self.eta_plus, self.step_min, self.step_max = eta_minus, eta_plus, step_min, step_max
+        self._set_hyperparameters(eta_minus=eta_minus, eta_plus=eta_plus, step_min=step_min, step_max=step_max)
+        if not step_min < step_max: raise ValueError(f"Rprop expected step_min < step_max, got {step_min}, {step_max}")
     def _init_state(self, p):
         xp = get_array_module(p); return {'prev': xp.zeros_like(p), 'step': None}
     def _update(self, p, g, st, lr):
@@ -258,12 +284,14 @@ class LearningRateSchedule:
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 def _check_lr0(who, lr0):
-    if not float(lr0) > 0: raise ValueError(f"{who} expected initial_learning_rate > 0, got {lr0!r}")
+    if not 0 < float(lr0) < math.inf: raise ValueError(f"{who} expected initial_learning_rate > 0 and finite, got {lr0!r}")
 
 class _RatioDecay(LearningRateSchedule):
     "What inverse-time and exponential decay share: `lr0`, `decay_rate`, and the progress `epoch/decay_steps`."
     def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 1.0, staircase=False):
         _check_lr0(type(self).__name__, initial_learning_rate)
+        if not 0 < decay_steps < math.inf:
+            raise ValueError(f"{type(self).__name__} expected decay_steps > 0 and finite, got {decay_steps!r}")
         self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
             initial_learning_rate, decay_steps, decay_rate, staircase
     def _progress(self, epoch):

@@ -55,32 +55,70 @@ from fastcore.test import test_eq, test_close, test_fail
 #
 # Two kinds of gradient clipping can be switched on for every optimizer
 # (`clipvalue`, `global_clipnorm`); they are defined after the update rules.
+#
+# Every hyperparameter is checked once, when the optimizer is built, against
+# one table of rules that all the optimizers share: a learning rate must be
+# positive and finite (`lr=inf` would silently turn the weights into NaN on
+# the first step), $\epsilon$ too (with $\epsilon = 0$ a coordinate whose
+# gradient is still 0 divides 0 by 0), and decay rates such as $\rho$,
+# $\beta_1$, $\beta_2$ and the momentum lie in $[0, 1)$. A schedule is checked
+# where it is read: each rate it returns must be finite and at least 0.
 
 # %%
 #| export
+_positive = lambda v: 0 < v < math.inf
+_unit = lambda v: 0 <= v < 1
+_HYPERPARAMETERS = {   # name -> (what it must be, test); the optional ones may also be None
+    'lr': ('> 0 and finite (or a schedule epoch -> lr)', _positive),
+    'eps': ('> 0 and finite', _positive),
+    'clipvalue': ('None or > 0 and finite', _positive), 'global_clipnorm': ('None or > 0 and finite', _positive),
+    'momentum': ('in [0, 1)', _unit), 'rho': ('in [0, 1)', _unit),
+    'beta_1': ('in [0, 1)', _unit), 'beta_2': ('in [0, 1)', _unit),
+    'initial_accumulator_value': ('>= 0 and finite', lambda v: 0 <= v < math.inf),
+    'schedule_decay': ('None or >= 0 and finite', lambda v: 0 <= v < math.inf),
+    'eta_minus': ('in (0, 1)', lambda v: 0 < v < 1), 'eta_plus': ('> 1 and finite', lambda v: 1 < v < math.inf),
+    'step_min': ('> 0 and finite', _positive), 'step_max': ('> 0 and finite', _positive),
+}
+_OPTIONAL = {'clipvalue', 'global_clipnorm', 'schedule_decay'}
+
 class Optimizer:
     """Base class: `step(params, grads)` updates the arrays of `params` in place.
 
     `params` and `grads` are `dict[str, ndarray]`; every key of `grads` must be in
     `params` with the same shape. State (velocities, moment estimates, step
-    counts) is kept per key in `self.state[key]`. `lr` is a float or a schedule
+    counts) is kept per key in `self.state[key]`. `lr` is a float > 0 or a schedule
     `epoch -> lr`, evaluated at `self.epoch`. `clipvalue` clips every gradient
     element to [-clipvalue, clipvalue]; `global_clipnorm` rescales all gradients
-    together so that their joint L2 norm is at most that value."""
+    together so that their joint L2 norm is at most that value. Every
+    hyperparameter is checked against `_HYPERPARAMETERS` when set (`ValueError`)."""
     name = 'optimizer'
 
     def __init__(self, lr=0.01, clipvalue: float | None = None, global_clipnorm: float | None = None):
-        if not callable(lr) and not (float(lr) > 0):
-            raise ValueError(f"{type(self).__name__} expected lr > 0 (a float or a schedule epoch -> lr), got {lr!r}")
-        self.lr, self.clipvalue, self.global_clipnorm = lr, clipvalue, global_clipnorm
+        if callable(lr): self.lr = lr
+        else: self._set_hyperparameters(lr=lr)
+        self._set_hyperparameters(clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         self.state: dict[str, dict] = {}
         self.iterations = 0   # number of step() calls so far
         self.epoch = 0        # set by the training loop; schedules are evaluated at it
 
+    def _set_hyperparameters(self, **values):
+        "Check each value against its rule in `_HYPERPARAMETERS`, then set it as an attribute."
+        for k, v in values.items():
+            what, ok = _HYPERPARAMETERS[k]
+            if not (v is None and k in _OPTIONAL):
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(float(v)):
+                    raise ValueError(f"{type(self).__name__} expected {k} {what}, got {v!r}")
+            setattr(self, k, v)
+
     @property
     def current_lr(self) -> float:
-        "The learning rate of the next step: `lr(epoch)` for a schedule, else `lr`."
-        return float(self.lr(self.epoch)) if callable(self.lr) else float(self.lr)
+        "The learning rate of the next step: `lr(epoch)` for a schedule (checked: finite, >= 0), else `lr`."
+        if not callable(self.lr): return float(self.lr)
+        lr = float(self.lr(self.epoch))
+        if not 0 <= lr < math.inf:
+            raise ValueError(f"{type(self).__name__}: the schedule {self.lr!r} gave lr {lr!r} at epoch {self.epoch}, "
+                             f"expected a finite rate >= 0")
+        return lr
 
     def reset(self):
         "Forget all per-parameter state and the iteration count."
@@ -176,9 +214,9 @@ class SGD(Optimizer):
     name = 'sgd'
     def __init__(self, lr=0.01, momentum: float = 0.0, nesterov: bool = False, **kw):
         super().__init__(lr, **kw)
-        if not 0 <= momentum < 1: raise ValueError(f"SGD expected 0 <= momentum < 1, got {momentum}")
+        self._set_hyperparameters(momentum=momentum)
         if nesterov and momentum == 0: raise ValueError("SGD(nesterov=True) needs momentum > 0, got momentum=0")
-        self.momentum, self.nesterov = momentum, nesterov
+        self.nesterov = nesterov
 
     def _init_state(self, p):
         return {'v': get_array_module(p).zeros_like(p)} if self.momentum else {}
@@ -217,8 +255,13 @@ test_eq(params['w'] is w, True); test_eq(w, np.full((2, 3), 0.5, np.float32)); t
 test_eq(w.dtype, np.float32)
 test_fail(lambda: SGD(0.1).step(params, {'w': np.ones((3, 2))}), contains='shape (2, 3), got (3, 2)')
 test_fail(lambda: SGD(0.1).step(params, {'v': np.ones(3)}), contains="keys ['v']")
-test_fail(lambda: SGD(-1.), contains='lr > 0')
 test_fail(lambda: SGD(0.1, nesterov=True), contains='momentum > 0')
+for bad in (0., -1., math.inf, math.nan, '0.1', None):
+    test_fail(lambda: SGD(bad), contains='SGD expected lr > 0 and finite (or a schedule epoch -> lr), got')
+test_fail(lambda: SGD(0.1, momentum=1.0), contains='SGD expected momentum in [0, 1), got 1.0')
+test_fail(lambda: SGD(0.1, clipvalue=-1), contains='clipvalue None or > 0')
+_o = SGD(lambda epoch: -0.1)           # a schedule is checked where it is read
+test_fail(lambda: _o.step({'w': np.ones(1)}, {'w': np.ones(1)}), contains='gave lr -0.1 at epoch 0')
 
 # %% [markdown]
 # ## Per-parameter learning rates: Adagrad, RMSprop, Adadelta
@@ -258,7 +301,7 @@ class Adagrad(Optimizer):
     name = 'adagrad'
     def __init__(self, lr=0.01, eps: float = 1e-7, initial_accumulator_value: float = 0.0, **kw):
         super().__init__(lr, **kw)
-        self.eps, self.initial_accumulator_value = eps, initial_accumulator_value
+        self._set_hyperparameters(eps=eps, initial_accumulator_value=initial_accumulator_value)
     def _init_state(self, p):
         return {'G': get_array_module(p).full_like(p, self.initial_accumulator_value)}
     def _update(self, p, g, st, lr):
@@ -270,8 +313,7 @@ class RMSprop(Optimizer):
     name = 'rmsprop'
     def __init__(self, lr=0.001, rho: float = 0.9, eps: float = 1e-7, **kw):
         super().__init__(lr, **kw)
-        if not 0 <= rho < 1: raise ValueError(f"RMSprop expected 0 <= rho < 1, got {rho}")
-        self.rho, self.eps = rho, eps
+        self._set_hyperparameters(rho=rho, eps=eps)
     def _init_state(self, p): return {'E': get_array_module(p).zeros_like(p)}
     def _update(self, p, g, st, lr):
         E, rho = st['E'], self.rho
@@ -285,8 +327,7 @@ class Adadelta(Optimizer):
     name = 'adadelta'
     def __init__(self, lr=1.0, rho: float = 0.95, eps: float = 1e-6, **kw):
         super().__init__(lr, **kw)
-        if not 0 <= rho < 1: raise ValueError(f"Adadelta expected 0 <= rho < 1, got {rho}")
-        self.rho, self.eps = rho, eps
+        self._set_hyperparameters(rho=rho, eps=eps)
     def _init_state(self, p):
         xp = get_array_module(p); return {'Eg2': xp.zeros_like(p), 'Edx2': xp.zeros_like(p)}
     def _update(self, p, g, st, lr):
@@ -298,7 +339,8 @@ class Adadelta(Optimizer):
         p -= lr * dx
 
 # %% [markdown]
-# Hand computations ($\theta_0=1$, $g_1=1$, $g_2=-2$, $\epsilon$ negligible unless stated):
+# Hand computations ($\theta_0=1$, $g_1=1$, $g_2=-2$, $\epsilon$ negligible unless stated; the
+# tests pass $\epsilon = 10^{-300}$, which leaves every float64 sum here unchanged, since 0 is rejected):
 #
 # * Adagrad, $\eta=0.1$: $G_1=1$, $\theta_1=1-0.1=0.9$; $G_2=5$, $\theta_2=0.9+0.2/\sqrt5$.
 # * RMSprop, $\eta=0.01$, $\rho=0.9$: $E_1=0.1$, $\theta_1=1-0.01/\sqrt{0.1}$;
@@ -308,11 +350,11 @@ class Adadelta(Optimizer):
 #   $E[g^2]_2=0.09+0.4=0.49$, $\Delta_2=\sqrt{E[\Delta^2]_1+0.01}/\sqrt{0.5}\cdot(-2)$.
 
 # %%
-test_close(two_steps(Adagrad(0.1, eps=0), 1., -2.), (0.9, 0.9 + 0.2 / 5 ** .5), eps=1e-12)
-test_close(two_steps(Adagrad(0.1, eps=0, initial_accumulator_value=1.), 1., -2.),
+test_close(two_steps(Adagrad(0.1, eps=1e-300), 1., -2.), (0.9, 0.9 + 0.2 / 5 ** .5), eps=1e-12)
+test_close(two_steps(Adagrad(0.1, eps=1e-300, initial_accumulator_value=1.), 1., -2.),
            (1 - 0.1 / 2 ** .5, 1 - 0.1 / 2 ** .5 + 0.2 / 6 ** .5), eps=1e-12)
 p1 = 1 - 0.01 / 0.1 ** .5
-test_close(two_steps(RMSprop(0.01, rho=0.9, eps=0), 1., -2.), (p1, p1 + 0.02 / 0.7), eps=1e-12)
+test_close(two_steps(RMSprop(0.01, rho=0.9, eps=1e-300), 1., -2.), (p1, p1 + 0.02 / 0.7), eps=1e-12)
 d1 = 0.1 / 0.11 ** .5; e1 = 0.1 * d1 ** 2; d2 = (e1 + 0.01) ** .5 / 0.5 ** .5 * -2
 test_close(two_steps(Adadelta(1.0, rho=0.9, eps=1e-2), 1., -2.), (1 - d1, 1 - d1 - d2), eps=1e-12)
 
@@ -368,9 +410,8 @@ class Adam(Optimizer):
     def __init__(self, lr=0.001, beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-7,
                  amsgrad: bool = False, **kw):
         super().__init__(lr, **kw)
-        for nm, b in (('beta_1', beta_1), ('beta_2', beta_2)):
-            if not 0 <= b < 1: raise ValueError(f"{type(self).__name__} expected 0 <= {nm} < 1, got {b}")
-        self.beta_1, self.beta_2, self.eps, self.amsgrad = beta_1, beta_2, eps, amsgrad
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, eps=eps)
+        self.amsgrad = amsgrad
     def _init_state(self, p):
         xp = get_array_module(p)
         st = {'m': xp.zeros_like(p), 'v': xp.zeros_like(p)}
@@ -410,7 +451,7 @@ class Nadam(Adam):
                  schedule_decay: float | None = 0.004, **kw):
         super().__init__(lr, beta_1, beta_2, eps, **kw)
         del self.amsgrad
-        self.schedule_decay = schedule_decay
+        self._set_hyperparameters(schedule_decay=schedule_decay)
     def _mu(self, t):
         if self.schedule_decay is None: return self.beta_1
         return self.beta_1 * (1 - 0.5 * 0.96 ** (t * self.schedule_decay))
@@ -427,7 +468,7 @@ class Nadam(Adam):
         p -= lr * mbar / (xp.sqrt(v / (1 - b2 ** t)) + self.eps)
 
 # %% [markdown]
-# Hand computations ($\theta_0=1$, $g_1=1$, $g_2=-2$, $\eta=0.1$, $\beta_1=0.9$, $\beta_2=0.99$, $\epsilon=0$):
+# Hand computations ($\theta_0=1$, $g_1=1$, $g_2=-2$, $\eta=0.1$, $\beta_1=0.9$, $\beta_2=0.99$, $\epsilon$ negligible ($10^{-300}$ in the tests):
 #
 # * Adam: $m_1=0.1$, $v_1=0.01$, $\hat m_1=1$, $\hat v_1=1$, $\theta_1=0.9$;
 #   $m_2=0.09-0.2=-0.11$, $v_2=0.0099+0.04=0.0499$, $\hat m_2=-0.11/0.19$,
@@ -443,25 +484,28 @@ class Nadam(Adam):
 
 # %%
 a1 = 0.9; a2 = a1 + 0.1 * (0.11 / 0.19) / (0.0499 / 0.0199) ** .5
-test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0), 1., -2.), (a1, a2), eps=1e-12)
-test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0, amsgrad=True), 1., -2.), (a1, a2), eps=1e-12)
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=1e-300), 1., -2.), (a1, a2), eps=1e-12)
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=1e-300, amsgrad=True), 1., -2.), (a1, a2), eps=1e-12)
 am2 = 0.9 - 0.1 * (0.091 / 0.19) / (0.01 / 0.0199) ** .5
-test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0, amsgrad=True), 1., 0.01), (0.9, am2), eps=1e-12)
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=1e-300, amsgrad=True), 1., 0.01), (0.9, am2), eps=1e-12)
 # plain Adam with the same gradients uses v_2 < v_1 and takes a larger second step
 ad2 = 0.9 - 0.1 * (0.091 / 0.19) / ((0.0099 + 1e-6) / 0.0199) ** .5
-test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=0), 1., 0.01), (0.9, ad2), eps=1e-12)
+test_close(two_steps(Adam(0.1, 0.9, 0.99, eps=1e-300), 1., 0.01), (0.9, ad2), eps=1e-12)
 assert abs(ad2 - 0.9) > abs(am2 - 0.9)
-test_close(two_steps(Adamax(0.1, 0.9, 0.99, eps=0), 1., -2.), (0.9, 0.9 - 0.1 / 0.19 * (-0.11 / 2)), eps=1e-12)
+test_close(two_steps(Adamax(0.1, 0.9, 0.99, eps=1e-300), 1., -2.), (0.9, 0.9 - 0.1 / 0.19 * (-0.11 / 2)), eps=1e-12)
 mb1 = 0.9 * 0.1 / (1 - 0.81) + 0.1 / 0.1
 mb2 = 0.9 * -0.11 / (1 - 0.729) + 0.1 * -2 / 0.19
 n1 = 1 - 0.1 * mb1; n2 = n1 - 0.1 * mb2 / (0.0499 / 0.0199) ** .5
-test_close(two_steps(Nadam(0.1, 0.9, 0.99, eps=0, schedule_decay=None), 1., -2.), (n1, n2), eps=1e-12)
+test_close(two_steps(Nadam(0.1, 0.9, 0.99, eps=1e-300, schedule_decay=None), 1., -2.), (n1, n2), eps=1e-12)
 # with Dozat's schedule: mu_t = 0.9*(1 - 0.5*0.96**(0.004 t))
 mu = [0.9 * (1 - 0.5 * 0.96 ** (0.004 * t)) for t in (1, 2, 3)]
 m1 = (1 - mu[0]) * 1.; mb1 = mu[1] * m1 / (1 - mu[0] * mu[1]) + (1 - mu[0]) * 1. / (1 - mu[0])
 m2 = mu[1] * m1 + (1 - mu[1]) * -2.; mb2 = mu[2] * m2 / (1 - mu[0] * mu[1] * mu[2]) + (1 - mu[1]) * -2. / (1 - mu[0] * mu[1])
 n1 = 1 - 0.1 * mb1 / 1.; n2 = n1 - 0.1 * mb2 / (0.0499 / 0.0199) ** .5
-test_close(two_steps(Nadam(0.1, 0.9, 0.99, eps=0), 1., -2.), (n1, n2), eps=1e-12)
+test_close(two_steps(Nadam(0.1, 0.9, 0.99, eps=1e-300), 1., -2.), (n1, n2), eps=1e-12)
+for make in (Adam, Adamax, Nadam, Adagrad, RMSprop, Adadelta):      # eps = 0 would divide 0 by 0
+    test_fail(lambda: make(eps=0), contains=f'{make.__name__} expected eps > 0 and finite, got 0')
+test_fail(lambda: Adam(beta_2=1.0), contains='Adam expected beta_2 in [0, 1), got 1.0')
 
 # %% [markdown]
 # ## Rprop
@@ -489,9 +533,8 @@ class Rprop(Optimizer):
     def __init__(self, lr=0.01, eta_minus: float = 0.5, eta_plus: float = 1.2,
                  step_min: float = 1e-6, step_max: float = 50.0, **kw):
         super().__init__(lr, **kw)
-        if not 0 < eta_minus < 1 < eta_plus:
-            raise ValueError(f"Rprop expected 0 < eta_minus < 1 < eta_plus, got {eta_minus}, {eta_plus}")
-        self.eta_minus, self.eta_plus, self.step_min, self.step_max = eta_minus, eta_plus, step_min, step_max
+        self._set_hyperparameters(eta_minus=eta_minus, eta_plus=eta_plus, step_min=step_min, step_max=step_max)
+        if not step_min < step_max: raise ValueError(f"Rprop expected step_min < step_max, got {step_min}, {step_max}")
     def _init_state(self, p):
         xp = get_array_module(p); return {'prev': xp.zeros_like(p), 'step': None}
     def _update(self, p, g, st, lr):
@@ -544,12 +587,14 @@ class LearningRateSchedule:
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 def _check_lr0(who, lr0):
-    if not float(lr0) > 0: raise ValueError(f"{who} expected initial_learning_rate > 0, got {lr0!r}")
+    if not 0 < float(lr0) < math.inf: raise ValueError(f"{who} expected initial_learning_rate > 0 and finite, got {lr0!r}")
 
 class _RatioDecay(LearningRateSchedule):
     "What inverse-time and exponential decay share: `lr0`, `decay_rate`, and the progress `epoch/decay_steps`."
     def __init__(self, initial_learning_rate: float, decay_steps: float = 1, decay_rate: float = 1.0, staircase=False):
         _check_lr0(type(self).__name__, initial_learning_rate)
+        if not 0 < decay_steps < math.inf:
+            raise ValueError(f"{type(self).__name__} expected decay_steps > 0 and finite, got {decay_steps!r}")
         self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase = \
             initial_learning_rate, decay_steps, decay_rate, staircase
     def _progress(self, epoch):
@@ -591,6 +636,8 @@ opt = SGD(sched); test_eq(opt.current_lr, 0.2); opt.epoch = 3; test_close(opt.cu
 params = {'w': np.array([1.])}; opt.step(params, {'w': np.array([1.])}); test_close(params['w'], [0.95], eps=1e-15)
 test_fail(lambda: StepDecay(0.), contains='initial_learning_rate > 0')
 test_fail(lambda: ExponentialDecay(-1.), contains='ExponentialDecay expected initial_learning_rate > 0')
+test_fail(lambda: InverseTimeDecay(math.inf), contains='initial_learning_rate > 0 and finite, got inf')
+test_fail(lambda: ExponentialDecay(0.1, decay_steps=0), contains='decay_steps > 0')
 
 # %% [markdown]
 # ## Gradient clipping
@@ -684,6 +731,8 @@ for nm in _OPTIMIZERS:   # every optimizer moves a float32 parameter downhill on
     for _ in range(3): o.step(params, {'w': params['w'].copy()})
     assert params['w'].dtype == np.float32 and (params['w'] < 2).all(), (nm, params['w'])
 print(repr(Adam()))
+for nm in _OPTIMIZERS:   # and none accepts an infinite learning rate
+    test_fail(lambda: get_optimizer(nm, lr=math.inf), contains='expected lr > 0 and finite')
 
 # %% [markdown]
 # ## Experiment 1: the 1-D lab of *Build Your Own Deep Learning*
@@ -773,20 +822,21 @@ def run_1d(opt, x_next=0.5, x_first=0.0, precision=1e-3, max_steps=100_000):
 # %% [markdown]
 # Every case the source prints, its number, our replica's, and the textbook
 # rule from `optim` (the same hyperparameters; momentum as
-# `SGD(α(1−β), momentum=β)`, RMSprop with $\epsilon=0$ as in the source, Adam with
+# `SGD(α(1−β), momentum=β)`, RMSprop without $\epsilon$ as in the source (we pass
+# $10^{-300}$, which changes no sum here, since $\epsilon = 0$ is rejected), Adam with
 # the gradient at the current point):
 
 # %%
 lab_cases = [  # (case, source x, source steps, replica run, textbook run)
     ('GD lr .05',               1.9980265135950486, 25,  lambda: src_gd(.5, 0, .001, .05),              lambda: run_1d(SGD(.05))),
     ('Momentum lr .05 β .09',   2.0044111590230216, 18,  lambda: src_momentum(.5, 0, .001, .05, .09),   lambda: run_1d(SGD(.05 * .91, momentum=.09))),
-    ('RMSprop lr .09 β .9',     1.9994846996509628, 21,  lambda: src_rmsprop(.5, 0, .001, .09, .9),     lambda: run_1d(RMSprop(.09, rho=.9, eps=0))),
+    ('RMSprop lr .09 β .9',     1.9994846996509628, 21,  lambda: src_rmsprop(.5, 0, .001, .09, .9),     lambda: run_1d(RMSprop(.09, rho=.9, eps=1e-300))),
     ('GD lr .09',               1.9995816511863498, 15,  lambda: src_gd(.5, 0, .001, .09),              lambda: run_1d(SGD(.09))),
     ('Momentum lr .09 β .9',    2.170613047523136,  75,  lambda: src_momentum(.5, 0, .001, .09, .9),    lambda: run_1d(SGD(.09 * .1, momentum=.9))),
-    ('RMSprop lr .09 β .9',     1.9994846996509628, 21,  lambda: src_rmsprop(.5, 0, .001, .09, .9),     lambda: run_1d(RMSprop(.09, rho=.9, eps=0))),
+    ('RMSprop lr .09 β .9',     1.9994846996509628, 21,  lambda: src_rmsprop(.5, 0, .001, .09, .9),     lambda: run_1d(RMSprop(.09, rho=.9, eps=1e-300))),
     ('GD lr .001',              1.8177270754230204, 567, lambda: src_gd(.5, 0, .001, .001),             lambda: run_1d(SGD(.001))),
     ('Momentum lr .001 β .9',   0.500225,           2,   lambda: src_momentum(.5, 0, .001, .001, .9),   lambda: run_1d(SGD(.001 * .1, momentum=.9))),
-    ('RMSprop lr .001 β .9',    1.0109592377573589, 500, lambda: src_rmsprop(.5, 0, .001, .001, .9),    lambda: run_1d(RMSprop(.001, rho=.9, eps=0))),
+    ('RMSprop lr .001 β .9',    1.0109592377573589, 500, lambda: src_rmsprop(.5, 0, .001, .001, .9),    lambda: run_1d(RMSprop(.001, rho=.9, eps=1e-300))),
     ('Adam lr .6 β1 .9 β2 .99', 2.068365088385878, 12,
      lambda: src_adam(.5, 0, .001, .6, .9, .99, 1e-8), lambda: run_1d(Adam(.6, .9, .99, eps=1e-8))),
 ]

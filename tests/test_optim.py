@@ -7,6 +7,7 @@ from dl_from_scratch.optim import (SGD, Adagrad, Adadelta, RMSprop, Adam, Adamax
                                    clip_by_value, clip_by_global_norm, global_norm)
 
 P0, G1, G2 = 1.0, 1.0, -2.0   # scalar start and two gradients used by every hand computation
+TINY = 1e-300                 # an eps that changes no float64 sum below (eps=0 is rejected)
 
 
 def two_steps(opt, g1=G1, g2=G2, p0=P0):
@@ -21,13 +22,13 @@ HAND = {
     'sgd': (SGD(0.1), (0.9, 1.1)),
     'momentum': (SGD(0.1, momentum=0.9), (0.9, 0.9 + 0.11)),                   # v1=-0.1, v2=-0.09+0.2
     'nesterov': (SGD(0.1, momentum=0.9, nesterov=True), (0.81, 0.81 + 0.9 * 0.11 + 0.2)),
-    'adagrad': (Adagrad(0.1, eps=0), (0.9, 0.9 + 0.1 * 2 / math.sqrt(5))),      # G1=1, G2=5
-    'rmsprop': (RMSprop(0.01, rho=0.9, eps=0),                                  # E1=0.1, E2=0.49
+    'adagrad': (Adagrad(0.1, eps=TINY), (0.9, 0.9 + 0.1 * 2 / math.sqrt(5))),      # G1=1, G2=5
+    'rmsprop': (RMSprop(0.01, rho=0.9, eps=TINY),                                  # E1=0.1, E2=0.49
                 (1 - 0.01 / math.sqrt(0.1), 1 - 0.01 / math.sqrt(0.1) + 0.02 / 0.7)),
-    'adam': (Adam(0.1, 0.9, 0.99, eps=0),                                       # m2=-0.11, v2=0.0499
+    'adam': (Adam(0.1, 0.9, 0.99, eps=TINY),                                       # m2=-0.11, v2=0.0499
              (0.9, 0.9 + 0.1 * (0.11 / 0.19) / math.sqrt(0.0499 / 0.0199))),
-    'adamax': (Adamax(0.1, 0.9, 0.99, eps=0), (0.9, 0.9 + 0.1 / 0.19 * 0.11 / 2)),  # u1=1, u2=2
-    'nadam_const': (Nadam(0.1, 0.9, 0.99, eps=0, schedule_decay=None),
+    'adamax': (Adamax(0.1, 0.9, 0.99, eps=TINY), (0.9, 0.9 + 0.1 / 0.19 * 0.11 / 2)),  # u1=1, u2=2
+    'nadam_const': (Nadam(0.1, 0.9, 0.99, eps=TINY, schedule_decay=None),
                     (1 - 0.1 * (0.09 / 0.19 + 1.0),
                      1 - 0.1 * (0.09 / 0.19 + 1.0) - 0.1 * (0.9 * -0.11 / 0.271 - 0.2 / 0.19) / math.sqrt(0.0499 / 0.0199))),
 }
@@ -49,8 +50,8 @@ def test_adadelta_by_hand():
 
 def test_amsgrad_keeps_the_max():
     # g2 small: v2 = 0.0099 + 1e-6 < v1 = 0.01, AMSGrad keeps v1 and takes the smaller step
-    ams = two_steps(Adam(0.1, 0.9, 0.99, eps=0, amsgrad=True), 1.0, 0.01)
-    adam = two_steps(Adam(0.1, 0.9, 0.99, eps=0), 1.0, 0.01)
+    ams = two_steps(Adam(0.1, 0.9, 0.99, eps=TINY, amsgrad=True), 1.0, 0.01)
+    adam = two_steps(Adam(0.1, 0.9, 0.99, eps=TINY), 1.0, 0.01)
     np.testing.assert_allclose(ams, (0.9, 0.9 - 0.1 * (0.091 / 0.19) / math.sqrt(0.01 / 0.0199)), atol=1e-12)
     np.testing.assert_allclose(adam, (0.9, 0.9 - 0.1 * (0.091 / 0.19) / math.sqrt(0.009901 / 0.0199)), atol=1e-12)
 
@@ -63,7 +64,7 @@ def test_nadam_dozat_schedule_by_hand():
     mb2 = mu[2] * m2 / (1 - mu[0] * mu[1] * mu[2]) + (1 - mu[1]) * G2 / (1 - mu[0] * mu[1])
     p1 = P0 - 0.1 * mb1 / 1.0
     p2 = p1 - 0.1 * mb2 / math.sqrt(0.0499 / 0.0199)
-    np.testing.assert_allclose(two_steps(Nadam(0.1, 0.9, 0.99, eps=0)), (p1, p2), atol=1e-12)
+    np.testing.assert_allclose(two_steps(Nadam(0.1, 0.9, 0.99, eps=TINY)), (p1, p2), atol=1e-12)
 
 
 def test_rprop_by_hand():
@@ -160,3 +161,65 @@ def test_bad_input():
     with pytest.raises(ValueError, match='reset'):
         opt.step({'w': np.zeros(4)}, {'w': np.zeros(4)})
     assert isinstance(get_optimizer('sgd'), Optimizer)
+
+
+ALL = [SGD, Adagrad, Adadelta, RMSprop, Adam, Adamax, Nadam, Rprop]
+
+
+@pytest.mark.parametrize('make', ALL, ids=lambda c: c.__name__)
+@pytest.mark.parametrize('lr', [math.inf, -math.inf, math.nan, 0.0, -0.1, '0.1', None])
+def test_every_optimizer_rejects_a_bad_learning_rate(make, lr):
+    with pytest.raises(ValueError, match=rf'{make.__name__} expected lr > 0 and finite .*, got'):
+        make(lr)
+
+
+@pytest.mark.parametrize('make', [Adagrad, Adadelta, RMSprop, Adam, Adamax, Nadam], ids=lambda c: c.__name__)
+@pytest.mark.parametrize('eps', [0, 0.0, -1e-7, math.inf, math.nan])
+def test_eps_must_be_positive_and_finite(make, eps):
+    with pytest.raises(ValueError, match=rf'{make.__name__} expected eps > 0 and finite, got'):
+        make(eps=eps)
+
+
+@pytest.mark.parametrize('make', [Adagrad, RMSprop, Adam, Adamax, Nadam], ids=lambda c: c.__name__)
+def test_a_coordinate_with_zero_gradient_stays_put(make):
+    # with eps = 0 (now rejected) this coordinate would compute 0/0 and turn NaN
+    params = {'w': np.ones(2)}
+    for _ in range(3):
+        make(0.1).step(params, {'w': np.array([0.0, 1.0])})
+    assert params['w'][0] == 1.0 and np.isfinite(params['w']).all()
+
+
+@pytest.mark.parametrize('make,kw,match', [
+    (SGD, dict(momentum=1.0), r'momentum in \[0, 1\)'), (SGD, dict(momentum=-0.1), 'momentum'),
+    (RMSprop, dict(rho=1.0), r'rho in \[0, 1\)'), (Adadelta, dict(rho=math.nan), 'rho'),
+    (Adam, dict(beta_1=1.0), 'beta_1'), (Adam, dict(beta_2=-0.5), 'beta_2'), (Nadam, dict(beta_2=1.5), 'beta_2'),
+    (Adagrad, dict(initial_accumulator_value=-1.0), 'initial_accumulator_value >= 0'),
+    (Nadam, dict(schedule_decay=-0.004), 'schedule_decay'), (Rprop, dict(eta_minus=1.5), 'eta_minus'),
+    (Rprop, dict(eta_plus=1.0), 'eta_plus > 1'), (Rprop, dict(step_min=0.0), 'step_min > 0'),
+    (Rprop, dict(step_min=1.0, step_max=0.5), 'step_min < step_max'),
+    (SGD, dict(clipvalue=0.0), 'clipvalue None or > 0'), (Adam, dict(global_clipnorm=math.inf), 'global_clipnorm')])
+def test_hyperparameters_out_of_range(make, kw, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kw)
+
+
+def test_defaults_and_edge_values_are_accepted():
+    for make in ALL:
+        make()
+    SGD(0.1, momentum=0.0); Adam(beta_1=0.0); Nadam(schedule_decay=None); Adagrad(initial_accumulator_value=0.0)
+    SGD(np.float32(0.1)); Adam(lr=1)                                     # NumPy floats and ints are numbers too
+
+
+def test_schedules_are_checked():
+    with pytest.raises(ValueError, match='initial_learning_rate > 0 and finite'):
+        ExponentialDecay(math.inf)
+    with pytest.raises(ValueError, match='decay_steps > 0'):
+        InverseTimeDecay(0.1, decay_steps=0)
+    opt = SGD(lambda epoch: math.inf if epoch else 0.1)
+    params = {'w': np.ones(1)}
+    opt.step(params, {'w': np.ones(1)})
+    opt.epoch = 1
+    with pytest.raises(ValueError, match='gave lr inf at epoch 1'):
+        opt.step(params, {'w': np.ones(1)})
+    assert params['w'][0] == pytest.approx(0.9)                      # the bad step never happened
+    SGD(lambda epoch: 0.0).step(params, {'w': np.ones(1)})            # a schedule may end at 0 (one-cycle)
