@@ -74,7 +74,7 @@ def tiny_book(tmp_path, monkeypatch):
     (tmp_path / 'book').symlink_to(ROOT / 'book')
     mj = tmp_path / 'build' / render_book.MATHJAX.replace('@', '-') / 'es5'
     for d in ('input/tex', 'output/chtml', 'ui', 'a11y', 'sre'): (mj / d).mkdir(parents=True)
-    (mj / 'tex-mml-chtml.js').write_text('/* stand-in */')
+    for build in ('tex-mml-chtml.js', 'tex-chtml-full.js'): (mj / build).write_text('/* stand-in */')
     monkeypatch.setattr(render_book, 'ROOT', tmp_path)
     monkeypatch.setattr(render_book, 'OUT', tmp_path / '_book')
     monkeypatch.setattr(render_book, 'BUILD', tmp_path / 'build' / 'book')
@@ -97,6 +97,18 @@ def test_sphinx_renders_parts_navigation_math_and_links(tiny_book):
     assert not (tiny_book / 'jupyter_execute').exists(), "the build writes nothing beside the sources"
     assert 'Some $x^2$' in (tiny_book / 'nbs' / '01_a.ipynb').read_text() and \
         '#| hide' in (tiny_book / 'nbs' / '01_a.ipynb').read_text()                    # the sources are untouched
+
+
+def test_quarto_pages_get_a_local_mathjax(tiny_book):
+    site = tiny_book / '_book'; (site / 'nbs').mkdir(parents=True)
+    cdn = '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml-full.js" type="text/javascript"></script>'
+    for page in ('index.html', 'nbs/01_a.html'): (site / page).write_text(f'<html><head>{cdn}</head></html>')
+    (site / 'nbs' / 'plain.html').write_text('<p>no math</p>')
+    assert render_book.localize_mathjax(site) == 2
+    assert 'src="mathjax/tex-chtml-full.js"' in (site / 'index.html').read_text()
+    assert 'src="../mathjax/tex-chtml-full.js"' in (site / 'nbs' / '01_a.html').read_text()
+    assert (site / 'mathjax' / 'tex-chtml-full.js').exists() and (site / 'mathjax' / 'output' / 'chtml').is_dir()
+    assert render_book.localize_mathjax(site) == 0                       # nothing left to point elsewhere
 
 
 def test_render_refuses_missing_chapter(tiny_book):

@@ -1,18 +1,17 @@
-"""Render the book site into _book/.
+"""Render the book site into _book/, and say which renderer ran.
 
-With Quarto on the PATH this runs `quarto render` (the project is the Quarto book in _quarto.yml).
-Without it (Quarto is not on PyPI) it builds the same book with Sphinx, MyST-NB and the Sphinx Book
-Theme (book/conf.py): the chapters of _quarto.yml in its order, grouped by part in the sidebar, with
-full-text search, previous/next links, a local MathJax 3 (no CDN), and a "Hide code" switch.
+With Quarto on the PATH this runs `quarto render` (the project is the Quarto book in _quarto.yml), then
+points its pages' MathJax at a local copy. Without it (Quarto is not on PyPI) it builds the same book with
+Sphinx, MyST-NB and the Sphinx Book Theme (book/conf.py): the chapters of _quarto.yml in its order,
+grouped by part in the sidebar, with full-text search, previous/next links, a local MathJax 3 (no CDN),
+and a "Hide code" switch.
 
-Neither renderer executes a chapter: pages show the outputs stored by `make execute`. Before Sphinx
-sees a notebook, its `#| hide` cells are dropped and every nbdev directive line (`#| export`, ...)
-is stripped, as nbdev's own docs do. The copies go to build/book/src with book/conf.py; the sources are
-not touched.
-It prints which renderer ran.
+Neither renderer executes a chapter: pages show the outputs stored by `make execute`. Before Sphinx sees a
+notebook, its `#| hide` cells are dropped and every nbdev directive line (`#| export`, ...) is stripped, as
+nbdev's own docs do. The copies go to build/book/src with book/conf.py; the sources are not touched.
 """
 from __future__ import annotations
-import argparse, json, re, shutil, subprocess, sys, tarfile, tempfile
+import argparse, json, os, re, shutil, subprocess, sys, tarfile, tempfile
 from pathlib import Path
 import nbformat, yaml
 
@@ -91,8 +90,9 @@ def stage(cfg: dict, chapters: list[tuple[str | None, str]], src: Path) -> None:
             sys.exit(f"render_book: {path}: only .ipynb and .md chapters are supported")
 
 
-def fetch_mathjax(static: Path) -> Path:
-    """MathJax 3 (the npm package) copied into static/mathjax, so math is typeset with no request off the machine.
+def fetch_mathjax(static: Path, builds=('tex-mml-chtml.js',)) -> Path:
+    """MathJax 3 (the npm package) copied into static/mathjax, so math is typeset with no request off the machine:
+    the combined `builds` named and what they load on demand (TeX extensions, CHTML fonts, menu, accessibility).
 
     The package is fetched once with `npm pack` (npm checks its integrity) and kept unpacked in build/."""
     cache = BUILD.parent / MATHJAX.replace('@', '-')
@@ -108,17 +108,33 @@ def fetch_mathjax(static: Path) -> Path:
             with tarfile.open(tgz) as tar:
                 members = [m for m in tar.getmembers() if m.name.startswith('package/es5/') and m.isfile()]
                 for m in members: m.name = m.name[len('package/'):]
-                tar.extractall(Path(tmp) / 'mj', members=members, filter='data')
+                safe = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}   # Python >= 3.10.12
+                tar.extractall(Path(tmp) / 'mj', members=members, **safe)
             if cache.exists(): shutil.rmtree(cache)
             shutil.move(Path(tmp) / 'mj', cache)
         print(f"  MathJax: {MATHJAX} unpacked into {cache.relative_to(ROOT)}")
     dest = static / 'mathjax'
     if dest.exists(): shutil.rmtree(dest)
-    # The CHTML build and what it loads on demand (TeX extensions, fonts, menu, accessibility); not the SVG builds.
-    for k in ('tex-mml-chtml.js', 'input', 'output/chtml', 'ui', 'a11y', 'sre'):
+    for k in (*builds, 'input', 'output/chtml', 'ui', 'a11y', 'sre'):
+        if not (cache / 'es5' / k).exists(): sys.exit(f"render_book: {MATHJAX} has no es5/{k}")
         (dest / k).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (cache / 'es5' / k).is_dir() else shutil.copy2)(cache / 'es5' / k, dest / k)
     return dest
+
+
+CDN_MATHJAX = re.compile(r'src="https?://[^"]*mathjax[^"]*?/es5/([\w.-]+\.js)[^"]*"')
+
+def localize_mathjax(site: Path) -> int:
+    "Point every page's MathJax script at a local copy in site/mathjax (Quarto links a CDN's); returns the pages changed."
+    changed, builds = 0, set()
+    for page in site.rglob('*.html'):
+        text = page.read_text(encoding='utf-8')
+        rel = Path(os.path.relpath(site / 'mathjax', page.parent)).as_posix()
+        new = CDN_MATHJAX.sub(lambda m: builds.add(m.group(1)) or f'src="{rel}/{m.group(1)}"', text)
+        if new != text:
+            page.write_text(new, encoding='utf-8'); changed += 1
+    if builds: fetch_mathjax(site, tuple(sorted(builds)))
+    return changed
 
 
 def render_sphinx(strict: bool = True) -> Path:
@@ -153,6 +169,7 @@ def main(argv=None):
         if not quarto: sys.exit("render_book: --renderer quarto, but quarto is not on the PATH")
         print(f"renderer: Quarto ({quarto})", flush=True)
         subprocess.run([quarto, 'render'], cwd=ROOT, check=True)
+        print(f"  MathJax: {localize_mathjax(OUT)} pages point at the local copy in _book/mathjax")
         print(f"book written to {OUT / 'index.html'} by Quarto")
         return
     print("renderer: Sphinx + MyST-NB + Sphinx Book Theme (quarto is not on the PATH)", flush=True)
