@@ -303,6 +303,7 @@ class Model(Layer):
                 raise ValueError(f"{who}: no output depends on input {t.name or ''} of shape (None, "
                                  f"{', '.join(map(str, t.shape))}); every input must reach an output")
         self.inputs, self.outputs = ins, outs
+        nodes = [t.node for t in ins] + [n for n in nodes if not isinstance(n.layer, InputLayer)]   # inputs first
         self._single_in, self._single_out = not isinstance(inputs, (list, tuple)), not isinstance(outputs, (list, tuple))
         layers, calls = [], {}
         for n in nodes:

@@ -24,9 +24,11 @@
 #
 # * **Minibatches are vectorised**: one fancy-indexing gather per batch, never
 #   a Python loop over samples.
-# * **Failure is loud and early**: a NaN loss stops `fit` with a message that
-#   says when and what to try; a checkpoint of another architecture is refused
-#   before any weight is touched.
+# * **Failure is loud and early**: a NaN loss, or an update that makes a
+#   weight non-finite, stops `fit` with a message that says when, which
+#   weight and what to try (the weights stay at their last finite values); a
+#   checkpoint of another architecture is refused before any weight is
+#   touched, and loading a checkpoint runs no code.
 # * **Saving is atomic**: the `.npz` is written to a temporary file in the
 #   same folder and moved over the old one with `os.replace`, which POSIX and
 #   Windows make atomic, so an interrupted save leaves the old file intact.
@@ -459,6 +461,7 @@ class Model(Layer):
                 raise ValueError(f"{who}: no output depends on input {t.name or ''} of shape (None, "
                                  f"{', '.join(map(str, t.shape))}); every input must reach an output")
         self.inputs, self.outputs = ins, outs
+        nodes = [t.node for t in ins] + [n for n in nodes if not isinstance(n.layer, InputLayer)]   # inputs first
         self._single_in, self._single_out = not isinstance(inputs, (list, tuple)), not isinstance(outputs, (list, tuple))
         layers, calls = [], {}
         for n in nodes:
@@ -978,6 +981,26 @@ def _model_from_config(cfg: dict, custom_objects=None) -> Model:
     pick = lambda refs, single: (outs[refs[0][0]][refs[0][1]][refs[0][2]] if single
                                  else [outs[ln][ni][ti] for ln, ni, ti in refs])
     return Model(pick(cfg['inputs'], cfg['single_in']), pick(cfg['outputs'], cfg['single_out']), name=cfg['name'])
+
+# %% [markdown]
+# A first graph: two inputs, one shared layer, two outputs. The summary
+# lists each layer once, with the tensors it reads; the shared `Dense`
+# reads two, and its weights count once.
+
+# %%
+from dl_from_scratch.merge import Add
+a, b = Input((3,), name='a'), Input((3,), name='b')
+shared = Dense(4, 'tanh', rng=0, name='shared')
+ha, hb = shared(a), shared(b)
+g = Model([a, b], [Dense(1, rng=1, name='y')(Add()([ha, hb])), ha], name='two_views')
+g.summary()
+test_eq(g.count_params(), 16 + 5); test_eq([l.name for l in g.layers], ['shared', 'add', 'y'])
+xa, xb = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
+y, h = g([xa, xb]); test_eq(y.shape, (2, 1)); test_eq(h, shared.forward(xa))
+g([xa, xb]); dxa, dxb = g.backward([np.ones((2, 1), np.float32), None])      # None: an output the loss ignores
+test_eq(dxa.shape, (2, 3)); test_eq(dxb.shape, (2, 3))
+test_fail(lambda: g(xa), contains="Model 'two_views' expected 2 input array(s)")
+test_fail(lambda: Model(a, np.zeros(2)), contains='expected outputs to be symbolic tensors')
 
 # %% [markdown]
 # `Sequential` is a `Model` whose graph is a chain. It keeps its own list
