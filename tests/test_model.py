@@ -233,12 +233,13 @@ def test_layer_used_twice_in_sequential_shares_weights_and_sums_gradients():
 
 
 def test_divergent_update_raises_and_keeps_last_finite_weights():
-    "SGD(lr=inf): the check runs after every update, names layer and parameter, and restores the weights."
+    "A finite loss whose update overflows float32: the check runs after every update (not only on the loss), names "
+    "the layer and the parameter, and puts back the weights of before the update."
     x, y = blobs(40)
-    m = Sequential([Dense(4, rng=0, name='hidden'), Dense(2, rng=1)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(np.inf))
+    m = Sequential([Dense(4, rng=0, name='hidden'), Dense(2, rng=1)]); m.compile(SparseCategoricalCrossentropy(from_logits=True), SGD(1e30))
     m.build((2,)); before = m.get_weights()
     with np.errstate(all='ignore'), pytest.raises(FloatingPointError, match="parameter '(W|b)' of layer '(hidden|dense)' non-finite"):
-        m.fit(x, y, epochs=1, batch_size=40, verbose=0)
+        m.fit(x * 1e20, y, epochs=1, batch_size=40, verbose=0)
     for a, b in zip(m.get_weights(), before): np.testing.assert_array_equal(a, b)
 
 
