@@ -20,12 +20,13 @@ def get_dtype() -> np.dtype:
     return _DTYPE
 
 def set_dtype(dtype) -> None:
-    "Set the default floating dtype: `np.float32` (training) or `np.float64` (gradient checks)."
+    "Set the default floating dtype: `np.float32` (training) or `np.float64` (gradient checks); anything else is a `ValueError`."
     global _DTYPE
-    dtype = np.dtype(dtype)
-    if dtype.kind != 'f':
-        raise ValueError(f"set_dtype expected a floating dtype (float32 or float64), got {dtype}")
-    _DTYPE = dtype
+    try: dt = np.dtype(dtype)
+    except TypeError: dt = None
+    if dt is None or dt.type not in (np.float32, np.float64):
+        raise ValueError(f"set_dtype expected a floating dtype float32 or float64, got {dtype!r}")
+    _DTYPE = dt
 
 @contextlib.contextmanager
 def precision(dtype):

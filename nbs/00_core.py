@@ -39,7 +39,9 @@ from fastcore.test import test_eq, test_fail
 #
 # One module-level default decides the dtype of new parameters and of data
 # converted by the library. `precision(np.float64)` switches it for a block,
-# which is how the gradient checks build their layers.
+# which is how the gradient checks build their layers. Only these two are
+# accepted: the Numba kernels are compiled for float32 and float64, and
+# float16 (or a longdouble) would pass here only to fail deep inside one.
 
 # %%
 #| export
@@ -50,12 +52,13 @@ def get_dtype() -> np.dtype:
     return _DTYPE
 
 def set_dtype(dtype) -> None:
-    "Set the default floating dtype: `np.float32` (training) or `np.float64` (gradient checks)."
+    "Set the default floating dtype: `np.float32` (training) or `np.float64` (gradient checks); anything else is a `ValueError`."
     global _DTYPE
-    dtype = np.dtype(dtype)
-    if dtype.kind != 'f':
-        raise ValueError(f"set_dtype expected a floating dtype (float32 or float64), got {dtype}")
-    _DTYPE = dtype
+    try: dt = np.dtype(dtype)
+    except TypeError: dt = None
+    if dt is None or dt.type not in (np.float32, np.float64):
+        raise ValueError(f"set_dtype expected a floating dtype float32 or float64, got {dtype!r}")
+    _DTYPE = dt
 
 @contextlib.contextmanager
 def precision(dtype):
@@ -69,7 +72,9 @@ def precision(dtype):
 test_eq(get_dtype(), np.float32)
 with precision(np.float64): test_eq(get_dtype(), np.float64)
 test_eq(get_dtype(), np.float32)
-test_fail(lambda: set_dtype(np.int32), contains='floating dtype')
+for bad in (np.int32, np.float16, 'nonsense'):
+    test_fail(lambda: set_dtype(bad), contains='set_dtype expected a floating dtype float32 or float64, got')
+test_eq(get_dtype(), np.float32)                                          # a rejected dtype changes nothing
 
 # %% [markdown]
 # ## Random numbers
