@@ -281,7 +281,11 @@ plt.tight_layout(); plt.show()
 # log-spaced sweep for the degree-8 model, where the penalty's effect is
 # clearer: too small a $\lambda$ leaves the wild extrapolation, too large a
 # one flattens the fit into underfitting, and in between (here around
-# $\lambda\approx0.3$) the test error comes down to the noise level.
+# $\lambda\approx0.3$) the test RMSE falls from 4.80 to 0.150. That is still
+# half as much again as the noise level $\sigma = 0.1$, which the degree-2
+# model reaches (0.1016 above): ridge shrinks every coefficient, the true
+# $x^2$ term's included, and that bias shows most on the test points, the last
+# 20 of the range, beyond the training points.
 
 # %%
 lams_k = np.linspace(0.01, 0.99, 100)
