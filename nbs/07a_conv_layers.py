@@ -29,9 +29,10 @@ simulate_cuda_without_gpu()
 # %%
 #| export
 from __future__ import annotations
+import threading
 import numpy as np
 from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng, resolve_backend, scratch
-from dl_from_scratch.layers import Layer, _get_activation
+from dl_from_scratch.layers import Layer, _get_activation, get_regularizer, get_constraint
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
     maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _pad4, _geometry,
@@ -87,16 +88,6 @@ from dl_from_scratch.gradcheck import check_layer_grad
 
 # %%
 #| export
-def _regularizer(r):
-    if r is None: return None
-    from dl_from_scratch import layers
-    return layers.get_regularizer(r)
-
-def _constraint(c):
-    if c is None: return None
-    from dl_from_scratch import layers
-    return layers.get_constraint(c)
-
 class Conv2D(Layer):
     """2-D convolution (cross-correlation) over NHWC images.
 
@@ -104,7 +95,10 @@ class Conv2D(Layer):
     `W` `(KH, KW, C, filters)`, `b` `(filters,)`. `padding`: 'valid', 'same', int, (ph, pw) or
     (top, bottom, left, right). `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' for im2col/col2im.
     `algorithm`: 'im2col', 'direct' (shifted planes, Numba on the CPU, stride 1 only) or 'auto': direct for
-    stride 1, C*F <= 32 on the Numba backend (thin layers such as LeNet's first), else im2col."""
+    stride 1, C*F <= 32 on the Numba backend (thin layers such as LeNet's first), else im2col.
+    An empty batch gives an empty output and zero gradients. The work arrays kept between batches are per
+    thread, so several threads may run `forward` (e.g. `predict`) on one layer at once; training is not
+    thread-safe (`cache` and `grads` are the layer's own)."""
     chunk_bytes = 32 * 2**20     # CPU: above this many bytes of columns per batch, im2col works a few images at a time
     chunk_target = 8 * 2**20     # ... of about this many bytes each
 
@@ -125,7 +119,8 @@ class Conv2D(Layer):
         if self.activation is not None: self._g, self._g_grad = _get_activation(self.activation)
         self.kernel_initializer = initializers.get_initializer(kernel_initializer)
         self.bias_initializer = initializers.get_initializer(bias_initializer)
-        self.kernel_regularizer, self.kernel_constraint = _regularizer(kernel_regularizer), _constraint(kernel_constraint)
+        self.kernel_regularizer = None if kernel_regularizer is None else get_regularizer(kernel_regularizer)
+        self.kernel_constraint = None if kernel_constraint is None else get_constraint(kernel_constraint)
         self.rng = as_rng(rng)
 
     def _pad(self, hw): return resolve_padding(self.padding, hw, self.kernel_size, self.strides)
@@ -136,9 +131,9 @@ class Conv2D(Layer):
         H, W, C = (int(s) for s in input_shape)
         _geometry((1, H, W, C), *self.kernel_size, self.strides, self._pad((H, W)), 'Conv2D')
         super().build(input_shape)
-        dt = get_dtype()
-        self.params['W'] = self.kernel_initializer((*self.kernel_size, C, self.filters), rng=self.rng, dtype=dt)
-        if self.use_bias: self.params['b'] = self.bias_initializer((self.filters,), rng=self.rng, dtype=dt)
+        self.add_weight('W', (*self.kernel_size, C, self.filters), self.kernel_initializer,
+                        self.kernel_regularizer, self.kernel_constraint)
+        if self.use_bias: self.add_weight('b', (self.filters,), self.bias_initializer)
 
     def output_shape(self, input_shape):
         H, W = int(input_shape[0]), int(input_shape[1])
@@ -154,6 +149,10 @@ class Conv2D(Layer):
                              f"(KH, KW, C, F), got input shape {tuple(x.shape)}")
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
+    def _scratch(self) -> dict:
+        "The work arrays of the calling thread: concurrent forward passes must not fill each other's columns."
+        return super()._scratch().setdefault(threading.get_ident(), {})
+
     def _workspace(self, name, shape, like, fill=None):
         "A scratch array kept between batches (`core.scratch`): a fresh 100 MB array costs more in page faults than im2col."
         return scratch(self._scratch(), name, shape, like.dtype, get_array_module(like), fill)
@@ -168,6 +167,9 @@ class Conv2D(Layer):
         x = self._check(x)
         N, H, W, _ = x.shape
         pad = self._pad((H, W))
+        if N == 0:                            # an empty batch: an empty output, and zero gradients in backward
+            self.cache = ('empty', None, x.shape, pad, None)
+            return get_array_module(x).zeros((0, *self.output_shape((H, W))), x.dtype)
         relu = self.activation == 'relu'      # fused into the kernels below: no pass of its own
         if self._direct(x):
             z, planes, Wp = conv2d_direct_forward(x, self.params['W'], self.params.get('b'), pad, relu=relu)
@@ -208,6 +210,10 @@ class Conv2D(Layer):
         "`need_dx=False` (the model's first layer in training) skips dL/dx (a matmul and col2im) and returns `None`."
         kind, cols, x_shape, pad, z = self.cache           # z is relu(z) when the activation is 'relu'
         relu = self.activation == 'relu'
+        if kind == 'empty':
+            xp = get_array_module(dy)
+            self.grads.update({k: xp.zeros_like(p) for k, p in self.params.items()})
+            return xp.zeros(x_shape, dy.dtype) if need_dx else None
         if kind == 'direct':
             dz = dy if self.activation is None or relu else dy * self._g_grad(z)
             dx, self.grads['W'], db = conv2d_direct_backward(dz, *cols, self.params['W'], x_shape, pad, need_dx,
@@ -240,8 +246,6 @@ class Conv2D(Layer):
         if self.use_bias: self.grads['b'] = dW[K].copy()
         return dx
 
-    # regularization_loss / regularization_grads / apply_constraints: the Layer base's defaults serve,
-    # since the kernel is params['W'].
 
 # %% [markdown]
 # The layer computes what the naive loops compute, its parameter count is
@@ -308,6 +312,33 @@ test_fail(lambda: Conv2D(2, 3)(np.zeros((8, 8, 3))), contains='rank 4 (N, H, W, 
 test_fail(lambda: Conv2D(2, 3, padding='full'), contains="'valid', 'same'")
 
 # %% [markdown]
+# An empty batch is not an error, as in Keras: the output is empty and the
+# gradients are zero. The work arrays kept between batches are kept per
+# thread, so several threads may call one trained layer at once (say, a
+# server answering requests with `predict`); each gets the numbers it would
+# get alone. Training from several threads is not supported: a layer has one
+# `cache` and one `grads`.
+
+# %%
+import threading
+for alg in ('im2col', 'direct'):
+    c = Conv2D(3, 3, padding='same', rng=0, algorithm=alg)
+    y0 = c(np.zeros((0, 6, 6, 1), np.float32))
+    test_eq(y0.shape, (0, 6, 6, 3))
+    test_eq(c.backward(y0).shape, (0, 6, 6, 1)); test_eq(c.grads['W'], np.zeros((3, 3, 1, 3), np.float32))
+    test_eq(c.backward(y0, need_dx=False), None)
+conv = Conv2D(16, 3, padding='same', rng=0, algorithm='im2col')
+xs = [np.random.default_rng(i).random((8, 16, 16, 3), dtype=np.float32) for i in range(4)]
+alone = [conv(x) for x in xs]
+together = [None] * 4
+def run(i):
+    for _ in range(20): together[i] = conv(xs[i])
+threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+for a, b in zip(alone, together): test_eq(b, a)
+
+# %% [markdown]
 # ## Pooling layers
 #
 # `MaxPool2D` keeps the winners' offsets in its cache; `AvgPool2D` needs only
@@ -357,7 +388,8 @@ class MaxPool2D(_Pool2D):
         self.cache = (idx, x.shape, pad)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
+        if not need_dx: return None
         idx, x_shape, pad = self.cache
         return maxpool2d_backward(dy, idx, x_shape, self.pool_size, self.strides, pad, self.backend)
 
@@ -370,7 +402,8 @@ class AvgPool2D(_Pool2D):
         self.cache = (x.shape, pad)
         return avgpool2d_forward(x, self.pool_size, self.strides, pad, self.backend)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
+        if not need_dx: return None
         x_shape, pad = self.cache
         return avgpool2d_backward(dy, x_shape, self.pool_size, self.strides, pad, self.backend)
 
@@ -473,6 +506,7 @@ class L2Pool2D(_Pool2D):
         return y
 
     def backward(self, dy, need_dx: bool = True):
+        if not need_dx: return None
         x_pad, y, pad = self.cache
         xp = get_array_module(dy)
         g = dy / xp.where(y > 0, y, 1) * (y > 0)        # dL/dy / y, and 0 on all-zero windows
@@ -534,7 +568,8 @@ class DepthwiseConv2D(Layer):
         if self.activation is not None: self._g, self._g_grad = _get_activation(self.activation)
         self.depthwise_initializer = initializers.get_initializer(depthwise_initializer)
         self.bias_initializer = initializers.get_initializer(bias_initializer)
-        self.kernel_regularizer, self.kernel_constraint = _regularizer(depthwise_regularizer), _constraint(depthwise_constraint)
+        self.depthwise_regularizer = None if depthwise_regularizer is None else get_regularizer(depthwise_regularizer)
+        self.depthwise_constraint = None if depthwise_constraint is None else get_constraint(depthwise_constraint)
         self.rng = as_rng(rng)
 
     def _pad(self, hw): return resolve_padding(self.padding, hw, self.kernel_size, self.strides)
@@ -545,9 +580,10 @@ class DepthwiseConv2D(Layer):
         H, W, C = (int(s) for s in input_shape)
         _geometry((1, H, W, C), *self.kernel_size, self.strides, self._pad((H, W)), 'DepthwiseConv2D')
         super().build(input_shape)
-        dt, M = get_dtype(), self.depth_multiplier
-        self.params['W'] = self.depthwise_initializer((*self.kernel_size, C, M), rng=self.rng, dtype=dt)
-        if self.use_bias: self.params['b'] = self.bias_initializer((C * M,), rng=self.rng, dtype=dt)
+        M = self.depth_multiplier
+        self.add_weight('W', (*self.kernel_size, C, M), self.depthwise_initializer, self.depthwise_regularizer,
+                        self.depthwise_constraint)
+        if self.use_bias: self.add_weight('b', (C * M,), self.bias_initializer)
 
     def output_shape(self, input_shape):
         H, W, C = (int(s) for s in input_shape)

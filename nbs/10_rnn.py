@@ -1,8 +1,7 @@
 # %% [markdown]
 # # Recurrent networks and backpropagation through time
 #
-# > The Elman RNN, full BPTT with its recurrent Jacobian product, why gradients vanish or explode,
-# > clipping, and a character-level language model, on kernels compiled for the CPU and CUDA.
+# > The recurrent kernels (the Elman RNN here; the LSTM and GRU in chapter 11): forward pass and full BPTT, as a NumPy reference, Numba CPU and Numba CUDA code; why gradients vanish or explode, clipping, and a character-level language model.
 #
 # ## Purpose
 #
@@ -433,14 +432,14 @@ def _time_major(xp, dhs, dt, ws):
     dH[...] = xp.asarray(dhs).transpose(1, 0, 2)
     return dH
 
-def _finish_backward(xp, cache, dA, Wx):
+def _finish_backward(xp, cache, dA, Wx, need_dx=True):
     """dx, dWx, db from the stacked pre-activation gradients dA (T, N, G*H), after the loop:
-    [dWx; db] = X1^T dA in one product, dx = dA Wx^T in another."""
+    [dWx; db] = X1^T dA in one product, dx = dA Wx^T in another (skipped, dx None, when not `need_dx`)."""
     X1 = cache['x1']; T, N = dA.shape[:2]; D = X1.shape[1] - 1
     dA2 = dA.reshape(T * N, -1)
     dW1 = X1.T @ dA2
-    dx = (dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)
-    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
+    dx = xp.ascontiguousarray((dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)) if need_dx else None
+    return dx, xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
 
 def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     """Elman RNN over a whole sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
@@ -462,9 +461,10 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace)
     return Hs[1:].transpose(1, 0, 2), cache     # Hs is fresh: the caller keeps hs
 
-def rnn_backward(dhs, cache):
+def rnn_backward(dhs, cache, need_dx=True):
     """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
-    final state to dhs[:, -1]). Returns (dx, dh0, dWx, dWh, db)."""
+    final state to dhs[:, -1]). Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`
+    (a model's first layer: nothing uses dL/dx)."""
     Hs, M, Wh, Wx = cache['Hs'], cache['M'], cache['Wh'], cache['Wx']
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
@@ -479,7 +479,7 @@ def rnn_backward(dhs, cache):
         xp.matmul(dA[t], WhT, out=drec)             # dL/dh_{t-1} through the recurrence
     dh0 = dcarry + drec
     dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, H)
-    dx, dWx, db = _finish_backward(xp, cache, dA, Wx)
+    dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
     return dx, dh0, dWx, dWh, db
 
 # %% [markdown]

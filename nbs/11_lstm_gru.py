@@ -1,9 +1,7 @@
 # %% [markdown]
 # # LSTM and GRU
 #
-# > Gated cells with their complete backpropagation through time, the recurrent layers of the
-# > package (`SimpleRNN`, `LSTM`, `GRU`, `Bidirectional`, `StackedRNN`), and experiments on real
-# > sequences.
+# > The recurrent layers `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional` and `StackedRNN`, on LSTM and GRU kernels with their complete backpropagation through time; experiments on real sequences.
 #
 # ## Purpose
 #
@@ -322,9 +320,9 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
                  Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws)
     return Hs[1:].transpose(1, 0, 2), Cs[T].copy(), cache     # Hs is fresh, Cs scratch: cT is copied out
 
-def lstm_backward(dhs, dcT, cache):
+def lstm_backward(dhs, dcT, cache, need_dx=True):
     """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
-    Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None."""
+    Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and dx None when not `need_dx`."""
     Hs, Cs, Gs, TC, M, P = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
@@ -344,7 +342,7 @@ def lstm_backward(dhs, dcT, cache):
     if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
         dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
                           (dA[..., 3*H:] * Cs[1:]).sum((0, 1))])
-    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
+    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
     return dx, dh0, dc, dWx, dWh, db, dpeep
 
 # %% [markdown]
@@ -539,8 +537,9 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
                  ws=ws)
     return Hs[1:].transpose(1, 0, 2), cache
 
-def gru_backward(dhs, cache):
-    """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db)."""
+def gru_backward(dhs, cache, need_dx=True):
+    """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db),
+    dx None when not `need_dx`."""
     Hs, ZR, NN, RH, M = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
@@ -562,7 +561,7 @@ def gru_backward(dhs, cache):
                           RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
     dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
     dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
-    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'])
+    dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
     return dx, dh0, dWx, dWh, db
 
 # %% [markdown]
@@ -684,24 +683,32 @@ assert all(a < 1e-8 and b_ > 1e-2 and c_ > 1e-2 for _, a, b_, c_ in rows)
 # %%
 #| export
 from __future__ import annotations
+import threading
 import numpy as np
 from dl_from_scratch.core import check_array, as_rng, get_dtype, get_array_module, to_device
-from dl_from_scratch.layers import Layer
+from dl_from_scratch.layers import Layer, _who, get_regularizer, get_constraint
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels import recurrent as K
 
 
 # %%
 #| export
-def _who(layer):
-    return type(layer).__name__ + (f" '{layer.name}'" if getattr(layer, 'name', None) else '')
-
 def _check_sequence(layer, x, D=None):
-    "x must be (N, T, D) with finite values and, once built, the feature size D the layer was built for."
+    "x must be (N, T >= 1, D) with finite values and, once built, the feature size D the layer was built for."
     x = check_array(x, 'input', ndim=3, shape=(None, None, D) if D is None else None, who=_who(layer))
     if D is not None and x.shape[2] != D:
         raise ValueError(f"{_who(layer)} expected input of shape (N, T, {D}), got {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{_who(layer)} expected at least one time step, input of shape (N, T >= 1, D), "
+                         f"got input shape {tuple(x.shape)}")
     return x
+
+class _KeywordCall:
+    "`layer(x, training, mask=..., initial_state=...)`: `Layer.__call__`, with forward's keywords passed on."
+    def __call__(self, x, training=False, **kw):
+        if not kw: return super().__call__(x, training=training)
+        if not self.built: self.build(tuple(x.shape[1:]))
+        return self.forward(x, training=training, **kw)
 
 def _check_mask(layer, mask, N, T):
     "A (N, T) mask of 0/1 (or bool): 1 = a real step, 0 = padding."
@@ -718,21 +725,27 @@ def _check_mask(layer, mask, N, T):
 
 # %%
 #| export
-class Recurrent(Layer):
+class Recurrent(_KeywordCall, Layer):
     """Base of `SimpleRNN`, `LSTM`, `GRU`: one recurrent layer over sequences `(N, T, D)`.
 
     * `return_sequences`: output every state `(N, T, units)` (zeros at masked steps), else the last one `(N, units)`;
     * `forward(x, training, mask=None, initial_state=None)`: `mask` `(N, T)` of 0/1 marks the real steps (a masked
       step keeps the state), `initial_state` is a tuple of `(N, units)` arrays (h, or h and c for the LSTM);
       `mask_value` builds the mask from the input when none is given (steps whose features all equal it);
-    * after forward, `final_state` holds the state after the last step; `backward(dy, d_final_state=None)`
-      accepts its gradient and leaves the gradient of the initial state in `d_initial_state`;
+    * after forward, `final_state` holds the state after the last step; `backward(dy, need_dx=True,
+      d_final_state=None)` accepts its gradient and leaves the gradient of the initial state in `d_initial_state`;
     * `go_backwards`: read the sequence from the end (outputs are returned in the original time order);
-    * `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' (see `kernels.recurrent`)."""
+    * `kernel_`, `recurrent_` and `bias_regularizer` / `_constraint` act on `Wx`, `Wh` and `b`, as in Keras;
+    * `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' (see `kernels.recurrent`).
+
+    A sequence needs at least one step; an empty batch gives an empty output and zero gradients. The work arrays
+    kept between batches are per thread, so several threads may run inference on one layer at once."""
     gates, n_states = 1, 1
 
     def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, mask_value=None,
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
+                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
                  backend: str = 'auto', rng=None, name=None):
         super().__init__(name)
         if int(units) < 1: raise ValueError(f"{type(self).__name__} expected units >= 1, got {units}")
@@ -741,24 +754,29 @@ class Recurrent(Layer):
         self.kernel_initializer = initializers.get_initializer(kernel_initializer)
         self.recurrent_initializer = initializers.get_initializer(recurrent_initializer)
         self.bias_initializer = initializers.get_initializer(bias_initializer)
+        self.options = {'Wx': (kernel_regularizer, kernel_constraint), 'Wh': (recurrent_regularizer, recurrent_constraint),
+                        'b': (bias_regularizer, bias_constraint)}           # add_weight resolves them in build
         self.rng = as_rng(rng)
         self.final_state = None
         self.d_initial_state = None
+
+    def _recurrent_kernel(self, shape, rng=None, dtype=None):
+        "`Wh` `(H, G*H)`: each gate's recurrent block is its own draw of `recurrent_initializer` (orthogonal)."
+        H = shape[0]
+        return np.concatenate([self.recurrent_initializer((H, H), rng=rng, dtype=dtype) for _ in range(self.gates)], axis=1)
 
     def build(self, input_shape):
         if len(input_shape) != 2:
             raise ValueError(f"{_who(self)} expected input of rank 3 (N, T, D), got input shape (N, *{tuple(input_shape)})")
         super().build(input_shape)
-        D, H, G, dt = self.input_shape[1], self.units, self.gates, get_dtype()
-        self.params['Wx'] = self.kernel_initializer((D, G * H), rng=self.rng, dtype=dt)
-        # each gate's recurrent block is its own orthogonal matrix
-        self.params['Wh'] = np.concatenate([self.recurrent_initializer((H, H), rng=self.rng, dtype=dt)
-                                            for _ in range(G)], axis=1)
-        self.params['b'] = self.bias_initializer((G * H,), rng=self.rng, dtype=dt)
+        D, H, G = self.input_shape[1], self.units, self.gates
+        self.add_weight('Wx', (D, G * H), self.kernel_initializer, *self.options['Wx'])
+        self.add_weight('Wh', (H, G * H), self._recurrent_kernel, *self.options['Wh'])
+        self.add_weight('b', (G * H,), self.bias_initializer, *self.options['b'])
 
-    def __call__(self, x, training=False, **kw):
-        if not self.built: self.build(tuple(x.shape[1:]))
-        return self.forward(x, training=training, **kw)
+    def _scratch(self) -> dict:
+        "The work arrays of the calling thread: concurrent forward passes must not fill each other's gates."
+        return super()._scratch().setdefault(threading.get_ident(), {})
 
     def output_shape(self, input_shape):
         T = input_shape[0]
@@ -767,7 +785,7 @@ class Recurrent(Layer):
     def _kernel_forward(self, x, states, mask):  # -> hs (N, T, H), final states tuple, cache
         raise NotImplementedError
 
-    def _kernel_backward(self, dhs, d_states, cache):  # -> dx, d_initial_states tuple, grads dict
+    def _kernel_backward(self, dhs, d_states, cache, need_dx):  # -> dx (None unless need_dx), d_initial_states tuple, grads dict
         raise NotImplementedError
 
     def forward(self, x, training=False, mask=None, initial_state=None):
@@ -789,6 +807,9 @@ class Recurrent(Layer):
                 raise ValueError(f"{_who(self)} expected {self.n_states} initial state array(s), got {len(initial_state)}")
             states = tuple(check_array(s, 'initial_state', shape=(N, self.units), who=_who(self)).astype(dt, copy=False)
                            for s in initial_state)
+        if N == 0:                  # an empty batch: an empty output, and zero gradients in backward
+            self.final_state, self.cache = states, (None, mask, N, T)
+            return xp.zeros((0, T, self.units) if self.return_sequences else (0, self.units), dt)
         if self.go_backwards:
             x = x[:, ::-1]
             if mask is not None: mask = mask[:, ::-1]
@@ -803,12 +824,17 @@ class Recurrent(Layer):
         self.cache = (cache, mask, N, T)
         return y
 
-    def backward(self, dy, d_final_state=None):
-        """dy: dL/dy (shape of the output) -> dL/dx (N, T, D); fills `grads` and `d_initial_state`."""
+    def backward(self, dy, need_dx: bool = True, d_final_state=None):
+        """dy: dL/dy (shape of the output) -> dL/dx (N, T, D), or None when `need_dx=False`;
+        fills `grads` and `d_initial_state`."""
         cache, mask, N, T = self.cache
         xp = get_array_module(dy)
         dt = self.dtype
         H = self.units
+        if N == 0:
+            self.grads.update({k: xp.zeros_like(p) for k, p in self.params.items()})
+            self.d_initial_state = tuple(xp.zeros((0, H), dt) for _ in range(self.n_states))
+            return xp.zeros((0, T, self.input_shape[1]), dt) if need_dx else None
         if self.return_sequences:
             check_array(dy, 'dy', shape=(N, T, H), who=_who(self))
             dhs = dy[:, ::-1] if self.go_backwards else dy
@@ -822,10 +848,10 @@ class Recurrent(Layer):
             d_states = list(d_final_state)
         if d_states[0] is not None:
             dhs = dhs.copy(); dhs[:, -1] += d_states[0]
-        dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache)
+        dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache, need_dx)
         self.grads.update(grads)
         self.d_initial_state = d_init
-        return dx[:, ::-1] if self.go_backwards else dx
+        return dx[:, ::-1] if self.go_backwards and need_dx else dx
 
 
 # %%
@@ -841,8 +867,8 @@ class SimpleRNN(Recurrent):
                                   workspace=self._scratch())
         return hs, (hs[:, -1],), cache
 
-    def _kernel_backward(self, dhs, d_states, cache):
-        dx, dh0, dWx, dWh, db = K.rnn_backward(dhs, cache)
+    def _kernel_backward(self, dhs, d_states, cache, need_dx):
+        dx, dh0, dWx, dWh, db = K.rnn_backward(dhs, cache, need_dx)
         return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
 
 class LSTM(Recurrent):
@@ -859,7 +885,7 @@ class LSTM(Recurrent):
         super().build(input_shape)
         H = self.units
         if self.unit_forget_bias: self.params['b'][H:2 * H] += 1
-        if self.peepholes: self.params['P'] = np.zeros((3, H), get_dtype())
+        if self.peepholes: self.add_weight('P', (3, H), 'zeros')
 
     def _kernel_forward(self, x, states, mask):
         p = self.params
@@ -867,8 +893,8 @@ class LSTM(Recurrent):
                                        mask=mask, backend=self.backend, workspace=self._scratch())
         return hs, (hs[:, -1], cT), cache
 
-    def _kernel_backward(self, dhs, d_states, cache):
-        dx, dh0, dc0, dWx, dWh, db, dP = K.lstm_backward(dhs, d_states[1], cache)
+    def _kernel_backward(self, dhs, d_states, cache, need_dx):
+        dx, dh0, dc0, dWx, dWh, db, dP = K.lstm_backward(dhs, d_states[1], cache, need_dx)
         grads = {'Wx': dWx, 'Wh': dWh, 'b': db}
         if self.peepholes: grads['P'] = dP
         return dx, (dh0, dc0), grads
@@ -884,11 +910,10 @@ class GRU(Recurrent):
                                   workspace=self._scratch())
         return hs, (hs[:, -1],), cache
 
-    def _kernel_backward(self, dhs, d_states, cache):
-        dx, dh0, dWx, dWh, db = K.gru_backward(dhs, cache)
+    def _kernel_backward(self, dhs, d_states, cache, need_dx):
+        dx, dh0, dWx, dWh, db = K.gru_backward(dhs, cache, need_dx)
         return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
 
-RNN = SimpleRNN   # the issue's name for the Elman layer
 
 
 # %% [markdown]
@@ -899,7 +924,7 @@ RNN = SimpleRNN   # the issue's name for the Elman layer
 
 # %%
 #| export
-class Bidirectional(Layer):
+class Bidirectional(_KeywordCall, Layer):
     """Run a recurrent layer forwards and a copy of it backwards over the sequence and concatenate
     ('concat', default), add ('sum') or average ('ave') their outputs. With masking, the backward
     copy starts at the last *real* step. x (N, T, D) -> (N, T, 2H) / (N, 2H) for 'concat'."""
@@ -931,10 +956,6 @@ class Bidirectional(Layer):
         s = self.forward_layer.output_shape(input_shape)
         return (*s[:-1], 2 * s[-1]) if self.merge_mode == 'concat' else s
 
-    def __call__(self, x, training=False, **kw):
-        if not self.built: self.build(tuple(x.shape[1:]))
-        return self.forward(x, training=training, **kw)
-
     def forward(self, x, training=False, mask=None, initial_state=None):
         if not self.built:
             x = _check_sequence(self, x); self.build(tuple(x.shape[1:]))
@@ -949,7 +970,7 @@ class Bidirectional(Layer):
         if self.merge_mode == 'concat': return xp.concatenate([yf, yb], axis=-1)
         return yf + yb if self.merge_mode == 'sum' else (yf + yb) / 2
 
-    def backward(self, dy, d_final_state=None):
+    def backward(self, dy, need_dx: bool = True, d_final_state=None):
         H = self.forward_layer.units
         if self.merge_mode == 'concat': dyf, dyb = dy[..., :H], dy[..., H:]
         elif self.merge_mode == 'sum': dyf = dyb = dy
@@ -958,10 +979,11 @@ class Bidirectional(Layer):
         if d_final_state is not None:
             n = self.forward_layer.n_states
             df, db_ = tuple(d_final_state[:n]), tuple(d_final_state[n:])
-        dx = self.forward_layer.backward(dyf, df) + self.backward_layer.backward(dyb, db_)
+        dxf = self.forward_layer.backward(dyf, need_dx, d_final_state=df)
+        dxb = self.backward_layer.backward(dyb, need_dx, d_final_state=db_)
         self.d_initial_state = (*self.forward_layer.d_initial_state, *self.backward_layer.d_initial_state)
         self._link()
-        return dx
+        return dxf + dxb if need_dx else None
 
     def to(self, device='cpu'):
         self.forward_layer.to(device); self.backward_layer.to(device); self._link()
@@ -970,7 +992,7 @@ class Bidirectional(Layer):
 
 # %%
 #| export
-class StackedRNN(Layer):
+class StackedRNN(_KeywordCall, Layer):
     """A stack of recurrent layers (each but the last with `return_sequences=True`) that passes the
     mask to every layer, so padding is ignored all the way up. x (N, T, D) -> the last layer's output."""
     def __init__(self, layers: list, mask_value=None, name=None):
@@ -999,10 +1021,6 @@ class StackedRNN(Layer):
         for l in self.layers: shape = l.output_shape(shape)
         return shape
 
-    def __call__(self, x, training=False, **kw):
-        if not self.built: self.build(tuple(x.shape[1:]))
-        return self.forward(x, training=training, **kw)
-
     def forward(self, x, training=False, mask=None):
         x = _check_sequence(self, x)
         if not self.built: self.build(tuple(x.shape[1:]))
@@ -1011,8 +1029,9 @@ class StackedRNN(Layer):
         for l in self.layers: x = l.forward(x, training, mask=mask)
         return x
 
-    def backward(self, dy):
-        for l in reversed(self.layers): dy = l.backward(dy)
+    def backward(self, dy, need_dx: bool = True):
+        for i in range(len(self.layers) - 1, -1, -1):      # the first layer's dL/dx only when asked for
+            dy = self.layers[i].backward(dy, need_dx or i > 0)
         self._link()
         return dy
 
@@ -1123,11 +1142,12 @@ test_fail(lambda: StackedRNN([LSTM(3), LSTM(3)]), contains='return_sequences=Tru
 # %%
 from dl_from_scratch.model import Sequential
 from dl_from_scratch.layers import Dense
+from dl_from_scratch.losses import SparseCategoricalCrossentropy
 import tempfile
 # a toy many-to-one task: is the sum of the sequence positive?
 xs = rng.normal(size=(512, 12, 1)).astype(np.float32); ys = (xs.sum((1, 2)) > 0).astype(np.int64)
 model = Sequential([GRU(16, rng=0), Dense(2, rng=0)])
-model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', metrics=['accuracy'])
+model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer='adam', metrics=['accuracy'])
 hist = model.fit(xs, ys, epochs=15, batch_size=32, rng=0, verbose=0)
 acc = hist.history['accuracy'][-1]; print(f'train accuracy {acc:.3f}')
 assert acc > 0.9
@@ -1264,7 +1284,7 @@ def make(kind, head=(), units=64, seed=0):
     return Sequential([cell, *[Dense(u, activation='relu', rng=seed + i) for i, u in enumerate(head)], Dense(4, rng=seed + 9)])
 
 def fit(model, opt, epochs=60, X=X_tr, y=y_tr, val=(X_te, y_te), batch_size=8):
-    model.compile(loss='sparse_categorical_crossentropy', optimizer=opt, metrics=['accuracy'])
+    model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=opt, metrics=['accuracy'])
     return model.fit(X, y, epochs=epochs, batch_size=batch_size, validation_data=val, rng=0, verbose=0).history
 
 bm = {}
@@ -1362,7 +1382,7 @@ def pad(seqs, T):
 Tmax = lens.max()
 J_tr, J_te = pad(jv_tr, Tmax), pad(jv_te, Tmax)
 jmodel = Sequential([GRU(64, mask_value=0., rng=0), Dense(9, rng=1)], input_shape=(None, 12))   # any length
-jmodel.compile(loss='sparse_categorical_crossentropy', optimizer=optim.Adam(lr=2e-3), metrics=['accuracy'])
+jmodel.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=optim.Adam(lr=2e-3), metrics=['accuracy'])
 jh = jmodel.fit(J_tr, jy_tr, epochs=40, batch_size=16, validation_data=(J_te, jy_te), rng=0, verbose=0).history
 print(f"JapaneseVowels GRU(64): train {jh['accuracy'][-1]:.3f}, test {jh['val_accuracy'][-1]:.3f}")
 # the padded batch gives the same logits as each sequence alone, unpadded (input_shape (None, 12): any T)
@@ -1386,7 +1406,7 @@ print(R_tr.shape, R_te.shape)
 
 # %%
 qm = Sequential([LSTM(32, rng=0), Dense(10, rng=1)])
-qm.compile(loss='sparse_categorical_crossentropy', optimizer=optim.Adam(lr=5e-3, global_clipnorm=5.0), metrics=['accuracy'])
+qm.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=optim.Adam(lr=5e-3, global_clipnorm=5.0), metrics=['accuracy'])
 qh = qm.fit(R_tr[:2000], ym_tr[:2000], epochs=2, batch_size=64, rng=0, verbose=0).history
 q_acc = float((qm.predict(R_te[:1000]).argmax(1) == ym_te[:1000]).mean())
 print(f'quick LSTM(32), 2 epochs on 2000 images: test accuracy on 1000 = {q_acc:.3f}')
@@ -1397,7 +1417,7 @@ assert q_acc > 0.3
 mnist = {}
 for kind, epochs in (('LSTM', 8), ('GRU', 8)):
     m = Sequential([{'LSTM': LSTM, 'GRU': GRU}[kind](128, rng=0), Dense(10, rng=1)])
-    m.compile(loss='sparse_categorical_crossentropy', optimizer=optim.Adam(lr=2e-3, global_clipnorm=5.0), metrics=['accuracy'])
+    m.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=optim.Adam(lr=2e-3, global_clipnorm=5.0), metrics=['accuracy'])
     t0 = time.perf_counter()
     h = m.fit(R_tr, ym_tr, epochs=epochs, batch_size=64, validation_data=(R_te, ym_te), rng=0, verbose=0).history
     mnist[kind] = h

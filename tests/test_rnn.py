@@ -117,7 +117,8 @@ def test_sequential_fit_save_load(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 10, 1)).astype(np.float32); y = (x.sum((1, 2)) > 0).astype(np.int64)
     model = Sequential([Bidirectional(LSTM(8, rng=0)), Dense(2, rng=0)])
-    model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', metrics=['accuracy'])
+    from dl_from_scratch.losses import SparseCategoricalCrossentropy
+    model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer='adam', metrics=['accuracy'])
     h = model.fit(x, y, epochs=10, batch_size=32, rng=0, verbose=0)
     assert h.history['loss'][-1] < h.history['loss'][0] * 0.7
     model.save(tmp_path / 'm.npz')
