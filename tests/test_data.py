@@ -283,15 +283,17 @@ CELLS = [
     "test_fail(lambda: load('mnist', data_dir='/nowhere'))",                    # 9: mock data and a failing load
     "x = np.ones(3)\nfmt = lambda v, d=2: [round(t, d) for t in v]\nprint(fmt(x))",   # 10: x rebound: clean again
     "tfds.data_source('omniglot')",                                             # 11: a TFDS entry point
+    "import json\nimport numpy as np\nt = load('tiny_shakespeare')",             # 12: json first bound here
+    "print(json.dumps([1]), np.pi)",                                            # 13: json is gone if 12 is skipped
 ]
 
 def test_data_cells_finds_what_each_cell_needs(tmp_path):
     nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', CELLS))
     assert nb.needs == [set(), {'mnist'}, {'mnist'}, {'mnist'}, set(), set(), {'fashion_mnist'}, {'mnist', 'cifar10'},
-                        set(), set(), {'omniglot'}]
+                        set(), set(), {'omniglot'}, {'tiny_shakespeare'}, {'tiny_shakespeare'}]
     probs = '\n'.join(nb.problems)
     assert 'cell 3 (m = Model()): missing #| mnist' in probs and 'cell 5 (z = np.zeros(3)): needs no cifar10' in probs
-    assert 'cell 2' not in probs and 'cell 9' not in probs and len(nb.problems) == 6     # cells 3, 4, 5, 7, 8, 11
+    assert 'cell 2' not in probs and 'cell 9' not in probs and len(nb.problems) == 8     # cells 3-5, 7, 8, 11-13
 
 def test_data_cells_reports_a_dataset_it_cannot_name(tmp_path):
     nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', ["from dl_from_scratch import data", "data.load(pick())"]))

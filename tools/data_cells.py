@@ -163,6 +163,7 @@ class Notebook:
         self.modules: set[str] = set()        # names bound by imports: calling their methods changes nothing of ours
         self.loaders: dict[str, int] = {}     # function -> index of the parameter it passes to an entry point
         self.strings: dict[str, str] = {}     # name -> the string literal last bound to it
+        self.bound: set[str] = set()          # names bound so far
         self.needs = [self._cell(i, s) for i, s in enumerate(self.sources)]
         for i, (need, have) in enumerate(zip(self.needs, self.flags)):
             where = f"{self.path.name} cell {i + 1} ({self._head(i)})"
@@ -215,30 +216,34 @@ class Notebook:
         except SyntaxError as e:
             self.problems.append(f"{self.path.name} cell {i + 1}: does not parse ({e.msg}, line {e.lineno})"); return set()
         need, library = set(), bool({'export', 'exports', 'exporti'} & d.keys())
+        binds = []                            # (names, binds unconditionally, taint of its own besides the cell's)
+        fresh = set()                         # names this cell has bound unconditionally so far: reads see these
+        prior = lambda names: set().union(*(self.taint.get(n, set()) for n in names - fresh))
         for stmt in tree.body:
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 params = [a.arg for a in stmt.args.posonlyargs + stmt.args.args] if not isinstance(stmt, ast.ClassDef) else None
                 # in the package's own code a dataset named by a variable is the caller's to name
                 found, passed = self._direct(stmt, i, params, report=not library)
                 if passed and params is not None: self.loaders[stmt.name] = min(passed)
-                self.taint[stmt.name] = found | set().union(*(self.taint.get(n, set()) for n in _reads(stmt)))
-                self.strings.pop(stmt.name, None); self.modules.discard(stmt.name)
+                binds.append(({stmt.name}, True, found | prior(_reads(stmt)))); fresh.add(stmt.name)
                 continue
             found, _ = self._direct(stmt, i)
-            s = found | set().union(*(self.taint.get(n, set()) for n in _reads(stmt)))
-            need |= s
-            bound = _stores(stmt)
-            plain = isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.Import, ast.ImportFrom))  # binds unconditionally
-            for n in bound:
-                self.taint[n] = s if plain else self.taint.get(n, set()) | s
-                self.strings.pop(n, None)
-            if isinstance(stmt, (ast.Import, ast.ImportFrom)): self.modules |= bound
-            else: self.modules -= bound
+            need |= found | prior(_reads(stmt))
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):    # importing again binds the same module: no new taint
+                binds.append((_stores(stmt) - self.bound, True, set())); self.modules |= _stores(stmt)
+            else:
+                binds.append((_stores(stmt), isinstance(stmt, (ast.Assign, ast.AnnAssign)), set()))
+            if binds[-1][1]: fresh |= binds[-1][0]
             if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
-                for t in stmt.targets:
-                    if isinstance(t, ast.Name): self.strings[t.id] = stmt.value.value
-            if s:
-                for n in _mutated(stmt) - self.modules: self.taint[n] = self.taint.get(n, set()) | s
+                self.strings.update({t.id: stmt.value.value for t in stmt.targets if isinstance(t, ast.Name)})
+        # A skipped cell binds nothing: every name it binds or changes depends on all the cell needs.
+        for names, plain, own in binds:
+            for n in names:
+                self.taint[n] = need | own if plain else self.taint.get(n, set()) | need | own
+        if need:
+            for n in set().union(*(_mutated(s) for s in tree.body)) - self.modules:
+                self.taint[n] = self.taint.get(n, set()) | need
+        self.bound |= set().union(*(b[0] for b in binds))
         return need
 
 
