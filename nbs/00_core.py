@@ -217,8 +217,8 @@ test_eq(scratch(None, 'cols', (5, 3), np.float64) is ws['cols'], False) # no dic
 # OpenBLAS keeps its idle threads *spinning* for about $2^{28}$ cycles (a
 # tenth of a second) before they sleep; on a small machine those spinning
 # threads take the cores the Numba kernel that follows needs. On this book's
-# 2-core machine that made `col2im` on a LeNet layer eight times slower
-# (1.0 ms alone, 8.4 ms right after a product). OpenBLAS reads
+# 2-core machine that made `col2im` on a LeNet layer several times slower
+# right after a product than alone. OpenBLAS reads
 # `OPENBLAS_THREAD_TIMEOUT` (a power of two of cycles, 4 to 30) once, when
 # NumPy loads, so the Makefile, the benchmarks and the chapter runner set it
 # to 4 before anything starts, and importing the package sets it when NumPy
@@ -231,11 +231,11 @@ test_eq(scratch(None, 'cols', (5, 3), np.float64) is ws['cols'], False) # no dic
 # importing the package sets `GOMP_SPINCOUNT=10000` unless it is set already;
 # OpenMP reads it once, when Numba first loads it. The table at the end of this
 # section (`benchmarks/threads.py`, each setting in fresh processes) times one
-# LeNet-5 training step with each setting. In this book's runs the default spin
-# cost 15 to 35 % more per step than 10,000 rounds. Sleeping at once (`0`, or
-# `OMP_WAIT_POLICY=PASSIVE`) landed within about 10 % of 10,000 rounds on either
-# side, changing places from run to run (waking a sleeping thread costs time
-# too); any short spin beats the default.
+# LeNet-5 training step with each setting. The default spin costs more per
+# step than 10,000 rounds (37 % more in the run printed there). Sleeping at
+# once (`0`, or `OMP_WAIT_POLICY=PASSIVE`) lands within about 10 % of 10,000
+# rounds on either side, and the two change places from run to run (waking a
+# sleeping thread costs time too); any short spin beats the default.
 # `set_num_threads` changes the thread counts of
 # Numba, OpenBLAS and (if it is loaded) PyTorch together.
 
