@@ -293,7 +293,7 @@ def test_data_cells_finds_what_each_cell_needs(tmp_path):
                         set(), set(), {'omniglot'}, {'tiny_shakespeare'}, {'tiny_shakespeare'}]
     probs = '\n'.join(nb.problems)
     assert 'cell 3 (m = Model()): missing #| mnist' in probs and 'cell 5 (z = np.zeros(3)): needs no cifar10' in probs
-    assert 'cell 2' not in probs and 'cell 9' not in probs and len(nb.problems) == 8     # cells 3-5, 7, 8, 11-13
+    assert 'code cell 2 ' not in probs and 'code cell 9 ' not in probs and len(nb.problems) == 8     # cells 3-5, 7, 8, 11-13
 
 def test_data_cells_reports_a_dataset_it_cannot_name(tmp_path):
     nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', ["from dl_from_scratch import data", "data.load(pick())"]))

@@ -166,7 +166,7 @@ class Notebook:
         self.bound: set[str] = set()          # names bound so far
         self.needs = [self._cell(i, s) for i, s in enumerate(self.sources)]
         for i, (need, have) in enumerate(zip(self.needs, self.flags)):
-            where = f"{self.path.name} cell {i + 1} ({self._head(i)})"
+            where = f"{self.path.name} code cell {i + 1} ({self._head(i)})"
             if need and {'export', 'exports', 'exporti'} & self.directives[i].keys():
                 self.problems.append(f"{where}: an exported cell needs {', '.join(sorted(need))}")
             if need - have: self.problems.append(f"{where}: missing " + ' '.join(f'#| {d}' for d in sorted(need - have)))
@@ -204,8 +204,9 @@ class Notebook:
             names, param = self._resolve(arg, fn_params, loops)
             if param is not None: passed.add(param)
             elif names is None:
-                if report: self.problems.append(f"{self.path.name} cell {cell_no + 1} ({self._head(cell_no)}): cannot tell which "
-                                     f"dataset `{ast.unparse(call)[:60]}` loads; name it with a string literal")
+                if report: self.problems.append(
+                    f"{self.path.name} code cell {cell_no + 1} ({self._head(cell_no)}): cannot tell which dataset "
+                    f"`{ast.unparse(call)[:60]}` loads; name it with a string literal")
             else: found |= names
         return found, passed
 
@@ -214,7 +215,7 @@ class Notebook:
         if d.get('eval:', [''])[0].lower() == 'false': return set()
         try: tree = ast.parse(_parseable(src))
         except SyntaxError as e:
-            self.problems.append(f"{self.path.name} cell {i + 1}: does not parse ({e.msg}, line {e.lineno})"); return set()
+            self.problems.append(f"{self.path.name} code cell {i + 1}: does not parse ({e.msg}, line {e.lineno})"); return set()
         need, library = set(), bool({'export', 'exports', 'exporti'} & d.keys())
         binds = []                            # (names, binds unconditionally, taint of its own besides the cell's)
         fresh = set()                         # names this cell has bound unconditionally so far: reads see these
