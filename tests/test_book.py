@@ -6,7 +6,7 @@ import nbformat, yaml, pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
-import render_book, check_sync, book_check  # noqa: E402
+import render_book, check_sync, book_check, execute  # noqa: E402
 
 
 def test_quarto_lists_every_notebook_once_in_order():
@@ -146,6 +146,17 @@ def test_browser_check_flags_errors_and_requests_off_the_machine():
                                          ('accuracy 0.98 after 3 epochs', False)])
 def test_local_paths_are_recognised(path, found):
     assert bool(book_check.LOCAL_PATH.search(path)) == found
+
+
+def test_execute_names_stored_warnings_and_local_paths():
+    out = lambda **kw: nbformat.v4.new_output(**kw)
+    nb = _nb('T', _code('a', out(output_type='stream', name='stderr', text='WARNING:absl:OpenCV is not installed.\n')),
+             _code('b', out(output_type='stream', name='stdout', text='cached in /root/.cache/x.npz\n')),
+             _code('c', out(output_type='execute_result', data={'text/plain': "PosixPath('/home/me/data')"}, execution_count=1)),
+             _code('d', out(output_type='stream', name='stdout', text='test accuracy 0.990\n')))
+    notes = execute.stored_noise(nb)
+    assert [n.split(':')[0] for n in notes] == ['cell 1', 'cell 2', 'cell 3']
+    assert 'stored warning: WARNING:absl:OpenCV' in notes[0] and 'local path' in notes[1] and 'local path' in notes[2]
 
 
 def test_twin_check_detects_disagreement(tmp_path, monkeypatch):

@@ -13,13 +13,13 @@ download, no driver). Checks, each printed as PASS or FAIL:
 Exit status 1 when a check fails. `make book-check` runs it (and .ci/run calls that).
 """
 from __future__ import annotations
-import argparse, base64, functools, http.server, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time
+import argparse, base64, functools, http.server, json, os, shutil, socket, subprocess, sys, tempfile, threading, time
 import urllib.parse, urllib.request
 from pathlib import Path
 import websocket
+from execute import LOCAL_PATH                # one definition of a local path, shared with `make execute`
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_PATH = re.compile(r'(/work/|/root/|/home/|/tmp/|/Users/|site-packages|\.venv/|[A-Z]:\\)')
 MATH_CHAPTER = '07_convolutions.html'      # a chapter with display math; also the screenshot's page
 SEARCH_TERM = 'im2col'
 
