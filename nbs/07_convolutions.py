@@ -29,7 +29,7 @@
 #    than they save) writes a **direct** stride-1 convolution on the CPU, by
 #    shifted image planes, forward and backward;
 # 5. (in the second half, [07a: convolution layers](07a_conv_layers.ipynb))
-#    builds the layers `Conv2D`, `MaxPool2D` and `AvgPool2D` on them, uses
+#    builds the layers `Conv2D`, `MaxPool2D`, `AvgPool2D` and `L2Pool2D` on them, uses
 #    convolution as image processing (edge filters on a photo), and times the
 #    implementations against each other and against PyTorch.
 #
@@ -465,12 +465,9 @@ for mode in ('max', 'avg'):
 #   for LLVM's vectoriser, which wants 32 numbers at a time; both loops are
 #   written in blocks of fixed length (16 for the copy, whose last block may
 #   overlap the one before, 8 for the sums), which it does turn into vector
-#   instructions. On this machine, for LeNet's conv2 at batch 128, that took
-#   im2col from 0.59 to 0.43 ms and col2im from 0.98 to 0.69 ms when the data sit
-#   in cache, and from 0.77 to 0.69 ms and 1.09 to 0.88 ms inside a training
-#   step, where they come from memory. A 3×3, 32-channel layer at batch 64 has
-#   75 MB of columns: memory speed bounds both loops there, and the gain inside
-#   the layer is within the noise.
+#   instructions. That pays most when the data sit in cache, less inside a
+#   training step, where they come from memory. A 3×3, 32-channel layer at
+#   batch 64 has 75 MB of columns: memory speed bounds both loops there.
 # * **Numba CUDA** (`cuda.jit`): one thread per output element; col2im is
 #   a *gather* there (each thread sums the column entries copied from its
 #   pixel), because thousands of threads scattering into the same pixels would
@@ -740,8 +737,7 @@ class _CudaCall:
 # The 2×2, stride-2 window without padding, which nearly every network here uses,
 # has a kernel of its own: four taps written out rather than looped over. The
 # loops over taps and over a few channels (LeNet has 6) are too short to
-# vectorise, and their bookkeeping cost three times the work: 0.61 ms against
-# 0.19 ms for LeNet's first pooling layer at batch 128 on this machine.
+# vectorise, and their bookkeeping costs more than the work.
 
 # %%
 #| export
@@ -1158,8 +1154,8 @@ test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 3, backend='tpu'), contains='ba
 #
 # With `relu=True` the forward kernel writes $\max(z, 0)$ as it copies its result out, and the backward
 # kernels mask $dY$ by $y > 0$ as they lay it onto the padded grid, so the activation costs no pass over
-# memory of its own. In LeNet's training step on this machine, the ReLU of the first layer and its
-# derivative had cost 0.5 ms as separate NumPy passes, 6 % of the step.
+# memory of its own, where separate NumPy passes for the ReLU and its derivative would read and
+# write the layer's whole output twice more.
 
 # %%
 #| export

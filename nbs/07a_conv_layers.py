@@ -64,7 +64,7 @@ from dl_from_scratch.gradcheck import check_layer_grad
 # the weights get $b$ as one more row. Then $[\text{cols}\mid 1]\,[W; b] = \text{cols}\,W + b$ and
 # $[\text{cols}\mid 1]^\top\delta = [dW; db]$: one product each way, and no separate pass adding a
 # bias of $F$ numbers to every row. With NumPy's broadcasting that pass loops over rows of only $F$
-# numbers (6 in LeNet's first layer), and took half as long as the product itself.
+# numbers (6 in LeNet's first layer), which is slow for so little work.
 #
 # The initialiser is Glorot uniform with Keras's fans for a kernel,
 # $\text{fan}_\text{in} = KH\cdot KW\cdot C$ and $\text{fan}_\text{out} = KH\cdot KW\cdot F$
@@ -79,12 +79,10 @@ from dl_from_scratch.gradcheck import check_layer_grad
 # memory. When a batch's columns would pass `Conv2D.chunk_bytes` (32 MB) on the
 # CPU, the layer builds them for a few images at a time (about 8 MB) instead and
 # multiplies each slice while it is still in cache; the backward pass builds
-# them again, slice by slice, rather than keeping them. On this machine that
-# took the 3×3 layer's forward + backward from 54 to 51.5 ms (medians of 9),
-# although im2col runs twice, and it keeps 8 MB rather than 75 MB of columns per
-# layer. Slices of 6 to 12 MB did about equally well; 2.5 MB and 24 MB were slower
-# than no slicing. Small layers (LeNet's columns are 8 MB a batch) gain nothing
-# from it and run as before.
+# them again, slice by slice, rather than keeping them, so im2col runs twice.
+# It keeps about 8 MB rather than 75 MB of columns per layer; the last section
+# times it against no slicing and other slice sizes. Small layers (LeNet's
+# columns are 8 MB a batch) run as before.
 
 # %%
 #| export
@@ -820,7 +818,7 @@ plt.tight_layout(); plt.show()
 # also gives the Numba kernels on one thread ("1T"). The worst such
 # neighbour was in this process: OpenBLAS's idle threads spin for a tenth of
 # a second after every matrix product, and a kernel run right after a
-# product (col2im after $dX_{col} = \delta W^T$) ran up to eight times slower
+# product (col2im after $dX_{col} = \delta W^T$) ran several times slower
 # until `OPENBLAS_THREAD_TIMEOUT=4` sent them to sleep at once (chapter 00,
 # "Threads").
 
@@ -865,10 +863,31 @@ test_close(layers_['numba'].forward(x), conv2d_naive_forward(x, w, b, 2, 1), eps
 test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
 
 # %% [markdown]
+# **Slices of im2col.** The 3×3, 32-to-64-channel layer at batch 64 (75 MB of
+# columns), forward + backward, median of 9 runs, with the whole batch's columns
+# at once and with slices of about 2.5, 8 (the default) and 24 MB:
+
+# %%
+#| slow
+x33 = np.random.default_rng(0).standard_normal((64, 32, 32, 32), dtype=np.float32)
+dy33 = np.random.default_rng(1).standard_normal((64, 32, 32, 64), dtype=np.float32)
+slicing = {}
+for label, target in [('whole batch', None), ('2.5 MB slices', 2.5 * 2**20), ('8 MB slices', 8 * 2**20), ('24 MB slices', 24 * 2**20)]:
+    layer = Conv2D(64, 3, padding='same', rng=0, algorithm='im2col')
+    if target is None: layer.chunk_bytes = np.inf                      # never slice
+    else: layer.chunk_target = int(target)
+    layer(x33)
+    slicing[label] = median_time(lambda: (layer.forward(x33), layer.backward(dy33)), repeat=9)
+    kept = max(a.nbytes for a in layer._scratch().values())
+    print(f"{label:14} {slicing[label] * 1e3:6.1f} ms   largest work array kept: {kept / 2**20:5.1f} MB")
+print(f'load average while timing: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
+
+# %% [markdown]
 # ## Against PyTorch
 #
-# `benchmarks/conv.py` (run by `make bench`) times forward + backward of the
-# issue's three layers, float32, on the CPU, with the same thread count for
+# `benchmarks/conv.py` (run by `make bench`) times forward + backward of
+# three layers (LeNet's two, and a 3×3, 32-to-64-channel layer on 32×32
+# images at batch 64), float32, on the CPU, with the same thread count for
 # PyTorch's `conv2d` as for Numba, and relates our GFLOP/s to this machine's
 # NumPy float32 matmul rate. (PyTorch is used here only as a stopwatch
 # reference; the package never imports it.) It runs twice: with Numba's
