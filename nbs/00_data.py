@@ -316,10 +316,10 @@ print(f"MNIST train: first load (decode + cache) {t1-t0:.2f} s, cached load {t2-
 # Two failures are caught before anything is downloaded, because each would
 # otherwise surface late and garbled: without TensorFlow, TFDS fails half-way
 # through a download; without the network, its downloader retries each file
-# ten times with growing pauses. So `prepare` first checks that TensorFlow
-# can be imported and that the hosts of the dataset's files (TFDS registers
-# their URLs with their checksums) answer within a few seconds, and says what
-# to do when they do not.
+# ten times with growing pauses. So `prepare` first checks that the hosts of
+# the dataset's files (TFDS registers their URLs with their checksums) answer
+# within a few seconds and that TensorFlow can be imported, and says what to
+# do when they do not.
 
 # %%
 #| export
@@ -377,6 +377,17 @@ def check_downloads(names, timeout: float = 5.0):
             f"cannot download {', '.join(names)}: no answer from {', '.join(bad)}. Preparing the data needs the "
             f"network. Offline, copy a prepared tensorflow_datasets folder (CI keeps one in "
             f"../shared/tensorflow_datasets beside the checkout) and point TFDS_DATA_DIR at it.")
+
+# %%
+test_eq(_download_hosts('mnist'), [('storage.googleapis.com', 443)])     # from TFDS's registered URLs
+with socket.socket() as s:
+    s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]                # a port that nobody listens on
+test_eq(_unreachable([('127.0.0.1', port)], timeout=1), [f'127.0.0.1:{port} (Connection refused)'])
+with tempfile.TemporaryDirectory() as d:
+    v = Path(d) / 'mnist' / '3.0.1'; v.mkdir(parents=True)
+    (v / 'dataset_info.json').write_text('{}'); (v / 'mnist-train.array_record-00000-of-00001').touch()
+    test_eq(prepare('mnist', d), [])                                    # prepared already: nothing to fetch
+test_fail(lambda: prepare(['imagenet']), contains='the book uses: mnist, fashion_mnist')
 
 # %% [markdown]
 # ## Minibatches

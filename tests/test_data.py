@@ -285,12 +285,13 @@ CELLS = [
     "tfds.data_source('omniglot')",                                             # 11: a TFDS entry point
     "import json\nimport numpy as np\nt = load('tiny_shakespeare')",             # 12: json first bound here
     "print(json.dumps([1]), np.pi)",                                            # 13: json is gone if 12 is skipped
+    "with open('f') as t:\n    print(t.read())",                              # 14: `as` binds t afresh
 ]
 
 def test_data_cells_finds_what_each_cell_needs(tmp_path):
     nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', CELLS))
     assert nb.needs == [set(), {'mnist'}, {'mnist'}, {'mnist'}, set(), set(), {'fashion_mnist'}, {'mnist', 'cifar10'},
-                        set(), set(), {'omniglot'}, {'tiny_shakespeare'}, {'tiny_shakespeare'}]
+                        set(), set(), {'omniglot'}, {'tiny_shakespeare'}, {'tiny_shakespeare'}, set()]
     probs = '\n'.join(nb.problems)
     assert 'cell 3 (m = Model()): missing #| mnist' in probs and 'cell 5 (z = np.zeros(3)): needs no cifar10' in probs
     assert 'code cell 2 ' not in probs and 'code cell 9 ' not in probs and len(nb.problems) == 8     # cells 3-5, 7, 8, 11-13

@@ -96,6 +96,11 @@ def _targets(node) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
+def _with_names(node) -> set[str]:
+    "Names a `with` statement binds with `as`."
+    return set().union(*(_targets(i.optional_vars) for i in node.items if i.optional_vars))
+
+
 def _params(args: ast.arguments) -> set[str]:
     return {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
 
@@ -121,6 +126,9 @@ def _reads(node, bound: frozenset = frozenset()) -> set[str]:
     if isinstance(node, (ast.For, ast.AsyncFor)):
         b = bound | _targets(node.target)
         return _reads(node.iter, bound) | set().union(*(_reads(s, b) for s in node.body + node.orelse))
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        out = set().union(*(_reads(i.context_expr, bound) for i in node.items))
+        return out | set().union(*(_reads(s, bound | _with_names(node)) for s in node.body))
     return set().union(*(_reads(c, bound) for c in ast.iter_child_nodes(node)))
 
 
@@ -232,6 +240,8 @@ class Notebook:
             need |= found | prior(_reads(stmt))
             if isinstance(stmt, (ast.Import, ast.ImportFrom)):    # importing again binds the same module: no new taint
                 binds.append((_stores(stmt) - self.bound, True, set())); self.modules |= _stores(stmt)
+            elif isinstance(stmt, (ast.With, ast.AsyncWith)):   # `as` names are bound before the body runs
+                binds += [(_stores(stmt) - _with_names(stmt), False, set()), (_with_names(stmt), True, set())]
             else:
                 binds.append((_stores(stmt), isinstance(stmt, (ast.Assign, ast.AnnAssign)), set()))
             if binds[-1][1]: fresh |= binds[-1][0]
