@@ -736,8 +736,10 @@ class Model(Layer):
         self.apply_gradients()
         return logs
 
-    def _arrays(self, a, who: str, what: str, names: list, kind_check: bool) -> list:
-        "A list of arrays from an array, a list or a dict by name, each checked (finite floats for inputs)."
+    def _arrays(self, a, who: str, what: str, names: list | None, kind_check: bool) -> list:
+        """A list of arrays from an array, a list or a dict by name, each checked (finite floats for inputs);
+        `names` None: any number of arrays (a custom `train_step` decides what they mean)."""
+        if names is None: names = list(a) if isinstance(a, dict) else [f'{what}{i}' for i in range(len(_as_list(a)))]
         if isinstance(a, dict):
             if sorted(a) != sorted(names): raise ValueError(f"{who} expected {what} as a dict with keys {names}, got {sorted(a)}")
             a = [a[k] for k in names]
@@ -751,18 +753,19 @@ class Model(Layer):
             raise ValueError(f"{who} expected {len(names)} {what} array(s) (for {names}), got {len(out)}")
         return out
 
-    def _check_xy(self, x, y, who):
-        "Inputs and targets as lists of arrays, checked: counts, rows, shapes, finiteness, at least one sample."
-        in_names = self.input_names if self.built else ['input']
+    def _check_xy(self, x, y, who, against_model: bool = True):
+        """Inputs and targets as lists of arrays, checked: rows, finiteness, at least one sample; with `against_model`
+        also their number and shapes against the model's inputs and outputs."""
+        in_names = (self.input_names if self.built else ['input']) if against_model else None
         xs = self._arrays(x, who, 'x', in_names, True)
         n = len(xs[0])
         if n == 0: raise ValueError(f"{who} expected at least one sample, got x of shape {tuple(xs[0].shape)}")
         for a in xs[1:]:
             if len(a) != n: raise ValueError(f"{who} expected every input with {n} rows, got {len(a)}")
-        if self.built: self._input_list(xs, who)
+        if self.built and against_model: self._input_list(xs, who)
         ys = None
         if y is not None:
-            ys = self._arrays(y, who, 'y', self.output_names if self.built else ['output'], False)
+            ys = self._arrays(y, who, 'y', (self.output_names if self.built else ['output']) if against_model else None, False)
             for a in ys:
                 if len(a) != n:
                     raise ValueError(f"{who} expected y with as many rows as x ({n}), got {len(a)} (shape {tuple(a.shape)})")
@@ -784,12 +787,15 @@ class Model(Layer):
         `epochs` passes of minibatches of `batch_size`, each through `train_step`. `validation_data=(x_val, y_val)`
         adds `val_*` logs. Returns a `History` (also `model.history`). Stops with `FloatingPointError` when the loss
         becomes NaN/inf or an update makes a weight non-finite."""
-        if type(self).train_step is Model.train_step: self._check_compiled('fit')
+        custom = type(self).train_step is not Model.train_step     # then the batch means what the step says
+        if not custom: self._check_compiled('fit')
         epochs = _check_positive_int(epochs, 'epochs', 'fit')
         bs = _check_positive_int(batch_size, 'batch_size', 'fit')
         initial_epoch = _check_positive_int(initial_epoch, 'initial_epoch', 'fit', 0)
         if initial_epoch >= epochs: raise ValueError(f"fit expected initial_epoch < epochs, got {initial_epoch} and {epochs}")
-        xs, ys = self._check_xy(x, y, 'fit')
+        xs, ys = self._check_xy(x, y, 'fit', against_model=not custom)
+        single_x, single_y = ((not isinstance(x, (list, tuple, dict)), not isinstance(y, (list, tuple, dict))) if custom
+                              else (self._single_in, self._single_out))
         if not self.built: self.build(tuple(xs[0].shape[1:]))
         if validation_data is not None:
             if len(validation_data) != 2: raise ValueError("fit expected validation_data=(x_val, y_val)")
@@ -814,8 +820,7 @@ class Model(Layer):
                     idx = order[b * bs:(b + 1) * bs]
                     where = f"fit stopped at epoch {epoch + 1}, batch {b + 1}/{steps}"
                     try:
-                        vals = self.train_step((self._take(xs, idx, xp, self._single_in),
-                                                self._take(ys, idx, xp, self._single_out)))
+                        vals = self.train_step((self._take(xs, idx, xp, single_x), self._take(ys, idx, xp, single_y)))
                     except FloatingPointError as e: raise FloatingPointError(f"{where}: {e}") from e
                     loss = vals.get('loss', 0.0)
                     if not math.isfinite(loss):
