@@ -64,14 +64,14 @@ REQUIRE_DATA ?= $(if $(filter $(abspath ../shared/tensorflow_datasets),$(abspath
 export REQUIRE_DATA
 
 test: setup check
-	$(BIN)/python -m pytest tests/ -q -m "not slow"
 	$(BIN)/python tools/data_cells.py --check
+	$(BIN)/python -m pytest tests/ -q -m "not slow"
 	flags="$$($(BIN)/python tools/data_cells.py --flags)"; $(BIN)/nbdev_test --n_workers 2 --timing --flags "$$flags"
 	$(BIN)/python tools/data_cells.py --summary
 
 test-all: setup check
-	$(BIN)/python -m pytest tests/ -q
 	$(BIN)/python tools/data_cells.py --check
+	$(BIN)/python -m pytest tests/ -q
 	flags="$$($(BIN)/python tools/data_cells.py --flags slow)"; $(BIN)/nbdev_test --n_workers 1 --flags "$$flags" --timing
 	$(BIN)/python tools/data_cells.py --summary slow
 
