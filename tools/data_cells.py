@@ -17,7 +17,6 @@ be skipped for a dataset that is not prepared.
 """
 from __future__ import annotations
 import argparse, ast, json, os, re, subprocess, sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,9 +350,10 @@ def summary(extra) -> int:
     have = prepared()
     nbs = [Notebook(p) for p in notebooks()]
     skipped = skipped_for_data(nbs, set(extra) | have, have)
-    for name, n in sorted(Counter(nb for nb, *_ in skipped).items()):
-        miss = sorted(set().union(*(m for nb, _, m in skipped if nb == name)))
-        print(f"  {name}: {_n(n, 'cell')} skipped, no {', '.join(miss)}")
+    for name in sorted({nb for nb, *_ in skipped}):
+        cells = [(i, m) for nb, i, m in skipped if nb == name]
+        print(f"  {name}: {_n(len(cells), 'cell')} skipped ({'code cells' if len(cells) > 1 else 'code cell'} {', '.join(str(i) for i, _ in cells)}), "
+              f"no {', '.join(sorted(set().union(*(m for _, m in cells))))}")
     missing = sorted(set().union(*(m for *_, m in skipped)))
     print(f"{_n(len(nbs), 'notebook')} ran; " + (f"{_n(len(skipped), 'cell')} skipped for missing data: {', '.join(missing)} "
                                                  f"(run make data)" if skipped else "no cell skipped for missing data"))
