@@ -16,6 +16,7 @@ copyright = f"2026 onwards, {author}"
 extensions = ['myst_nb']
 myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence', 'deflist']
 myst_heading_anchors = 3
+myst_dmath_double_inline = True    # $$...$$ inside a paragraph is display math, as in Quarto (pandoc)
 nb_execution_mode = 'off'          # stored outputs only
 nb_ipywidgets_js = {}              # no require.js or widget manager from a CDN
 nb_merge_streams = True            # one block per cell for stdout

@@ -65,7 +65,8 @@ def tiny_book(tmp_path, monkeypatch):
     (tmp_path / 'nbs').mkdir()
     code = _code('#| export\nx = 1\nprint(x)', nbformat.v4.new_output('stream', name='stdout', text='1\n'))
     hidden = _code('#| hide\nfrom fastcore.test import test_eq')
-    link = nbformat.v4.new_markdown_cell('See [chapter B](02_b.ipynb).')
+    link = nbformat.v4.new_markdown_cell('See [chapter B](02_b.ipynb). We minimise\n$$L=\\frac12 x^2,$$\n'
+                                         '(the $\\tfrac12$ cancels the 2).')
     for name, title in [('index', 'Preface'), ('01_a', 'Chapter A'), ('02_b', 'Chapter B')]:
         nbformat.write(_nb(title, link, code, hidden), tmp_path / 'nbs' / f'{name}.ipynb')
     (tmp_path / '_quarto.yml').write_text(yaml.safe_dump({'book': {'title': 'Tiny Book', 'author': 'A', 'chapters': [
@@ -90,6 +91,8 @@ def test_sphinx_renders_parts_navigation_math_and_links(tiny_book):
     assert 'href="index.html"' in a and 'href="02_b.html"' in a                          # previous / next
     assert 'href="#chapter-b"' not in a and 'href="02_b.html"' in a                      # cross-chapter link resolved
     assert '.ipynb"' not in a
+    article = a.split('<article', 1)[1].split('</article>', 1)[0]
+    assert '$$' not in article and r'\[L=\frac12 x^2,\]' in article                 # $$ in a paragraph is display math
     assert 'src="_static/mathjax/tex-mml-chtml.js' in a and 'cdn' not in a.lower()      # local MathJax, no CDN
     assert (tiny_book / '_book' / '_static' / 'mathjax' / 'tex-mml-chtml.js').exists()
     assert '#| export' not in a and 'fastcore.test' not in a and 'print' in a           # directives and hidden cells gone

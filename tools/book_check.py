@@ -5,7 +5,8 @@
 The site is served on 127.0.0.1 and driven over the Chrome DevTools Protocol (a websocket; no browser
 download, no driver). Checks, each printed as PASS or FAIL:
   pages      every page loads with no console error, no failed request, and no request leaving the machine;
-  math       MathJax typesets the math of every page that has some, with no TeX error, and a chapter has math;
+  math       MathJax typesets the math of every page that has some, with no TeX error and no TeX left
+             unparsed in the prose, and a chapter has math;
   search     the search page finds "im2col";
   links      every internal link (page and #anchor) resolves;
   outputs    no stored warning (stderr) and no local path in any cell output;
@@ -137,19 +138,22 @@ def problems_of(events: list[dict], base: str) -> tuple[list[str], int]:
     return out, requests
 
 
-PAGE_FACTS = """(() => {
+PAGE_FACTS = r"""(() => {
   const outputs = [...document.querySelectorAll('.cell_output')];
   return {
-    title: document.title,
     ids: [...document.querySelectorAll('[id], a[name]')].map(e => e.id || e.name),
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     math: document.querySelectorAll('mjx-container').length,
     math_source: document.querySelectorAll('.math').length,
     math_errors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent).slice(0, 3),
+    raw_tex: (() => {          // TeX left in the prose: math the Markdown parser did not recognise
+      const a = document.querySelector('article'); if (!a) return [];
+      const c = a.cloneNode(true);
+      c.querySelectorAll('.math, mjx-container, pre, code, .highlight, script, .cell_output').forEach(e => e.remove());
+      return [...c.textContent.matchAll(/.{0,30}(\\[a-zA-Z]{2,}|\$\$).{0,30}/g)].map(m => m[0].replace(/\s+/g, ' ')).slice(0, 3);
+    })(),
     stderr: [...document.querySelectorAll('.output.stderr')].map(e => e.textContent.slice(0, 160)),
-    output_text: outputs.map(e => e.textContent).join('\\n'),
-    inputs: document.querySelectorAll('.cell .cell_input').length,
-    toc_parts: [...document.querySelectorAll('.bd-sidenav').values()].length,
+    output_text: outputs.map(e => e.textContent).join('\n'),
     captions: [...document.querySelectorAll('nav.bd-links p.caption')].map(e => e.textContent.trim()),
     prev_next: [...document.querySelectorAll('.prev-next-area a')].map(a => a.getAttribute('href')),
   };
@@ -193,16 +197,19 @@ def check(site: Path, exe: str, screenshot: Path | None) -> bool:
             facts[page] = browser.eval(PAGE_FACTS)
             if probs: load_problems[page] = probs
         results.append(('pages', not load_problems,
-                        f"{len(pages)} pages loaded, {n_requests} requests, all to 127.0.0.1; no console error",
+                        f"{len(pages)} pages loaded, {n_requests} requests; " + (
+                            "all to 127.0.0.1, no console error" if not load_problems else f"problems on {len(load_problems)} pages"),
                         [f"{p}: {x}" for p, xs in load_problems.items() for x in xs]))
 
         typeset = {p: f['math'] for p, f in facts.items() if f['math']}
         untypeset = [f"{p}: {f['math_source']} math elements, none typeset" for p, f in facts.items()
                      if f['math_source'] and not f['math']]
         tex_errors = [f"{p}: TeX error {e!r}" for p, f in facts.items() for e in f['math_errors']]
+        tex_errors += [f"{p}: TeX outside math: {t!r}" for p, f in facts.items() for t in f['raw_tex']]
         results.append(('math', facts[MATH_CHAPTER]['math'] > 0 and not untypeset and not tex_errors,
                         f"MathJax typeset {sum(typeset.values())} formulas on {len(typeset)} pages "
-                        f"({facts[MATH_CHAPTER]['math']} on {MATH_CHAPTER}), from a local copy; no TeX error",
+                        f"({facts[MATH_CHAPTER]['math']} on {MATH_CHAPTER}), from a local copy; "
+                        + ("no TeX error, no TeX left in prose" if not (untypeset or tex_errors) else "with errors"),
                         untypeset + tex_errors + ([] if facts[MATH_CHAPTER]['math'] else [f"{MATH_CHAPTER}: no math typeset"])))
 
         search_probs, _ = problems_of(browser.open(f'{base}search.html?q={SEARCH_TERM}'), base)
@@ -227,8 +234,9 @@ def check(site: Path, exe: str, screenshot: Path | None) -> bool:
                     broken.append(f"{page}: link to missing {target}")
                 elif u.fragment and target.endswith('.html') and target in ids and u.fragment not in ids[target]:
                     broken.append(f"{page}: link to missing anchor {target}#{u.fragment}")
-        results.append(('links', not broken, f"{n_links} internal links resolve (pages and anchors); "
-                        f"{n_external} external links are not followed", sorted(set(broken))))
+        results.append(('links', not broken, f"{n_links} internal links (pages and anchors), "
+                        + ("all resolve; " if not broken else f"{len(broken)} broken; ")
+                        + f"{n_external} external links are not followed", sorted(set(broken))))
 
         dirty = [f"{p}: stored warning: {s.strip()[:150]!r}" for p, f in facts.items() for s in f['stderr']]
         dirty += [f"{p}: local path in an output: ...{f['output_text'][max(0, m.start() - 60):m.end() + 40]!r}..."
