@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Deep Learning from Scratch
+# # Preface
 #
 # > Every algorithm derived, implemented in NumPy (hot loops in Numba, for the CPU and CUDA), tested where it is written, and trained on real data.
 #
