@@ -11,7 +11,7 @@ os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ['data', 'conv', 'rnn']
+ORDER = ['data', 'conv', 'rnn', 'model']
 ARGS = {'conv': ['--lenet']}      # the conv table, then one LeNet-5 MNIST epoch against PyTorch
 
 

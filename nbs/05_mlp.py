@@ -919,6 +919,64 @@ show_images(xmt[wrong], titles=[f'{t}→{p}' for t, p in zip(ymt[wrong], pred[wr
             suptitle='misclassified test digits (true→predicted)'); plt.show()
 
 # %% [markdown]
+# **The *Hands-On* recipe, replicated.** Source 002 (ch. 2) trains the same
+# 784–512–256–128–10 architecture in TensorFlow 1.x with another recipe:
+# weights from a normal truncated at two standard deviations (σ = 0.1),
+# biases 0.1, Adam with $\alpha = 10^{-4}$, batches of 128 from the 55 000
+# training images (TensorFlow's loader keeps the first 5000 for
+# validation), 1000 iterations, and it prints the loss and accuracy *of the
+# current batch* every 100 iterations, from 2.31 and 0.117 at the start to
+# 1.52 and 0.945 at iteration 900. Its output layer is a **sigmoid**, fed to
+# `softmax_cross_entropy_with_logits` as if it were logits. The sigmoid
+# squeezes every "logit" into (0, 1), so the loss can never fall below
+# $-\log\frac{e}{e + 9} = \log(e + 9) - 1 \approx 1.461$ (the correct class
+# at 1, the nine others at 0), which is why the source's loss stalls near
+# 1.5 while its accuracy is fine. We replicate it exactly that way: a
+# sigmoid output layer and a softmax cross-entropy that takes it as logits,
+# and the batch's loss and accuracy measured after each printed step, as the
+# source's `sess.run` after the update does.
+
+# %%
+def truncated_normal(shape, rng=None, dtype=None, stddev=0.1):
+    "TensorFlow's truncated_normal: N(0, stddev^2), values beyond 2 stddev drawn again."
+    g = np.random.default_rng(rng)
+    w = g.standard_normal(shape)
+    while (bad := np.abs(w) > 2).any(): w[bad] = g.standard_normal(int(bad.sum()))
+    return (w * stddev).astype(dtype or np.float32)
+bias_01 = lambda shape, rng=None, dtype=None: np.full(shape, 0.1, dtype or np.float32)
+replica = Sequential([Flatten()] + [Dense(n, 'relu', kernel_initializer=truncated_normal, bias_initializer=bias_01, rng=i)
+                                   for i, n in enumerate([512, 256, 128])]
+                     + [Dense(10, 'sigmoid', kernel_initializer=truncated_normal, bias_initializer=bias_01, rng=3)],
+                     input_shape=(28, 28, 1))
+replica.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(1e-4), ['accuracy'])   # softmax CE on sigmoid outputs
+g, bs, log = np.random.default_rng(0), 128, {}
+order = np.concatenate([g.permutation(np.arange(5000, 60000)) for _ in range(3)])   # reshuffled each epoch, as TF's next_batch
+for it in range(1000):
+    idx = order[it * bs:(it + 1) * bs]
+    replica.train_step((Xm[idx], ym[idx]))
+    if it % 100 == 0: log[it] = replica.evaluate(Xm[idx], ym[idx])        # the batch's loss and accuracy after the step
+floor = float(np.log(np.e + 9) - 1)
+src_log = {0: (2.30789709091, 0.1171875), 100: (1.76062202454, 0.859375), 900: (1.52060437202, 0.9453125)}
+print(f"{'iteration':>9} {'batch loss':>11} {'batch accuracy':>15}   source (loss / accuracy)")
+for it, (l, a) in log.items():
+    print(f'{it:9d} {l:11.4f} {a:15.4f}   ' + (f'{src_log[it][0]:.4f} / {src_log[it][1]:.4f}' if it in src_log else ''))
+rep_test = replica.evaluate(Xmt, ymt)
+print(f'loss floor log(e + 9) - 1 = {floor:.4f}; replica test accuracy {rep_test[1]:.2%}, test loss {rep_test[0]:.4f}')
+assert min(l for l, _ in log.values()) > floor and log[900][1] > 0.85
+RESULTS['Hands-On MLP replica, batch loss at it. 0 / 900'] = ('2.31 / 1.52', f'{log[0][0]:.2f} / {log[900][0]:.2f}')
+RESULTS['Hands-On MLP replica, batch accuracy at it. 0 / 900'] = ('0.117 / 0.945', f'{log[0][1]:.3f} / {log[900][1]:.3f}')
+RESULTS['Hands-On MLP replica, test accuracy'] = ('not reported', f'{rep_test[1]:.2%}')
+
+# %% [markdown]
+# The replica follows the source's course: a per-batch loss that falls fast
+# and then stalls above the floor of about 1.46, and a per-batch accuracy
+# that jumps around 0.9 (one batch of 128 is a noisy measure; the source's
+# own log goes 0.9375, 0.890625, 0.921875, 0.859375 between iterations 200
+# and 500). The test accuracy, which the source does not report, is printed
+# above. Our own recipe (logits into the fused loss, $\alpha = 10^{-3}$,
+# early stopping) is the one to use: its loss has no floor.
+
+# %% [markdown]
 # ## Our numbers beside the sources'
 #
 # The table is printed from the runs above (slow cells included in the
@@ -943,9 +1001,13 @@ for k, (s, o) in RESULTS.items(): print(f'{k:52} {str(s):>32} {str(o):>26}')
 #   the last digit or two; they equal $\ln 2$ because the ×0.01 init stalls
 #   the net, which the source took for a sanity check. The source reports no
 #   accuracy; ours is printed above.
-# * **MNIST**: the source texts give no number for this MLP; 98% is the
-#   usual figure for an MLP of this size with Adam and no regularisation
-#   (chapter 06 adds dropout).
+# * **MNIST** (source 002): the *Hands-On* book trains this very MLP, but
+#   reports only per-batch numbers (loss 2.31 → 1.52, accuracy 0.117 →
+#   0.945 on one batch of 128) of a net whose sigmoid output feeds a softmax
+#   cross-entropy, so its loss cannot go below about 1.46. The replica above
+#   reproduces that course; the table gives both. Our recipe is judged on the
+#   test set instead: 98% is the usual figure for an MLP of this size with
+#   Adam and no regularisation (chapter 06 adds dropout).
 #
 # ## References
 #
@@ -953,5 +1015,5 @@ for k, (s, o) in RESULTS.items(): print(f'{k:52} {str(s):>32} {str(o):>26}')
 # * G. Cybenko, *Approximation by superpositions of a sigmoidal function*, 1989; K. Hornik, *Approximation capabilities of multilayer feedforward networks*, 1991.
 # * X. Glorot, Y. Bengio, *Understanding the difficulty of training deep feedforward neural networks*, AISTATS 2010.
 # * K. He, X. Zhang, S. Ren, J. Sun, *Delving deep into rectifiers*, ICCV 2015.
-# * Source texts: 000 *Build Your Own Deep Learning* §3.3 (L-layer net, CIFAR-10 animal task); 002 *Hands-On Deep Learning Algorithms with Python* ch. 1 (XOR); 003 deeplearning.ai course notes §15 (planar data).
+# * Source texts: 000 *Build Your Own Deep Learning* §3.3 (L-layer net, CIFAR-10 animal task); 002 *Hands-On Deep Learning Algorithms with Python* ch. 1 (XOR) and ch. 2 (the TensorFlow MNIST MLP); 003 deeplearning.ai course notes §15 (planar data).
 # * F. Chollet et al., Keras API reference (`Sequential`, `Dense`, `summary`), for the names and parameter counts.
