@@ -148,24 +148,17 @@ class Layer:
 
     # --- regularisation and constraints (used from chapter 06 on) -------------------------------
     # `add_weight` records a regularizer and a constraint per weight, so these three serve every layer.
-    def _per_weight(self, kind: str) -> dict:
-        """Weight name -> regularizer (`kind='regularizer'`) or constraint. A layer that keeps
-        `kernel_regularizer` / `kernel_constraint` but made its kernel without `add_weight` gets it on 'W'."""
-        d, kernel = getattr(self, kind + 's'), getattr(self, 'kernel_' + kind, None)
-        return d if d or kernel is None else {'W': kernel}
-
     def regularization_loss(self) -> float:
         "Penalty this layer adds to the loss: the sum of its weights' regularizers (0 when none is set)."
-        return float(sum(r(self.params[k] if k in self.params else self.state[k])
-                         for k, r in self._per_weight('regularizer').items()))
+        return float(sum(r(self.params[k] if k in self.params else self.state[k]) for k, r in self.regularizers.items()))
 
     def regularization_grads(self) -> dict:
         "Gradients of `regularization_loss()` w.r.t. `params` (only the keys it depends on)."
-        return {k: r.grad(self.params[k]) for k, r in self._per_weight('regularizer').items() if k in self.params}
+        return {k: r.grad(self.params[k]) for k, r in self.regularizers.items() if k in self.params}
 
     def apply_constraints(self) -> None:
         "Project each constrained weight onto its set after an optimizer step (no-op when none is set)."
-        for k, c in self._per_weight('constraint').items(): self.params[k][...] = c(self.params[k])
+        for k, c in self.constraints.items(): self.params[k][...] = c(self.params[k])
 
     # --- devices, configuration ------------------------------------------------------------------
     def to(self, device: str = 'cpu'):

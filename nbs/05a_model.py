@@ -432,6 +432,7 @@ class Model(Layer):
         self.name, self.trainable, self.cache, self.built = name or 'model', True, None, False
         self.regularizers, self.constraints = {}, {}
         self.input_shape, self.inputs, self.outputs, self._layers, self._nodes = None, [], [], [], []
+        self._entries = None
         self.loss = self.optimizer = None
         self.metrics: list = []
         self.stop_training, self.history = False, None
@@ -473,7 +474,7 @@ class Model(Layer):
             name, i = base, 0
             while name in taken: i += 1; name = f'{base}_{i}'
             l.name = name; taken.add(name)
-        self._nodes = nodes
+        self._nodes, self._entries = nodes, None
         self._layers = [l for l in layers if not isinstance(l, InputLayer)]
         slot = {}
         for n in nodes:
@@ -503,7 +504,7 @@ class Model(Layer):
     def _use_fresh_scratch(self):
         "This model runs at several nodes: its layers must not keep work arrays between calls (one call's cache may hold them)."
         self._fresh_scratch = True
-        for l in self.layers:
+        for l in self._layers:
             if isinstance(l, Model): l._use_fresh_scratch()
 
     def build(self, input_shape):
@@ -521,7 +522,7 @@ class Model(Layer):
     def _weight_items(self, prefix: str = '', trainable_only: bool = False):
         """`(key, layer, dict, name)` for every array (params, then state, layer by layer; nested models
         recursively, keys `'<model>/<layer>/<name>'`). `trainable_only`: the params `fit` updates."""
-        for l in self.layers:
+        for l in self._layers:
             if trainable_only and not l.trainable: continue
             if isinstance(l, Model): yield from l._weight_items(f'{prefix}{l.name}/', trainable_only); continue
             for d in ((l.params,) if trainable_only else (l.params, l.state)):
@@ -547,6 +548,12 @@ class Model(Layer):
     def state(self) -> dict:
         return {key: d[k] for key, l, d, k in self._weight_items() if d is l.state}
 
+    def _param_entries(self, chain: tuple, prefix: str):
+        "`(key, chain of models and layer, layer, name)` for every parameter; a weight is trained if every link is `trainable`."
+        for l in self._layers:
+            if isinstance(l, Model): yield from l._param_entries(chain + (l,), f'{prefix}{l.name}/'); continue
+            for k in l.params: yield f'{prefix}{l.name}/{k}', chain + (l,), l, k
+
     def get_weights(self) -> list:
         "All parameter and state arrays, in a fixed order (copies)."
         return [d[k].copy() for _, _, d, k in self._weight_items()]
@@ -564,24 +571,27 @@ class Model(Layer):
 
     def count_params(self) -> int:
         "Scalars in every layer's `params` and `state`, shared layers once (the summary's 'Total params')."
-        return sum(l.count_params() for l in self.layers)
+        return sum(l.count_params() for l in self._layers)
 
     def count_trainable_params(self) -> int:
-        return sum(l.count_trainable_params() for l in self.layers) if self.trainable else 0
+        return sum(l.count_trainable_params() for l in self._layers) if self.trainable else 0
 
     def regularization_loss(self) -> float:
         "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
-        return float(sum(l.regularization_loss() for l in self.layers))
+        return float(sum(l.regularization_loss() for l in self._layers))
 
     def to(self, device: str = 'cpu'):
         "Move every layer to `'cpu'` or `'cuda'`; the optimizer's state is reset."
-        for l in self.layers: l.to(device)
+        for l in self._layers: l.to(device)
         if self.optimizer is not None: self.optimizer.reset()
         return self
 
     # --- computation -----------------------------------------------------------------------------
     def _input_list(self, x, who: str | None = None) -> list:
         "The input arrays in the order of `self.inputs`, from an array, a list or a dict by input name; shapes checked."
+        if self._single_in and not isinstance(x, (list, tuple, dict)):      # the common case, checked cheaply
+            s, t = getattr(x, 'shape', None), self.inputs[0].shape
+            if s is not None and len(s) == len(t) + 1 and all(e is None or e == g for e, g in zip(t, s[1:])): return [x]
         n, who = len(self.inputs), who or f"Model '{self.name}'"
         if isinstance(x, dict):
             missing = [k for k in self.input_names if k not in x]
@@ -614,7 +624,7 @@ class Model(Layer):
                 for i, v in zip(s.outs, y): vals[i] = v
             else: vals[s.outs[0]] = y
         outs = [vals[i] for i in self._out_slots]
-        self.cache = (caches, [(o.shape, o.dtype, get_array_module(o)) for o in outs])
+        self.cache = (caches, outs)
         return outs[0] if self._single_out else outs
 
     def backward(self, dy, need_dx: bool = True):
@@ -625,8 +635,8 @@ class Model(Layer):
         g = [None] * self._n_slots
         for i, d in zip(self._out_slots, [dy] if self._single_out else dy):
             if d is not None: g[i] = d if g[i] is None else g[i] + d
-        for i, (shape, dt, xp) in zip(self._out_slots, out_meta):
-            if g[i] is None: g[i] = xp.zeros(shape, dt)     # an output the loss ignores
+        for i, o in zip(self._out_slots, out_meta):
+            if g[i] is None: g[i] = get_array_module(o).zeros_like(o)     # an output the loss ignores
         summed = {}                                      # shared layer -> its gradients summed so far
         for s, c in zip(reversed(self._plan), reversed(caches)):
             l = s.layer
@@ -700,12 +710,15 @@ class Model(Layer):
         is no longer finite, all of them return to their values before the update and `FloatingPointError`
         names the layer and the parameter."""
         opt = optimizer or self.optimizer
+        if self._entries is None:           # (key, the layers that hold it, layer, name): the keys, worked out once
+            self._entries = [(key, chain, l, k) for key, chain, l, k in self._param_entries((), '')]
         params, grads, owners = {}, {}, {}
-        for key, l, d, k in self._weight_items(trainable_only=True):
-            if k not in l.grads: continue
+        for key, chain, l, k in self._entries:
+            g = l.grads.get(k)
+            if g is None or not all(c.trainable for c in chain): continue
             if l not in owners: owners[l] = l.regularization_grads()
-            reg, g = owners[l], l.grads[k]
-            params[key], grads[key] = d[k], (g + reg[k] if k in reg else g)
+            reg = owners[l]
+            params[key], grads[key] = l.params[k], (g + reg[k] if k in reg else g)
         saved = self.__dict__.setdefault('_last_finite', {})
         for key, p in params.items():
             b = saved.get(key)
@@ -1066,29 +1079,6 @@ class Sequential(Model):
         shape = tuple(self.input_shape if input_shape is None else input_shape)
         for layer in self._stack: shape = tuple(layer.output_shape(shape))
         return shape
-
-    def _weight_items(self, prefix: str = '', trainable_only: bool = False):
-        seen = set()
-        for l in self._stack:                   # unique layers, in stack order
-            if id(l) in seen or (trainable_only and not l.trainable): continue
-            seen.add(id(l))
-            if isinstance(l, Model): yield from l._weight_items(f'{prefix}{l.name}/', trainable_only); continue
-            for d in ((l.params,) if trainable_only else (l.params, l.state)):
-                for k in d: yield f'{prefix}{l.name}/{k}', l, d, k
-
-    def count_params(self) -> int:
-        return sum(l.count_params() for l in {id(l): l for l in self._stack}.values())
-
-    def count_trainable_params(self) -> int:
-        return sum(l.count_trainable_params() for l in {id(l): l for l in self._stack}.values()) if self.trainable else 0
-
-    def regularization_loss(self) -> float:
-        return float(sum(l.regularization_loss() for l in {id(l): l for l in self._stack}.values()))
-
-    def to(self, device: str = 'cpu'):
-        for l in {id(l): l for l in self._stack}.values(): l.to(device)
-        if self.optimizer is not None: self.optimizer.reset()
-        return self
 
     def forward(self, x, training: bool = False):
         "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."

@@ -268,3 +268,15 @@ def test_keras_parameter_counts(make, total, trainable):
     assert (m.count_params(), m.count_trainable_params()) == (total, trainable)
     lines = []; m.summary(print_fn=lines.append)
     assert f'Total params: {total:,}' in lines[0]
+
+
+def test_sequential_inside_a_model_and_a_model_inside_sequential_round_trip(tmp_path):
+    inner = Sequential([Dense(4, 'tanh', rng=0), Dense(3, rng=1)], input_shape=(5,), name='body')
+    x = Input((5,)); outer = Model(x, Dense(2, rng=2)(inner(x)))
+    t = Input((3,)); head = Model(t, Dense(2, rng=3)(t), name='head')
+    seq = Sequential([Dense(3, rng=4), head], input_shape=(5,))
+    xb = r.standard_normal((4, 5)).astype(np.float32)
+    for m in (outer, seq):
+        m2 = Model.load(m.save(tmp_path / 'm'))
+        np.testing.assert_array_equal(m2.predict(xb), m.predict(xb))
+        assert type(m2) is type(m)
