@@ -175,7 +175,9 @@ from dl_from_scratch.core import precision
 # * **average**: $y = \frac1{|w|}\sum x_{ml}$; each entry gets $\delta/|w|$.
 #   With "same" padding we average over the entries inside the image only, as
 #   Keras does, so $|w|$ is the number of real entries in the window;
-# * **L2**: $y = \sqrt{\sum x_{ml}^2}$; $\partial y/\partial x_{ml} = x_{ml}/y$.
+# * **L2**: $y = \sqrt{\sum x_{ml}^2}$; $\partial y/\partial x_{ml} = x_{ml}/y$
+#   (where $y = 0$ we pass no gradient). Few nets use it, so it has no kernel
+#   here; the layer `L2Pool2D` of 07a computes it with NumPy over the window's taps.
 #
 # When windows overlap (stride < size) an input collects the gradient of every
 # window it belongs to. The output size is the formula above with the

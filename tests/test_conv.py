@@ -288,3 +288,15 @@ def test_new_layers_refuse_bad_input():
         ZeroPadding2D(((1, 2), (3,)))
     with pytest.raises(ValueError, match='rank 4'):
         GlobalAveragePooling2D()(np.zeros((2, 3, 4)))
+
+
+def test_depthwise_regularizer_and_constraint_through_add_weight():
+    from dl_from_scratch.layers import L2, MaxNorm
+    layer = DepthwiseConv2D(3, depthwise_regularizer=L2(0.01), depthwise_constraint=MaxNorm(0.5), rng=0)
+    layer.build((6, 6, 2))
+    W = layer.params['W'].astype(np.float64)
+    np.testing.assert_allclose(layer.regularization_loss(), 0.01 * (W ** 2).sum(), rtol=1e-5)
+    assert set(layer.regularization_grads()) == {'W'}
+    layer.params['W'][...] = 10.0
+    layer.apply_constraints()
+    assert np.abs(layer.params['W']).max() < 10.0

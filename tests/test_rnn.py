@@ -162,3 +162,34 @@ def test_outputs_survive_the_next_call(cls):
     for s, k in zip(finals, s1): np.testing.assert_array_equal(s, k)
     assert not np.allclose(y1, y2)
     assert layer._scratch(), 'the layer kept no work arrays'
+
+
+@pytest.mark.parametrize('cls', [SimpleRNN, LSTM, GRU])
+def test_regularizers_and_constraints_through_add_weight(cls):
+    from dl_from_scratch.layers import L2, L1, MaxNorm
+    layer = cls(4, kernel_regularizer=L2(0.01), recurrent_regularizer=L1(0.02), bias_regularizer='l2',
+                recurrent_constraint=MaxNorm(0.5), rng=0)
+    layer.build((5, 3))
+    p = {k: v.astype(np.float64) for k, v in layer.params.items()}
+    want = 0.01 * (p['Wx'] ** 2).sum() + 0.02 * np.abs(p['Wh']).sum() + 0.01 * (p['b'] ** 2).sum()
+    np.testing.assert_allclose(layer.regularization_loss(), want, rtol=1e-5)
+    assert set(layer.regularization_grads()) == {'Wx', 'Wh', 'b'}
+    layer.apply_constraints()
+    assert (np.linalg.norm(layer.params['Wh'], axis=0) <= 0.5 + 1e-6).all()
+    assert cls(4, rng=0).regularization_loss() == 0.0
+
+
+@pytest.mark.parametrize('make', [lambda: LSTM(H, return_sequences=True, peepholes=True, rng=0), lambda: GRU(H, rng=0),
+                                  lambda: SimpleRNN(H, go_backwards=True, rng=0),
+                                  lambda: Bidirectional(LSTM(H, return_sequences=True, rng=0)),
+                                  lambda: StackedRNN([GRU(H, return_sequences=True, rng=0), LSTM(H, rng=1)])])
+def test_need_dx_false_returns_none_and_the_same_weight_gradients(make):
+    layer = make()
+    with precision(np.float64):
+        x = np.random.default_rng(0).normal(size=(N, T, D))
+        g = np.random.default_rng(1).normal(size=layer(x).shape)
+        dx = layer.backward(g); grads = {k: v.copy() for k, v in layer.grads.items()}
+        layer(x)
+        assert layer.backward(g, need_dx=False) is None
+    assert dx.shape == x.shape
+    for k in grads: np.testing.assert_array_equal(layer.grads[k], grads[k])
