@@ -1217,19 +1217,20 @@ ax.legend(); plt.tight_layout(); plt.show()
 # varies, so ratios move by ±20 % between runs):
 #
 # * **Against the NumPy reference** the speed-up is bounded by the elementwise share of the time:
-#   both implementations call the same BLAS for the per-step products, which already take about
+#   both implementations call the same BLAS for the per-step products, which already take nearly
 #   half of NumPy's time, so a speed-up of 5x cannot be had by fusing the elementwise part;
 #   only the products could be made faster, and they are BLAS's. The table measures the bound:
 #   *products ms* times those shared products alone, and *max speed-up vs NumPy* (the reference's
 #   time over theirs) is what an elementwise part costing nothing would give.
-# * **Against PyTorch**: the Python step loop is not what costs (a kernel call and a product call
-#   cost about 2 µs each to dispatch, a few per cent of a step). The products are the same size in
+# * **Against PyTorch**: the Python step loop is not what costs (dispatching a kernel call and a
+#   product call is cheap next to the work they do). The products are the same size in
 #   both, but run in different libraries (NumPy's OpenBLAS here, MKL in PyTorch's CPU build).
 #   *products / PyTorch* is those shared products alone against PyTorch's whole step: the
-#   floor of *ours / PyTorch*. Where it is near 1 (row-MNIST LSTM) no elementwise code can bring us
-#   under PyTorch with this BLAS. What is ours to make fast is the rest: the gate kernels (the
+#   floor of *ours / PyTorch*. The nearer it is to 1, the less any elementwise code can bring us
+#   under PyTorch with this BLAS; it is highest for the row-MNIST LSTM, the case where we are
+#   slowest against PyTorch. What is ours to make fast is the rest: the gate kernels (the
 #   LSTM's forward step evaluates five exponentials per element; our vectorised `exp` and fused
-#   multiply-adds keep that to a few nanoseconds per element), the BPTT step (written as short
+#   multiply-adds keep that cheap), the BPTT step (written as short
 #   vectorisable passes, it streams its arrays at close to memory speed), and no bias pass at all
 #   (the bias trick of chapter 10). The GRU needs three exponentials per element, which is why it
 #   fares better.
@@ -1274,7 +1275,9 @@ def _aeon_file(path):
     wheels = sorted(AEON_CACHE.glob('aeon-*.whl'))
     if not wheels:
         AEON_CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, '-m', 'pip', 'download', 'aeon==1.6.0', '--no-deps', '-q', '-d', str(AEON_CACHE)], check=True)
+        r = subprocess.run([sys.executable, '-m', 'pip', 'download', 'aeon==1.6.0', '--no-deps', '-q', '-d', str(AEON_CACHE)],
+                           capture_output=True, text=True)        # pip's notes about its index are not the chapter's output
+        if r.returncode: raise RuntimeError(f"pip download aeon==1.6.0 failed:\n{r.stderr}")
         wheels = sorted(AEON_CACHE.glob('aeon-*.whl'))
     with zipfile.ZipFile(wheels[-1]) as z: return z.read(f'aeon/datasets/data/{path}')
 
