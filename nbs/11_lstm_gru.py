@@ -347,6 +347,52 @@ def lstm_backward(dhs, dcT, cache, need_dx=True):
     return dx, dh0, dc, dWx, dWh, db, dpeep
 
 # %% [markdown]
+# **Tests of the LSTM kernels.** The three implementations agree to float32 round-off, with
+# peepholes and a mask that pads one sequence and has a hole in another; the gradients pass the
+# float64 check for every argument, including the peepholes, the initial cell state and the
+# gradient arriving at the final cell state; bad shapes are named:
+
+# %%
+def _problem(cell, N=3, T=6, D=4, H=5, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.normal(size=s).astype(dtype)
+    G = {'lstm': 4, 'gru': 3}[cell]
+    mask = np.ones((N, T)); mask[0, 4:] = 0; mask[1, 2] = 0
+    a = dict(x=f(N, T, D), h0=f(N, H) * 0.5, Wx=f(D, G * H) * 0.5, Wh=f(H, G * H) * 0.5, b=f(G * H) * 0.1, mask=mask)
+    if cell == 'lstm': a.update(c0=f(N, H) * 0.5, peep=f(3, H) * 0.5)
+    return a, f(N, T, H), f(N, H)
+
+args, dhs, dcT = _problem('lstm')
+ref_h, ref_cT, ref_c = lstm_forward(**args, backend='numpy')
+ref_g = lstm_backward(dhs, dcT, ref_c)
+for be in ('numba', 'cuda'):
+    hs, cT, c = lstm_forward(**args, backend=be)
+    test_close(hs, ref_h, eps=1e-6); test_close(cT, ref_cT, eps=1e-6)
+    for g, gr in zip(lstm_backward(dhs, dcT, c), ref_g): test_close(g, gr, eps=2e-5)
+
+def check_kernel_grads(cell, backend='numba'):
+    args, dhs, dcT = _problem(cell, dtype=np.float64, seed=1)
+    if cell == 'lstm':
+        names = ['x', 'h0', 'c0', 'Wx', 'Wh', 'b', 'peep']
+        fwd = lambda a: (lambda hs, cT, _: (hs * dhs).sum() + (cT * dcT).sum())(*lstm_forward(**a, backend=backend))
+        g = lstm_backward(dhs, dcT, lstm_forward(**args, backend=backend)[2])
+    else:
+        names = ['x', 'h0', 'Wx', 'Wh', 'b']
+        fwd = lambda a: (gru_forward(**a, backend=backend)[0] * dhs).sum()
+        g = gru_backward(dhs, gru_forward(**args, backend=backend)[1])
+    return {k: rel_error(gk, numerical_grad(lambda v, k=k: float(fwd({**args, k: v})), args[k].copy()))
+            for k, gk in zip(names, g)}
+
+for be in ('numpy', 'numba'):
+    errs = check_kernel_grads('lstm', be)
+    print('lstm', be, {k: f'{v:.0e}' for k, v in errs.items()})
+    assert max(errs.values()) < 1e-6
+args, _, _ = _problem('lstm')
+test_fail(lambda: lstm_forward(**{**args, 'c0': args['c0'][:, :4]}), contains='c0 of shape (3, 5), got (3, 4)')
+test_fail(lambda: lstm_forward(**{**args, 'peep': args['peep'][:2]}), contains='peep of shape (3, 5), got (2, 5)')
+test_fail(lambda: lstm_forward(**{**args, 'Wh': args['Wh'][:, :12]}), contains='Wh of shape (5, 20), got (5, 12)')
+
+# %% [markdown]
 # The GRU: two half-steps forward (gates, then candidate and state) and two backward.
 
 # %%
@@ -566,29 +612,9 @@ def gru_backward(dhs, cache, need_dx=True):
     return dx, dh0, dWx, dWh, db
 
 # %% [markdown]
-# ### Kernel tests
-#
-# The three implementations agree to float32 round-off, with peepholes and a mask that pads one
-# sequence and has a hole in another:
+# **Tests of the GRU kernels**, as for the LSTM:
 
 # %%
-def _problem(cell, N=3, T=6, D=4, H=5, dtype=np.float32, seed=0):
-    rng = np.random.default_rng(seed)
-    f = lambda *s: rng.normal(size=s).astype(dtype)
-    G = {'lstm': 4, 'gru': 3}[cell]
-    mask = np.ones((N, T)); mask[0, 4:] = 0; mask[1, 2] = 0
-    a = dict(x=f(N, T, D), h0=f(N, H) * 0.5, Wx=f(D, G * H) * 0.5, Wh=f(H, G * H) * 0.5, b=f(G * H) * 0.1, mask=mask)
-    if cell == 'lstm': a.update(c0=f(N, H) * 0.5, peep=f(3, H) * 0.5)
-    return a, f(N, T, H), f(N, H)
-
-args, dhs, dcT = _problem('lstm')
-ref_h, ref_cT, ref_c = lstm_forward(**args, backend='numpy')
-ref_g = lstm_backward(dhs, dcT, ref_c)
-for be in ('numba', 'cuda'):
-    hs, cT, c = lstm_forward(**args, backend=be)
-    test_close(hs, ref_h, eps=1e-6); test_close(cT, ref_cT, eps=1e-6)
-    for g, gr in zip(lstm_backward(dhs, dcT, c), ref_g): test_close(g, gr, eps=2e-5)
-
 args, dhs, _ = _problem('gru')
 ref_h, ref_c = gru_forward(**args, backend='numpy')
 ref_g = gru_backward(dhs, ref_c)
@@ -596,36 +622,10 @@ for be in ('numba', 'cuda'):
     hs, c = gru_forward(**args, backend=be)
     test_close(hs, ref_h, eps=1e-6)
     for g, gr in zip(gru_backward(dhs, c), ref_g): test_close(g, gr, eps=2e-5)
-
-# %% [markdown]
-# Gradient checks in float64, every argument including the peepholes, the initial cell state and
-# the gradient arriving at the final cell state:
-
-# %%
-def check_kernel_grads(cell, backend='numba'):
-    args, dhs, dcT = _problem(cell, dtype=np.float64, seed=1)
-    if cell == 'lstm':
-        names = ['x', 'h0', 'c0', 'Wx', 'Wh', 'b', 'peep']
-        fwd = lambda a: (lambda hs, cT, _: (hs * dhs).sum() + (cT * dcT).sum())(*lstm_forward(**a, backend=backend))
-        g = lstm_backward(dhs, dcT, lstm_forward(**args, backend=backend)[2])
-    else:
-        names = ['x', 'h0', 'Wx', 'Wh', 'b']
-        fwd = lambda a: (gru_forward(**a, backend=backend)[0] * dhs).sum()
-        g = gru_backward(dhs, gru_forward(**args, backend=backend)[1])
-    return {k: rel_error(gk, numerical_grad(lambda v, k=k: float(fwd({**args, k: v})), args[k].copy()))
-            for k, gk in zip(names, g)}
-
-for cell in ('lstm', 'gru'):
-    for be in ('numpy', 'numba'):
-        errs = check_kernel_grads(cell, be)
-        print(cell, be, {k: f'{v:.0e}' for k, v in errs.items()})
-        assert max(errs.values()) < 1e-6
-
-# %%
-args, _, _ = _problem('lstm')
-test_fail(lambda: lstm_forward(**{**args, 'c0': args['c0'][:, :4]}), contains='c0 of shape (3, 5), got (3, 4)')
-test_fail(lambda: lstm_forward(**{**args, 'peep': args['peep'][:2]}), contains='peep of shape (3, 5), got (2, 5)')
-test_fail(lambda: lstm_forward(**{**args, 'Wh': args['Wh'][:, :12]}), contains='Wh of shape (5, 20), got (5, 12)')
+for be in ('numpy', 'numba'):
+    errs = check_kernel_grads('gru', be)
+    print('gru', be, {k: f'{v:.0e}' for k, v in errs.items()})
+    assert max(errs.values()) < 1e-6
 args, _, _ = _problem('gru')
 test_fail(lambda: gru_forward(**{**args, 'x': args['x'][..., :2]}), contains='Wx of shape (2, 3*H), got (4, 15)')
 test_fail(lambda: gru_forward(**{**args, 'mask': args['mask'].T}), contains='mask of shape (3, 6), got (6, 3)')
@@ -1227,8 +1227,7 @@ ax.legend(); plt.tight_layout(); plt.show()
 #   both, but run in different libraries (NumPy's OpenBLAS here, MKL in PyTorch's CPU build).
 #   *products / PyTorch* is those shared products alone against PyTorch's whole step: the
 #   floor of *ours / PyTorch*. The nearer it is to 1, the less any elementwise code can bring us
-#   under PyTorch with this BLAS; it is highest for the row-MNIST LSTM, the case where we are
-#   slowest against PyTorch. What is ours to make fast is the rest: the gate kernels (the
+#   under PyTorch with this BLAS. What is ours to make fast is the rest: the gate kernels (the
 #   LSTM's forward step evaluates five exponentials per element; our vectorised `exp` and fused
 #   multiply-adds keep that cheap), the BPTT step (written as short
 #   vectorisable passes, it streams its arrays at close to memory speed), and no bias pass at all
