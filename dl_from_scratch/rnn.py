@@ -235,6 +235,14 @@ class GRU(Recurrent):
 
 
 # %% ../nbs/11_lstm_gru.ipynb #7f9c1abc
+def _expose(container: Layer, inner: dict) -> None:
+    """Give `container` the weights of the layers in `inner` (prefix -> layer) as its own, keyed
+    `'<prefix>_<name>'`: the same arrays (so in-place updates reach them), their gradients, and their
+    regularizers and constraints (so penalties and projections apply to the inner weights)."""
+    for attr in ('params', 'grads', 'regularizers', 'constraints'):
+        setattr(container, attr, {f'{p}_{k}': v for p, l in inner.items() for k, v in getattr(l, attr).items()})
+
+# %% ../nbs/11_lstm_gru.ipynb #e605555a
 class Bidirectional(_KeywordCall, Layer):
     """Run a recurrent layer forwards and a copy of it backwards over the sequence and concatenate
     ('concat', default), add ('sum') or average ('ave') their outputs. With masking, the backward
@@ -251,12 +259,11 @@ class Bidirectional(_KeywordCall, Layer):
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
 
+    _builds_on_forward = True    # forward builds from the first batch (after checking it is a sequence)
+
     def _link(self):
-        "Expose both layers' arrays (the same objects, so in-place updates reach them) under fw/ and bw/."
-        self.params = {**{f'fw_{k}': v for k, v in self.forward_layer.params.items()},
-                       **{f'bw_{k}': v for k, v in self.backward_layer.params.items()}}
-        self.grads = {**{f'fw_{k}': v for k, v in self.forward_layer.grads.items()},
-                      **{f'bw_{k}': v for k, v in self.backward_layer.grads.items()}}
+        "Expose both layers' arrays (the same objects, so in-place updates reach them) under fw_ and bw_."
+        _expose(self, {'fw': self.forward_layer, 'bw': self.backward_layer})
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -300,7 +307,7 @@ class Bidirectional(_KeywordCall, Layer):
         self.forward_layer.to(device); self.backward_layer.to(device); self._link()
         return self
 
-# %% ../nbs/11_lstm_gru.ipynb #e605555a
+# %% ../nbs/11_lstm_gru.ipynb #9b5f4b8a
 class StackedRNN(_KeywordCall, Layer):
     """A stack of recurrent layers (each but the last with `return_sequences=True`) that passes the
     mask to every layer, so padding is ignored all the way up. x (N, T, D) -> the last layer's output."""
@@ -314,9 +321,10 @@ class StackedRNN(_KeywordCall, Layer):
                 raise ValueError(f"StackedRNN expected return_sequences=True on every layer but the last, got {l!r}")
         self.layers, self.mask_value = layers, mask_value
 
+    _builds_on_forward = True
+
     def _link(self):
-        self.params = {f'l{i}_{k}': v for i, l in enumerate(self.layers) for k, v in l.params.items()}
-        self.grads = {f'l{i}_{k}': v for i, l in enumerate(self.layers) for k, v in l.grads.items()}
+        _expose(self, {f'l{i}': l for i, l in enumerate(self.layers)})
 
     def build(self, input_shape):
         super().build(input_shape)

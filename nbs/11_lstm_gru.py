@@ -928,6 +928,15 @@ class GRU(Recurrent):
 
 # %%
 #| export
+def _expose(container: Layer, inner: dict) -> None:
+    """Give `container` the weights of the layers in `inner` (prefix -> layer) as its own, keyed
+    `'<prefix>_<name>'`: the same arrays (so in-place updates reach them), their gradients, and their
+    regularizers and constraints (so penalties and projections apply to the inner weights)."""
+    for attr in ('params', 'grads', 'regularizers', 'constraints'):
+        setattr(container, attr, {f'{p}_{k}': v for p, l in inner.items() for k, v in getattr(l, attr).items()})
+
+# %%
+#| export
 class Bidirectional(_KeywordCall, Layer):
     """Run a recurrent layer forwards and a copy of it backwards over the sequence and concatenate
     ('concat', default), add ('sum') or average ('ave') their outputs. With masking, the backward
@@ -944,12 +953,11 @@ class Bidirectional(_KeywordCall, Layer):
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
 
+    _builds_on_forward = True    # forward builds from the first batch (after checking it is a sequence)
+
     def _link(self):
-        "Expose both layers' arrays (the same objects, so in-place updates reach them) under fw/ and bw/."
-        self.params = {**{f'fw_{k}': v for k, v in self.forward_layer.params.items()},
-                       **{f'bw_{k}': v for k, v in self.backward_layer.params.items()}}
-        self.grads = {**{f'fw_{k}': v for k, v in self.forward_layer.grads.items()},
-                      **{f'bw_{k}': v for k, v in self.backward_layer.grads.items()}}
+        "Expose both layers' arrays (the same objects, so in-place updates reach them) under fw_ and bw_."
+        _expose(self, {'fw': self.forward_layer, 'bw': self.backward_layer})
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -1009,9 +1017,10 @@ class StackedRNN(_KeywordCall, Layer):
                 raise ValueError(f"StackedRNN expected return_sequences=True on every layer but the last, got {l!r}")
         self.layers, self.mask_value = layers, mask_value
 
+    _builds_on_forward = True
+
     def _link(self):
-        self.params = {f'l{i}_{k}': v for i, l in enumerate(self.layers) for k, v in l.params.items()}
-        self.grads = {f'l{i}_{k}': v for i, l in enumerate(self.layers) for k, v in l.grads.items()}
+        _expose(self, {f'l{i}': l for i, l in enumerate(self.layers)})
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -1160,6 +1169,14 @@ with precision(np.float64):
         lay(x); test_eq(lay.backward(g, need_dx=False), None)
         for k in grads: test_eq(lay.grads[k], grads[k])
         test_eq(dx.shape, x.shape)
+    # the containers carry their inner layers' penalties and projections, on the same arrays
+    bi = Bidirectional(GRU(H, kernel_regularizer=L2(0.01), recurrent_constraint=MaxNorm(0.5), rng=0))
+    bi(x)                                                          # an unbuilt container builds on its first batch
+    test_close(bi.regularization_loss(), 0.01 * ((bi.forward_layer.params['Wx'] ** 2).sum() + (bi.backward_layer.params['Wx'] ** 2).sum()))
+    test_eq(set(bi.regularization_grads()), {'fw_Wx', 'bw_Wx'})
+    bi.apply_constraints(); assert (np.linalg.norm(bi.backward_layer.params['Wh'], axis=0) <= 0.5 + 1e-9).all()
+    st = StackedRNN([SimpleRNN(H, return_sequences=True, kernel_regularizer=L2(0.1), rng=0), LSTM(H, rng=1)]); st(x)
+    test_close(st.regularization_loss(), 0.1 * (st.layers[0].params['Wx'] ** 2).sum())
 
 # %% [markdown]
 # The layers work inside chapter 5's `Sequential`, train with its `fit`, and save and load:
