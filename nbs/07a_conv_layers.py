@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolution layers
 #
-# > Convolution layers for NHWC images (`Conv2D`, `DepthwiseConv2D`, `ZeroPadding2D`) and pooling layers (max, average, L2, global average), on the kernels of chapter 07.
+# > Convolution layers for NHWC images (`Conv2D`, `DepthwiseConv2D`, `Conv2DTranspose`, `ZeroPadding2D`) and pooling layers (max, average, L2, global average), on the kernels of chapter 07.
 #
 # ## Purpose
 #
@@ -728,6 +728,170 @@ for layer in (zp, gap, gapk):
 test_fail(lambda: ZeroPadding2D(-1), contains='non-negative')
 test_fail(lambda: ZeroPadding2D(((1, 2), (0,))), contains='((top, bottom), (left, right))')
 test_fail(lambda: gap(np.zeros((2, 5, 3))), contains='rank 4')
+
+# %% [markdown]
+# ## Transposed convolution and upsampling
+#
+# The generative nets of later chapters go the other way: from a small map to a larger one.
+# **Transposed convolution** is the adjoint of convolution. A convolution with kernel $W$ of shape
+# $(KH, KW, F, C)$, stride $s$ and padding $p$ is a linear map $A$ from images $(N, OH, OW, F)$ to
+# images $(N, H, W, C)$: $A(y) = \operatorname{im2col}(y)\,W_{(KH\cdot KW\cdot F)\times C}$. Its adjoint
+# $A^\top$ is the map with $\langle A(y), x\rangle = \langle y, A^\top(x)\rangle$ for every $y$ and $x$.
+# Write $\langle \operatorname{im2col}(y)\,W, x\rangle = \langle \operatorname{im2col}(y), x\,W^\top\rangle$
+# (the trace identity) $= \langle y, \operatorname{col2im}(x\,W^\top)\rangle$ (col2im is im2col's adjoint,
+# chapter 07), so
+#
+# $$ A^\top(x) = \operatorname{col2im}\big(x_{(N\cdot H\cdot W)\times C}\,W^\top\big), $$
+#
+# a map from $(N, H, W, C)$ to $(N, OH, OW, F)$: each input pixel paints a $KH\times KW$ patch of the
+# output, weighted by the kernel, and overlapping patches add. This is the input gradient of `Conv2D`
+# used as a layer's forward pass, which is what Keras's `Conv2DTranspose` computes (its kernel has
+# Keras's shape $(KH, KW, F, C)$, filters before input channels). Its backward pass is then a
+# convolution: with $\text{cols} = x\,W^\top$ and $\delta$ the output gradient,
+#
+# $$ dX = \operatorname{im2col}(\delta)\,W,\qquad dW = \operatorname{im2col}(\delta)^\top x,\qquad
+#    db = \textstyle\sum_{n,h,w} \delta_{n,h,w}. $$
+#
+# The output size follows Keras: $H s + \max(KH - s, 0)$ for `'valid'` ($(H-1)s + KH$ when the kernel is
+# at least the stride), $H s$ for `'same'`, and with `output_padding` $o < s$,
+# $(H-1)s + KH - 2p + o$ with $p = 0$ (`'valid'`) or $\lfloor KH/2 \rfloor$ (`'same'`). The convolution
+# that this is the adjoint of maps that output size back to $H$ with TensorFlow's padding rule,
+# $p_\text{total} = \max((H-1)s + KH - OH, 0)$, the smaller half at the top; output rows that no
+# window reaches are zero. Since the work is im2col and col2im, the Numba and CUDA kernels of chapter
+# 07 run it.
+
+# %%
+#| export
+def transpose_padding(n: int, f: int, s: int, out: int) -> tuple:
+    "Padding (before, after) of the convolution from `out` back to `n` (stride s, window f) that a transposed convolution is the adjoint of."
+    total = max((n - 1) * s + f - out, 0)
+    return total // 2, total - total // 2
+
+def transpose_output_size(n: int, f: int, s: int, padding: str = 'valid', output_padding=None) -> int:
+    "Keras's output length of a transposed convolution along one axis."
+    if output_padding is None: return n * s + max(f - s, 0) if padding == 'valid' else n * s
+    return (n - 1) * s + f - 2 * (f // 2 if padding == 'same' else 0) + output_padding
+
+class Conv2DTranspose(Layer):
+    """Transposed 2-D convolution (the adjoint of `Conv2D`) over NHWC images.
+
+    x `(N, H, W, C)` -> y `(N, OH, OW, filters)`, OH = H*s + max(KH - s, 0) ('valid') or H*s ('same'), or
+    (H - 1)*s + KH - 2p + o with `output_padding` o (p = 0 or KH // 2); `W` `(KH, KW, filters, C)` (Keras's
+    layout), `b` `(filters,)`. Forward is col2im(x W^T), backward im2col of the gradient; `backend` as `im2col`."""
+    def __init__(self, filters: int, kernel_size, strides=1, padding='valid', output_padding=None, activation=None,
+                 use_bias: bool = True, kernel_initializer='glorot_uniform', bias_initializer='zeros',
+                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 rng=None, backend: str = 'auto', name=None):
+        super().__init__(name or 'conv2d_transpose')
+        if int(filters) < 1: raise ValueError(f"Conv2DTranspose expected filters >= 1, got {filters}")
+        self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
+        if padding not in ('valid', 'same'):
+            raise ValueError(f"Conv2DTranspose expected padding 'valid' or 'same', got {padding!r}")
+        self.output_padding = None
+        if output_padding is not None:
+            op = (int(output_padding),) * 2 if np.isscalar(output_padding) else tuple(int(o) for o in output_padding)
+            if len(op) != 2 or any(not 0 <= o < s for o, s in zip(op, self.strides)):
+                raise ValueError(f"Conv2DTranspose expected output_padding in [0, strides) = [0, {self.strides}), "
+                                 f"got {output_padding!r}")
+            self.output_padding = op
+        self.padding, self.use_bias, self.backend = padding, use_bias, backend
+        self.activation = None if activation in (None, 'linear') else activation
+        if self.activation is not None: self._g, self._g_grad = _get_activation(self.activation)
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+        self.kernel_regularizer, self.bias_regularizer = kernel_regularizer, bias_regularizer
+        self.kernel_constraint, self.bias_constraint = kernel_constraint, bias_constraint
+        self.rng = as_rng(rng)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2DTranspose expected input of rank 4 (N, H, W, C), got input shape (N, *{tuple(input_shape)})")
+        super().build(input_shape)
+        self.add_weight('W', (*self.kernel_size, self.filters, int(input_shape[2])), self.kernel_initializer,
+                        self.kernel_regularizer, self.kernel_constraint)
+        if self.use_bias: self.add_weight('b', (self.filters,), self.bias_initializer, self.bias_regularizer, self.bias_constraint)
+
+    def output_shape(self, input_shape):
+        op = self.output_padding or (None, None)
+        return (*(transpose_output_size(int(n), f, s, self.padding, o)
+                  for n, f, s, o in zip(input_shape[:2], self.kernel_size, self.strides, op)), self.filters)
+
+    def _geometry(self, hw):
+        "(OH, OW, F) and the padding (top, bottom, left, right) of the convolution this is the adjoint of."
+        out = self.output_shape((*hw, 0))
+        pad = sum((transpose_padding(n, f, s, o) for n, f, s, o in zip(hw, self.kernel_size, self.strides, out)), ())
+        return out, pad
+
+    def forward(self, x, training=False):
+        x = check_array(x, 'input', ndim=4, finite=False, who='Conv2DTranspose')
+        kshape = tuple(self.params['W'].shape)
+        if x.shape[3] != kshape[3]:
+            raise ValueError(f"Conv2DTranspose expected input (N, H, W, {kshape[3]}) to match its kernel of shape "
+                             f"{kshape} (KH, KW, F, C), got input shape {tuple(x.shape)}")
+        x = x if x.dtype == self.dtype else x.astype(self.dtype)
+        N, H, W, C = x.shape
+        (OH, OW, F), pad = self._geometry((H, W))
+        cols = x.reshape(-1, C) @ self.params['W'].reshape(-1, C).T             # (N*H*W, KH*KW*F)
+        z = col2im(cols, (N, OH, OW, F), self.kernel_size, self.strides, pad, self.backend)
+        if self.use_bias: z += self.params['b']
+        self.cache = (x, pad, z)
+        return z if self.activation is None else self._g(z)
+
+    def backward(self, dy, need_dx: bool = True):
+        "`need_dx=False` skips dL/dx and returns `None`."
+        x, pad, z = self.cache
+        dz = dy if self.activation is None else dy * self._g_grad(z)
+        C = x.shape[3]
+        Wm = self.params['W'].reshape(-1, C)                                     # (KH*KW*F, C)
+        dcols = im2col(dz, self.kernel_size, self.strides, pad, self.backend)     # (N*H*W, KH*KW*F)
+        self.grads['W'] = (dcols.T @ x.reshape(-1, C)).reshape(self.params['W'].shape)
+        if self.use_bias: self.grads['b'] = dz.reshape(-1, self.filters).sum(axis=0)
+        return (dcols @ Wm).reshape(x.shape) if need_dx else None
+
+# %% [markdown]
+# The output sizes are Keras's for `'valid'` and `'same'`, strides 1 and 2, with and without
+# `output_padding`; the forward pass is `Conv2D`'s input gradient (the adjoint relation, checked as
+# $\langle \text{conv}(y), x\rangle = \langle y, \text{conv}^\top(x)\rangle$ and against `Conv2D.backward`);
+# the gradients pass the float64 check; and the answer is PyTorch's `conv_transpose2d`'s where PyTorch is
+# installed (its padding $p$ crops $p$ rows from each side, which is our symmetric `'same'` case):
+
+# %%
+for (H, k, s, pad, op), want in {(8, 4, 2, 'valid', None): 18, (8, 4, 2, 'same', None): 16, (8, 3, 1, 'valid', None): 10,
+                                 (8, 3, 1, 'same', None): 8, (8, 1, 2, 'valid', None): 16, (8, 3, 2, 'same', 1): 16,
+                                 (8, 3, 2, 'valid', 1): 18, (5, 5, 3, 'same', 2): 15}.items():
+    test_eq(Conv2DTranspose(2, k, strides=s, padding=pad, output_padding=op).output_shape((H, H, 3)), (want, want, 2))
+r = np.random.default_rng(11)
+with precision(np.float64):
+    for kw in (dict(kernel_size=4, strides=2, padding='same'), dict(kernel_size=(3, 2), strides=(2, 1), padding='valid'),
+               dict(kernel_size=3, strides=2, padding='same', output_padding=1), dict(kernel_size=1, strides=2),
+               dict(kernel_size=3, strides=1, padding='same', activation='tanh')):
+        ct = Conv2DTranspose(3, rng=0, **kw)
+        x = r.normal(size=(2, 5, 4, 2))
+        y = ct(x)
+        test_eq(y.shape, (2, *ct.output_shape(x.shape[1:])))
+        conv = Conv2D(2, ct.kernel_size, strides=ct.strides, padding=ct._geometry(x.shape[1:3])[1], use_bias=False)
+        conv.build(y.shape[1:]); conv.params['W'][...] = ct.params['W']
+        if 'activation' not in kw:
+            v = r.normal(size=y.shape)
+            test_close(np.vdot(conv(v), x), np.vdot(v, y - ct.params['b']), eps=1e-10)   # <conv(v), x> = <v, conv^T(x)>
+            test_close(conv.backward(x), y - ct.params['b'], eps=1e-12)                   # conv^T is conv's input gradient
+        errs = check_layer_grad(Conv2DTranspose(3, rng=1, **kw), x)
+        print(f'Conv2DTranspose {kw}', {k: f'{v:.1e}' for k, v in errs.items()})
+        assert max(errs.values()) < 1e-6
+try:
+    import torch
+    with precision(np.float64):
+        ct = Conv2DTranspose(3, 4, strides=2, padding='same', rng=0); x = r.normal(size=(2, 5, 5, 2)); y = ct(x)
+    yt = torch.nn.functional.conv_transpose2d(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                              torch.from_numpy(ct.params['W']).permute(3, 2, 0, 1),
+                                              torch.from_numpy(ct.params['b']), stride=2, padding=1)
+    test_close(y, yt.permute(0, 2, 3, 1).numpy(), eps=1e-12)
+except ImportError: pass
+ct = Conv2DTranspose(32, 4, strides=2, padding='same'); ct.build((8, 8, 64)); test_eq(ct.count_params(), 4 * 4 * 32 * 64 + 32)
+test_eq(ct.params['W'].shape, (4, 4, 32, 64))
+test_eq(ct(np.zeros((1, 8, 8, 64), np.float32)).dtype, np.float32)
+test_fail(lambda: ct(np.zeros((1, 8, 8, 3), np.float32)), contains='kernel of shape (4, 4, 32, 64) (KH, KW, F, C), got input shape (1, 8, 8, 3)')
+test_fail(lambda: Conv2DTranspose(2, 3, strides=2, output_padding=2), contains='output_padding in [0, strides) = [0, (2, 2)), got 2')
+test_fail(lambda: Conv2DTranspose(2, 3, padding=1), contains="padding 'valid' or 'same', got 1")
 
 # %% [markdown]
 # ## Convolution as image processing

@@ -8,7 +8,7 @@ import pytest
 from dl_from_scratch.core import precision
 from dl_from_scratch.gradcheck import check_layer_grad, numerical_grad, rel_error
 from dl_from_scratch.conv import (Conv2D, MaxPool2D, AvgPool2D, L2Pool2D, DepthwiseConv2D, ZeroPadding2D,
-    GlobalAveragePooling2D)
+    GlobalAveragePooling2D, Conv2DTranspose)
 from dl_from_scratch.kernels import conv as K
 
 CONV_CASES = [
@@ -300,3 +300,70 @@ def test_depthwise_regularizer_and_constraint_through_add_weight():
     layer.params['W'][...] = 10.0
     layer.apply_constraints()
     assert np.abs(layer.params['W']).max() < 10.0
+
+
+TRANSPOSE_CASES = [
+    dict(kernel_size=4, strides=2, padding='same'),
+    dict(kernel_size=(3, 2), strides=(2, 1), padding='valid'),
+    dict(kernel_size=3, strides=2, padding='same', output_padding=1),
+    dict(kernel_size=1, strides=2, padding='valid'),                              # kernel < stride: zero rows
+    dict(kernel_size=3, strides=1, padding='same', activation='tanh', use_bias=False),
+]
+
+
+@pytest.mark.parametrize('kw', TRANSPOSE_CASES)
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_conv2d_transpose_gradients_float64(kw, backend):
+    with precision(np.float64):
+        x = np.random.default_rng(2).normal(size=(2, 5, 4, 2))
+        errs = check_layer_grad(Conv2DTranspose(3, rng=1, backend=backend, **kw), x)
+    assert set(errs) == {'x', 'W'} | ({'b'} if kw.get('use_bias', True) else set())
+    assert max(errs.values()) < 1e-6, errs
+
+
+@pytest.mark.parametrize('kw', [c for c in TRANSPOSE_CASES if 'activation' not in c])
+def test_conv2d_transpose_is_the_adjoint_of_conv2d(kw):
+    "Conv2DTranspose(x) = Conv2D's input gradient for dy = x, with the same kernel: <conv(v), x> = <v, conv^T(x)>."
+    r = np.random.default_rng(3)
+    with precision(np.float64):
+        ct = Conv2DTranspose(3, rng=0, use_bias=False, **kw)
+        x = r.normal(size=(2, 5, 4, 2))
+        y = ct(x)
+        conv = Conv2D(2, ct.kernel_size, strides=ct.strides, padding=ct._geometry(x.shape[1:3])[1], use_bias=False)
+        conv.build(y.shape[1:]); conv.params['W'][...] = ct.params['W']
+        v = r.normal(size=y.shape)
+        np.testing.assert_allclose(np.vdot(conv(v), x), np.vdot(v, y), rtol=1e-12)
+        np.testing.assert_allclose(conv.backward(x), y, atol=1e-12)
+
+
+@pytest.mark.parametrize('H,k,s,padding,op,want', [
+    (8, 4, 2, 'valid', None, 18), (8, 4, 2, 'same', None, 16), (8, 3, 1, 'valid', None, 10), (8, 3, 1, 'same', None, 8),
+    (8, 1, 2, 'valid', None, 16), (8, 3, 2, 'same', 1, 16), (8, 3, 2, 'valid', 1, 18), (5, 5, 3, 'same', 2, 15)])
+def test_conv2d_transpose_output_size_is_keras(H, k, s, padding, op, want):
+    ct = Conv2DTranspose(2, k, strides=s, padding=padding, output_padding=op)
+    assert ct.output_shape((H, H, 3)) == (want, want, 2)
+    assert ct(np.zeros((1, H, H, 3), np.float32)).shape == (1, want, want, 2)
+
+
+@pytest.mark.parametrize('padding,torch_pad', [('valid', 0), ('same', 1)])
+def test_conv2d_transpose_matches_pytorch(padding, torch_pad):
+    torch = pytest.importorskip('torch')
+    with precision(np.float64):
+        ct = Conv2DTranspose(3, 4, strides=2, padding=padding, rng=0)
+        x = np.random.default_rng(4).normal(size=(2, 5, 6, 2))
+        y = ct(x)
+    yt = torch.nn.functional.conv_transpose2d(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                              torch.from_numpy(ct.params['W']).permute(3, 2, 0, 1),
+                                              torch.from_numpy(ct.params['b']), stride=2, padding=torch_pad)
+    np.testing.assert_allclose(y, yt.permute(0, 2, 3, 1).numpy(), atol=1e-12)
+
+
+def test_conv2d_transpose_bad_input():
+    ct = Conv2DTranspose(32, 4, strides=2, padding='same'); ct.build((8, 8, 64))
+    assert ct.params['W'].shape == (4, 4, 32, 64) and ct.count_params() == 4 * 4 * 32 * 64 + 32
+    with pytest.raises(ValueError, match=r'kernel of shape \(4, 4, 32, 64\) \(KH, KW, F, C\), got input shape \(1, 8, 8, 3\)'):
+        ct(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match=r'output_padding in \[0, strides\)'):
+        Conv2DTranspose(2, 3, strides=2, output_padding=2)
+    with pytest.raises(ValueError, match="padding 'valid' or 'same', got 1"):
+        Conv2DTranspose(2, 3, padding=1)
