@@ -793,6 +793,7 @@ RESULTS['planar, 2–4–1 tanh, α 1.2, 10 000 it.'] = ('90%', f'{acc_mlp:.1%}'
 
 # %%
 #| slow
+#| cifar10
 xtr, ytr = data.load('cifar10', 'train'); xte, yte = data.load('cifar10', 'test')
 from dl_from_scratch.linear import animal_labels                       # chapter 03's labelling
 animal = lambda y: animal_labels(y).astype(np.float32)[:, None]
@@ -832,6 +833,7 @@ print(f'ln 2 = {float(np.log(2))!r}')
 
 # %%
 #| slow
+#| cifar10
 Xtr = (xtr.reshape(len(xtr), -1) / np.float32(255)).astype(np.float32); Xte = (xte.reshape(len(xte), -1) / np.float32(255)).astype(np.float32)
 Ytr, Yte = animal(ytr), animal(yte)
 deep_runs = {}
@@ -876,6 +878,7 @@ RESULTS['deep net He init, test accuracy'] = ('none (out of memory)', f"{h_he.hi
 # executes; the full run is the slow cell after it.
 
 # %%
+#| mnist
 xm, ym = data.load('mnist', 'train'); xmt, ymt = data.load('mnist', 'test')
 Xm, Xmt = xm.astype(np.float32) / 255, xmt.astype(np.float32) / 255
 def mnist_mlp(seed=0):
@@ -891,6 +894,8 @@ assert quick_acc > 0.9
 
 # %%
 #| slow
+#| cifar10
+#| mnist
 m = mnist_mlp()
 m.summary()
 t0 = time.perf_counter()
@@ -905,6 +910,8 @@ RESULTS['MNIST MLP 784–512–256–128–10, Adam: test accuracy'] = ('≈ 98%
 
 # %%
 #| slow
+#| cifar10
+#| mnist
 plot_history(h, title='MNIST MLP'); plt.show()
 pred = m.predict(Xmt).argmax(1)
 plot_confusion_matrix(ymt, pred, class_names=[str(i) for i in range(10)], title='MNIST test, MLP'); plt.show()
@@ -931,6 +938,8 @@ show_images(xmt[wrong], titles=[f'{t}→{p}' for t, p in zip(ymt[wrong], pred[wr
 # source's `sess.run` after the update does.
 
 # %%
+#| cifar10
+#| mnist
 def truncated_normal(shape, rng=None, dtype=None, stddev=0.1):
     "TensorFlow's truncated_normal: N(0, stddev^2), values beyond 2 stddev drawn again."
     g = np.random.default_rng(rng)
@@ -977,6 +986,8 @@ RESULTS['Hands-On MLP replica, test accuracy'] = ('not reported', f'{rep_test[1]
 # committed run).
 
 # %%
+#| cifar10
+#| mnist
 print(f"{'experiment':52} {'source':>32} {'ours':>26}")
 for k, (s, o) in RESULTS.items(): print(f'{k:52} {str(s):>32} {str(o):>26}')
 

@@ -791,6 +791,7 @@ ax.set(title='VAE with a 1-D code on the moons'); ax.legend(); plt.show()
 # in the full one.
 
 # %%
+#| mnist
 xtr, ytr = data.load('mnist', 'train'); xte, yte = data.load('mnist', 'test')
 Xtr, Xte = xtr.astype(np.float32) / 255, xte.astype(np.float32) / 255
 
@@ -808,12 +809,14 @@ print(f'quick run: test accuracy {cnn.evaluate(Xte, yte)[1]:.2%}')
 
 # %%
 #| slow
+#| mnist
 cnn = lenet5()
 cnn.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(1e-3), metrics='accuracy')
 cnn.fit(Xtr, ytr, epochs=3, batch_size=64, rng=0, verbose=0)
 print(f'full run: test accuracy {cnn.evaluate(Xte, yte)[1]:.2%}')
 
 # %%
+#| mnist
 def input_gradient(model, x, y):
     "dL/dx of the mean cross-entropy over the batch, (N, 28, 28, 1), from one forward and one backward."
     logits = model(x, training=False)

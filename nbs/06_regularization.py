@@ -750,6 +750,7 @@ assert act_std[('sigmoid', '×0.01')][4] < 0.05 and act_std[('sigmoid', '×1')][
 
 # %%
 #| slow
+#| mnist
 xm, ym = data.load('mnist', 'train'); xmt, ymt = data.load('mnist', 'test')
 Xm, Xmt = xm.reshape(len(xm), -1).astype(np.float32) / 255, xmt.reshape(len(xmt), -1).astype(np.float32) / 255
 Xs, ys = Xm[:300], ym[:300]
@@ -783,6 +784,7 @@ for label, kw, cbs in [('none', {}, None), ('L2 0.05', {'l2': 0.05}, None), ('dr
 
 # %%
 #| slow
+#| mnist
 fig, ax = plt.subplots(1, 2, figsize=(12, 4))
 for i, label in enumerate(l for l in reg_runs if l != 'early stopping'):
     h = reg_runs[label].history
@@ -819,6 +821,7 @@ for k, (tr, te, ep) in reg_final.items(): RESULTS[f'MNIST-300 {k}: train / test'
 
 # %%
 #| slow
+#| mnist
 conv_final = {}
 for label, kw in [('none', {}), ('L2 0.005', {'l2': 0.005}), ('dropout 0.2', {'drop': 0.2})]:
     m = overfit_net(**kw)
@@ -857,6 +860,7 @@ print(f'test accuracies from {min(test_accs):.2%} to {max(test_accs):.2%}: a spr
 
 # %%
 #| slow
+#| mnist
 import tempfile, pathlib
 from dl_from_scratch.model import ModelCheckpoint
 
@@ -900,6 +904,7 @@ RESULTS['checkpoint demo, 1000 MNIST test images: untrained / restored'] = ('sou
 
 # %%
 #| slow
+#| mnist
 def bn_net(scale, bn, seed=0):
     kinit = 'he_normal' if scale == 'He' else (lambda shape, rng=None, dtype=None, s=scale: init.random_normal(shape, rng, dtype, stddev=s))
     layers = []
@@ -954,6 +959,7 @@ for s in scales: RESULTS[f'1000 MNIST images, W std {s}: train acc. after 20 epo
 
 # %%
 #| slow
+#| mnist
 bn_full = {}
 for bn in (False, True):
     m = bn_net('He', bn)
@@ -986,6 +992,7 @@ RESULTS['time per step, BN vs no BN (batch 100)'] = ('-', f"{best[True] * 1e3:.2
 # column says what his figures show.
 
 # %%
+#| mnist
 RESULTS.update({'spatial BN gradient check dx / dγ / dβ': ('source 001: 3.08e-07 / 7.10e-12 / 3.28e-12', ' / '.join(f'{e:.2e}' for e in e_bn)),
                 'GN gradient check dx / dγ / dβ': ('source 001: 6.35e-08 / 1.05e-11 / 3.81e-12', ' / '.join(f'{e:.2e}' for e in e_gn))})
 print(f"{'experiment':66} {'reported':>42} {'ours':>34}")

@@ -848,6 +848,7 @@ def train_char_lm(model, text, iters, N=32, T=64, lr=2e-3, clip=5.0, log_every=1
     return np.array(hist), samples, time.perf_counter() - t0
 
 # %%
+#| tiny_shakespeare
 text_train = data.load('tiny_shakespeare', 'train')
 text_val = data.load('tiny_shakespeare', 'validation')
 vocab = sorted(set(text_train + text_val))
@@ -857,6 +858,7 @@ print(len(text_train), len(text_val), len(vocab), repr(''.join(vocab)))
 # A quick run (small model, few iterations) checks that the loop learns; the full run follows.
 
 # %%
+#| tiny_shakespeare
 quick = CharRNN(vocab, H=32, rng=0)
 hist, _, secs = train_char_lm(quick, text_train[:20000], 60, N=8, T=32, lr=1e-2, log_every=0)
 print(f'loss {hist[:5].mean():.2f} -> {hist[-5:].mean():.2f} in {secs:.1f} s')
@@ -865,6 +867,7 @@ assert abs(hist[0] - np.log(len(vocab))) < 0.3        # starts near uniform: ln 
 
 # %%
 #| slow
+#| tiny_shakespeare
 model = CharRNN(vocab, H=256, rng=0)
 hist, samples, secs = train_char_lm(model, text_train, 8000, N=32, T=64, lr=2e-3,
                                     log_every=1000, sample_at=(0, 200, 1000, 3000, 8000))
@@ -873,6 +876,7 @@ print(f'{secs:.0f} s;  validation: {val_nll:.3f} nats/char, perplexity {np.exp(v
 
 # %%
 #| slow
+#| tiny_shakespeare
 smooth = np.convolve(hist, np.ones(50) / 50, mode='valid')
 plt.figure(figsize=(7, 3.5))
 plt.plot(hist, alpha=0.3, label='per batch'); plt.plot(np.arange(49, len(hist)), smooth, label='moving average (50)')
@@ -887,6 +891,7 @@ for it, s in samples.items(): print(f'--- after {it} iterations ---\n{s}\n')
 
 # %%
 #| slow
+#| tiny_shakespeare
 for tau in (0.5, 1.0, 1.5):
     print(f'=== temperature {tau} ===\n' + model.sample('ROMEO:\n', 200, temperature=tau, rng=1) + '\n')
 
@@ -902,6 +907,7 @@ for tau in (0.5, 1.0, 1.5):
 # source feeds a zero vector at $t=0$; a newline start symbol is equivalent).
 
 # %%
+#| tiny_shakespeare
 import re
 TITLES = {'KING', 'QUEEN', 'DUKE', 'DUCHESS', 'LADY', 'LORD', 'SIR', 'PRINCE', 'EARL', 'BISHOP', 'ARCHBISHOP',
           'MARQUESS', 'FRIAR', 'MISTRESS', 'THE', 'AND', 'OF', 'ALL', 'ANOTHER', 'CARDINAL', 'GARDENER',
@@ -915,6 +921,7 @@ names = sorted({w.capitalize() for l in labels if l.isupper() for w in l.split()
 print(len(names), names[:12], '...')
 
 # %%
+#| tiny_shakespeare
 def train_names(names, na=50, iters=12001, lr=0.01, clip=5.0, seed=1, log_every=2000, n_samples=10):
     vocab = sorted(set('\n'.join(names).lower() + '\n'))
     m = CharRNN(vocab, na, rng=seed, dtype=np.float64)
@@ -934,6 +941,7 @@ name_model, logs = train_names(names)
 for it, (loss, s) in logs.items(): print(f'{it:6d}  loss {loss:7.3f}  ', ', '.join(s))
 
 # %%
+#| tiny_shakespeare
 assert logs[12000][0] < logs[0][0] - 5                   # the loss of a name falls ...
 assert sum(s.lower() in {n.lower() for n in names} for s in logs[12000][1]) < 10   # ... and it invents new names
 

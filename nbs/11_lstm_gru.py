@@ -1444,6 +1444,7 @@ test_close(jmodel.predict(J_te[:20]), one_by_one, eps=1e-4)
 # the kernels train real models. LSTM(128) and GRU(128), Adam, batch 64, gradient norm clipped at 5.
 
 # %%
+#| mnist
 (xm_tr, ym_tr), (xm_te, ym_te) = data.load('mnist', 'train'), data.load('mnist', 'test')
 R_tr = (xm_tr.reshape(-1, 28, 28) / 255).astype(np.float32); R_te = (xm_te.reshape(-1, 28, 28) / 255).astype(np.float32)
 print(R_tr.shape, R_te.shape)
@@ -1452,6 +1453,7 @@ print(R_tr.shape, R_te.shape)
 # A quick check on 2000 training images (the full runs follow):
 
 # %%
+#| mnist
 qm = Sequential([LSTM(32, rng=0), Dense(10, rng=1)])
 qm.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=optim.Adam(lr=5e-3, global_clipnorm=5.0), metrics=['accuracy'])
 qh = qm.fit(R_tr[:2000], ym_tr[:2000], epochs=2, batch_size=64, rng=0, verbose=0).history
@@ -1461,6 +1463,7 @@ assert q_acc > 0.3
 
 # %%
 #| slow
+#| mnist
 mnist = {}
 for kind, epochs in (('LSTM', 8), ('GRU', 8)):
     m = Sequential([{'LSTM': LSTM, 'GRU': GRU}[kind](128, rng=0), Dense(10, rng=1)])
@@ -1472,6 +1475,7 @@ for kind, epochs in (('LSTM', 8), ('GRU', 8)):
 
 # %%
 #| slow
+#| mnist
 for kind, h in mnist.items(): plt.plot(np.arange(1, len(h['val_accuracy']) + 1), h['val_accuracy'], 'o-', label=kind)
 plt.axhline(0.98, color='k', ls='--', lw=0.8); plt.xlabel('epoch'); plt.ylabel('test accuracy'); plt.title('row-by-row MNIST')
 plt.legend(); plt.show()
@@ -1487,6 +1491,7 @@ plt.legend(); plt.show()
 
 # %%
 #| slow
+#| mnist
 report = {'RNN': ('90', '85'), 'RNN + 64-32 dense': ('97', '94.43'), 'LSTM': ('95 (50 ep.)', '90 (50 ep.)'),
           'LSTM + 64 dense': ('—', '—'), 'GRU': ('91', '83.2'), 'GRU + 64 dense': ('98 (55 ep.)', '94 (55 ep.)')}
 print('| model | report: 6-class activities (3000 / 600 seq.), train / test % | ours: BasicMotions, a different task '
