@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolution layers
 #
-# > Convolution layers for NHWC images (`Conv2D`, `DepthwiseConv2D`, `Conv2DTranspose`, `ZeroPadding2D`) and pooling layers (max, average, L2, global average), on the kernels of chapter 07.
+# > Convolution layers for NHWC images (`Conv2D`, `DepthwiseConv2D`, `Conv2DTranspose`, `ZeroPadding2D`, `UpSampling2D`) and pooling layers (max, average, L2, global average), on the kernels of chapter 07.
 #
 # ## Purpose
 #
@@ -892,6 +892,93 @@ test_eq(ct(np.zeros((1, 8, 8, 64), np.float32)).dtype, np.float32)
 test_fail(lambda: ct(np.zeros((1, 8, 8, 3), np.float32)), contains='kernel of shape (4, 4, 32, 64) (KH, KW, F, C), got input shape (1, 8, 8, 3)')
 test_fail(lambda: Conv2DTranspose(2, 3, strides=2, output_padding=2), contains='output_padding in [0, strides) = [0, (2, 2)), got 2')
 test_fail(lambda: Conv2DTranspose(2, 3, padding=1), contains="padding 'valid' or 'same', got 1")
+
+# %% [markdown]
+# **Upsampling** has no weights: `UpSampling2D(size=(s_h, s_w))` repeats each pixel $s_h\times s_w$
+# times (`'nearest'`), or interpolates (`'bilinear'`). Keras resizes with `tf.image.resize`, whose
+# bilinear rule puts pixel centres at half-integers (`half_pixel_centers=True`, PyTorch's
+# `align_corners=False`): output pixel $o$ reads the input at $u = (o + \tfrac12)/s - \tfrac12$, clamped to
+# $[0, n-1]$, as $(1-\lambda)\,x_{\lfloor u\rfloor} + \lambda\,x_{\lfloor u\rfloor+1}$ with
+# $\lambda = u - \lfloor u \rfloor$. (TensorFlow 1's `resize_images`, with `align_corners=False` and
+# `half_pixel_centers=False`, read at $u = o/s$ instead, which shifts the image by a quarter pixel at
+# $s = 2$.) Along one axis that is a matrix $A$ of shape $(ns, n)$ with two non-zeros per row, so
+# $Y = A_h X A_w^\top$ for each image and channel, and backward is $dX = A_h^\top\,\delta\,A_w$. For
+# `'nearest'` backward sums each $s_h\times s_w$ block of $\delta$.
+
+# %%
+#| export
+def bilinear_matrix(n: int, s: int, dtype=np.float64):
+    "(n*s, n) interpolation matrix of bilinear upsampling by s with half-pixel centres (tf.image.resize, PyTorch align_corners=False)."
+    u = np.clip((np.arange(n * s) + 0.5) / s - 0.5, 0, n - 1)
+    lo = np.floor(u).astype(int)
+    hi, lam = np.minimum(lo + 1, n - 1), u - lo
+    A = np.zeros((n * s, n), dtype)
+    np.add.at(A, (np.arange(n * s), lo), 1 - lam)
+    np.add.at(A, (np.arange(n * s), hi), lam)
+    return A
+
+class UpSampling2D(Layer):
+    """Upsampling of NHWC images by `size` = (s_h, s_w): x `(N, H, W, C)` -> `(N, H*s_h, W*s_w, C)`.
+    `interpolation`: 'nearest' (each pixel repeated) or 'bilinear' (half-pixel centres, as Keras)."""
+    def __init__(self, size=(2, 2), interpolation: str = 'nearest', name=None):
+        super().__init__(name or 'up_sampling2d')
+        self.size = _pair(size, 'size')
+        if interpolation not in ('nearest', 'bilinear'):
+            raise ValueError(f"UpSampling2D expected interpolation 'nearest' or 'bilinear', got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def output_shape(self, input_shape):
+        H, W, C = (int(s) for s in input_shape)
+        return (H * self.size[0], W * self.size[1], C)
+
+    def forward(self, x, training=False):
+        x = check_array(x, 'input', ndim=4, finite=False, who='UpSampling2D')
+        (N, H, W, C), (sh, sw), xp = x.shape, self.size, get_array_module(x)
+        if self.interpolation == 'nearest':
+            self.cache = (x.shape, None, None)
+            return xp.repeat(xp.repeat(x, sh, axis=1), sw, axis=2)
+        Ah, Aw = (xp.asarray(bilinear_matrix(n, s, x.dtype)) for n, s in ((H, sh), (W, sw)))
+        self.cache = (x.shape, Ah, Aw)
+        t = xp.matmul(Ah, x.reshape(N, H, W * C))                                  # rows: (N, OH, W*C)
+        return xp.matmul(Aw, t.reshape(N * H * sh, W, C)).reshape(N, H * sh, W * sw, C)   # columns
+
+    def backward(self, dy, need_dx: bool = True):
+        if not need_dx: return None
+        ((N, H, W, C), Ah, Aw), (sh, sw), xp = self.cache, self.size, get_array_module(dy)
+        if self.interpolation == 'nearest': return dy.reshape(N, H, sh, W, sw, C).sum(axis=(2, 4))
+        t = xp.matmul(Aw.T, dy.reshape(N * H * sh, W * sw, C))                     # (N*OH, W, C)
+        return xp.matmul(Ah.T, t.reshape(N, H * sh, W * C)).reshape(N, H, W, C)
+
+# %% [markdown]
+# Nearest repeats, bilinear keeps a constant image constant and a linear ramp linear away from the
+# borders, both agree with PyTorch's `interpolate` (where installed), and both pass the float64
+# gradient check:
+
+# %%
+x = np.arange(4.).reshape(1, 2, 2, 1)
+test_eq(UpSampling2D(2)(x)[0, :, :, 0], [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+print(UpSampling2D(2, 'bilinear')(x)[0, :, :, 0])
+test_close(UpSampling2D(2, 'bilinear')(x)[0, :, :, 0], [[0, .25, .75, 1], [.5, .75, 1.25, 1.5], [1.5, 1.75, 2.25, 2.5], [2, 2.25, 2.75, 3]])
+test_close(UpSampling2D((2, 3), 'bilinear')(np.full((2, 3, 4, 2), 7.)), np.full((2, 6, 12, 2), 7.), eps=1e-12)
+test_close(bilinear_matrix(5, 2) @ np.arange(5.), [0, .25, .75, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75, 4])
+x = np.random.default_rng(12).normal(size=(2, 5, 4, 3))
+for kw in (dict(size=2), dict(size=(3, 2), interpolation='bilinear'), dict(size=(1, 3), interpolation='nearest'),
+           dict(size=2, interpolation='bilinear')):
+    up = UpSampling2D(**kw)
+    test_eq(up(x).shape, (2, *up.output_shape(x.shape[1:])))
+    errs = check_layer_grad(up, x)
+    print(f'UpSampling2D {kw}', f"dx rel. error {errs['x']:.1e}")
+    assert errs['x'] < 1e-6
+try:
+    import torch
+    for mode in ('nearest', 'bilinear'):
+        yt = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=(3, 2), mode=mode,
+                                             **({} if mode == 'nearest' else dict(align_corners=False)))
+        test_close(UpSampling2D((3, 2), mode)(x), yt.permute(0, 2, 3, 1).numpy(), eps=1e-12)
+except ImportError: pass
+test_eq(UpSampling2D(2, 'bilinear')(np.zeros((1, 3, 3, 2), np.float32)).dtype, np.float32)
+test_fail(lambda: UpSampling2D(2, 'bicubic'), contains="'nearest' or 'bilinear', got 'bicubic'")
+test_fail(lambda: UpSampling2D(0), contains='size must be a positive int')
 
 # %% [markdown]
 # ## Convolution as image processing

@@ -8,7 +8,7 @@ import pytest
 from dl_from_scratch.core import precision
 from dl_from_scratch.gradcheck import check_layer_grad, numerical_grad, rel_error
 from dl_from_scratch.conv import (Conv2D, MaxPool2D, AvgPool2D, L2Pool2D, DepthwiseConv2D, ZeroPadding2D,
-    GlobalAveragePooling2D, Conv2DTranspose)
+    GlobalAveragePooling2D, Conv2DTranspose, UpSampling2D)
 from dl_from_scratch.kernels import conv as K
 
 CONV_CASES = [
@@ -367,3 +367,35 @@ def test_conv2d_transpose_bad_input():
         Conv2DTranspose(2, 3, strides=2, output_padding=2)
     with pytest.raises(ValueError, match="padding 'valid' or 'same', got 1"):
         Conv2DTranspose(2, 3, padding=1)
+
+
+@pytest.mark.parametrize('size', [2, (3, 2), (1, 3)])
+@pytest.mark.parametrize('interpolation', ['nearest', 'bilinear'])
+def test_upsampling2d_gradients_float64(size, interpolation):
+    with precision(np.float64):
+        up = UpSampling2D(size, interpolation)
+        x = np.random.default_rng(5).normal(size=(2, 5, 4, 3))
+        assert up(x).shape == (2, *up.output_shape(x.shape[1:]))
+        errs = check_layer_grad(up, x)
+    assert errs['x'] < 1e-6, errs
+
+
+def test_upsampling2d_values():
+    "Nearest repeats; bilinear uses half-pixel centres (tf.image.resize), so a 2x2 ramp becomes 0, .25, .75, 1."
+    x = np.arange(4.).reshape(1, 2, 2, 1)
+    np.testing.assert_array_equal(UpSampling2D(2)(x)[0, :, :, 0], [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+    np.testing.assert_allclose(UpSampling2D(2, 'bilinear')(x)[0, :, :, 0],
+                               [[0, .25, .75, 1], [.5, .75, 1.25, 1.5], [1.5, 1.75, 2.25, 2.5], [2, 2.25, 2.75, 3]])
+    np.testing.assert_allclose(UpSampling2D((2, 3), 'bilinear')(np.full((2, 3, 4, 2), 7.)), 7., rtol=1e-12)
+    assert UpSampling2D(2, 'bilinear')(np.zeros((1, 3, 3, 2), np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="'nearest' or 'bilinear', got 'bicubic'"):
+        UpSampling2D(2, 'bicubic')
+
+
+@pytest.mark.parametrize('interpolation', ['nearest', 'bilinear'])
+def test_upsampling2d_matches_pytorch(interpolation):
+    torch = pytest.importorskip('torch')
+    x = np.random.default_rng(6).normal(size=(2, 5, 4, 3))
+    kw = {} if interpolation == 'nearest' else dict(align_corners=False)
+    yt = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=(3, 2), mode=interpolation, **kw)
+    np.testing.assert_allclose(UpSampling2D((3, 2), interpolation)(x), yt.permute(0, 2, 3, 1).numpy(), atol=1e-12)
