@@ -8,11 +8,11 @@ import numpy as np
 from .core import check_array, get_array_module, get_dtype, as_rng
 
 # %% auto #0
-__all__ = ['sigmoid', 'sigmoid_grad', 'tanh', 'tanh_grad', 'relu', 'relu_grad', 'leaky_relu', 'leaky_relu_grad', 'prelu',
-           'prelu_grad', 'prelu_grad_alpha', 'rrelu_alpha', 'rrelu', 'rrelu_grad', 'elu', 'elu_grad', 'swish',
-           'swish_grad', 'softplus', 'softplus_grad', 'hard_sigmoid', 'hard_sigmoid_grad', 'lecun_tanh',
-           'lecun_tanh_grad', 'linear', 'linear_grad', 'softmax', 'log_softmax', 'softmax_vjp', 'log_softmax_vjp',
-           'get_activation']
+__all__ = ['sigmoid', 'sigmoid_grad', 'tanh', 'tanh_grad', 'relu', 'relu_grad', 'relu6', 'relu6_grad', 'leaky_relu',
+           'leaky_relu_grad', 'prelu', 'prelu_grad', 'prelu_grad_alpha', 'rrelu_alpha', 'rrelu', 'rrelu_grad', 'elu',
+           'elu_grad', 'swish', 'swish_grad', 'softplus', 'softplus_grad', 'hard_sigmoid', 'hard_sigmoid_grad',
+           'lecun_tanh', 'lecun_tanh_grad', 'linear', 'linear_grad', 'softmax', 'log_softmax', 'softmax_vjp',
+           'log_softmax_vjp', 'get_activation']
 
 # %% ../nbs/01_foundations.ipynb #81904e90
 def _asfloat(x, who):
@@ -44,15 +44,26 @@ def tanh_grad(x):
     return 1 - t * t
 
 # %% ../nbs/01_foundations.ipynb #e5649093
-def relu(x):
-    "max(0, x), elementwise, any shape."
+def relu(x, max_value=None):
+    "max(0, x), elementwise, any shape; capped at `max_value` when given (Keras's `ReLU(max_value=6)` is ReLU6)."
     x = _asfloat(x, 'relu'); xp = get_array_module(x)
-    return xp.maximum(x, 0).astype(x.dtype, copy=False)
+    y = xp.maximum(x, 0)
+    return (y if max_value is None else xp.minimum(y, max_value)).astype(x.dtype, copy=False)
 
-def relu_grad(x):
-    "1 where x > 0 else 0 (the subgradient 0 is taken at x = 0), same shape and dtype as `x`."
+def relu_grad(x, max_value=None):
+    "1 where 0 < x (< `max_value`) else 0 (the subgradient 0 is taken at the kinks), same shape and dtype as `x`."
     x = _asfloat(x, 'relu_grad')
-    return (x > 0).astype(x.dtype)
+    inside = x > 0
+    if max_value is not None: inside &= x < max_value
+    return inside.astype(x.dtype)
+
+def relu6(x):
+    "min(max(0, x), 6): MobileNet's ReLU, whose bounded range survives low-precision arithmetic."
+    return relu(x, max_value=6.0)
+
+def relu6_grad(x):
+    "1 where 0 < x < 6 else 0."
+    return relu_grad(x, max_value=6.0)
 
 def leaky_relu(x, alpha=0.01):
     "x for x ≥ 0, αx for x < 0 (α = 0.01 keeps a small gradient alive for negative inputs). Elementwise: any shape, returns the shape and dtype of `x`."
@@ -186,7 +197,7 @@ def log_softmax_vjp(logp, dy, axis=-1):
 # %% ../nbs/01_foundations.ipynb #d88d5c69
 _ACTIVATIONS = {
     'linear': (linear, linear_grad), 'sigmoid': (sigmoid, sigmoid_grad), 'tanh': (tanh, tanh_grad),
-    'relu': (relu, relu_grad), 'leaky_relu': (leaky_relu, leaky_relu_grad), 'rrelu': (rrelu, rrelu_grad),
+    'relu': (relu, relu_grad), 'relu6': (relu6, relu6_grad), 'leaky_relu': (leaky_relu, leaky_relu_grad), 'rrelu': (rrelu, rrelu_grad),
     'elu': (elu, elu_grad), 'swish': (swish, swish_grad), 'silu': (swish, swish_grad),
     'softplus': (softplus, softplus_grad), 'hard_sigmoid': (hard_sigmoid, hard_sigmoid_grad),
     'lecun_tanh': (lecun_tanh, lecun_tanh_grad),

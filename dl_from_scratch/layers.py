@@ -323,8 +323,9 @@ class Activation(Layer):
         return dy * self._f_grad(x)
 
 class ReLU(Activation):
-    "`Activation('relu')`."
-    def __init__(self, name=None): super().__init__('relu', name=name)
+    "`Activation('relu')`; with `max_value` the output is capped there (`ReLU(max_value=6)`: MobileNet's ReLU6)."
+    def __init__(self, max_value=None, name=None):
+        super().__init__('relu', name=name, **({} if max_value is None else {'max_value': float(max_value)}))
 
 class Sigmoid(Activation):
     "`Activation('sigmoid')`."

@@ -169,15 +169,26 @@ test_eq(sigmoid(np.array([0, 1])).dtype, np.float32)                 # integers 
 
 # %%
 #| export
-def relu(x):
-    "max(0, x), elementwise, any shape."
+def relu(x, max_value=None):
+    "max(0, x), elementwise, any shape; capped at `max_value` when given (Keras's `ReLU(max_value=6)` is ReLU6)."
     x = _asfloat(x, 'relu'); xp = get_array_module(x)
-    return xp.maximum(x, 0).astype(x.dtype, copy=False)
+    y = xp.maximum(x, 0)
+    return (y if max_value is None else xp.minimum(y, max_value)).astype(x.dtype, copy=False)
 
-def relu_grad(x):
-    "1 where x > 0 else 0 (the subgradient 0 is taken at x = 0), same shape and dtype as `x`."
+def relu_grad(x, max_value=None):
+    "1 where 0 < x (< `max_value`) else 0 (the subgradient 0 is taken at the kinks), same shape and dtype as `x`."
     x = _asfloat(x, 'relu_grad')
-    return (x > 0).astype(x.dtype)
+    inside = x > 0
+    if max_value is not None: inside &= x < max_value
+    return inside.astype(x.dtype)
+
+def relu6(x):
+    "min(max(0, x), 6): MobileNet's ReLU, whose bounded range survives low-precision arithmetic."
+    return relu(x, max_value=6.0)
+
+def relu6_grad(x):
+    "1 where 0 < x < 6 else 0."
+    return relu_grad(x, max_value=6.0)
 
 def leaky_relu(x, alpha=0.01):
     "x for x ≥ 0, αx for x < 0 (α = 0.01 keeps a small gradient alive for negative inputs). Elementwise: any shape, returns the shape and dtype of `x`."
@@ -230,6 +241,7 @@ _check(prelu, prelu_grad, alpha=0.3)
 test_close(prelu_grad_alpha(_x, 0.3), derivative(lambda a: prelu(_x, a), 0.3, 1e-3, 'central'), eps=1e-9)
 test_close(prelu(np.array([[-1., 2.], [-3., -4.]]), np.array([0.1, 0.5])), [[-0.1, 2.], [-0.3, -2.]])   # per-channel α
 test_eq(relu(np.array([-1., 0, 2])), np.array([0., 0, 2]))
+test_eq(relu6(np.array([-1., 3, 7])), np.array([0., 3, 6])); _check(relu6, relu6_grad); test_eq(relu6_grad(np.array([-1., 3, 7])), np.array([0., 1, 0]))
 test_eq(leaky_relu(np.array([-100.])), np.array([-1.]))
 # randomized ReLU: slopes in [l, u], the same slopes forward and backward, the mean at inference
 _a = rrelu_alpha(_x.shape, training=True, rng=0)
@@ -414,7 +426,7 @@ test_close(softmax(np.array([7., 2., 5.])), [0.8756006, 0.00589975, 0.11849965])
 #| export
 _ACTIVATIONS = {
     'linear': (linear, linear_grad), 'sigmoid': (sigmoid, sigmoid_grad), 'tanh': (tanh, tanh_grad),
-    'relu': (relu, relu_grad), 'leaky_relu': (leaky_relu, leaky_relu_grad), 'rrelu': (rrelu, rrelu_grad),
+    'relu': (relu, relu_grad), 'relu6': (relu6, relu6_grad), 'leaky_relu': (leaky_relu, leaky_relu_grad), 'rrelu': (rrelu, rrelu_grad),
     'elu': (elu, elu_grad), 'swish': (swish, swish_grad), 'silu': (swish, swish_grad),
     'softplus': (softplus, softplus_grad), 'hard_sigmoid': (hard_sigmoid, hard_sigmoid_grad),
     'lecun_tanh': (lecun_tanh, lecun_tanh_grad),

@@ -511,8 +511,9 @@ class Activation(Layer):
         return dy * self._f_grad(x)
 
 class ReLU(Activation):
-    "`Activation('relu')`."
-    def __init__(self, name=None): super().__init__('relu', name=name)
+    "`Activation('relu')`; with `max_value` the output is capped there (`ReLU(max_value=6)`: MobileNet's ReLU6)."
+    def __init__(self, max_value=None, name=None):
+        super().__init__('relu', name=name, **({} if max_value is None else {'max_value': float(max_value)}))
 
 class Sigmoid(Activation):
     "`Activation('sigmoid')`."
@@ -666,6 +667,10 @@ with precision(np.float64):
     assert max(errs.values()) < 1e-6, errs
     errs = check_layer_grad(PReLU(), rng.normal(size=(4, 3, 5)) + 0.05)
     assert max(errs.values()) < 1e-6, errs
+    x6 = np.concatenate([np.linspace(-3, -0.1, 12), np.linspace(0.1, 5.9, 12), np.linspace(6.1, 9, 12)]).reshape(4, 9)
+    errs = check_layer_grad(ReLU(max_value=6), x6)                      # ReLU6: both kinks avoided
+    assert max(errs.values()) < 1e-6, errs
+    test_eq(ReLU(max_value=6)(x6).max(), 6.0)
     errs = check_layer_grad(Flatten(), rng.normal(size=(2, 3, 4, 2)))
     assert max(errs.values()) < 1e-6
     print('largest relative error, Dense(4, tanh):', max(check_layer_grad(Dense(4, 'tanh', rng=1), rng.normal(size=(5, 3))).values()))
