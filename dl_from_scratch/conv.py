@@ -12,7 +12,7 @@ from . import init as initializers
 from .kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
     maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _pad4, _geometry,
     conv2d_naive_forward, conv2d_naive_backward, pool2d_naive_forward, pool2d_naive_backward,
-    conv2d_direct_forward, conv2d_direct_backward)
+    conv2d_direct_forward, conv2d_direct_backward, depthwise_forward, depthwise_backward)
 
 # %% auto #0
 __all__ = ['MaxPooling2D', 'AveragePooling2D', 'L2Pooling2D', 'GlobalAvgPool2D', 'Conv2D', 'MaxPool2D', 'AvgPool2D', 'L2Pool2D',
@@ -28,6 +28,7 @@ class Conv2D(Layer):
     (top, bottom, left, right). `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' for im2col/col2im.
     `algorithm`: 'im2col', 'direct' (shifted planes, Numba on the CPU, stride 1 only) or 'auto': direct for
     stride 1, C*F <= 32 on the Numba backend (thin layers such as LeNet's first), else im2col.
+    `dilation_rate` (d_h, d_w): the taps d pixels apart (a field of (KH - 1)*d_h + 1 rows), strides 1 then, as Keras.
     An empty batch gives an empty output and zero gradients. The work arrays kept between batches are per
     thread, so several threads may run `forward` (e.g. `predict`) on one layer at once; training is not
     thread-safe (`cache` and `grads` are the layer's own)."""
@@ -36,14 +37,20 @@ class Conv2D(Layer):
 
     def __init__(self, filters: int, kernel_size, strides=1, padding='valid', activation=None, use_bias: bool = True,
                  kernel_initializer='glorot_uniform', bias_initializer='zeros', kernel_regularizer=None,
-                 kernel_constraint=None, rng=None, backend: str = 'auto', algorithm: str = 'auto', name=None):
+                 kernel_constraint=None, rng=None, backend: str = 'auto', algorithm: str = 'auto', dilation_rate=1,
+                 name=None):
         super().__init__(name or 'conv2d')      # Keras's default name; Sequential numbers repeats
         if int(filters) < 1: raise ValueError(f"Conv2D expected filters >= 1, got {filters}")
         self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
+        self.dilation_rate = _pair(dilation_rate, 'dilation_rate')
+        if self.dilation_rate != (1, 1) and self.strides != (1, 1):
+            raise ValueError(f"Conv2D expected strides (1, 1) with dilation_rate {self.dilation_rate}, got strides {self.strides}")
         if algorithm not in ('auto', 'im2col', 'direct'):
             raise ValueError(f"Conv2D expected algorithm 'auto', 'im2col' or 'direct', got {algorithm!r}")
         if algorithm == 'direct' and self.strides != (1, 1):
             raise ValueError(f"Conv2D algorithm='direct' needs strides (1, 1), got {self.strides}")
+        if algorithm == 'direct' and self.dilation_rate != (1, 1):
+            raise ValueError(f"Conv2D algorithm='direct' needs dilation_rate (1, 1), got {self.dilation_rate}")
         self.algorithm = algorithm
         resolve_padding(padding, (1, 1), 1)                      # validates the spelling now
         self.padding, self.use_bias, self.backend = padding, use_bias, backend
@@ -55,13 +62,18 @@ class Conv2D(Layer):
         self.kernel_constraint = None if kernel_constraint is None else get_constraint(kernel_constraint)
         self.rng = as_rng(rng)
 
-    def _pad(self, hw): return resolve_padding(self.padding, hw, self.kernel_size, self.strides)
+    @property
+    def field(self):
+        "The window the kernel covers: (KH - 1)*d_h + 1 by (KW - 1)*d_w + 1 (the kernel itself when not dilated)."
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
+
+    def _pad(self, hw): return resolve_padding(self.padding, hw, self.field, self.strides)
 
     def build(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"Conv2D expected input of rank 4 (N, H, W, C), got input shape (N, *{tuple(input_shape)})")
         H, W, C = (int(s) for s in input_shape)
-        _geometry((1, H, W, C), *self.kernel_size, self.strides, self._pad((H, W)), 'Conv2D')
+        _geometry((1, H, W, C), *self.field, self.strides, self._pad((H, W)), 'Conv2D')
         super().build(input_shape)
         self.add_weight('W', (*self.kernel_size, C, self.filters), self.kernel_initializer,
                         self.kernel_regularizer, self.kernel_constraint)
@@ -70,8 +82,8 @@ class Conv2D(Layer):
     def output_shape(self, input_shape):
         H, W = int(input_shape[0]), int(input_shape[1])
         pt, pb, pl, pr = self._pad((H, W))
-        return (conv_output_size(H, self.kernel_size[0], self.strides[0], pt + pb),
-                conv_output_size(W, self.kernel_size[1], self.strides[1], pl + pr), self.filters)
+        return (conv_output_size(H, self.field[0], self.strides[0], pt + pb),
+                conv_output_size(W, self.field[1], self.strides[1], pl + pr), self.filters)
 
     def _check(self, x):
         x = check_array(x, 'input', ndim=4, finite=False, who='Conv2D')
@@ -92,7 +104,7 @@ class Conv2D(Layer):
     def _direct(self, x) -> bool:
         "Whether this call runs the direct (shifted planes) kernels rather than im2col."
         if self.algorithm != 'auto': return self.algorithm == 'direct'
-        return (self.strides == (1, 1) and x.shape[3] * self.filters <= 32
+        return (self.strides == (1, 1) and self.dilation_rate == (1, 1) and x.shape[3] * self.filters <= 32
                 and resolve_backend(x, self.backend) == 'numba')
 
     def forward(self, x, training=False):
@@ -116,7 +128,7 @@ class Conv2D(Layer):
         cols = self._workspace('cols', (n * OH * OW, K + self.use_bias), x, fill=1 if self.use_bias else None)
         z = xp.empty((N * OH * OW, F), x.dtype)
         for s, e, c in self._chunks(N, n, OH * OW, cols):   # one slice for the whole batch, unless it is big
-            xp.matmul(im2col(x[s:e], self.kernel_size, self.strides, pad, self.backend, out=c), Wb,
+            xp.matmul(im2col(x[s:e], self.kernel_size, self.strides, pad, self.backend, out=c, dilation=self.dilation_rate), Wb,
                       out=z[s * OH * OW:e * OH * OW])
         z = z.reshape(N, OH, OW, F)
         if relu: z = xp.maximum(z, 0, out=z)  # in place; backward needs only y > 0, which is z > 0
@@ -163,13 +175,14 @@ class Conv2D(Layer):
         dcols = self._workspace('dcols', (n * rows, K), d2) if need_dx else None
         for s, e, c in self._chunks(N, n, rows, ws):
             if kind == 'chunked':                                              # slices: build the columns again
-                c = im2col(cols[s:e], self.kernel_size, self.strides, pad, self.backend, out=c)
+                c = im2col(cols[s:e], self.kernel_size, self.strides, pad, self.backend, out=c, dilation=self.dilation_rate)
             d2c = d2[s * rows:e * rows]
             g = c.T @ d2c                                                      # [dW; db] with the bias column
             dW = g if dW is None else dW + g
             if need_dx:
                 dc = xp.matmul(d2c, Wm.T, out=dcols[:(e - s) * rows])
-                piece = col2im(dc, (e - s, *x_shape[1:]), self.kernel_size, self.strides, pad, self.backend)
+                piece = col2im(dc, (e - s, *x_shape[1:]), self.kernel_size, self.strides, pad, self.backend,
+                               dilation=self.dilation_rate)
                 if e - s == N: dx = piece
                 else:
                     if dx is None: dx = xp.empty(x_shape, d2.dtype)
@@ -294,11 +307,12 @@ class DepthwiseConv2D(Layer):
     x `(N, H, W, C)` -> y `(N, OH, OW, C * depth_multiplier)` (output channel c*M + m comes from input channel c);
     `W` `(KH, KW, C, depth_multiplier)` (Keras's depthwise kernel), `b` `(C * depth_multiplier,)`.
     `padding`, `strides` and the output size are Conv2D's; `depthwise_regularizer` / `depthwise_constraint`
-    act on `W`."""
+    act on `W`. `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' (`kernels.conv.depthwise_forward`)."""
     def __init__(self, kernel_size, strides=1, padding='valid', depth_multiplier: int = 1, activation=None,
                  use_bias: bool = True, depthwise_initializer='glorot_uniform', bias_initializer='zeros',
-                 depthwise_regularizer=None, depthwise_constraint=None, rng=None, name=None):
+                 depthwise_regularizer=None, depthwise_constraint=None, rng=None, backend: str = 'auto', name=None):
         super().__init__(name or 'depthwise_conv2d')
+        self.backend = backend
         if int(depth_multiplier) < 1: raise ValueError(f"DepthwiseConv2D expected depth_multiplier >= 1, got {depth_multiplier}")
         self.kernel_size, self.strides = _pair(kernel_size, 'kernel_size'), _pair(strides, 'strides')
         resolve_padding(padding, (1, 1), 1)
@@ -340,31 +354,18 @@ class DepthwiseConv2D(Layer):
         N, H, W, _ = x.shape
         pad = self._pad((H, W))
         _geometry(x.shape, *self.kernel_size, self.strides, pad, 'DepthwiseConv2D')
-        OH, OW, CM = self.output_shape(x.shape[1:])
-        xp, x_pad, Wk = get_array_module(x), _zero_pad(x, pad), self.params['W']
-        z = xp.zeros((N, OH, OW, C, self.depth_multiplier), x.dtype)
-        for i, j, win in _taps(self.kernel_size, self.strides, (OH, OW)):
-            z += x_pad[win][..., None] * Wk[i, j]                  # (N, OH, OW, C, 1) * (C, M)
-        z = z.reshape(N, OH, OW, CM)
+        z = depthwise_forward(x, self.params['W'], self.strides, pad, self.backend)
         if self.use_bias: z += self.params['b']
-        self.cache = (x_pad, pad, z)
+        self.cache = (x, pad, z)
         return z if self.activation is None else self._g(z)
 
     def backward(self, dy, need_dx: bool = True):
         "`need_dx=False` skips dL/dx and returns `None`."
-        x_pad, pad, z = self.cache
+        x, pad, z = self.cache
         dz = dy if self.activation is None else dy * self._g_grad(z)
-        Wk = self.params['W']
-        xp, (N, OH, OW, _), (C, M) = get_array_module(dz), dz.shape, Wk.shape[2:]
-        d5 = dz.reshape(N, OH, OW, C, M)
-        dW = xp.empty_like(Wk)
-        dx_pad = xp.zeros_like(x_pad) if need_dx else None
-        for i, j, win in _taps(self.kernel_size, self.strides, (OH, OW)):
-            dW[i, j] = xp.einsum('nhwc,nhwcm->cm', x_pad[win], d5)
-            if need_dx: dx_pad[win] += (d5 * Wk[i, j]).sum(axis=-1)
-        self.grads['W'] = dW
-        if self.use_bias: self.grads['b'] = dz.reshape(-1, C * M).sum(axis=0)
-        return _unpad(dx_pad, pad) if need_dx else None
+        dx, self.grads['W'] = depthwise_backward(dz, x, self.params['W'], self.strides, pad, self.backend, need_dx)
+        if self.use_bias: self.grads['b'] = dz.reshape(-1, dz.shape[-1]).sum(axis=0)
+        return dx
 
 # %% ../nbs/07a_conv_layers.ipynb #e5122564
 class ZeroPadding2D(Layer):

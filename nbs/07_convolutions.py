@@ -479,30 +479,38 @@ for mode in ('max', 'avg'):
 #
 # `backend='auto'` (see `core.resolve_backend`) picks CUDA for CuPy arrays and
 # Numba CPU for NumPy arrays.
+#
+# **Dilation.** A *dilated* (atrous) convolution with rate $d$ spreads the kernel's taps $d$ pixels
+# apart: kernel offset $(m, l)$ reads $x[s i + d m, s j + d l]$, so a $3\times3$ kernel at rate 2 sees a
+# $5\times5$ field with 9 weights. It is the convolution with the kernel $d$-fold *stuffed* with zeros
+# (`dilate_kernel`), of effective size $KH_d = (KH - 1)\,d + 1$, which sets the output size and the
+# `'same'` padding; but im2col copies only the $KH\cdot KW$ taps, so the product does no work on
+# the zeros. Every kernel takes `dilation` $(d_h, d_w)$: the NumPy slices start at $d m$, the Numba
+# copy runs contiguously only when $d_w = 1$, and col2im and the CUDA kernels invert $h = s i + d m - p$.
 
 # %% [markdown]
 # ### The NumPy reference
 
 # %%
 #| export
-def _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, out):
+def _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, out, dh=1, dw=1):
     xp = get_array_module(x)
     N, H, W, C = x.shape
     xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     cols = out[:, :kh * kw * C].reshape(N, OH, OW, kh, kw, C)   # a view (splitting axes never copies)
-    for m in range(kh):            # one strided slice per kernel offset (m, l)
+    for m in range(kh):            # one strided slice per kernel offset (m, l), read d*m rows down
         for l in range(kw):
-            cols[:, :, :, m, l, :] = xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :]
+            cols[:, :, :, m, l, :] = xpad[:, dh * m:dh * m + sh * (OH - 1) + 1:sh, dw * l:dw * l + sw * (OW - 1) + 1:sw, :]
     return out
 
-def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
+def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh=1, dw=1):
     xp = get_array_module(cols)
     N, H, W, C = x_shape
     cols = cols.reshape(N, OH, OW, kh, kw, C)
     dxpad = xp.zeros((N, H + pt + pb, W + pl + pr, C), cols.dtype)
     for m in range(kh):            # the adjoint: add each slice back where it was read
         for l in range(kw):
-            dxpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :] += cols[:, :, :, m, l, :]
+            dxpad[:, dh * m:dh * m + sh * (OH - 1) + 1:sh, dw * l:dw * l + sw * (OW - 1) + 1:sw, :] += cols[:, :, :, m, l, :]
     return xp.ascontiguousarray(dxpad[:, pt:pt + H, pl:pl + W, :])
 
 # %% [markdown]
@@ -511,18 +519,18 @@ def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW):
 # %%
 #| export
 @njit(parallel=True, cache=True)
-def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
+def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, dh=1, dw=1):
     N, H, W, C = x.shape
-    xr = x.reshape(N, H, W * C)        # a window row (l, c) is kw*C contiguous numbers
+    xr = x.reshape(N, H, W * C)        # a window row (l, c) is kw*C contiguous numbers (when dw = 1)
     for r in prange(N * OH):
         n, i = r // OH, r % OH
         for j in range(OW):
             row, w0 = r * OW + j, j * sw - pl
             for m in range(kh):
-                h, base = i * sh + m - pt, m * kw * C
+                h, base = i * sh + dh * m - pt, m * kw * C
                 if h < 0 or h >= H:                      # a padding row: zeros, never materialised
                     for q in range(kw * C): cols[row, base + q] = 0
-                elif w0 >= 0 and w0 + kw <= W:           # inside: one contiguous copy
+                elif dw == 1 and w0 >= 0 and w0 + kw <= W:   # inside: one contiguous copy
                     L = kw * C
                     if L >= 16:        # in 16-wide blocks, the last one overlapping: copying twice is harmless
                         d, s = cols[row, base:base + L], xr[n, h, w0 * C:w0 * C + L]
@@ -531,27 +539,27 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
                         for q in range(L - 16, L): d[q] = s[q]
                     else:
                         for q in range(L): cols[row, base + q] = xr[n, h, w0 * C + q]
-                else:                                    # overlaps the left/right padding
+                else:                                    # overlaps the left/right padding, or dilated
                     for l in range(kw):
-                        w = w0 + l
+                        w = w0 + dw * l
                         for c in range(C):
                             cols[row, base + l * C + c] = xr[n, h, w * C + c] if 0 <= w < W else 0
     return cols
 
 @njit(parallel=True, cache=True)
-def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
+def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1):
     dx = np.empty((N, H, W * C), cols.dtype)
-    L = kw * C                           # one window row: kw*C numbers, contiguous in cols and in dx
+    L = kw * C                           # one window row: kw*C numbers, contiguous in cols (and in dx when dw = 1)
     for r in prange(N * H):              # a gather by image row: no two threads write one pixel
         n, h = r // H, r % H
         acc = np.zeros(W * C, cols.dtype)
         for m in range(kh):              # the window rows i that read image row h through kernel row m
-            a = h + pt - m
+            a = h + pt - dh * m
             if a < 0 or a % sh != 0 or a // sh >= OH: continue
             i = a // sh
             for j in range(OW):
                 row, w0, base = (n * OH + i) * OW + j, j * sw - pl, m * L
-                if w0 >= 0 and w0 + kw <= W:
+                if dw == 1 and w0 >= 0 and w0 + kw <= W:
                     d, s = acc[w0 * C:w0 * C + L], cols[row, base:base + L]
                     if L >= 8:           # blocks of 8 that LLVM turns into vector adds; a run of 30 alone is not
                         for q0 in range(0, L - L % 8, 8):
@@ -559,7 +567,7 @@ def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
                     for q in range(L - L % 8 if L >= 8 else 0, L): d[q] += s[q]
                 else:
                     for l in range(kw):
-                        w = w0 + l
+                        w = w0 + dw * l
                         if 0 <= w < W:
                             for c in range(C): acc[w * C + c] += cols[row, base + l * C + c]
         for q in range(W * C): dx[n, h, q] = acc[q]
@@ -588,7 +596,7 @@ def _cuda_kernels():
     from numba import cuda
 
     @cuda.jit
-    def im2col_k(x, cols, kh, kw, sh, sw, pt, pl, OH, OW):
+    def im2col_k(x, cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw):
         t = cuda.grid(1)
         N, H, W, C = x.shape
         K = kh * kw * C
@@ -598,11 +606,11 @@ def _cuda_kernels():
         m, l = ml // kw, ml % kw
         j, r = row % OW, row // OW
         i, n = r % OH, r // OH
-        h, w = i * sh + m - pt, j * sw + l - pl
+        h, w = i * sh + dh * m - pt, j * sw + dw * l - pl
         cols[row, col] = x[n, h, w, c] if (h >= 0 and h < H and w >= 0 and w < W) else 0
 
     @cuda.jit
-    def col2im_k(cols, dx, kh, kw, sh, sw, pt, pl, OH, OW):
+    def col2im_k(cols, dx, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw):
         t = cuda.grid(1)
         N, H, W, C = dx.shape
         if t >= N * H * W * C: return
@@ -611,10 +619,10 @@ def _cuda_kernels():
         h, n = r % H, r // H
         acc = cols[0, 0] * 0
         for m in range(kh):
-            a = h + pt - m
+            a = h + pt - dh * m
             if a < 0 or a % sh != 0 or a // sh >= OH: continue
             for l in range(kw):
-                u = w + pl - l
+                u = w + pl - dw * l
                 if u < 0 or u % sw != 0 or u // sw >= OW: continue
                 acc += cols[(n * OH + a // sh) * OW + u // sw, (m * kw + l) * C + c]
         dx[n, h, w, c] = acc
@@ -939,15 +947,25 @@ def _backend(x, backend, who):
         raise ValueError(f"{who}: backend 'numba' runs on the CPU and needs a NumPy array, got a CuPy array")
     return be
 
-def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None):
+def dilate_kernel(w, dilation=1):
+    "The kernel (KH, KW, ...) stuffed with zeros: ((KH-1)*d_h + 1, (KW-1)*d_w + 1, ...), w[m, l] at (d_h*m, d_w*l)."
+    dh, dw = _pair(dilation, 'dilation')
+    out = np.zeros(((w.shape[0] - 1) * dh + 1, (w.shape[1] - 1) * dw + 1, *w.shape[2:]), w.dtype)
+    out[::dh, ::dw] = w
+    return out
+
+def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None, dilation=1):
     """Receptive fields as rows. x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C): row (n, i, j), column (m, l, c)
-    holds x_padded[n, s_h*i + m, s_w*j + l, c]. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right).
+    holds x_padded[n, s_h*i + d_h*m, s_w*j + d_w*l, c] (d = `dilation`, 1 for a plain convolution; the window,
+    its 'same' padding and the output size are those of the dilated kernel, (KH - 1)*d_h + 1 high).
+    `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right).
     `out`: an optional C-contiguous array of x's dtype to fill (a reused workspace), of that shape or wider,
     (N*OH*OW, K') with K' > KH*KW*C: the columns past KH*KW*C are left as they are (`Conv2D` keeps a column
     of ones there, for its bias)."""
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='im2col')
     kh, kw = _pair(kernel_size, 'kernel_size')
-    sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, kh, kw, strides, padding, 'im2col')
+    dh, dw = _pair(dilation, 'dilation')
+    sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'im2col')
     N, H, W, C = x.shape
     shape = (N * OH * OW, kh * kw * C)
     be = _backend(x, backend, 'im2col')
@@ -957,29 +975,32 @@ def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None
         if out.dtype != x.dtype or not out.flags.c_contiguous:
             raise ValueError(f"im2col expected out to be C-contiguous with dtype {x.dtype}, got {out.dtype}")
     if be == 'numpy':
-        return _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, get_array_module(x).empty(shape, x.dtype) if out is None else out)
+        return _im2col_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW,
+                             get_array_module(x).empty(shape, x.dtype) if out is None else out, dh, dw)
     if be == 'numba':
-        return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW, np.empty(shape, x.dtype) if out is None else out)
+        return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW,
+                             np.empty(shape, x.dtype) if out is None else out, dh, dw)
     cc = _CudaCall(x)
     cols = out if (out is not None and cc.on_device) else cc.empty(shape, x.dtype)
-    cc.launch(_cuda_kernels()['im2col'], N * OH * OW * kh * kw * C, cc.to_dev(x), cols, kh, kw, sh, sw, pt, pl, OH, OW)
+    cc.launch(_cuda_kernels()['im2col'], N * OH * OW * kh * kw * C, cc.to_dev(x), cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
     if out is None or cc.on_device: return cc.result(cols)
     out[:, :shape[1]] = cc.result(cols)
     return out
 
-def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto'):
+def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto', dilation=1):
     """Adjoint of `im2col`: cols (N*OH*OW, KH*KW*C) -> dx (N, H, W, C) = x_shape, each entry the sum
     of the column entries that were copied from it."""
     N, H, W, C = (int(s) for s in x_shape)
     kh, kw = _pair(kernel_size, 'kernel_size')
-    sh, sw, pt, pb, pl, pr, OH, OW = _geometry((N, H, W, C), kh, kw, strides, padding, 'col2im')
+    dh, dw = _pair(dilation, 'dilation')
+    sh, sw, pt, pb, pl, pr, OH, OW = _geometry((N, H, W, C), (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'col2im')
     check_array(cols, 'cols', shape=(N * OH * OW, kh * kw * C), finite=False, who='col2im')
     be = _backend(cols, backend, 'col2im')
-    if be == 'numpy': return _col2im_numpy(cols, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
-    if be == 'numba': return _col2im_numba(np.ascontiguousarray(cols), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
+    if be == 'numpy': return _col2im_numpy(cols, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh, dw)
+    if be == 'numba': return _col2im_numba(np.ascontiguousarray(cols), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
     cc = _CudaCall(cols)
     dx = cc.empty((N, H, W, C), cols.dtype)
-    cc.launch(_cuda_kernels()['col2im'], N * H * W * C, cc.to_dev(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW)
+    cc.launch(_cuda_kernels()['col2im'], N * H * W * C, cc.to_dev(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
     return cc.result(dx)
 
 def _pool_geometry(x_shape, pool_size, strides, padding, who):
@@ -1110,6 +1131,23 @@ for be in ('numba', 'cuda'): test_close(avgpool2d_backward(dym, x.shape, backend
 # without padding, the fast pools equal the naive loops
 test_eq(maxpool2d_forward(x, 2)[0], pool2d_naive_forward(x, 2, 2, 'max'))
 test_close(avgpool2d_forward(x, 3, 2), pool2d_naive_forward(x, 3, 2, 'avg'), eps=1e-6)
+
+# %% [markdown]
+# A dilated convolution is the plain one with the zero-stuffed kernel, on every backend (here rates
+# $(2, 3)$ with a $3\times2$ kernel, whose field is $5\times4$):
+
+# %%
+geom = dict(kernel_size=(3, 2), strides=1, padding=(2, 1, 0, 3), dilation=(2, 3))
+wd = dilate_kernel(w, (2, 3)); test_eq(wd.shape, (5, 4, 3, 4)); test_eq(wd[::2, ::3], w)
+cols = {be: im2col(x, backend=be, **geom) for be in ('numpy', 'numba', 'cuda')}
+for be in ('numba', 'cuda'): test_eq(cols[be], cols['numpy'])
+y = (cols['numpy'] @ w.reshape(-1, 4)).reshape(2, 6, 9, 4)       # OH = 7 + 3 - 5 + 1, OW = 9 + 3 - 4 + 1
+test_close(y, conv2d_naive_forward(x, wd, None, 1, (2, 1, 0, 3)), eps=1e-5)
+dy = r.normal(size=y.shape).astype(np.float32)
+dx_ref = conv2d_naive_backward(dy, x, wd, 1, (2, 1, 0, 3))[0]
+for be in ('numpy', 'numba', 'cuda'):
+    test_close(col2im(dy.reshape(-1, 4) @ w.reshape(-1, 4).T, x.shape, backend=be, **geom), dx_ref, eps=1e-5)
+test_eq(im2col(x, 3, padding='same', dilation=2).shape, (2 * 7 * 9, 27))     # 'same' pads the 5x5 field by 2
 
 # %% [markdown]
 # Bad input fails early with both shapes in the message:
@@ -1320,6 +1358,235 @@ outside = conv2d_direct_backward(dzd * (zd > 0), planes, Wp, wd, xd.shape, pads)
 for a, ref in zip(conv2d_direct_backward(dzd, planes, Wp, wd, xd.shape, pads, relu_out=yr), outside): test_eq(a, ref)
 test_fail(lambda: conv2d_direct_forward(x, w[:, :, :2], None, 0), contains='to match w of shape (3, 2, 2, 4)')
 test_fail(lambda: conv2d_direct_forward(x[0], w), contains='x (N, H, W, C) of rank 4')
+
+# %% [markdown]
+# ## Depthwise convolution
+#
+# A depthwise convolution (chapter 09's MobileNets) filters each input channel $c$ with its own
+# `depth_multiplier` $M$ kernels, $W$ of shape $(KH, KW, C, M)$; output channel $cM + q$ comes from
+# input channel $c$ alone:
+#
+# $$ Y_{n,i,j,cM+q} = \sum_{m,l} X_{n,\,s i+m,\,s j+l,\,c}\,W_{m,l,c,q},\quad
+#    dW_{m,l,c,q} = \sum_{n,i,j} X_{n,\,s i+m,\,s j+l,\,c}\,\delta_{n,i,j,cM+q},\quad
+#    dX_{n,h,w,c} = \sum_{\substack{m,l,i,j:\\ s i+m=h,\ s j+l=w}} \sum_q \delta_{n,i,j,cM+q}\,W_{m,l,c,q} $$
+#
+# (indices into the padded image). Each channel has only $KH\cdot KW\cdot M$ weights, so there is no
+# matrix product for BLAS to do: the work is a loop, and it comes three times again.
+#
+# * **NumPy reference**: $KH\cdot KW$ broadcast multiply-adds of a strided slice of the padded batch,
+#   $(N, OH, OW, C, 1)\cdot(C, M)$, and the same slices for the gradients.
+# * **Numba CPU**: forward `prange` over the $N\cdot OH$ output rows, each output pixel summing its
+#   taps into a local row of $C M$ numbers (the inner loop runs over contiguous channels); backward
+#   `prange` over images, each thread adding into its own image's $dX$ and its own partial $dW$ (summed
+#   at the end), so no two threads write one number.
+# * **Numba CUDA**: one thread per output number forward, one per weight for $dW$, one per input
+#   number for $dX$ (a gather, as col2im).
+
+# %%
+#| export
+def _depthwise_fwd_numpy(x, w, sh, sw, pt, pb, pl, pr, OH, OW):
+    xp = get_array_module(x)
+    (N, _, _, C), (kh, kw, _, M) = x.shape, w.shape
+    xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    y = xp.zeros((N, OH, OW, C, M), x.dtype)
+    for m in range(kh):
+        for l in range(kw):
+            y += xpad[:, m:m + sh * (OH - 1) + 1:sh, l:l + sw * (OW - 1) + 1:sw, :, None] * w[m, l]
+    return y.reshape(N, OH, OW, C * M)
+
+def _depthwise_bwd_numpy(dy, x, w, sh, sw, pt, pb, pl, pr, need_dx):
+    xp = get_array_module(x)
+    (N, H, W, C), (kh, kw, _, M), (OH, OW) = x.shape, w.shape, dy.shape[1:3]
+    xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    d5 = dy.reshape(N, OH, OW, C, M)
+    dw, dxpad = xp.empty_like(w), xp.zeros_like(xpad) if need_dx else None
+    for m in range(kh):
+        for l in range(kw):
+            win = (slice(None), slice(m, m + sh * (OH - 1) + 1, sh), slice(l, l + sw * (OW - 1) + 1, sw))
+            dw[m, l] = xp.einsum('nhwc,nhwcm->cm', xpad[win], d5)
+            if need_dx: dxpad[win] += (d5 * w[m, l]).sum(axis=-1)
+    return (xp.ascontiguousarray(dxpad[:, pt:pt + H, pl:pl + W]) if need_dx else None), dw
+
+@njit(parallel=True, cache=True)
+def _depthwise_fwd_numba(x, w, sh, sw, pt, pl, OH, OW):
+    N, H, W, C = x.shape
+    kh, kw, _, M = w.shape
+    y = np.empty((N, OH, OW, C * M), x.dtype)
+    for r in prange(N * OH):
+        n, i = r // OH, r % OH
+        acc = np.empty(C * M, x.dtype)
+        for j in range(OW):
+            acc[:] = 0
+            for m in range(kh):
+                h = i * sh + m - pt
+                if h < 0 or h >= H: continue
+                for l in range(kw):
+                    u = j * sw + l - pl
+                    if u < 0 or u >= W: continue
+                    if M == 1:                                   # the common case: one contiguous run of C
+                        for c in range(C): acc[c] += x[n, h, u, c] * w[m, l, c, 0]
+                    else:
+                        for c in range(C):
+                            for q in range(M): acc[c * M + q] += x[n, h, u, c] * w[m, l, c, q]
+            y[n, i, j, :] = acc
+    return y
+
+@njit(parallel=True, cache=True)
+def _depthwise_bwd_numba(dy, x, w, sh, sw, pt, pl, need_dx):
+    N, H, W, C = x.shape
+    kh, kw, _, M = w.shape
+    OH, OW = dy.shape[1], dy.shape[2]
+    dx = np.zeros((N if need_dx else 0, H, W, C), x.dtype)
+    dw_n = np.zeros((N, kh, kw, C, M), x.dtype)        # one partial dW per image: no two threads add into one
+    for n in prange(N):
+        for i in range(OH):
+            for m in range(kh):
+                h = i * sh + m - pt
+                if h < 0 or h >= H: continue
+                for j in range(OW):
+                    for l in range(kw):
+                        u = j * sw + l - pl
+                        if u < 0 or u >= W: continue
+                        for c in range(C):
+                            xv, s = x[n, h, u, c], dy[n, i, j, c * M] * 0     # s: dy's dtype
+                            for q in range(M):
+                                g = dy[n, i, j, c * M + q]
+                                dw_n[n, m, l, c, q] += xv * g
+                                s += g * w[m, l, c, q]
+                            if need_dx: dx[n, h, u, c] += s
+    return dx, dw_n.sum(axis=0)
+
+def _depthwise_cuda_kernels():
+    "Compile (once) and return the depthwise CUDA kernels (forward, dW, dX)."
+    ks = _cuda_kernels()
+    if 'dw_fwd' in ks: return ks
+
+    @cuda.jit
+    def dw_fwd_k(x, w, y, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        N, OH, OW, CM = y.shape
+        H, W, C = x.shape[1], x.shape[2], x.shape[3]
+        kh, kw, M = w.shape[0], w.shape[1], w.shape[3]
+        if t >= N * OH * OW * CM: return
+        k, r = t % CM, t // CM
+        j, r = r % OW, r // OW
+        i, n = r % OH, r // OH
+        c, q = k // M, k % M
+        acc = x[0, 0, 0, 0] * 0
+        for m in range(kh):
+            h = i * sh + m - pt
+            if h < 0 or h >= H: continue
+            for l in range(kw):
+                u = j * sw + l - pl
+                if u < 0 or u >= W: continue
+                acc += x[n, h, u, c] * w[m, l, c, q]
+        y[n, i, j, k] = acc
+
+    @cuda.jit
+    def dw_dw_k(dy, x, dw, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        kh, kw, C, M = dw.shape
+        N, H, W = x.shape[0], x.shape[1], x.shape[2]
+        OH, OW = dy.shape[1], dy.shape[2]
+        if t >= kh * kw * C * M: return
+        q, r = t % M, t // M
+        c, r = r % C, r // C
+        l, m = r % kw, r // kw
+        acc = x[0, 0, 0, 0] * 0
+        for n in range(N):
+            for i in range(OH):
+                h = i * sh + m - pt
+                if h < 0 or h >= H: continue
+                for j in range(OW):
+                    u = j * sw + l - pl
+                    if u < 0 or u >= W: continue
+                    acc += x[n, h, u, c] * dy[n, i, j, c * M + q]
+        dw[m, l, c, q] = acc
+
+    @cuda.jit
+    def dw_dx_k(dy, w, dx, sh, sw, pt, pl):
+        t = cuda.grid(1)
+        N, H, W, C = dx.shape
+        kh, kw, M = w.shape[0], w.shape[1], w.shape[3]
+        OH, OW = dy.shape[1], dy.shape[2]
+        if t >= N * H * W * C: return
+        c, r = t % C, t // C
+        u, r = r % W, r // W
+        h, n = r % H, r // H
+        acc = dy[0, 0, 0, 0] * 0
+        for m in range(kh):
+            a = h + pt - m
+            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            for l in range(kw):
+                b = u + pl - l
+                if b < 0 or b % sw != 0 or b // sw >= OW: continue
+                for q in range(M): acc += dy[n, a // sh, b // sw, c * M + q] * w[m, l, c, q]
+        dx[n, h, u, c] = acc
+
+    ks.update(dw_fwd=dw_fwd_k, dw_dw=dw_dw_k, dw_dx=dw_dx_k)
+    return ks
+
+def _depthwise_geometry(x, w, strides, padding, who):
+    check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who=who)
+    if w.ndim != 4 or w.shape[2] != x.shape[3]:
+        raise ValueError(f"{who} expected w (KH, KW, {x.shape[3]}, M) to match x of shape {tuple(x.shape)}, "
+                         f"got w shape {tuple(w.shape)}")
+    return _geometry(x.shape, w.shape[0], w.shape[1], strides, padding, who)
+
+def depthwise_forward(x, w, strides=1, padding=0, backend: str = 'auto'):
+    """Depthwise convolution without bias: x (N, H, W, C), w (KH, KW, C, M) -> y (N, OH, OW, C*M), output channel
+    c*M + q from input channel c. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right)."""
+    sh, sw, pt, pb, pl, pr, OH, OW = _depthwise_geometry(x, w, strides, padding, 'depthwise_forward')
+    be = _backend(x, backend, 'depthwise_forward')
+    if be == 'numpy': return _depthwise_fwd_numpy(x, w, sh, sw, pt, pb, pl, pr, OH, OW)
+    if be == 'numba': return _depthwise_fwd_numba(np.ascontiguousarray(x), np.ascontiguousarray(w), sh, sw, pt, pl, OH, OW)
+    cc = _CudaCall(x)
+    y = cc.empty((x.shape[0], OH, OW, x.shape[3] * w.shape[3]), x.dtype)
+    cc.launch(_depthwise_cuda_kernels()['dw_fwd'], y.size, cc.to_dev(x), cc.to_dev(w), y, sh, sw, pt, pl)
+    return cc.result(y)
+
+def depthwise_backward(dy, x, w, strides=1, padding=0, backend: str = 'auto', need_dx: bool = True):
+    """Gradients of `depthwise_forward`: dy (N, OH, OW, C*M) -> (dx (N, H, W, C) or None when not `need_dx`,
+    dw (KH, KW, C, M))."""
+    sh, sw, pt, pb, pl, pr, OH, OW = _depthwise_geometry(x, w, strides, padding, 'depthwise_backward')
+    check_array(dy, 'dy', shape=(x.shape[0], OH, OW, x.shape[3] * w.shape[3]), finite=False, who='depthwise_backward')
+    be = _backend(x, backend, 'depthwise_backward')
+    if be == 'numpy': return _depthwise_bwd_numpy(dy, x, w, sh, sw, pt, pb, pl, pr, need_dx)
+    if be == 'numba':
+        c = np.ascontiguousarray
+        dx, dw = _depthwise_bwd_numba(c(dy), c(x), c(w), sh, sw, pt, pl, need_dx)
+        return (dx if need_dx else None), dw
+    cc, kern = _CudaCall(x), _depthwise_cuda_kernels()
+    d_dy, d_w = cc.to_dev(dy), cc.to_dev(w)
+    dw = cc.empty(w.shape, w.dtype)
+    cc.launch(kern['dw_dw'], w.size, d_dy, cc.to_dev(x), dw, sh, sw, pt, pl)
+    if not need_dx: return None, cc.result(dw)
+    dx = cc.empty(x.shape, x.dtype)
+    cc.launch(kern['dw_dx'], x.size, d_dy, d_w, dx, sh, sw, pt, pl)
+    return cc.result(dx), cc.result(dw)
+
+# %% [markdown]
+# The three agree with each other and with the full convolution whose kernel is zero except where
+# output channel $cM + q$ meets input channel $c$:
+
+# %%
+r = np.random.default_rng(9)
+x = r.normal(size=(2, 7, 6, 3)).astype(np.float32)
+for M, s, pad in ((1, 1, 'same'), (2, (2, 1), (1, 0, 2, 1))):
+    w = r.normal(size=(3, 2, 3, M)).astype(np.float32)
+    wfull = np.zeros((3, 2, 3, 3 * M), np.float32)
+    for c in range(3): wfull[:, :, c, c * M:(c + 1) * M] = w[:, :, c]
+    pad4 = resolve_padding(pad, (7, 6), (3, 2), s)
+    y_ref = conv2d_naive_forward(x.astype(np.float64), wfull.astype(np.float64), None, s, pad4)
+    dy = r.normal(size=y_ref.shape).astype(np.float32)
+    dx_ref, dwf_ref, _ = conv2d_naive_backward(dy.astype(np.float64), x.astype(np.float64), wfull.astype(np.float64), s, pad4)
+    dw_ref = np.stack([dwf_ref[:, :, c, c * M:(c + 1) * M] for c in range(3)], axis=2)
+    for be in ('numpy', 'numba', 'cuda'):
+        test_close(depthwise_forward(x, w, s, pad, be), y_ref, eps=1e-5)
+        dx, dw = depthwise_backward(dy, x, w, s, pad, be)
+        test_close(dx, dx_ref, eps=1e-5); test_close(dw, dw_ref, eps=1e-4)
+        test_eq(depthwise_backward(dy, x, w, s, pad, be, need_dx=False)[0], None)
+test_fail(lambda: depthwise_forward(x, np.zeros((3, 3, 2, 1), np.float32)), contains='w (KH, KW, 3, M) to match x of shape (2, 7, 6, 3), got w shape (3, 3, 2, 1)')
 
 # %% [markdown]
 # ## References

@@ -244,21 +244,23 @@ DEPTHWISE_CASES = [
 
 
 @pytest.mark.parametrize('kw', DEPTHWISE_CASES)
-def test_depthwise_gradients_float64(kw):
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_depthwise_gradients_float64(kw, backend):
     with precision(np.float64):
         x = np.random.default_rng(2).normal(size=(2, 7, 8, 3))
-        errs = check_layer_grad(DepthwiseConv2D(rng=1, **kw), x)
+        errs = check_layer_grad(DepthwiseConv2D(rng=1, backend=backend, **kw), x)
     assert set(errs) == {'x', 'W'} | ({'b'} if kw.get('use_bias', True) else set())
     assert max(errs.values()) < 1e-6, errs
 
 
 @pytest.mark.parametrize('kw', DEPTHWISE_CASES)
-def test_depthwise_is_a_conv2d_with_a_block_diagonal_kernel(kw):
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_depthwise_is_a_conv2d_with_a_block_diagonal_kernel(kw, backend):
     "Output channel c*M + m is input channel c convolved with W[:, :, c, m]: a Conv2D zero elsewhere."
     M, C = kw.get('depth_multiplier', 1), 3
     with precision(np.float64):
         x = np.random.default_rng(5).normal(size=(2, 7, 8, C))
-        dw = DepthwiseConv2D(rng=1, **kw); y = dw(x)
+        dw = DepthwiseConv2D(rng=1, backend=backend, **kw); y = dw(x)
         full = Conv2D(C * M, **{k: v for k, v in kw.items() if k != 'depth_multiplier'}); full.build(x.shape[1:])
         full.params['W'][...] = 0
         for c in range(C): full.params['W'][:, :, c, c * M:(c + 1) * M] = dw.params['W'][:, :, c]
@@ -399,3 +401,27 @@ def test_upsampling2d_matches_pytorch(interpolation):
     kw = {} if interpolation == 'nearest' else dict(align_corners=False)
     yt = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=(3, 2), mode=interpolation, **kw)
     np.testing.assert_allclose(UpSampling2D((3, 2), interpolation)(x), yt.permute(0, 2, 3, 1).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize('d,padding', [((2, 2), 'same'), ((3, 1), 'valid'), ((1, 2), (1, 0, 2, 1)), (2, 'same')])
+@pytest.mark.parametrize('backend', ['numpy', 'numba'])
+def test_conv2d_dilated_gradients_float64_and_zero_stuffed_kernel(d, padding, backend):
+    "A dilated Conv2D is the naive convolution with the zero-stuffed kernel, and passes the float64 check."
+    r = np.random.default_rng(5)
+    with precision(np.float64):
+        x = r.normal(size=(2, 9, 8, 2))
+        cd = Conv2D(3, (3, 2), padding=padding, dilation_rate=d, rng=0, backend=backend)
+        cd.build(x.shape[1:]); cd.params['b'][...] = r.normal(size=3)
+        ref = K.conv2d_naive_forward(x, K.dilate_kernel(cd.params['W'], d), cd.params['b'], 1, cd._pad((9, 8)))
+        np.testing.assert_allclose(cd(x), ref, atol=1e-12)
+        if padding == 'same': assert cd(x).shape == (2, 9, 8, 3)
+        errs = check_layer_grad(Conv2D(3, (3, 2), padding=padding, dilation_rate=d, activation='tanh', rng=1, backend=backend), x)
+    assert max(errs.values()) < 1e-6, errs
+
+
+def test_conv2d_dilation_needs_stride_one():
+    with pytest.raises(ValueError, match=r'strides \(1, 1\) with dilation_rate \(2, 2\), got strides \(2, 2\)'):
+        Conv2D(4, 3, strides=2, dilation_rate=2)
+    with pytest.raises(ValueError, match=r'needs dilation_rate \(1, 1\), got \(2, 2\)'):
+        Conv2D(4, 3, dilation_rate=2, algorithm='direct')
+    assert not Conv2D(4, 3, dilation_rate=2)._direct(np.zeros((1, 9, 8, 2), np.float32))

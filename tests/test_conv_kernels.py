@@ -227,3 +227,110 @@ def test_dtype_preserved_and_auto_backend():
 def test_bad_input_names_shapes(call, msg):
     with pytest.raises(ValueError, match=None) as e: call()
     assert msg in str(e.value), str(e.value)
+
+
+@st.composite
+def dilated_cases(draw, max_n=2, max_hw=11, max_c=3, max_k=3, max_d=3, max_s=3, max_p=2):
+    "A random geometry with dilation rates (d_h, d_w) in 1..max_d, and float32 data."
+    x, w, ks, s, pad, r = draw(conv_cases(max_n=max_n, max_hw=max_hw, max_c=max_c, max_k=max_k, max_s=max_s, max_p=max_p))
+    d = (draw(st.integers(1, max_d)), draw(st.integers(1, max_d)))
+    H, W = x.shape[1:3]
+    assume(H + pad[0] + pad[1] >= (ks[0] - 1) * d[0] + 1 and W + pad[2] + pad[3] >= (ks[1] - 1) * d[1] + 1)
+    return x, w, ks, s, pad, d, r
+
+
+def _dilated_all(x, w, ks, s, pad, d, be):
+    "The columns of x and dx = col2im(dy W^T) with dilation d on backend `be`; dy is fixed by its shape."
+    F = w.shape[-1]
+    cols = K.im2col(x, ks, s, pad, be, dilation=d)
+    dy = np.random.default_rng(0).normal(size=(cols.shape[0], F)).astype(np.float32)
+    dx = K.col2im(dy @ w.reshape(-1, F).T, x.shape, ks, s, pad, be, dilation=d)
+    return cols, dy, dx
+
+
+def _check_dilated(case, backends):
+    "Every backend: cols bit-equal to NumPy's, y and dx equal to the naive loops on the zero-stuffed kernel."
+    x, w, ks, s, pad, d, r = case
+    wd = K.dilate_kernel(w.astype(np.float64), d)
+    cols_np, dy, dx_np = _dilated_all(x, w, ks, s, pad, d, 'numpy')
+    y_ref = K.conv2d_naive_forward(x.astype(np.float64), wd, None, s, pad)
+    dx_ref = K.conv2d_naive_backward(dy.reshape(y_ref.shape).astype(np.float64), x.astype(np.float64), wd, s, pad)[0]
+    _close((cols_np @ w.reshape(-1, w.shape[-1])).reshape(y_ref.shape), y_ref)
+    _close(dx_np, dx_ref)
+    for be in backends:
+        cols, _, dx = _dilated_all(x, w, ks, s, pad, d, be)
+        np.testing.assert_array_equal(cols, cols_np)
+        _close(dx, dx_ref)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(dilated_cases())
+def test_dilated_im2col_numpy_numba_naive_agree(case):
+    _check_dilated(case, ['numba'])
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(dilated_cases(max_hw=7, max_c=2, max_k=3, max_d=2, max_s=2, max_p=1))
+def test_dilated_im2col_cuda_agrees(case):
+    _check_dilated(case, ['cuda'])
+
+
+def test_dilated_same_padding_and_bad_rate():
+    "'same' pads the dilated field ((3 - 1)*2 + 1 = 5): 2 on each side; a rate below 1 is refused."
+    x = np.zeros((1, 6, 7, 2), np.float32)
+    assert K.im2col(x, 3, 1, 'same', dilation=2).shape == (6 * 7, 18)
+    with pytest.raises(ValueError, match='larger than the padded input'):
+        K.im2col(x, 3, 1, 0, dilation=(3, 1))     # a 7x3 field on 6 rows
+    with pytest.raises(ValueError, match=r'dilation must be a positive int or a pair of positive ints, got 0'):
+        K.im2col(x, 3, dilation=0)
+
+
+@st.composite
+def depthwise_cases(draw, max_n=3, max_hw=10, max_c=4, max_m=3, max_k=4, max_s=3, max_p=2):
+    "A random depthwise geometry (depth multiplier M, stride > kernel and asymmetric padding included) and float32 data."
+    x, w, ks, s, pad, r = draw(conv_cases(max_n=max_n, max_hw=max_hw, max_c=max_c, max_f=1, max_k=max_k, max_s=max_s, max_p=max_p))
+    M = draw(st.integers(1, max_m))
+    return x, r.normal(size=(*ks, x.shape[3], M)).astype(np.float32), s, pad, r
+
+
+def _check_depthwise(case, backends):
+    "Every backend gives the naive loops' y, dx and dW on the block-diagonal full kernel."
+    x, w, s, pad, r = case
+    (kh, kw, C, M) = w.shape
+    wfull = np.zeros((kh, kw, C, C * M))
+    for c in range(C): wfull[:, :, c, c * M:(c + 1) * M] = w[:, :, c]
+    x64 = x.astype(np.float64)
+    y_ref = K.conv2d_naive_forward(x64, wfull, None, s, pad)
+    dy = r.normal(size=y_ref.shape).astype(np.float32)
+    dx_ref, dwf_ref, _ = K.conv2d_naive_backward(dy.astype(np.float64), x64, wfull, s, pad)
+    dw_ref = np.stack([dwf_ref[:, :, c, c * M:(c + 1) * M] for c in range(C)], axis=2)
+    for be in backends:
+        y = K.depthwise_forward(x, w, s, pad, be)
+        dx, dw = K.depthwise_backward(dy, x, w, s, pad, be)
+        assert y.dtype == dx.dtype == dw.dtype == np.float32
+        _close(y, y_ref); _close(dx, dx_ref); _close(dw, dw_ref)
+        assert K.depthwise_backward(dy, x, w, s, pad, be, need_dx=False)[0] is None
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(depthwise_cases())
+def test_depthwise_numpy_numba_naive_agree(case):
+    _check_depthwise(case, ['numpy', 'numba'])
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(depthwise_cases(max_n=2, max_hw=6, max_c=2, max_m=2, max_k=3, max_s=2, max_p=1))
+def test_depthwise_cuda_agrees(case):
+    _check_depthwise(case, ['cuda'])
+
+
+def test_depthwise_float64_and_bad_input():
+    r = np.random.default_rng(0)
+    x, w = r.normal(size=(2, 6, 5, 3)), r.normal(size=(3, 3, 3, 2))
+    for be in ('numpy', 'numba'):
+        assert K.depthwise_forward(x, w, 1, 'same', be).dtype == np.float64
+    np.testing.assert_allclose(K.depthwise_forward(x, w, 2, 'same', 'numba'), K.depthwise_forward(x, w, 2, 'same', 'numpy'), rtol=1e-12)
+    with pytest.raises(ValueError, match=r'w \(KH, KW, 3, M\) to match x of shape \(2, 6, 5, 3\), got w shape \(3, 3, 2, 1\)'):
+        K.depthwise_forward(x, np.zeros((3, 3, 2, 1)))
+    with pytest.raises(ValueError, match=r'dy of shape \(2, 6, 5, 6\)'):
+        K.depthwise_backward(np.zeros((2, 6, 5, 3)), x, w, 1, 'same')
