@@ -4,9 +4,11 @@ of this machine's NumPy float32 matmul rate.
 
     python benchmarks/conv.py [--repeat 5] [--no-naive] [--lenet]      # or: make bench
 
-Cases (the issue's): LeNet conv1 (1->6, 5x5 on 28x28) and conv2 (6->16, 5x5 on 14x14) at batch 128,
+Cases: LeNet conv1 (1->6, 5x5 on 28x28) and conv2 (6->16, 5x5 on 14x14) at batch 128,
 and a 3x3 32->64 'same' conv on 32x32 at batch 64. Goals: <= 1.0x PyTorch, >= 10x faster than the naive
-loops, >= 40% of the matmul rate on the 3x3 layer. With --lenet: one LeNet-5 MNIST epoch (batch 128)
+loops, >= 40% of the matmul rate on the 3x3 layer. A second table times the other convolution layers against
+PyTorch: a depthwise 3x3 on 32 channels at 32x32 (PyTorch: groups=C) and a Conv2DTranspose 64->32, 4x4,
+stride 2, 8x8 -> 16x16, both at batch 64 (goals <= 1.0x). With --lenet: one LeNet-5 MNIST epoch (batch 128)
 against the same net in PyTorch (goal <= 1.2x). With a GPU (CuPy) the CUDA path is timed against PyTorch
 CUDA too. Without torch, the PyTorch columns are left out.
 """
@@ -23,6 +25,12 @@ CASES = [  # name, N, H, W, C, F, k, stride, padding
     ('LeNet conv1 1->6 5x5 28x28', 128, 28, 28, 1, 6, 5, 1, 'valid'),
     ('LeNet conv2 6->16 5x5 14x14', 128, 14, 14, 6, 16, 5, 1, 'valid'),
     ('3x3 32->64 32x32', 64, 32, 32, 32, 64, 3, 1, 'same'),
+]
+
+
+LAYER_CASES = [  # name, kind, N, H, W, C (in), F (out), k, stride, padding
+    ('depthwise 3x3 32ch 32x32', 'depthwise', 64, 32, 32, 32, 32, 3, 1, 'same'),
+    ('transpose 64->32 4x4 s2 8->16', 'transpose', 64, 8, 8, 64, 32, 4, 2, 'same'),
 ]
 
 
@@ -126,6 +134,7 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
     print("GEMMs/torch > 1, PyTorch's direct convolution (oneDNN) beats im2col + this BLAS whatever im2col costs.")
     print("PyTorch ran in a process of its own, without the GOMP_SPINCOUNT this package sets (nbs/00_init):")
     print("OpenMP is shared within a process, and PyTorch is slower with the short spin our kernels want.")
+    rows += layers_table(repeat, theirs)
     if has_cuda():
         try: import torch as _torch
         except ImportError: _torch = None
@@ -146,6 +155,65 @@ def _case_data(N, H, W, C, F, k, s, pad):
     return x, dy, w, np.zeros(F, np.float32), pad_t
 
 
+def _layer_case_data(kind, N, H, W, C, F, k, s, pad):
+    "x, dy, our kernel w and the symmetric padding p for a depthwise (w (k, k, C, 1)) or transposed (w (k, k, F, C)) case."
+    from dl_from_scratch.conv import DepthwiseConv2D, Conv2DTranspose
+    r = np.random.default_rng(0)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    layer = DepthwiseConv2D(k, strides=s, padding=pad, rng=0) if kind == 'depthwise' else \
+        Conv2DTranspose(F, k, strides=s, padding=pad, rng=0)
+    layer.build((H, W, C))
+    if kind == 'depthwise': p = layer._pad((H, W))
+    else: p = layer._geometry((H, W))[1]
+    if p[0] != p[1] or p[2] != p[3] or p[0] != p[2]: raise ValueError(f"benchmark cases need symmetric padding, got {p}")
+    dy = r.standard_normal((N, *layer.output_shape((H, W, C))), dtype=np.float32)
+    return layer, x, dy, p[0]
+
+
+def _ours_layer(kind, N, H, W, C, F, k, s, pad, backend):
+    layer, x, dy, _ = _layer_case_data(kind, N, H, W, C, F, k, s, pad)
+    layer.backend = backend
+    layer(x)
+    def step():
+        layer.forward(x, training=True)
+        layer.backward(dy)
+    return step
+
+
+def _torch_layer_step(torch, kind, N, H, W, C, F, k, s, pad):
+    "conv2d(groups=C) or conv_transpose2d forward + autograd backward, NCHW, with our layer's weights."
+    layer, x, dy, p = _layer_case_data(kind, N, H, W, C, F, k, s, pad)
+    F_ = torch.nn.functional
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    # ours (k, k, C, 1) -> (C, 1, k, k); ours (k, k, F, C) -> (C, F, k, k)
+    wt = torch.tensor(layer.params['W'].transpose((2, 3, 0, 1) if kind == 'depthwise' else (3, 2, 0, 1)).copy(),
+                      requires_grad=True)
+    bt = torch.tensor(layer.params['b'], requires_grad=True)
+    gt = torch.tensor(dy.transpose(0, 3, 1, 2).copy())
+    def step():
+        y = F_.conv2d(xt, wt, bt, stride=s, padding=p, groups=C) if kind == 'depthwise' else \
+            F_.conv_transpose2d(xt, wt, bt, stride=s, padding=p)
+        xt.grad = wt.grad = bt.grad = None
+        y.backward(gt)
+    return step
+
+
+def layers_table(repeat, theirs, cases=LAYER_CASES) -> list[dict]:
+    "Depthwise and transposed convolution, forward + backward: ours (Numba, and the NumPy reference) against PyTorch."
+    print(f"\n== other convolution layers, forward + backward, float32, CPU ==")
+    head = f"{'case':<34}{'numba ms':>10}{'numpy ms':>10}{'torch ms':>10}{'vs torch':>10}"
+    print(head); print('-' * len(head))
+    rows = []
+    for case in cases:
+        row = dict(case=case[0], numba=median_time(_ours_layer(*case[1:], 'numba'), repeat),
+                   numpy=median_time(_ours_layer(*case[1:], 'numpy'), repeat), torch=theirs.get(case[0], float('nan')))
+        print(f"{case[0]:<34}{row['numba']*1e3:>10.2f}{row['numpy']*1e3:>10.2f}{row['torch']*1e3:>10.2f}"
+              f"{row['numba']/row['torch']:>9.2f}x")
+        rows.append(row)
+    print("vs torch: our (Numba) time / PyTorch's (goal <= 1.0x).")
+    return rows
+
+
 def torch_times(cases, repeat, threads, lenet) -> dict:
     "PyTorch's seconds per case (and per LeNet-5 epoch); run by `torch_in_own_process` in a fresh process."
     import torch                     # first: its OpenMP starts with the environment as given
@@ -154,6 +222,8 @@ def torch_times(cases, repeat, threads, lenet) -> dict:
     for name, N, H, W, C, F, k, s, pad in cases:
         x, dy, w, b, pad_t = _case_data(N, H, W, C, F, k, s, pad)
         out[name] = median_time(_torch_step(torch, x, dy, w, b, s, pad_t), repeat)
+    for case in LAYER_CASES:
+        out[case[0]] = median_time(_torch_layer_step(torch, *case[1:]), repeat)
     if lenet: out['lenet'] = torch_lenet_epoch(torch)
     return out
 
