@@ -1410,17 +1410,16 @@ for name, (net, logs, t, a, a_tta, t_tta) in runs.items():
 print(f"{'08a vgg_bn':22} {308_842:9,} {'':>12} {8:6d} {22.2:8.1f} {0.8704:9.4f}")
 
 # %% [markdown]
-# **Why the separable net is not faster here.** It needs about 8 times fewer
+# **Multiplies are not time.** The separable net needs about 8 times fewer
 # multiplies per image (printed above, 46.0M against 5.8M), yet it is not
 # faster (the minutes and the seconds of the flipped prediction pass in the
-# table). A convolution's
-# multiplies run inside one large matrix product (im2col, chapter 07), at
-# the speed of BLAS. Chapter 07a's `DepthwiseConv2D` computes its nine taps
-# as nine elementwise passes over the whole activation array, each reading
-# and writing memory, and its weight gradient as nine `einsum` contractions:
-# memory traffic, not arithmetic, bounds it. A fused loop kernel that reads
-# each input pixel once is what would turn the saving in multiplies into a
-# saving in time.
+# table). A full convolution's multiplies run inside one large matrix
+# product (im2col, chapter 07) at the speed of BLAS, with many multiplies
+# for every number read from memory. A depthwise convolution does only
+# $k^2 = 9$ multiply-adds per output number, so moving the activations
+# through memory, not arithmetic, bounds its time, as it bounds the
+# BatchNorm and ReLU passes that both nets run. Saving multiplies saves
+# time only where the multiplies were what took it.
 
 # %% [markdown]
 # ## 8. Results beside the sources
