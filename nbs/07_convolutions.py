@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolutions
 #
-# > Cross-correlation, its gradients, im2col, pooling; three implementations of each hot loop (NumPy, Numba CPU, Numba CUDA), proven equal and timed; a direct CPU kernel for thin layers.
+# > Cross-correlation, its gradients, im2col (dilated too), pooling, depthwise convolution; three implementations of each hot loop (NumPy, Numba CPU, Numba CUDA), proven equal and timed; a direct CPU kernel for thin layers.
 #
 # ## Purpose
 #
@@ -28,8 +28,10 @@
 # 4. for thin layers (few channels and filters, where im2col's copies cost more
 #    than they save) writes a **direct** stride-1 convolution on the CPU, by
 #    shifted image planes, forward and backward;
-# 5. (in the second half, [07a: convolution layers](07a_conv_layers.ipynb))
-#    builds the layers `Conv2D`, `MaxPool2D`, `AvgPool2D` and `L2Pool2D` on them, uses
+# 5. extends im2col to **dilated** kernels, and writes the **depthwise**
+#    convolution (forward, dW, dX), which no matrix product helps, three times;
+# 6. (in the second half, [07a: convolution layers](07a_conv_layers.ipynb))
+#    builds the layers `Conv2D`, `DepthwiseConv2D`, `Conv2DTranspose`, `MaxPool2D`, `AvgPool2D` and `L2Pool2D` on them, uses
 #    convolution as image processing (edge filters on a photo), and times the
 #    implementations against each other and against PyTorch.
 #

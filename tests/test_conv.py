@@ -425,3 +425,16 @@ def test_conv2d_dilation_needs_stride_one():
     with pytest.raises(ValueError, match=r'needs dilation_rate \(1, 1\), got \(2, 2\)'):
         Conv2D(4, 3, dilation_rate=2, algorithm='direct')
     assert not Conv2D(4, 3, dilation_rate=2)._direct(np.zeros((1, 9, 8, 2), np.float32))
+
+
+def test_new_layers_save_and_load(tmp_path):
+    "Conv2DTranspose, UpSampling2D and a dilated Conv2D rebuild from a saved model with the same outputs."
+    from dl_from_scratch.model import Sequential, Model
+    x = np.random.default_rng(7).random((2, 6, 6, 3), dtype=np.float32)
+    m = Sequential([Conv2D(4, 3, padding='same', dilation_rate=2, rng=0),
+                    Conv2DTranspose(2, 4, strides=2, padding='same', output_padding=1, rng=1),
+                    UpSampling2D((2, 1), 'bilinear'), DepthwiseConv2D(3, depth_multiplier=2, rng=2)])
+    y = m.predict(x)
+    assert y.shape == (2, 20, 9, 4)       # 6 -> 6 -> (6 - 1)*2 + 4 - 2*2 + 1 = 11 -> 22 x 11 -> 20 x 9
+    m2 = Model.load(m.save(str(tmp_path / 'm')))
+    np.testing.assert_array_equal(m2.predict(x), y)
