@@ -1379,8 +1379,8 @@ test_fail(lambda: conv2d_direct_forward(x[0], w), contains='x (N, H, W, C) of ra
 #   $(N, OH, OW, C, 1)\cdot(C, M)$, and the same slices for the gradients.
 # * **Numba CPU**: forward `prange` over the $N\cdot OH$ output rows, each output pixel summing its
 #   taps into a local row of $C M$ numbers (the inner loop runs over contiguous channels); backward
-#   `prange` over images, each thread adding into its own image's $dX$ and its own partial $dW$ (summed
-#   at the end), so no two threads write one number.
+#   `prange` over images, each thread summing into its own partial $dW$ (added up at the end) and
+#   gathering its own image's $dX$ pixel by pixel, as col2im does, so no two threads write one number.
 # * **Numba CUDA**: one thread per output number forward, one per weight for $dW$, one per input
 #   number for $dX$ (a gather, as col2im).
 
@@ -1437,26 +1437,45 @@ def _depthwise_fwd_numba(x, w, sh, sw, pt, pl, OH, OW):
 def _depthwise_bwd_numba(dy, x, w, sh, sw, pt, pl, need_dx):
     N, H, W, C = x.shape
     kh, kw, _, M = w.shape
-    OH, OW = dy.shape[1], dy.shape[2]
-    dx = np.zeros((N if need_dx else 0, H, W, C), x.dtype)
-    dw_n = np.zeros((N, kh, kw, C, M), x.dtype)        # one partial dW per image: no two threads add into one
+    OH, OW, CM = dy.shape[1], dy.shape[2], C * M
+    dx = np.empty((N if need_dx else 0, H, W, C), x.dtype)
+    dw_n = np.empty((N, kh * kw * CM), x.dtype)      # one partial dW per image: no two threads add into one
     for n in prange(N):
-        for i in range(OH):
-            for m in range(kh):
-                h = i * sh + m - pt
-                if h < 0 or h >= H: continue
-                for j in range(OW):
-                    for l in range(kw):
+        g = np.empty(CM, x.dtype)                      # one tap's sums: a fresh local row the loop can keep close
+        for m in range(kh):                            # dW: for each tap, x times dy summed over the image
+            for l in range(kw):
+                g[:] = 0
+                for i in range(OH):
+                    h = i * sh + m - pt
+                    if h < 0 or h >= H: continue
+                    for j in range(OW):
                         u = j * sw + l - pl
                         if u < 0 or u >= W: continue
-                        for c in range(C):
-                            xv, s = x[n, h, u, c], dy[n, i, j, c * M] * 0     # s: dy's dtype
-                            for q in range(M):
-                                g = dy[n, i, j, c * M + q]
-                                dw_n[n, m, l, c, q] += xv * g
-                                s += g * w[m, l, c, q]
-                            if need_dx: dx[n, h, u, c] += s
-    return dx, dw_n.sum(axis=0)
+                        if M == 1:
+                            for c in range(C): g[c] += x[n, h, u, c] * dy[n, i, j, c]
+                        else:
+                            for c in range(C):
+                                for q in range(M): g[c * M + q] += x[n, h, u, c] * dy[n, i, j, c * M + q]
+                dw_n[n, (m * kw + l) * CM:(m * kw + l + 1) * CM] = g
+        if not need_dx: continue
+        acc = np.empty(C, x.dtype)
+        for h in range(H):                             # dX: a gather per input pixel, as col2im
+            for u in range(W):
+                acc[:] = 0
+                for m in range(kh):
+                    a = h + pt - m
+                    if a < 0 or (sh > 1 and a % sh != 0) or a // sh >= OH: continue   # no division at stride 1
+                    for l in range(kw):
+                        b = u + pl - l
+                        if b < 0 or (sw > 1 and b % sw != 0) or b // sw >= OW: continue
+                        i, j = (a, b) if sh == 1 and sw == 1 else (a // sh, b // sw)
+                        if M == 1:
+                            for c in range(C): acc[c] += dy[n, i, j, c] * w[m, l, c, 0]
+                        else:
+                            for c in range(C):
+                                for q in range(M): acc[c] += dy[n, i, j, c * M + q] * w[m, l, c, q]
+                dx[n, h, u, :] = acc
+    return dx, dw_n.sum(axis=0).reshape(kh, kw, C, M)
 
 def _depthwise_cuda_kernels():
     "Compile (once) and return the depthwise CUDA kernels (forward, dW, dX)."
