@@ -637,6 +637,7 @@ for z in [-1., -10., -20., -40., -100., -1e4]:
 # `losses`.
 
 # %%
+#| mnist
 from dl_from_scratch import data
 from dl_from_scratch.functional import sigmoid
 (xtr, ytr), (xte, yte) = data.load('mnist', 'train'), data.load('mnist', 'test')

@@ -471,6 +471,7 @@ def animal_labels(y):
     return ((y >= 2) & (y < 7)).astype(np.int64)
 
 # %%
+#| cifar10
 xc_tr, yc_tr = load('cifar10', 'train'); xc_te, yc_te = load('cifar10', 'test')
 Xc_tr = xc_tr.reshape(len(xc_tr), -1).astype(np.float32) / np.float32(255)
 Xc_te = xc_te.reshape(len(xc_te), -1).astype(np.float32) / np.float32(255)
@@ -488,6 +489,7 @@ assert c_q[-1] < c_q[0] and w_q.dtype == np.float32
 
 # %%
 #| slow
+#| cifar10
 curve = []
 def record(i, w, b, cost):
     if (i + 1) % 100 == 0:
@@ -553,6 +555,7 @@ assert abs(acc_tr_c - 76.466) < 0.5 and abs(acc_te_c - 76.72) < 0.5
 # notes report no accuracy; the book's target is at least 83% on the test set.
 
 # %%
+#| fashion_mnist
 xf_tr, yf_tr = load('fashion_mnist', 'train'); xf_te, yf_te = load('fashion_mnist', 'test')
 Xf_tr = xf_tr.reshape(len(xf_tr), -1).astype(np.float32) / np.float32(255)
 Xf_te = xf_te.reshape(len(xf_te), -1).astype(np.float32) / np.float32(255)
@@ -563,6 +566,7 @@ for ax, img, lab in zip(axes.ravel(), xf_tr[:18], yf_tr[:18]):
 plt.tight_layout(); plt.show()
 
 # %%
+#| fashion_mnist
 def softmax_regression_accuracy(params, X, y, batch=5000):
     "Fraction of rows of X (N, 784) whose argmax score equals y (N,)."
     return float(np.mean(np.concatenate([(X[i:i + batch] @ params['W'] + params['b']).argmax(1)
@@ -594,6 +598,7 @@ plt.tight_layout(); plt.show()
 assert sm_hist[-1, 2] >= 0.83
 
 # %%
+#| fashion_mnist
 # predictions on the first test images, as D2L's predict_ch3
 pred = (Xf_te[:9] @ sm['W'] + sm['b']).argmax(1)
 fig, axes = plt.subplots(1, 9, figsize=(13.5, 2.2))
@@ -609,6 +614,8 @@ plt.tight_layout(); plt.show()
 # numbers can only agree in kind, and the table says so.
 
 # %%
+#| cifar10
+#| fashion_mnist
 rows = [
     ('D2L linear regression, |w − w_true| max (SGD, 3 epochs)', 'none (≈1e-3 expected)', f"{np.abs(true_w - w_sgd).max():.1e}"),
     ('D2L linear regression, |b − b_true| (SGD, 3 epochs)', 'none', f"{abs(true_b - b_sgd):.1e}"),

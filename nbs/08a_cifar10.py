@@ -56,6 +56,7 @@ CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'hors
 # every run below uses the first 512 training and test images.
 
 # %%
+#| cifar10
 (x_train, y_train), (x_test, y_test) = load('cifar10', 'train'), load('cifar10', 'test')
 x_train, x_test = x_train.astype(np.float32) / 255, x_test.astype(np.float32) / 255
 QUICK = True              # the slow cells below set it to False
@@ -92,6 +93,7 @@ vgg.summary()
 # the source; nothing is selected on it).
 
 # %%
+#| cifar10
 def train_vgg(x, y, xv, yv, epochs):
     net = byo_cifar_vgg(rng=0)
     net.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=SGD(0.01, momentum=0.9), metrics=['accuracy'])
@@ -103,10 +105,12 @@ vgg, h_vgg, t_vgg = train_vgg(x_train[:n_quick], y_train[:n_quick], x_test[:n_qu
 
 # %%
 #| slow
+#| cifar10
 QUICK = False
 vgg, h_vgg, t_vgg = train_vgg(x_train, y_train, x_test, y_test, 5)
 
 # %%
+#| cifar10
 vgg_acc = vgg.evaluate(x_test[:n_quick] if QUICK else x_test, y_test[:n_quick] if QUICK else y_test)[1]
 print(f"test accuracy {vgg_acc:.4f} (source: 0.6505) after {t_vgg / 60:.1f} min of training "
       f"({t_vgg / len(h_vgg.epoch):.0f} s per epoch)")
@@ -144,6 +148,7 @@ viz.plot_history(h_vgg, title='build-your-own VGG-like net, SGD 0.01 + momentum 
 # evaluation included.
 
 # %%
+#| cifar10
 def random_crop_flip(x, pad=4, rng=None):
     """Random `pad`-pixel shifts (crops of the reflection-padded image) and left-right flips of x `(N, H, W, C)`,
     as one gather: no Python loop over images."""
@@ -201,6 +206,7 @@ sched = OneCycle(0.08, 9, 2)
 test_eq([round(sched(e), 4) for e in (0, 1, 2, 5.5, 9)], [0.004, 0.042, 0.08, 0.04, 0.0])
 
 # %%
+#| cifar10
 def train_fast(x, y, xv, yv, epochs, batch_size=128, peak=0.08, warmup=2, rng=0):
     "Train `vgg_bn` with fresh crops and flips every epoch and a one-cycle rate; return the net, its logs and seconds."
     net = vgg_bn(rng=rng)
@@ -227,9 +233,11 @@ fast, h_fast, t_fast = train_fast(x_train[:n_quick], y_train[:n_quick], x_test[:
 
 # %%
 #| slow
+#| cifar10
 fast, h_fast, t_fast = train_fast(x_train, y_train, x_test, y_test, 8)
 
 # %%
+#| cifar10
 xs_t, ys_t = (x_test[:n_quick], y_test[:n_quick]) if QUICK else (x_test, y_test)
 pred_fast = fast.predict(xs_t).argmax(-1)
 fast_acc = float((pred_fast == ys_t).mean())
@@ -250,6 +258,7 @@ print('per-class test accuracy:', ', '.join(f'{c} {a:.2f}' for c, a in per_class
 # ## Results beside the sources
 
 # %%
+#| cifar10
 print(f"{'run':<58}{'ours':>8}{'source':>8}{'minutes':>9}")
 print(f"{'build-your-own VGG-like net, SGD .01/.9, 5 epochs, batch 32':<58}{vgg_acc:>8.4f}{0.6505:>8.4f}{t_vgg / 60:>9.1f}")
 print(f"{'vgg_bn, one-cycle SGD, crops + flips, 8 epochs (goal 0.80)':<58}{fast_acc:>8.4f}{'':>8}{t_fast / 60:>9.1f}")
