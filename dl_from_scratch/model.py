@@ -147,9 +147,15 @@ def _registry() -> dict:
     """Name -> class or function that a checkpoint may construct: the package's layers (`LAYERS`, from the
     package's own modules), regularizers, constraints, initialisers, activations, losses and optimizers."""
     from dl_from_scratch import layers, init, functional, losses, optim
-    for m in ('conv', 'rnn', 'merge'): importlib.import_module(f'dl_from_scratch.{m}')   # a fixed list: registers their layers
+    # a fixed list of the package's layer modules; importing them registers their layers in LAYERS
+    mods = [layers] + [importlib.import_module(f'dl_from_scratch.{m}') for m in ('conv', 'rnn', 'merge', 'blocks')]
     def subclasses(c): return [c] + [s for d in c.__subclasses__() for s in subclasses(d)]
     reg = {n: c for n, c in LAYERS.items() if c.__module__.startswith('dl_from_scratch.')}
+    # a class redefined outside the package (a chapter running its own cells) replaces its entry in LAYERS:
+    # the package's own class still loads
+    for m in mods:
+        reg.update({n: c for n, c in vars(m).items() if n not in reg and isinstance(c, type) and issubclass(c, Layer)
+                    and c.__module__.startswith('dl_from_scratch.')})
     for base in (layers.Regularizer, layers.Constraint, losses.Loss, optim.Optimizer):
         reg.update({c.__name__: c for c in subclasses(base) if c.__module__.startswith('dl_from_scratch.')})
     reg.update({f.__name__: f for f in init.INITIALIZERS.values()})
