@@ -56,6 +56,7 @@ import numpy as np
 from dl_from_scratch.core import check_array, as_rng
 
 # %%
+#| mnist
 from dl_from_scratch.core import set_num_threads
 set_num_threads(2)
 
@@ -91,6 +92,7 @@ print(x_train.shape, x_train.dtype, y_train.shape, x_test.shape)
 # decimals is meaningful; the exact value depends on the draw.
 
 # %%
+#| mnist
 def lenet5_forward_check(rng=1):
     init = 'random_normal'   # N(0, 0.01^2), the book's 0.01 * standard_normal
     return Sequential([
@@ -199,6 +201,7 @@ byo_mnist_net().summary()
 # a quick run on 10,000 images (one epoch; its time is printed), then the full one.
 
 # %%
+#| mnist
 model = lenet5(rng=0)
 model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=Adam(1e-3))
 t0 = time.perf_counter()
@@ -214,6 +217,7 @@ assert acc > 0.9
 
 # %%
 #| slow
+#| mnist
 results = {}   # name -> (ours, source's, note), for the table at the end
 lenet = lenet5(rng=0)
 lenet.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=Adam(ExponentialDecay(1e-3, decay_rate=0.8)))
@@ -226,6 +230,7 @@ results['LeNet-5, MNIST, Adam 1e-3 x 0.8^epoch, 12 epochs'] = (lenet_acc, None, 
 
 # %%
 #| slow
+#| mnist
 viz.plot_history(h_lenet, title='LeNet-5 on MNIST'); plt.show()
 
 # %% [markdown]
@@ -236,6 +241,7 @@ viz.plot_history(h_lenet, title='LeNet-5 on MNIST'); plt.show()
 
 # %%
 #| slow
+#| mnist
 W1 = lenet.layers[0].params['W'][:, :, 0, :].transpose(2, 0, 1)             # (6, 5, 5)
 viz.show_images(W1, titles=[f'filter {i}' for i in range(6)], ncols=6, cmap='RdBu_r', suptitle='conv-1 filters'); plt.show()
 digit = x_test[:1]
@@ -247,6 +253,7 @@ viz.show_images(a2[0].transpose(2, 0, 1), ncols=8, suptitle='conv-2 feature maps
 
 # %%
 #| slow
+#| mnist
 pred = lenet.predict(x_test).argmax(-1)
 viz.plot_confusion_matrix(y_test, pred, class_names=[str(i) for i in range(10)], title='LeNet-5, MNIST test'); plt.show()
 wrong = np.flatnonzero(pred != y_test)
@@ -267,6 +274,7 @@ viz.show_images(x_test[wrong[:24]], titles=[f'{y_test[i]} -> {pred[i]}' for i in
 
 # %%
 #| slow
+#| mnist
 net = ketkar_primitives_net(rng=0)
 net.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=SGD(0.1))
 acc0 = net.evaluate(x_test[:1000], y_test[:1000])[1]
@@ -284,6 +292,7 @@ results['Ketkar primitives CNN, GD 0.1, 5 epochs (first 1000 test)'] = (acc1, 0.
 
 # %%
 #| slow
+#| mnist
 net = ketkar_mnist_net(rng=0)
 net.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=Adadelta(1.0))
 t0 = time.perf_counter()
@@ -308,6 +317,7 @@ results['Ketkar 7-7 CNN, Adadelta, 1 epoch'] = (acc, 0.9712, f'test loss {loss:.
 
 # %%
 #| slow
+#| mnist
 def truncated_normal(stddev=0.1):
     "TensorFlow's truncated_normal: N(0, stddev^2), values beyond two standard deviations drawn again."
     def init(shape, rng=None, dtype=None):
@@ -350,6 +360,7 @@ results['Hands-On MNIST CNN, Adam 1e-4, 300 iterations: test set'] = (acc, None,
 
 # %%
 #| slow
+#| mnist
 h_ada = {}
 for lr, eps in ((1.0, 1e-6), (0.001, 1e-6), (0.001, 1e-7)):     # the last is tf.keras's Adadelta(): the book's run
     net = byo_mnist_net(rng=0)
@@ -387,6 +398,8 @@ ax.legend(); ax.set_title('build-your-own MNIST CNN, batch 32'); plt.tight_layou
 
 # %%
 #| slow
+#| fashion_mnist
+#| mnist
 (f_train, fy_train), (f_test, fy_test) = mnist_like('fashion_mnist')
 fashion_names = ['T-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'boot']
 fnet = Sequential([Conv2D(16, 5, padding='same', rng=0), MaxPool2D(2), BatchNorm(), Activation('relu'),
@@ -417,6 +430,9 @@ viz.plot_confusion_matrix(fy_test, fnet.predict(f_test).argmax(-1), class_names=
 
 # %%
 #| slow
+#| cifar10
+#| fashion_mnist
+#| mnist
 (c_train, cy_train), (c_test, cy_test) = load('cifar10', 'train'), load('cifar10', 'test')
 mean, std = np.array([0.4914, 0.4822, 0.4465], np.float32), np.array([0.2023, 0.1994, 0.2010], np.float32)
 norm = lambda a: (a.astype(np.float32) / 255 - mean) / std
@@ -444,6 +460,9 @@ results['CIFAR-10 three-layer ConvNet, SGD 3e-3, 1 epoch (val)'] = (c_val_acc, 0
 
 # %%
 #| slow
+#| cifar10
+#| fashion_mnist
+#| mnist
 from dl_from_scratch.init import compute_fans
 def torch_default(shape, rng=None, dtype=None):
     "PyTorch's default Conv2d/Linear weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."
@@ -546,6 +565,7 @@ assert all(np.allclose(a, b) or np.allclose(a, b[:, ::-1]) for a, b in zip(aug, 
 # The book's settings on four CIFAR-10 photos (original in the first column):
 
 # %%
+#| cifar10
 (c_show, cy_show) = load('cifar10', 'test')
 src = c_show[[3, 7, 12, 25]].astype(np.float32) / 255
 book = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.2, zoom_range=0.2,
@@ -564,6 +584,9 @@ viz.show_images(grid, ncols=8, scale=1.3, suptitle='original + 7 augmentations (
 
 # %%
 #| slow
+#| cifar10
+#| fashion_mnist
+#| mnist
 digit_aug = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1)
 xs, ys = x_train[:1000], y_train[:1000]
 aug_acc, aug_rng = {}, np.random.default_rng(0)
@@ -590,6 +613,9 @@ results['LeNet-5 on 1,000 MNIST images, 30 epochs: augmentation'] = (aug_acc[Tru
 
 # %%
 #| slow
+#| cifar10
+#| fashion_mnist
+#| mnist
 (cx, cy), (cxt, cyt) = load('cifar10', 'train'), load('cifar10', 'test')
 cx, cxt = cx.astype(np.float32) / 255, cxt.astype(np.float32) / 255
 net = cs231n_challenge(rng=0)
@@ -607,6 +633,9 @@ results['CS231n challenge net, CIFAR-10, Adam 1e-3, 10 epochs (test)'] = (challe
 
 # %%
 #| slow
+#| cifar10
+#| fashion_mnist
+#| mnist
 print(f"{'run':<76}{'ours':>8}{'source':>8}  note")
 for k, (ours, theirs, note) in results.items():
     print(f"{k:<76}{ours:>8.4f}{'' if theirs is None else f'{theirs:.4f}':>8}  {note}")
@@ -626,6 +655,9 @@ assert lenet_acc >= 0.99 and f_acc >= 0.90, (lenet_acc, f_acc)
 
 # %%
 #| slow
+#| cifar10
+#| fashion_mnist
+#| mnist
 import importlib.util, pathlib
 root = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / 'benchmarks' / 'conv.py').exists())
 spec = importlib.util.spec_from_file_location('bench_conv', root / 'benchmarks' / 'conv.py')
