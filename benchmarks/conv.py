@@ -292,13 +292,14 @@ def lenet_epoch(theirs: float, n: int | None = None, batch_size: int = 128, repe
     from dl_from_scratch.layers import Dense, Flatten
     from dl_from_scratch.conv import Conv2D, MaxPool2D
     from dl_from_scratch.optim import SGD
+    from dl_from_scratch.losses import SparseCategoricalCrossentropy
     x, y = _lenet_data(n)
     ts = []
     for _ in range(repeat):
         model = Sequential([Conv2D(6, 5, padding='same', activation='relu', rng=0), MaxPool2D(2),
                             Conv2D(16, 5, activation='relu', rng=1), MaxPool2D(2), Flatten(),
                             Dense(120, activation='relu', rng=2), Dense(84, activation='relu', rng=3), Dense(10, rng=4)])
-        model.compile(loss='sparse_categorical_crossentropy', optimizer=SGD(0.05, momentum=0.9))
+        model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=SGD(0.05, momentum=0.9))
         model.fit(x[:batch_size], y[:batch_size], epochs=1, batch_size=batch_size, verbose=0)   # compile the kernels
         t0 = time.perf_counter()
         model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, rng=0)

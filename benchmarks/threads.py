@@ -29,13 +29,14 @@ def step_ms(steps: int) -> float:
     from dl_from_scratch.layers import Dense, Flatten
     from dl_from_scratch.conv import Conv2D, MaxPool2D
     from dl_from_scratch.optim import SGD
+    from dl_from_scratch.losses import SparseCategoricalCrossentropy
     r = np.random.default_rng(0)
     x = r.random((128 * steps, 28, 28, 1), dtype=np.float32)
     y = r.integers(0, 10, len(x))
     model = Sequential([Conv2D(6, 5, padding='same', activation='relu', rng=0), MaxPool2D(2),
                         Conv2D(16, 5, activation='relu', rng=1), MaxPool2D(2), Flatten(),
                         Dense(120, activation='relu', rng=2), Dense(84, activation='relu', rng=3), Dense(10, rng=4)])
-    model.compile(loss='sparse_categorical_crossentropy', optimizer=SGD(0.05, momentum=0.9))
+    model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer=SGD(0.05, momentum=0.9))
     model.fit(x[:256], y[:256], epochs=1, batch_size=128, verbose=0)          # compile / load the kernels
     t0 = time.perf_counter()
     model.fit(x, y, epochs=1, batch_size=128, verbose=0, rng=0)
