@@ -2,7 +2,7 @@
 
     python benchmarks/data.py          # or: make bench
 
-The issue's goal: a cached load of MNIST train under 0.5 s.
+The goal: a cached load of MNIST train under 0.5 s.
 """
 from __future__ import annotations
 import statistics, tempfile, time

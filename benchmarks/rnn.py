@@ -3,7 +3,7 @@
 
     python benchmarks/rnn.py [--repeat 7] [--threads 1]     # or: make bench
 
-Cases (the issue's): B=32, T=150, D=3, H=128 (the activity-recognition report's size) and B=64, T=28,
+Cases: B=32, T=150, D=3, H=128 (the activity-recognition report's size) and B=64, T=28,
 D=28, H=128 (row-by-row MNIST). One timed run = forward over the whole sequence + BPTT (gradients of the
 input, the initial state and all weights) for dL/dh_t given at every step. Goals: <= 1.0x PyTorch's CPU time,
 >= 5x faster than the NumPy reference, Numba's compile cost reported separately and a warm start
