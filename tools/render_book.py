@@ -52,6 +52,8 @@ def clean_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cells.append(c)
     nb.cells = cells
     nb.metadata.pop('widgets', None)
+    # every chapter is Python: a notebook saved without language_info would leave its code unhighlighted
+    nb.metadata.setdefault('language_info', {'name': 'python', 'pygments_lexer': 'ipython3'})
     return nb
 
 
