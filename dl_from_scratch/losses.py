@@ -59,8 +59,9 @@ def _check_kind(loss, p, rows: bool):
     With `rows` (the categorical losses, class axis last), probabilities are rows in [0, 1] that sum to 1
     (within 1e-3); without it (binary), values in [0, 1]. A logit loss given probabilities would apply the
     softmax twice; a probability loss given logits clips them to [eps, 1]. A binary logit loss is never
-    warned: a sigmoid's outputs cannot be told from small logits."""
-    if getattr(loss, '_warned', False) or (loss.from_logits and not rows): return
+    warned: a sigmoid's outputs cannot be told from small logits, and neither is a logit loss given fewer than
+    three numbers (one row of two logits such as `[[0.3, 0.7]]` is as likely as a probability row)."""
+    if getattr(loss, '_warned', False) or (loss.from_logits and (not rows or p.size < 3)): return
     xp = get_array_module(p)
     in_01 = bool(((p >= 0) & (p <= 1)).all())
     sums_to_1 = bool((xp.abs(p.sum(-1) - 1) <= 1e-3).all()) if rows else True

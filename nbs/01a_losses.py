@@ -192,8 +192,9 @@ def _check_kind(loss, p, rows: bool):
     With `rows` (the categorical losses, class axis last), probabilities are rows in [0, 1] that sum to 1
     (within 1e-3); without it (binary), values in [0, 1]. A logit loss given probabilities would apply the
     softmax twice; a probability loss given logits clips them to [eps, 1]. A binary logit loss is never
-    warned: a sigmoid's outputs cannot be told from small logits."""
-    if getattr(loss, '_warned', False) or (loss.from_logits and not rows): return
+    warned: a sigmoid's outputs cannot be told from small logits, and neither is a logit loss given fewer than
+    three numbers (one row of two logits such as `[[0.3, 0.7]]` is as likely as a probability row)."""
+    if getattr(loss, '_warned', False) or (loss.from_logits and (not rows or p.size < 3)): return
     xp = get_array_module(p)
     in_01 = bool(((p >= 0) & (p <= 1)).all())
     sums_to_1 = bool((xp.abs(p.sum(-1) - 1) <= 1e-3).all()) if rows else True
@@ -374,7 +375,8 @@ test_fail(lambda: _sce(_Z, _lab.astype(float)), contains="dtype kind 'iu'")
 # loss; values outside $[0, 1]$, or rows that do not sum to 1 (within
 # $10^{-3}$), reaching a probability loss (for the binary loss, values outside
 # $[0, 1]$). The binary logit loss cannot tell: a sigmoid's outputs are also
-# possible logits.
+# possible logits. Nor can a logit loss given a single row of two numbers:
+# `[[0.3, 0.7]]` is as plausible a pair of logits as a pair of probabilities.
 
 # %%
 def _warnings(f):
@@ -391,6 +393,7 @@ test_eq(len(_warnings(lambda: SparseCategoricalCrossentropy()(_Z, _lab))), 1)   
 test_eq(len(_warnings(lambda: CategoricalCrossentropy()(_Z, _Yoh))), 1)
 test_eq(len(_warnings(lambda: CategoricalCrossentropy(from_logits=True)(softmax(_Z), _Yoh))), 1)
 test_eq(len(_warnings(lambda: BinaryCrossentropy()(_Z, _Y01))), 1)
+test_eq(_warnings(lambda: SparseCategoricalCrossentropy(from_logits=True)(np.array([[0.3, 0.7]]), np.array([1]))), [])
 test_eq(_warnings(lambda: (SparseCategoricalCrossentropy()(softmax(_Z), _lab), _sce(_Z, _lab),
                            BinaryCrossentropy()(_P, _Y01), BinaryCrossentropy(from_logits=True)(_P, _Y01))), [])
 test_fail(lambda: BinaryCrossentropy()(_P, _Y01 * 2), contains='targets y_true in [0, 1], got values in [0, 2]')
