@@ -3,6 +3,7 @@
     python tools/execute.py [--timeout SECONDS] [nbs/NN_topic.ipynb ...]   # default: every notebook in nbs/
 
 A notebook that fails keeps its previous outputs on disk; the summary marks it FAILED and the exit status is 1.
+Its error is printed whole, and the outputs it reached are saved in build/executed/NAME.partial.ipynb.
 The summary also names the outputs a reader should not see in the book: stored warnings (stderr) and local
 paths (tools/book_check.py fails on them); silence or fix them at their source, then run the chapter again.
 """
@@ -42,7 +43,12 @@ def execute(path: Path, timeout: int) -> tuple[str, float]:
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError) as e:
-        print(f"  {path.name}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}", file=sys.stderr)
+        # The whole error (the failing cell's source and traceback), and the outputs as far as they got, kept
+        # beside the build so that a long run that fails late can be read without running it again.
+        partial = ROOT / 'build' / 'executed' / f'{path.stem}.partial.ipynb'
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, partial)
+        print(f"  {path.name}: {type(e).__name__}:\n{str(e).strip()[-4000:]}\n  outputs so far: {partial}", file=sys.stderr)
         return 'FAILED', time.perf_counter() - t0
     dt = time.perf_counter() - t0
     nbformat.write(nb, path)          # only a complete run replaces the committed outputs
