@@ -18,6 +18,7 @@ __all__ = ['DATASETS', 'BOOK_DATASETS', 'DatasetNotFoundError', 'data_dir', 'cac
 # %% ../nbs/00_data.ipynb #89c7c8e5
 DATASETS = {
     'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
+    'imdb_reviews': 'labelled_text',
 }
 BOOK_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare', 'imdb_reviews', 'omniglot')
 
@@ -80,7 +81,7 @@ def quiet_tfds():
     finally: log.setLevel(level)
 
 def _read_tfds(name: str, split: str, ddir: Path, progress: bool = True) -> dict:
-    "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`) or a `text` string."
+    "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`; `text` or `utf8`, `offsets`, `y` for text)."
     import tensorflow_datasets as tfds    # imported here: it is slow to import and only needed on a cache miss
     with quiet_tfds():
         src = tfds.data_source(name, split=split, data_dir=str(ddir), download=False)
@@ -97,12 +98,30 @@ def _decode(name, split, src, progress):
         for s in range(0, n, step):
             examples += get(list(range(s, min(n, s + step))))
             bar.update(min(n, s + step) - s)
+    as_str = lambda t: t.decode('utf-8') if isinstance(t, bytes) else str(t)
     if DATASETS[name] == 'text':
-        text = ''.join(e['text'].decode('utf-8') if isinstance(e['text'], bytes) else str(e['text']) for e in examples)
-        return {'text': np.array(text)}
+        return {'text': np.array(''.join(as_str(e['text']) for e in examples))}
+    if DATASETS[name] == 'labelled_text':
+        return {**_pack_texts([as_str(e['text']) for e in examples]),
+                'y': np.array([int(e['label']) for e in examples], dtype=np.int64)}
     x = np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples])
     y = np.array([int(e['label']) for e in examples], dtype=np.int64)
     return {'x': x, 'y': y}
+
+# %% ../nbs/00_data.ipynb #69f5b5b4
+def _pack_texts(texts) -> dict:
+    "A list of N `str` -> {'utf8': uint8 (total bytes,), 'offsets': int64 (N + 1,)}, text i = utf8[offsets[i]:offsets[i+1]]."
+    encoded = [t.encode('utf-8') for t in texts]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return {'utf8': np.frombuffer(b''.join(encoded), np.uint8), 'offsets': offsets}
+
+def _unpack_texts(utf8, offsets) -> np.ndarray:
+    "Inverse of `_pack_texts`: an object array (N,) of `str`."
+    raw = utf8.tobytes()
+    out = np.empty(len(offsets) - 1, dtype=object)
+    out[:] = [raw[a:b].decode('utf-8') for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return out
 
 # %% ../nbs/00_data.ipynb #3cd26373
 def _read_cache(path: Path, kind: str) -> dict | None:
@@ -112,6 +131,10 @@ def _read_cache(path: Path, kind: str) -> dict | None:
         with np.load(path) as f: arrays = {k: f[k] for k in f.files}
     except Exception: return None
     if kind == 'text': return arrays if set(arrays) == {'text'} else None
+    if kind == 'labelled_text':
+        ok = (set(arrays) == {'utf8', 'offsets', 'y'} and arrays['offsets'].ndim == 1 and arrays['y'].ndim == 1
+              and len(arrays['offsets']) == len(arrays['y']) + 1 and arrays['offsets'][-1] == len(arrays['utf8']))
+        return arrays if ok else None
     ok = set(arrays) == {'x', 'y'} and arrays['x'].ndim == 4 and arrays['y'].ndim == 1 and len(arrays['x']) == len(arrays['y'])
     return arrays if ok else None
 
@@ -127,7 +150,9 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
     """Load a split of a known dataset as NumPy arrays.
 
     Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
-    (NHWC) and `y` int64 of shape (N,); returns a `str` for text datasets.
+    (NHWC) and `y` int64 of shape (N,); a `str` for text datasets; and
+    `(texts, y)` for labelled-text datasets (`imdb_reviews`), with `texts` an
+    object array (N,) of `str` and `y` int64 (N,).
 
     Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
     `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
@@ -147,6 +172,7 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
         arrays = _read_tfds(name, split, ddir, progress)
         if cache: atomic_savez(path, **arrays)
     if kind == 'text': return str(arrays['text'])
+    if kind == 'labelled_text': return _unpack_texts(arrays['utf8'], arrays['offsets']), arrays['y']
     return arrays['x'], arrays['y']
 
 # %% ../nbs/00_data.ipynb #1e6ff63e

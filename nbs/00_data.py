@@ -8,12 +8,14 @@
 # Every experiment in this book runs on data, and the data layer has three
 # jobs:
 #
-# 1. **Real datasets as plain arrays.** MNIST, Fashion-MNIST, CIFAR-10 and
-#    Tiny Shakespeare come from [TensorFlow Datasets](https://www.tensorflow.org/datasets)
+# 1. **Real datasets as plain arrays.** MNIST, Fashion-MNIST, CIFAR-10,
+#    Tiny Shakespeare and the IMDB movie reviews come from
+#    [TensorFlow Datasets](https://www.tensorflow.org/datasets)
 #    (TFDS). TFDS can read datasets prepared in the `array_record` format with
 #    NumPy alone (`tfds.data_source`), so TensorFlow is never needed. `load`
-#    returns images as `uint8` arrays in NHWC layout, labels as `int64`, and
-#    text as `str`.
+#    returns images as `uint8` arrays in NHWC layout, labels as `int64`,
+#    a text corpus as one `str`, and labelled texts (the reviews) as an array
+#    of `str` beside their labels.
 # 2. **Minibatches.** `BatchIterator` slices any set of aligned arrays into
 #    batches, shuffling with an explicit random generator.
 # 3. **Synthetic sets** small enough to reason about: a linear-regression set,
@@ -60,7 +62,8 @@ import time
 # ## The datasets we know
 #
 # Each dataset `load` knows has a *kind*: image sets have `image` and `label`
-# features, text sets a single `text` feature per split. Asking for anything
+# features, text sets a single `text` feature per split (one long corpus), and
+# labelled-text sets a `text` and a `label` per example (one review each). Asking for anything
 # else is an error that lists what is known. `BOOK_DATASETS` adds the
 # datasets that later chapters read through TFDS directly; `make data`
 # prepares them all.
@@ -75,6 +78,7 @@ import time
 #| export
 DATASETS = {
     'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
+    'imdb_reviews': 'labelled_text',
 }
 BOOK_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare', 'imdb_reviews', 'omniglot')
 
@@ -103,7 +107,7 @@ def is_prepared(name: str, data_dir=None) -> bool:
     return any(any(v.glob('*.array_record*')) for v in _versions(name, globals()['data_dir'](data_dir)))
 
 # %%
-test_fail(lambda: _check_name('imagenet'), contains='known datasets: cifar10, fashion_mnist, mnist, tiny_shakespeare')
+test_fail(lambda: _check_name('imagenet'), contains='known datasets: cifar10, fashion_mnist, imdb_reviews, mnist, tiny_shakespeare')
 test_eq(data_dir('/x'), Path('/x'))
 with tempfile.TemporaryDirectory() as d:
     v = Path(d) / 'imdb_reviews' / 'plain_text' / '1.0.0'; v.mkdir(parents=True)
@@ -181,7 +185,7 @@ def quiet_tfds():
     finally: log.setLevel(level)
 
 def _read_tfds(name: str, split: str, ddir: Path, progress: bool = True) -> dict:
-    "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`) or a `text` string."
+    "Decode one split of a TFDS dataset into NumPy arrays (`x`, `y`; `text` or `utf8`, `offsets`, `y` for text)."
     import tensorflow_datasets as tfds    # imported here: it is slow to import and only needed on a cache miss
     with quiet_tfds():
         src = tfds.data_source(name, split=split, data_dir=str(ddir), download=False)
@@ -198,12 +202,46 @@ def _decode(name, split, src, progress):
         for s in range(0, n, step):
             examples += get(list(range(s, min(n, s + step))))
             bar.update(min(n, s + step) - s)
+    as_str = lambda t: t.decode('utf-8') if isinstance(t, bytes) else str(t)
     if DATASETS[name] == 'text':
-        text = ''.join(e['text'].decode('utf-8') if isinstance(e['text'], bytes) else str(e['text']) for e in examples)
-        return {'text': np.array(text)}
+        return {'text': np.array(''.join(as_str(e['text']) for e in examples))}
+    if DATASETS[name] == 'labelled_text':
+        return {**_pack_texts([as_str(e['text']) for e in examples]),
+                'y': np.array([int(e['label']) for e in examples], dtype=np.int64)}
     x = np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples])
     y = np.array([int(e['label']) for e in examples], dtype=np.int64)
     return {'x': x, 'y': y}
+
+# %% [markdown]
+# Labelled texts need another layout. A NumPy array of `str` has one fixed
+# width, that of its longest element (4 bytes a character): the 25,000 IMDB
+# training reviews, the longest 13,704 characters long, would take 1.4 GB.
+# So the reviews are stored the way a compiler stores a string table: all
+# of them UTF-8 encoded back to back in one `uint8` array, and the `N + 1`
+# byte offsets where each begins (and the last ends). Unpacked, they come
+# back as an object array of `str`, which indexes like the labels beside it.
+
+# %%
+#| export
+def _pack_texts(texts) -> dict:
+    "A list of N `str` -> {'utf8': uint8 (total bytes,), 'offsets': int64 (N + 1,)}, text i = utf8[offsets[i]:offsets[i+1]]."
+    encoded = [t.encode('utf-8') for t in texts]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return {'utf8': np.frombuffer(b''.join(encoded), np.uint8), 'offsets': offsets}
+
+def _unpack_texts(utf8, offsets) -> np.ndarray:
+    "Inverse of `_pack_texts`: an object array (N,) of `str`."
+    raw = utf8.tobytes()
+    out = np.empty(len(offsets) - 1, dtype=object)
+    out[:] = [raw[a:b].decode('utf-8') for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return out
+
+# %%
+texts = ['Great film!', '', 'Très émouvant — 10/10', 'x' * 3]
+packed = _pack_texts(texts)
+test_eq((packed['utf8'].dtype, packed['offsets'].tolist()), (np.uint8, [0, 11, 11, 36, 39]))   # é, è: 2 bytes; —: 3
+test_eq(_unpack_texts(**packed).tolist(), texts)
 
 # %% [markdown]
 # ## `load`
@@ -222,6 +260,10 @@ def _read_cache(path: Path, kind: str) -> dict | None:
         with np.load(path) as f: arrays = {k: f[k] for k in f.files}
     except Exception: return None
     if kind == 'text': return arrays if set(arrays) == {'text'} else None
+    if kind == 'labelled_text':
+        ok = (set(arrays) == {'utf8', 'offsets', 'y'} and arrays['offsets'].ndim == 1 and arrays['y'].ndim == 1
+              and len(arrays['offsets']) == len(arrays['y']) + 1 and arrays['offsets'][-1] == len(arrays['utf8']))
+        return arrays if ok else None
     ok = set(arrays) == {'x', 'y'} and arrays['x'].ndim == 4 and arrays['y'].ndim == 1 and len(arrays['x']) == len(arrays['y'])
     return arrays if ok else None
 
@@ -237,7 +279,9 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
     """Load a split of a known dataset as NumPy arrays.
 
     Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
-    (NHWC) and `y` int64 of shape (N,); returns a `str` for text datasets.
+    (NHWC) and `y` int64 of shape (N,); a `str` for text datasets; and
+    `(texts, y)` for labelled-text datasets (`imdb_reviews`), with `texts` an
+    object array (N,) of `str` and `y` int64 (N,).
 
     Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
     `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
@@ -257,6 +301,7 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
         arrays = _read_tfds(name, split, ddir, progress)
         if cache: atomic_savez(path, **arrays)
     if kind == 'text': return str(arrays['text'])
+    if kind == 'labelled_text': return _unpack_texts(arrays['utf8'], arrays['offsets']), arrays['y']
     return arrays['x'], arrays['y']
 
 # %% [markdown]
@@ -273,6 +318,9 @@ with tempfile.TemporaryDirectory() as d, tfds.testing.mock_data(num_examples=7):
     x2, y2 = load('mnist', 'train', cache_dir=d)           # second load: from the cache
     test_eq(x2, x); test_eq(y2, y)
     assert isinstance(load('tiny_shakespeare', 'train', cache=False, progress=False), str)
+    texts, y = load('imdb_reviews', 'test', cache_dir=d, progress=False)
+    test_eq((texts.shape, texts.dtype, type(texts[0]), y.dtype), ((7,), object, str, np.int64))
+    test_eq((load('imdb_reviews', 'test', cache_dir=d)[0] == texts).all(), True)    # and back from the cache
 test_fail(lambda: load('imagenet'), contains='known datasets')
 test_fail(lambda: load('mnist', 'train', data_dir='/nonexistent', cache=False), contains='/nonexistent: no /nonexistent/mnist folder')
 with tempfile.TemporaryDirectory() as d:              # a cache whose x and y disagree is rebuilt, not returned
@@ -291,6 +339,17 @@ xtr, ytr = load('mnist', 'train'); xte, yte = load('mnist', 'test')
 test_eq((len(xtr), len(xte)), (60000, 10000))
 print(f"MNIST train {xtr.shape} {xtr.dtype}, labels {ytr.dtype}; test-split pixel mean {xte.mean()/255:.4f} (published 0.1325)")
 test_close(xte.mean() / 255, 0.1325, eps=5e-4)
+
+# %% [markdown]
+# The IMDB reviews (A. Maas et al., 2011) come as texts and labels, 12,500
+# negative (0) and 12,500 positive (1) in each split:
+
+# %%
+#| imdb_reviews
+rtr, ltr = load('imdb_reviews', 'train'); rte, lte = load('imdb_reviews', 'test')
+test_eq((len(rtr), len(rte), np.bincount(ltr).tolist(), np.bincount(lte).tolist()), (25000, 25000, [12500] * 2, [12500] * 2))
+print(f"IMDB train {len(rtr):,} reviews, {sum(map(len, rtr)):,} characters; longest {max(map(len, rtr)):,}")
+print(f"label {ltr[0]}: {rtr[0][:150]}...")
 
 # %% [markdown]
 # How much the cache saves: a first load into an empty cache decodes every

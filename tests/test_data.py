@@ -35,6 +35,29 @@ def test_mock_text(tmp_path):
         t = load('tiny_shakespeare', 'train', cache_dir=tmp_path, progress=False)
     assert isinstance(t, str) and len(t) > 0
 
+def test_mock_labelled_text(tmp_path):
+    with tfds.testing.mock_data(num_examples=6):
+        texts, y = load('imdb_reviews', 'train', cache_dir=tmp_path, progress=False)
+    assert texts.shape == (6,) and texts.dtype == object and all(isinstance(t, str) for t in texts)
+    assert y.shape == (6,) and y.dtype == np.int64 and set(y) <= {0, 1}
+    with np.load(tmp_path / 'imdb_reviews-train.npz') as f:        # packed: bytes and offsets, not fixed-width str
+        assert set(f.files) == {'utf8', 'offsets', 'y'} and f['utf8'].dtype == np.uint8
+    texts2, y2 = load('imdb_reviews', 'train', cache_dir=tmp_path, data_dir=tmp_path / 'nothing', progress=False)
+    assert texts2.tolist() == texts.tolist() and (y2 == y).all()      # the cache answered
+
+@pytest.mark.parametrize('texts', [[], [''], ['a', 'bc'], ['Très émouvant — 10/10', '', '\x00\n']])
+def test_pack_texts_round_trip(texts):
+    packed = data._pack_texts(texts)
+    assert packed['offsets'][-1] == len(packed['utf8']) and len(packed['offsets']) == len(texts) + 1
+    assert data._unpack_texts(**packed).tolist() == texts
+
+def test_inconsistent_text_cache_is_rebuilt(tmp_path):
+    atomic_savez(tmp_path / 'imdb_reviews-test.npz', utf8=np.zeros(5, np.uint8), offsets=np.array([0, 2, 4]),
+                 y=np.zeros(2, np.int64))                               # offsets end at 4, not at the 5 bytes stored
+    with tfds.testing.mock_data(num_examples=3):
+        texts, y = load('imdb_reviews', 'test', cache_dir=tmp_path, progress=False)
+    assert len(texts) == len(y) == 3
+
 def test_cache_is_used(tmp_path):
     with tfds.testing.mock_data(num_examples=4):
         x, y = load('mnist', 'train', cache_dir=tmp_path, progress=False)
@@ -50,7 +73,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert np.load(tmp_path / 'mnist-train.npz')['x'].shape[0] == 3
 
 def test_unknown_dataset_lists_known_names():
-    with pytest.raises(ValueError, match='known datasets: cifar10, fashion_mnist, mnist, tiny_shakespeare'):
+    with pytest.raises(ValueError, match='known datasets: cifar10, fashion_mnist, imdb_reviews, mnist, tiny_shakespeare'):
         load('imagenet')
 
 def test_bad_split_name():
@@ -190,6 +213,15 @@ def test_tiny_shakespeare_real():
     text = load('tiny_shakespeare', 'train')
     assert isinstance(text, str) and len(text) == 1_003_854
     assert text.startswith('First Citizen')
+
+
+@needs('imdb_reviews')
+def test_imdb_reviews_real():
+    (rtr, ytr), (rte, yte) = load('imdb_reviews', 'train'), load('imdb_reviews', 'test')
+    assert (len(rtr), len(rte)) == (25000, 25000) and rtr.dtype == object and isinstance(rtr[0], str)
+    assert np.bincount(ytr).tolist() == [12500, 12500] and np.bincount(yte).tolist() == [12500, 12500]
+    assert min(map(len, rtr)) == 52 and max(map(len, rtr)) == 13704
+    assert sum('<br />' in t for t in rtr) == 14665                      # HTML line breaks, which chapter 12 strips
 
 
 # ---------------------------------------------------------------- preparing data (make data), up to the network
