@@ -1,0 +1,832 @@
+# %% [markdown]
+# # Text, tokens and word vectors
+#
+# > Standardising and tokenising text, vocabularies with padding and truncation, byte-pair encoding trained from scratch, and the mathematics of word2vec: CBOW and skip-gram with the full softmax, hierarchical softmax on a Huffman tree, negative sampling and subsampling.
+#
+# ## Purpose
+#
+# A network takes numbers; text is a string. Between them stand three steps, and each one
+# shapes what a model can learn:
+#
+# 1. **Standardise and split** the text into tokens (words and punctuation);
+# 2. **number** the tokens through a *vocabulary*, with a padding id and an id for the
+#    words it does not know, and cut or pad each sequence to one length for batching;
+# 3. **embed** each id as a dense vector.
+#
+# Words are not the only units. A word vocabulary either grows without end or maps
+# rare words to `<unk>`; *byte-pair encoding* (BPE) learns a vocabulary of frequent
+# word pieces instead, so every text can be written with a fixed number of
+# symbols. We train one with 8,000 symbols on the IMDB reviews, as large as the
+# `subwords8k` encoder the first source uses for its sentiment model.
+#
+# The vectors of step 3 can be learnt *before* any task, from raw text alone: word2vec
+# trains them so that a word predicts its neighbours. This chapter derives word2vec's
+# two models (CBOW and skip-gram) with the full softmax, then the two ways around the
+# softmax's cost over the whole vocabulary: hierarchical softmax and negative sampling.
+# The *Hands-On* book (source 002) works these out but prints a CBOW gradient with the
+# wrong shape and leaves out the negative-sampling loss; both are put right here.
+# Chapter 12a turns skip-gram with negative sampling into fast kernels and trains it
+# on real text.
+
+# %%
+#| default_exp text
+
+# %%
+#| export
+from __future__ import annotations
+import heapq, math, re, unicodedata
+from collections import Counter
+import numpy as np
+
+# %%
+#| hide
+import time
+from fastcore.test import test_eq, test_fail, test_close
+from dl_from_scratch.gradcheck import numerical_grad, rel_error
+
+# %% [markdown]
+# ## 1. Standardising and tokenising
+#
+# The IMDB reviews are raw web text: mixed case, HTML line breaks (`<br />`), accented
+# names, punctuation glued to words. *Standardising* maps all the ways of writing one
+# word to one string. Ours lowercases, turns `<br />` into a space, applies Unicode's
+# NFKC normal form (so a ligature "ﬁ" and the two letters "fi" become one string), and
+# folds runs of whitespace into one space.
+#
+# *Tokenising* then cuts the text into tokens with a regular expression. A word is a
+# run of letters or digits, with inner apostrophes kept (`don't`, `it's`); every other
+# non-space character is punctuation, which we either keep as a token of its own or
+# drop (Keras's `TextVectorization` drops it by default; source 003 does the same with
+# a regex over `string.punctuation`; source 002 keeps only `[A-Za-z0-9\s.]`).
+# `[^\W_]` is "a word character except the underscore", so letters of every alphabet
+# count, not just `a-z`.
+
+# %%
+#| export
+WORD_RE = r"[^\W_]+(?:'[^\W_]+)*"
+_TOKEN_RE = re.compile(WORD_RE + r"|[^\w\s]|_")
+_WORD_ONLY_RE = re.compile(WORD_RE)
+_BR_RE = re.compile(r'<br\s*/?>', re.IGNORECASE)
+_SPACE_RE = re.compile(r'\s+')
+
+def standardize(text: str, lower: bool = True) -> str:
+    "Lowercase (if `lower`), HTML `<br />` -> space, Unicode NFKC, runs of whitespace -> one space, ends stripped."
+    if not isinstance(text, str):
+        raise ValueError(f"standardize expected a str, got {type(text).__name__}")
+    text = unicodedata.normalize('NFKC', _BR_RE.sub(' ', text))
+    if lower: text = text.lower()
+    return _SPACE_RE.sub(' ', text).strip()
+
+def tokenize(text: str, punctuation: bool = True, lower: bool = True) -> list[str]:
+    """Standardise `text` and split it into tokens: words (letters/digits with inner apostrophes) and,
+    if `punctuation`, each other non-space character as a token of its own. Raises ValueError for a
+    text with no token."""
+    tokens = (_TOKEN_RE if punctuation else _WORD_ONLY_RE).findall(standardize(text, lower))
+    if not tokens:
+        raise ValueError(f"tokenize expected a text with at least one {'token' if punctuation else 'word'}, "
+                         f"got {text[:40]!r}")
+    return tokens
+
+# %%
+review = "This movie's GREAT!<br /><br />Don't miss it... 10/10, the ﬁnest of 2006 (Café scene)."
+print(standardize(review))
+print(tokenize(review))
+print(tokenize(review, punctuation=False))
+test_eq(tokenize(review, punctuation=False),
+        ["this", "movie's", "great", "don't", "miss", "it", "10", "10", "the", "finest", "of", "2006", "café", "scene"])
+test_eq(tokenize("a_b 'quoted'"), ['a', '_', 'b', "'", 'quoted', "'"])      # edge apostrophes are quotes
+test_fail(lambda: tokenize(''), contains='expected a text with at least one token')
+test_fail(lambda: tokenize(' ?! ', punctuation=False), contains="at least one word, got ' ?! '")
+test_fail(lambda: standardize(None), contains='expected a str, got NoneType')
+
+# %% [markdown]
+# ## 2. A vocabulary
+#
+# A vocabulary numbers the tokens. Two ids are reserved, as in Keras: `0` is `<pad>`,
+# the filler that makes sequences of one length (and that a masking layer later
+# ignores), and `1` is `<unk>`, which stands for every token not in the vocabulary.
+# The other tokens follow by falling frequency (ties alphabetically, so the numbering
+# is reproducible). Two cut-offs keep the vocabulary small: `min_freq` drops tokens
+# seen fewer times than that, `max_size` keeps only the most frequent.
+#
+# Encoding a text that has no token, or none that the vocabulary knows, is almost
+# always a mistake upstream (a wrong column, another language, a vocabulary built on
+# other text), so it raises an error instead of returning nothing or a row of `<unk>`s.
+# A vocabulary of fewer than two words cannot tell texts apart and is refused as well.
+
+# %%
+#| export
+class Vocab:
+    """Token <-> id map with `<pad>` = 0 and `<unk>` = 1, then tokens by falling count (ties alphabetically).
+
+    `counts`: a mapping token -> count (e.g. a `Counter`). `min_freq`: drop tokens seen fewer times.
+    `max_size`: at most this many ids in all (the two specials included)."""
+    PAD, UNK = '<pad>', '<unk>'
+
+    def __init__(self, counts, min_freq: int = 1, max_size: int | None = None):
+        if max_size is not None and max_size < 4:
+            raise ValueError(f"Vocab expected max_size >= 4 (<pad>, <unk> and at least 2 words), got {max_size}")
+        words = sorted((w for w, c in counts.items() if c >= min_freq and w not in (self.PAD, self.UNK)),
+                       key=lambda w: (-counts[w], w))
+        if max_size is not None: words = words[:max_size - 2]
+        if len(words) < 2:
+            raise ValueError(f"Vocab expected at least 2 words with count >= min_freq={min_freq}, got {len(words)} "
+                             f"({words})")
+        self.itos = [self.PAD, self.UNK, *words]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.counts = np.array([0, 0, *(counts[w] for w in words)], dtype=np.int64)   # count of each id
+
+    @classmethod
+    def from_texts(cls, texts, punctuation: bool = True, **kw) -> 'Vocab':
+        "Count the tokens of `texts` (an iterable of str) and build the vocabulary; `kw` as `Vocab`."
+        counts = Counter()
+        for t in texts: counts.update(tokenize(t, punctuation))
+        return cls(counts, **kw)
+
+    def __len__(self): return len(self.itos)
+    def __contains__(self, token): return token in self.stoi
+    def __getitem__(self, token: str) -> int: return self.stoi.get(token, 1)
+    def __repr__(self): return f"Vocab({len(self)} ids: {self.itos[:6]}...)"
+
+    def encode(self, tokens) -> np.ndarray:
+        """Ids (int64, (T,)) of `tokens` (a list of str, or a str, which is tokenised first); unknown -> 1.
+        Raises ValueError for no tokens or only unknown ones."""
+        if isinstance(tokens, str): tokens = tokenize(tokens)
+        if len(tokens) == 0: raise ValueError("Vocab.encode expected at least one token, got none")
+        ids = np.fromiter((self.stoi.get(t, 1) for t in tokens), np.int64, len(tokens))
+        if (ids == 1).all():
+            raise ValueError(f"Vocab.encode expected at least one known token, got only unknown ones: {list(tokens)[:5]}")
+        return ids
+
+    def decode(self, ids) -> list[str]:
+        "Tokens of `ids`, padding dropped."
+        return [self.itos[i] for i in np.asarray(ids).tolist() if i != 0]
+
+# %%
+texts = ["The movie was great, great fun!", "The plot was thin.", "Great cast; the end was odd."]
+v = Vocab.from_texts(texts, punctuation=False)
+print(v, len(v))
+test_eq(v.itos[:5], ['<pad>', '<unk>', 'great', 'the', 'was'])   # three words seen 3 times: alphabetical
+test_eq(v.counts[:5].tolist(), [0, 0, 3, 3, 3])
+test_eq(v.encode("The END was a surprise"), np.array([3, v['end'], 4, 1, 1]))
+test_eq(v.decode([0, 0, 3, 2, 1]), ['the', 'great', '<unk>'])
+test_eq(Vocab.from_texts(texts, punctuation=False, min_freq=2).itos, ['<pad>', '<unk>', 'great', 'the', 'was'])
+test_eq(len(Vocab.from_texts(texts, punctuation=False, max_size=4)), 4)
+test_fail(lambda: v.encode([]), contains='at least one token, got none')
+test_fail(lambda: v.encode("a surprise twist"), contains="only unknown ones: ['a', 'surprise', 'twist']")
+test_fail(lambda: Vocab(Counter(a=5, b=1), min_freq=2), contains="at least 2 words with count >= min_freq=2, got 1 (['a'])")
+test_fail(lambda: Vocab(Counter(a=5, b=1), max_size=3), contains='max_size >= 4')
+
+# %% [markdown]
+# ### Padding and truncation
+#
+# A batch is a rectangle, so sequences are cut or padded to one length `maxlen`. Where
+# to cut and where to pad is a choice, and Keras's `pad_sequences` defaults to the
+# *front* for both (`'pre'`): a recurrent net reads left to right, so real tokens at the
+# end lie closest to the output, and for a review the end often holds the verdict.
+# `'post'` pads or cuts at the back.
+
+# %%
+#| export
+def pad_sequences(sequences, maxlen: int | None = None, padding: str = 'pre', truncating: str = 'pre',
+                  value: int = 0, dtype=np.int64) -> np.ndarray:
+    """Pad/truncate a list of N integer sequences to an (N, maxlen) array, as Keras's `pad_sequences`.
+
+    `maxlen`: default the longest sequence. `padding`/`truncating`: 'pre' (at the front) or 'post' (at the back)."""
+    for name, where in (('padding', padding), ('truncating', truncating)):
+        if where not in ('pre', 'post'):
+            raise ValueError(f"pad_sequences expected {name} 'pre' or 'post', got {where!r}")
+    sequences = [np.asarray(s) for s in sequences]
+    if maxlen is None: maxlen = max((len(s) for s in sequences), default=0)
+    if not isinstance(maxlen, (int, np.integer)) or maxlen < 1:
+        raise ValueError(f"pad_sequences expected maxlen a positive integer, got {maxlen!r}")
+    out = np.full((len(sequences), maxlen), value, dtype=dtype)
+    for i, s in enumerate(sequences):
+        if s.ndim != 1: raise ValueError(f"pad_sequences expected 1-D sequences, got shape {s.shape} at {i}")
+        s = s[-maxlen:] if truncating == 'pre' else s[:maxlen]
+        if padding == 'pre': out[i, maxlen - len(s):] = s
+        else: out[i, :len(s)] = s
+    return out
+
+# %%
+seqs = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]
+test_eq(pad_sequences(seqs, 4), np.array([[0, 1, 2, 3], [5, 6, 7, 8], [0, 0, 0, 9]]))
+test_eq(pad_sequences(seqs, 4, padding='post', truncating='post'), np.array([[1, 2, 3, 0], [4, 5, 6, 7], [9, 0, 0, 0]]))
+test_eq(pad_sequences(seqs).shape, (3, 5))
+test_eq(pad_sequences([[], [1]], 2), np.array([[0, 0], [0, 1]]))
+test_fail(lambda: pad_sequences(seqs, 4, padding='middle'), contains="padding 'pre' or 'post', got 'middle'")
+test_fail(lambda: pad_sequences(seqs, 0), contains='maxlen a positive integer, got 0')
+
+# %% [markdown]
+# ## 3. Byte-pair encoding
+#
+# Byte-pair encoding (Sennrich et al., 2016, after Gage's 1994 compression scheme)
+# starts from characters and *learns* larger symbols. Write every word of the
+# training text as a sequence of characters; count every pair of adjacent symbols,
+# weighted by how often its word occurs; merge the most frequent pair into one new
+# symbol everywhere; repeat until the vocabulary has the size wanted. Frequent words
+# end up as one symbol, rare words as a few frequent pieces (`un` `believ` `able`),
+# and nothing is ever unknown except a character never seen in training.
+#
+# Words keep the space in front of them, written `▁` as in SentencePiece: `" great"`
+# becomes `▁great`. So a symbol knows whether it starts a word, and decoding is just
+# concatenation: `decode(encode(t))` gives back the standardised text, spaces and
+# punctuation included.
+#
+# **Making training fast.** The plain algorithm recounts every pair of every word
+# after each merge: with $M$ merges over a corpus of $W$ distinct words of length
+# $\ell$, that is $O(M W \ell)$; for 8,000 merges over the 60,000 or so distinct words
+# of the IMDB reviews, about five billion steps in Python. But a merge of $(a, b)$
+# changes only the words that contain $ab$, and within them only the pairs next to it.
+# So we keep
+#
+# * `pairs`: the count of every pair, updated by subtracting the old pairs of each
+#   changed word and adding its new ones;
+# * `where`: for every pair, the words it occurs in (an entry may be stale: a word that
+#   no longer has the pair is skipped when visited);
+# * a **heap** of (−count, pair), for the most frequent pair in $O(\log P)$. A count that
+#   changes pushes a new entry; an entry whose count is no longer the pair's count is
+#   stale and dropped when popped (*lazy deletion*), so the heap never needs searching.
+#
+# Each merge then costs time in proportion to the words it touches. Ties are broken
+# by the pair's own order, the same in both versions, and the test below checks that
+# the incremental trainer learns exactly the merges of the plain one.
+
+# %%
+#| export
+_PRETOKEN_RE = re.compile(r" ?" + WORD_RE + r"| ?[^\w\s]+| ?_+")
+SPACE = '\u2581'     # '▁', the mark of a word's leading space
+
+def pretokenize(text: str) -> list[str]:
+    "Standardise `text` and cut it into words and punctuation runs, each with its leading space as '▁'; joined, they give the standardised text."
+    return [t.replace(' ', SPACE) for t in _PRETOKEN_RE.findall(standardize(text))]
+
+def _merge_word(w: tuple, a: str, b: str) -> tuple:
+    "`w` with every non-overlapping occurrence of the pair (a, b), left to right, replaced by a + b."
+    out, i, n = [], 0, len(w)
+    while i < n:
+        if i < n - 1 and w[i] == a and w[i + 1] == b: out.append(a + b); i += 2
+        else: out.append(w[i]); i += 1
+    return tuple(out)
+
+def bpe_train_naive(word_counts: dict, n_merges: int) -> list[tuple[str, str]]:
+    "Reference BPE: recount all pairs before each merge. `word_counts`: word -> count. Returns the merges in order."
+    words = {tuple(w): c for w, c in word_counts.items()}
+    merges = []
+    for _ in range(n_merges):
+        pairs = Counter()
+        for w, c in words.items():
+            for p in zip(w, w[1:]): pairs[p] += c
+        if not pairs: break
+        (a, b), c = min(pairs.items(), key=lambda pc: (-pc[1], pc[0]))
+        if c < 2: break
+        merges.append((a, b))
+        words = {_merge_word(w, a, b): c for w, c in words.items()}
+    return merges
+
+def bpe_train(word_counts: dict, n_merges: int) -> list[tuple[str, str]]:
+    """BPE with incremental pair counts and a lazy heap: the merges `bpe_train_naive` learns, in time
+    proportional to the words each merge touches. `word_counts`: word -> count."""
+    words = [tuple(w) for w in word_counts]
+    freq = list(word_counts.values())
+    pairs, where = Counter(), {}
+    for i, (w, f) in enumerate(zip(words, freq)):
+        for p in zip(w, w[1:]):
+            pairs[p] += f; where.setdefault(p, set()).add(i)
+    heap = [(-c, p) for p, c in pairs.items()]
+    heapq.heapify(heap)
+    merges = []
+    while heap and len(merges) < n_merges:
+        negc, p = heapq.heappop(heap)
+        if pairs.get(p, 0) != -negc: continue          # stale entry
+        if -negc < 2: break
+        merges.append(p)
+        a, b = p
+        changed = set()
+        for i in where.pop(p):
+            w = words[i]
+            w2 = _merge_word(w, a, b)
+            if len(w2) == len(w): continue             # stale: the word lost this pair to an earlier merge
+            f = freq[i]
+            for q in zip(w, w[1:]): pairs[q] -= f; changed.add(q)
+            for q in zip(w2, w2[1:]):
+                pairs[q] += f; changed.add(q); where.setdefault(q, set()).add(i)
+            words[i] = w2
+        for q in changed:
+            c = pairs[q]
+            if c > 0: heapq.heappush(heap, (-c, q))
+            else: del pairs[q]
+    return merges
+
+# %%
+toy = Counter({'▁low': 5, '▁lower': 2, '▁newest': 6, '▁widest': 3})      # Sennrich et al.'s example
+print(bpe_train(toy, 10))
+test_eq(bpe_train(toy, 10), bpe_train_naive(toy, 10))
+test_eq(bpe_train(toy, 4)[:3], [('e', 's'), ('es', 't'), ('l', 'o')])     # Sennrich et al.'s first three merges
+test_eq(_merge_word(tuple('aaaa'), 'a', 'a'), ('aa', 'aa'))
+test_eq(''.join(pretokenize(review)).replace(SPACE, ' '), standardize(review))
+rng = np.random.default_rng(0)
+for trial in range(30):       # random corpora over a small alphabet: many ties, repeats like 'aaa'
+    corpus = Counter({''.join(rng.choice(list('ab▁c'), rng.integers(1, 8))): int(rng.integers(1, 6)) for _ in range(25)})
+    test_eq(bpe_train(corpus, 40), bpe_train_naive(corpus, 40))
+
+# %% [markdown]
+# The tokenizer applies the learnt merges to a new word in the order they were learnt:
+# repeatedly merge the adjacent pair with the lowest merge rank. A pair made of a new
+# symbol always ranks after the merge that created it, so this gives each training
+# word exactly the segmentation training ended with. Words repeat, so each word's
+# segmentation is cached. The ids are `<pad>` = 0 and `<unk>` = 1 as in `Vocab`, then
+# the characters of the training text, then one per merge.
+
+# %%
+#| export
+class BPE:
+    """A byte-pair-encoding tokenizer: `merges` (pairs of symbols, in the order learnt) over an `alphabet` of
+    characters. Ids: `<pad>` 0, `<unk>` 1 (a character outside the alphabet), the alphabet, then one per merge."""
+    def __init__(self, merges, alphabet):
+        self.merges = [tuple(m) for m in merges]
+        self.ranks = {m: r for r, m in enumerate(self.merges)}
+        self.itos = ['<pad>', '<unk>', *sorted(alphabet), *(a + b for a, b in self.merges)]
+        self.stoi = {}
+        for i, s in enumerate(self.itos): self.stoi.setdefault(s, i)    # two merges may spell one string
+        self._cache = {}
+
+    @classmethod
+    def train(cls, texts, vocab_size: int = 8000, progress: bool = False) -> 'BPE':
+        "Learn `vocab_size - 2 - (number of characters)` merges from `texts` (an iterable of str)."
+        counts = Counter()
+        for t in texts: counts.update(pretokenize(t))
+        alphabet = {ch for w in counts for ch in w}
+        n_merges = vocab_size - 2 - len(alphabet)
+        if n_merges < 0:
+            raise ValueError(f"BPE.train expected vocab_size >= {len(alphabet) + 2} (<pad>, <unk> and the "
+                             f"{len(alphabet)} characters of the text), got {vocab_size}")
+        return cls(bpe_train(counts, n_merges), alphabet)
+
+    def __len__(self): return len(self.itos)
+
+    def _segment(self, word: str) -> tuple:
+        seg = self._cache.get(word)
+        if seg is None:
+            seg = tuple(word)
+            while len(seg) > 1:
+                p = min(zip(seg, seg[1:]), key=lambda q: self.ranks.get(q, math.inf))
+                if p not in self.ranks: break
+                seg = _merge_word(seg, *p)
+            self._cache[word] = seg
+        return seg
+
+    def tokens(self, text: str) -> list[str]:
+        "The subword symbols of `text` (standardised first); raises ValueError for an empty text."
+        words = pretokenize(text)
+        if not words: raise ValueError(f"BPE expected a non-empty text, got {text[:40]!r}")
+        return [s for w in words for s in self._segment(w)]
+
+    def encode(self, text: str) -> np.ndarray:
+        "Ids (int64, (T,)) of `text`; raises ValueError for an empty text or one of unknown characters only."
+        ids = np.array([self.stoi.get(s, 1) for s in self.tokens(text)], dtype=np.int64)
+        if (ids == 1).all(): raise ValueError(f"BPE expected a text with a known character, got {text[:40]!r}")
+        return ids
+
+    def decode(self, ids) -> str:
+        "The text of `ids` (padding dropped, '▁' back to spaces)."
+        return ''.join(self.itos[i] for i in np.asarray(ids).tolist() if i != 0).replace(SPACE, ' ').strip()
+
+# %%
+docs = ["the lowest price, the newest model", "a wider and lower road", "newer, wider, lowest!"] * 3
+bpe = BPE.train(docs, vocab_size=40)
+print(len(bpe), bpe.tokens("the newest road is lower"))
+test_eq(len(bpe), 40)
+for d in docs + ["Lower the WIDEST road!"]:
+    test_eq(bpe.decode(bpe.encode(d)), standardize(d))                 # lossless on standardised text
+test_eq(bpe.encode('the ☃ road')[2], 1)                                 # an unseen character is <unk>
+test_fail(lambda: bpe.encode('  '), contains='non-empty text')
+test_fail(lambda: bpe.encode('☃☃'), contains='with a known character')
+test_fail(lambda: BPE.train(docs, vocab_size=10), contains='expected vocab_size >= ')
+
+# %% [markdown]
+# ### BPE on the IMDB reviews
+#
+# Trained on the 25,000 training reviews with 8,000 ids in all. The frequent words
+# become single symbols; rarer ones split into pieces that carry meaning.
+
+# %%
+#| imdb_reviews
+from dl_from_scratch.data import load
+imdb_train, imdb_labels = load('imdb_reviews', 'train')
+t0 = time.perf_counter()
+bpe = BPE.train(imdb_train, vocab_size=8000)
+t_bpe = time.perf_counter() - t0
+print(f"BPE with {len(bpe):,} ids ({len(bpe.merges):,} merges over {len(bpe.itos) - 2 - len(bpe.merges)} characters) "
+      f"trained in {t_bpe:.1f} s")
+print('first merges:', [a + b for a, b in bpe.merges[:12]])
+for s in ["This movie was unbelievably overrated.", "Cinematographically stunning, but the dialogue is cringeworthy."]:
+    print(bpe.tokens(s))
+n_words = sum(len(pretokenize(t)) for t in imdb_train[:2000]); n_bpe = sum(len(bpe.encode(t)) for t in imdb_train[:2000])
+print(f"first 2,000 reviews: {n_words / 2000:.1f} words and punctuation runs, {n_bpe / 2000:.1f} BPE ids per review on average")
+test_eq(len(bpe), 8000)
+test_eq(bpe.decode(bpe.encode(imdb_train[0])), standardize(imdb_train[0]))
+
+# %% [markdown]
+# ## 4. word2vec: the idea and the data
+#
+# "You shall know a word by the company it keeps" (Firth, 1957). word2vec (Mikolov et
+# al., 2013) turns that into a training task. Slide a window over the text; in
+# "the sun rises in the east" with window 2 around *rises*, the context is *the, sun,
+# in, the*. Two models learn from the windows:
+#
+# * **CBOW** (continuous bag of words) predicts the centre word from the average of its
+#   context words' vectors;
+# * **skip-gram** predicts each context word from the centre word's vector.
+#
+# Each word $w$ has two vectors: an *input* vector, row $w$ of $W_1\in\mathbb R^{V\times N}$,
+# and an *output* vector, column $w$ of $W_2\in\mathbb R^{N\times V}$ ($V$ words, $N$
+# dimensions). The input vectors are the embeddings we keep.
+#
+# The windows below are those of every position; a window reaching past either end of
+# the text is cut there. A window must be at least 1, and the text longer than it.
+
+# %%
+#| export
+def _check_window(ids, window, who):
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.dtype.kind not in 'iu':
+        raise ValueError(f"{who} expected a 1-D array of integer ids, got {ids.dtype} of shape {ids.shape}")
+    if not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"{who} expected a window of at least 1 (words on each side), got {window!r}")
+    if len(ids) <= window:
+        raise ValueError(f"{who} expected a corpus longer than the window ({window}), got {len(ids)} words")
+    return ids
+
+def skipgram_pairs(ids, window: int):
+    "All (centre, context) pairs of the 1-D id array `ids` within `window` words on each side: two int64 arrays (P,)."
+    ids = _check_window(ids, window, 'skipgram_pairs')
+    pos = np.arange(len(ids))
+    centre, context = [], []
+    for d in range(1, window + 1):
+        centre += [pos[:-d], pos[d:]]; context += [pos[d:], pos[:-d]]
+    c, o = np.concatenate(centre), np.concatenate(context)
+    order = np.lexsort((o, c))
+    return ids[c[order]], ids[o[order]]
+
+def cbow_windows(ids, window: int):
+    "CBOW examples of `ids`: for each position t, the context ids (list of arrays, cut at the ends) and the target ids[t]."
+    ids = _check_window(ids, window, 'cbow_windows')
+    return [np.r_[ids[max(0, t - window):t], ids[t + 1:t + 1 + window]] for t in range(len(ids))], ids.copy()
+
+# %%
+words = "the sun rises in the east".split()
+sv = {w: i for i, w in enumerate(dict.fromkeys(words))}          # the, sun, rises, in, east
+ids = np.array([sv[w] for w in words])
+ctx, tgt = cbow_windows(ids, 2)
+inv = list(sv)
+print('context of "rises":', [inv[i] for i in ctx[2]])
+test_eq([inv[i] for i in ctx[2]], ['the', 'sun', 'in', 'the'])
+c, o = skipgram_pairs(ids, 2)
+test_eq(len(c), 2 * (5 + 4))                                        # pairs at distance 1 and 2, both ways
+test_eq(sorted(zip(c.tolist(), o.tolist())), sorted((ids[i], ids[j]) for i in range(6) for j in range(6) if 0 < abs(i - j) <= 2))
+test_fail(lambda: skipgram_pairs(ids, -1), contains='window of at least 1 (words on each side), got -1')
+test_fail(lambda: cbow_windows(ids[:2], 2), contains='corpus longer than the window (2), got 2 words')
+test_fail(lambda: skipgram_pairs(np.array([0.5, 1.0]), 1), contains='1-D array of integer ids')
+
+# %% [markdown]
+# ## 5. The full softmax, and its gradient
+#
+# Take the input words $I$ (CBOW: the $C$ context words; skip-gram: the one centre
+# word) and the words to predict $O$ (CBOW: the centre word; skip-gram: the $C$ context
+# words). The hidden layer is linear, the average of the input vectors, and every word
+# gets a score:
+#
+# $$h = \frac1{|I|}\sum_{i\in I} W_1[i] \in\mathbb R^N,\qquad u = W_2^\top h\in\mathbb R^V,\qquad
+# y = \operatorname{softmax}(u),\qquad L = -\sum_{o\in O}\log y_o = -\sum_{o\in O}u_o + |O|\log\sum_{j=1}^V e^{u_j}.$$
+#
+# (Source 002 prints one step of this with "$+\log$" for "$-\log$" inside the
+# bracket, a sign slip, and then reaches the right result.) With $t$ the count vector
+# of $O$ ($t_j$ = how often $j$ is in $O$), the derivative of the log-sum-exp is the
+# softmax, so
+#
+# $$e \equiv \frac{\partial L}{\partial u} = |O|\,y - t \in\mathbb R^V,\qquad
+# \frac{\partial L}{\partial W_2} = h\,e^\top \in\mathbb R^{N\times V},\qquad
+# \frac{\partial L}{\partial h} = W_2\,e \in\mathbb R^N,\qquad
+# \frac{\partial L}{\partial W_1[i]} = \frac1{|I|}\,W_2\,e \ \text{ for each } i\in I.$$
+#
+# For skip-gram, $e$ is source 002's $\mathrm{EI}=\sum_c e_c$: each context slot has the
+# same scores $u$, so their errors add. Only the rows of $W_1$ that were used get a
+# gradient; as a dense matrix, $\partial L/\partial W_1 = x\,(W_2 e)^\top$ with $x$ the
+# (averaged) one-hot input, of shape $V\times N$ like $W_1$. One function serves both
+# models: they differ only in which words are $I$ and which are $O$.
+
+# %%
+#| export
+def softmax_w2v_loss_grad(W1, W2, inputs, outputs):
+    """word2vec with the full softmax. W1 (V, N) input vectors, W2 (N, V) output vectors; `inputs`: the ids
+    averaged into h (CBOW: the context; skip-gram: the centre); `outputs`: the ids predicted (CBOW: the centre;
+    skip-gram: the context). Returns (loss, dW1 (V, N), dW2 (N, V))."""
+    inputs, outputs = np.atleast_1d(inputs), np.atleast_1d(outputs)
+    h = W1[inputs].mean(0)
+    u = W2.T @ h
+    m = u.max()
+    log_z = m + np.log(np.exp(u - m).sum())
+    loss = len(outputs) * log_z - u[outputs].sum()
+    e = len(outputs) * np.exp(u - log_z)
+    np.subtract.at(e, outputs, 1.0)                    # e = |O| y - t
+    dW2 = np.outer(h, e)
+    dW1 = np.zeros_like(W1)
+    np.add.at(dW1, inputs, (W2 @ e) / len(inputs))
+    return loss, dW1, dW2
+
+# %%
+rng = np.random.default_rng(0)
+V, N = 7, 3
+W1, W2 = rng.normal(size=(V, N)), rng.normal(size=(N, V))
+for name, I, O in [('CBOW, one context word', [2], [4]), ('CBOW, 4 context words', [0, 1, 3, 0], [2]),
+                   ('skip-gram, 4 context words', [2], [0, 1, 3, 0])]:
+    loss, dW1, dW2 = softmax_w2v_loss_grad(W1, W2, I, O)
+    e1 = rel_error(dW1, numerical_grad(lambda W: softmax_w2v_loss_grad(W, W2, I, O)[0], W1.copy()))
+    e2 = rel_error(dW2, numerical_grad(lambda W: softmax_w2v_loss_grad(W1, W, I, O)[0], W2.copy()))
+    print(f"{name:27s} loss {loss:.4f}   gradient check: dW1 {e1:.1e}, dW2 {e2:.1e}")
+    assert e1 < 1e-6 and e2 < 1e-6
+
+# %% [markdown]
+# **The shape of $\partial L/\partial W_1$ in source 002.** Its `Single_context_CBOW`
+# computes `dW1 = np.outer(x, np.dot(W2.T, e))`, with `W2` of shape $(N, V)$ and `e` of
+# shape $(V,)$. `W2.T` is $(V, N)$, which cannot multiply a vector of length $V$ unless
+# $N = V$: NumPy refuses. The derivation above says $W_2 e$, of shape $(N,)$, and then
+# `np.outer(x, W2 @ e)` has $W_1$'s shape $(V, N)$:
+
+# %%
+x = np.eye(V)[2]                                    # the one-hot input word
+h = W1.T @ x; u = W2.T @ h; y = np.exp(u) / np.exp(u).sum()
+e = y - np.eye(V)[4]
+try:
+    np.outer(x, np.dot(W2.T, e))                    # source 002's line
+except ValueError as err:
+    print('np.dot(W2.T, e):', err)
+dW1 = np.outer(x, W2 @ e)
+print('np.outer(x, W2 @ e):', dW1.shape, '= W1.shape', W1.shape)
+test_close(dW1, softmax_w2v_loss_grad(W1, W2, [2], [4])[1], eps=1e-12)
+test_fail(lambda: np.dot(W2.T, e))
+
+# %% [markdown]
+# The full softmax costs $O(V)$ per example for $u$, for $y$ and for $\partial L/\partial W_2$:
+# with $V = 100{,}000$ words, a hundred thousand dot products to learn from one pair of
+# words. The two remedies below replace the $V$-way softmax by a few *binary* decisions,
+# each a logistic regression on $h$. Write $\sigma$ for the logistic function and take
+# output vectors $U_1,\dots,U_K$ (rows) with labels $\ell_k\in\{0, 1\}$. Then
+#
+# $$L = -\sum_{k=1}^K \log\sigma\big(s_k\,U_k\cdot h\big),\quad s_k = 2\ell_k - 1,\qquad
+# \frac{\partial L}{\partial (U_k\cdot h)} = \sigma(U_k\cdot h) - \ell_k \equiv g_k,\qquad
+# \frac{\partial L}{\partial h} = \sum_k g_k U_k,\qquad \frac{\partial L}{\partial U_k} = g_k\,h,$$
+#
+# using $\frac{d}{dx}\log\sigma(x) = 1-\sigma(x)$ and $\sigma(-x) = 1 - \sigma(x)$. Both remedies
+# are this one loss; they differ in which vectors and labels they feed it. We compute
+# $-\log\sigma(x) = \log(1+e^{-x})$ as `np.logaddexp(0, -x)`, which never overflows.
+
+# %%
+#| export
+def sigmoid(x):
+    "Logistic function, stable for any x."
+    return np.exp(-np.logaddexp(0, -x))
+
+def binary_w2v_loss_grad(h, U, labels):
+    """Sum of binary logistic losses of the scores U @ h: h (N,), U (K, N) output vectors, labels (K,) in {0, 1}.
+    Returns (loss, dh (N,), dU (K, N)). Hierarchical softmax (labels = Huffman code) and negative sampling
+    (labels = 1, 0, ..., 0) are both this loss."""
+    x = U @ h
+    labels = np.asarray(labels, dtype=x.dtype)
+    loss = np.logaddexp(0, -(2 * labels - 1) * x).sum()
+    g = sigmoid(x) - labels
+    return loss, g @ U, np.outer(g, h)
+
+# %%
+rng = np.random.default_rng(1)
+h, U, lab = rng.normal(size=4), rng.normal(size=(5, 4)), np.array([1, 0, 0, 1, 0])
+loss, dh, dU = binary_w2v_loss_grad(h, U, lab)
+test_close(loss, -np.log(sigmoid(U[[0, 3]] @ h)).sum() - np.log(1 - sigmoid(U[[1, 2, 4]] @ h)).sum(), eps=1e-12)
+eh = rel_error(dh, numerical_grad(lambda z: binary_w2v_loss_grad(z, U, lab)[0], h.copy()))
+eU = rel_error(dU, numerical_grad(lambda z: binary_w2v_loss_grad(h, z, lab)[0], U.copy()))
+print(f"binary word2vec loss: gradient check dh {eh:.1e}, dU {eU:.1e}")
+assert eh < 1e-6 and eU < 1e-6
+test_close(sigmoid(np.array([-800., 0., 800.])), np.array([0., 0.5, 1.]), eps=1e-300)
+
+# %% [markdown]
+# ## 6. Hierarchical softmax
+#
+# Put the $V$ words at the leaves of a binary tree, with an output vector $v'_n$ at each of
+# its $V-1$ inner nodes. At node $n$ go right with probability $\sigma(v'_n\cdot h)$ and
+# left with $1-\sigma(v'_n\cdot h)$; a word's probability is the product along its path from
+# the root. Each inner node splits its probability between its two subtrees, so the
+# leaves sum to 1 for any $h$: a proper distribution over $V$ words from $\approx\log_2 V$
+# binary decisions instead of $V$ scores.
+#
+# Source 002's worked example: if the path to *flew* goes left at the root $n_0$ with
+# probability 0.6 and right at $n_1$ with probability 0.8, then
+# $p(\textit{flew}\mid c) = 0.6\cdot 0.8 = 0.48$. In the loss above, a left turn is label 0 and
+# a right turn label 1, so the labels are the word's *code* (its path written in bits).
+#
+# word2vec builds the tree by **Huffman coding** on the word counts: repeatedly join the two
+# least frequent nodes. Frequent words get short codes, so the expected path length, and
+# the cost per example, is the minimum possible for a binary tree, at most one bit more
+# than the entropy of the word distribution.
+
+# %%
+#| export
+def huffman_tree(counts):
+    """Huffman coding of word `counts` (V,), V >= 2: for each word, `points` (the inner nodes 0..V-2 on its path,
+    root first) and `codes` (0 = left, 1 = right at each). The less frequent child goes left; ties by node id."""
+    counts = np.asarray(counts)
+    V = len(counts)
+    if V < 2: raise ValueError(f"huffman_tree expected at least 2 words, got {V}")
+    heap = [(int(c), i) for i, c in enumerate(counts)]
+    heapq.heapify(heap)
+    parent, bit = np.zeros(2 * V - 1, np.int64), np.zeros(2 * V - 1, np.int8)
+    for node in range(V, 2 * V - 1):
+        (c1, a), (c2, b) = heapq.heappop(heap), heapq.heappop(heap)
+        parent[a], parent[b], bit[a], bit[b] = node, node, 0, 1
+        heapq.heappush(heap, (c1 + c2, node))
+    root, points, codes = 2 * V - 2, [], []
+    for w in range(V):
+        p, c, n = [], [], w
+        while n != root:
+            p.append(parent[n] - V); c.append(bit[n]); n = parent[n]
+        points.append(np.array(p[::-1], np.int64)); codes.append(np.array(c[::-1], np.int8))
+    return points, codes
+
+def hs_probability(h, W_nodes, point, code) -> float:
+    "p(word | h) under hierarchical softmax: W_nodes (V-1, N) inner-node vectors; the word's `point`, `code`."
+    return float(np.exp(-binary_w2v_loss_grad(h, W_nodes[point], code)[0]))
+
+# %% [markdown]
+# The worked example: a tree whose first two nodes give $\sigma(v'_{n_0}\cdot h) = 0.4$ and
+# $\sigma(v'_{n_1}\cdot h) = 0.8$ (with $h = 1$, take $v'_n = \log\frac{p}{1-p}$):
+
+# %%
+logit = lambda p: np.log(p / (1 - p))
+W_nodes = np.array([[logit(0.4)], [logit(0.8)]])
+p_flew = hs_probability(np.ones(1), W_nodes, point=np.array([0, 1]), code=np.array([0, 1]))
+print(f"p(flew | c) = (1 - 0.4) * 0.8 = {p_flew:.2f}")
+test_close(p_flew, 0.48, eps=1e-12)
+
+counts = np.array([50, 3, 20, 7, 1, 12, 5, 2])
+points, codes = huffman_tree(counts)
+for w in (0, 4): print(f"word {w} (count {counts[w]}): code {codes[w].tolist()}, inner nodes {points[w].tolist()}")
+rng = np.random.default_rng(2)
+Wn, hv = rng.normal(size=(len(counts) - 1, 5)), rng.normal(size=5)
+probs = np.array([hs_probability(hv, Wn, p, c) for p, c in zip(points, codes)])
+print(f"sum over the {len(counts)} leaves: {probs.sum():.12f}")
+test_close(probs.sum(), 1.0, eps=1e-12)
+L = np.array([len(c) for c in codes]); f = counts / counts.sum()
+print(f"expected code length {f @ L:.3f} bits; entropy {-(f * np.log2(f)).sum():.3f} bits")
+assert -(f * np.log2(f)).sum() <= f @ L < -(f * np.log2(f)).sum() + 1
+test_eq(len(codes[0]), 1)                                   # the most frequent word: one decision
+test_fail(lambda: huffman_tree([5]), contains='at least 2 words, got 1')
+
+# %% [markdown]
+# ## 7. Negative sampling
+#
+# Negative sampling (Mikolov et al., 2013b) drops the normalised distribution
+# altogether. For a true pair (input $h = v_c$, output word $o$) it draws $K$ "noise" words
+# $w_1,\dots,w_K$ and trains a logistic regression to tell the true word from the noise:
+#
+# $$L = -\log\sigma(u_o\cdot v_c) - \sum_{k=1}^K\log\sigma(-u_{w_k}\cdot v_c),$$
+#
+# the loss source 002 leaves out (it gives only the noise distribution). It is the binary
+# loss above with $U = [u_o; u_{w_1};\dots;u_{w_K}]$ and labels $(1, 0, \dots, 0)$, so
+#
+# $$\frac{\partial L}{\partial v_c} = (\sigma(u_o\cdot v_c) - 1)\,u_o + \sum_k\sigma(u_{w_k}\cdot v_c)\,u_{w_k},\qquad
+# \frac{\partial L}{\partial u_o} = (\sigma(u_o\cdot v_c) - 1)\,v_c,\qquad
+# \frac{\partial L}{\partial u_{w_k}} = \sigma(u_{w_k}\cdot v_c)\,v_c,$$
+#
+# $K+1$ dot products instead of $V$. The noise words are drawn from the unigram
+# distribution raised to the power ¾,
+# $P_n(w) = f(w)^{3/4}/\sum_j f(w_j)^{3/4}$, which draws rare words more often than their
+# frequency. word2vec.c draws from a *table*: $10^8$ slots, word $w$ filling a share
+# $P_n(w)$ of them, so a draw is one random index. (Source 003 gives the same distribution
+# and $K$ = 5–20 for small data sets, 2–5 for large ones.)
+
+# %%
+#| export
+def noise_distribution(counts, power: float = 0.75) -> np.ndarray:
+    "P_n(w) = counts^power / sum(counts^power) (float64, (V,))."
+    p = np.asarray(counts, dtype=np.float64) ** power
+    if p.sum() <= 0: raise ValueError("noise_distribution expected at least one positive count")
+    return p / p.sum()
+
+def unigram_table(counts, size: int = 10**6, power: float = 0.75) -> np.ndarray:
+    "word2vec.c's sampling table (int32, (size,)): word w fills a share P_n(w) of the slots, in order of id."
+    cdf = np.cumsum(noise_distribution(counts, power))
+    return np.minimum(np.searchsorted(cdf, (np.arange(size) + 0.5) / size, side='right'), len(cdf) - 1).astype(np.int32)
+
+# %%
+counts = np.array([0, 0, 900, 90, 9, 1])                  # <pad>, <unk> never appear, so are never drawn
+p = noise_distribution(counts)
+table = unigram_table(counts, 10**5)
+share = np.bincount(table, minlength=len(counts)) / len(table)
+print('unigram share', np.round(counts / counts.sum(), 4), '\nP_n (power 3/4)', np.round(p, 4), '\ntable share', share)
+test_close(share, p, eps=2e-5)
+test_eq(share[:2], [0, 0])
+
+# %% [markdown]
+# ## 8. Subsampling frequent words
+#
+# "the", "a" and "of" fill a large part of any text and say little about their
+# neighbours. Mikolov et al. discard each occurrence of word $w$ with probability
+#
+# $$P_{\text{discard}}(w) = 1 - \sqrt{t / f(w)}$$
+#
+# (zero when $f(w) \le t$), with $f(w)$ the word's share of the corpus and $t$ a threshold
+# around $10^{-5}$. Subsampling shortens the corpus, speeds training, and lets windows
+# reach further past the frequent words. This is the paper's formula, the one source
+# 002 gives; word2vec.c (and gensim after it) keeps a word with probability
+# $(\sqrt{f/t} + 1)\,t/f$ instead, a little more than $\sqrt{t/f}$.
+
+# %%
+#| export
+def keep_probability(counts, t: float = 1e-5) -> np.ndarray:
+    "Probability (float64, (V,)) of keeping each occurrence of each word under subsampling: min(1, sqrt(t / f(w)))."
+    counts = np.asarray(counts, dtype=np.float64)
+    f = counts / counts.sum()
+    with np.errstate(divide='ignore'):
+        return np.minimum(1.0, np.sqrt(t / f))
+
+# %%
+counts = np.array([60_000, 5_000, 50, 3])
+keep = keep_probability(counts, t=1e-3)
+print('f(w)', np.round(counts / counts.sum(), 5), '-> discard', np.round(1 - keep, 3))
+test_close(1 - keep[0], 1 - np.sqrt(1e-3 / (60_000 / counts.sum())), eps=1e-12)
+test_eq(keep[2:], [1.0, 1.0])
+
+# %% [markdown]
+# ## 9. Using word vectors
+#
+# Words are compared by the **cosine** of their vectors. Nearest neighbours rank all
+# words by cosine to one. An analogy "$a$ is to $b$ as $c$ is to ?" looks for the word
+# nearest to $b - a + c$, the three input words excluded (Mikolov's 3CosAdd, with each
+# vector first scaled to length 1, as gensim does). A 2-D picture comes from projecting
+# onto the first two principal components.
+
+# %%
+#| export
+def unit_rows(E) -> np.ndarray:
+    "Rows of `E` (V, N) scaled to length 1 (zero rows stay zero)."
+    n = np.linalg.norm(E, axis=1, keepdims=True)
+    return E / np.where(n == 0, 1, n)
+
+def nearest(E, vector, topn: int = 10, exclude=()):
+    "The `topn` rows of E (V, N) with the largest cosine to `vector` (N,), `exclude`d ids left out: (ids, cosines)."
+    En = unit_rows(E)
+    cos = En @ (vector / max(np.linalg.norm(vector), 1e-30))
+    cos[list(exclude)] = -np.inf
+    ids = np.argsort(-cos, kind='stable')[:topn]
+    return ids, cos[ids]
+
+def analogy(E, a: int, b: int, c: int, topn: int = 1):
+    "'a is to b as c is to ?': the ids nearest to unit(b) - unit(a) + unit(c), a, b, c excluded; (ids, cosines)."
+    En = unit_rows(E)
+    return nearest(E, En[b] - En[a] + En[c], topn, exclude=(a, b, c))
+
+def pca_2d(E) -> np.ndarray:
+    "Projection (V, 2) of the rows of E onto their first two principal components."
+    X = E - E.mean(0)
+    return X @ np.linalg.svd(X, full_matrices=False)[2][:2].T
+
+# %% [markdown]
+# Source 003's hand-made 4-feature vectors (gender, royal, age, food) make the analogy
+# exact: $e_{\text{man}} - e_{\text{woman}} \approx e_{\text{king}} - e_{\text{queen}}$.
+
+# %%
+names = ['man', 'woman', 'king', 'queen', 'apple', 'orange']
+E = np.array([[-1, 0.01, 0.03, 0.09], [1, 0.02, 0.02, 0.01], [-0.95, 0.93, 0.70, 0.02],
+              [0.97, 0.95, 0.69, 0.01], [0.00, -0.01, 0.03, 0.95], [0.01, 0.00, -0.02, 0.97]])
+ids, cos = analogy(E, names.index('man'), names.index('woman'), names.index('king'))
+print(f"man : woman :: king : {names[ids[0]]} (cosine {cos[0]:.3f})")
+test_eq(names[ids[0]], 'queen')
+ids, cos = nearest(E, E[4], topn=2)
+test_eq([names[i] for i in ids], ['apple', 'orange'])
+P = pca_2d(E)
+test_eq(P.shape, (6, 2))
+test_close(np.abs(P[:, 0] @ P[:, 1]), 0, eps=1e-9)                 # the components are orthogonal
+
+# %% [markdown]
+# ## What the sources got wrong, and what comes next
+#
+# * Source 002's `Single_context_CBOW` computes `np.dot(W2.T, e)`, which NumPy refuses for
+#   $N \ne V$; the gradient of the input vectors is $W_2 e$, giving $\partial L/\partial W_1$ of
+#   shape $V\times N$ (section 5). Its CBOW loss derivation has a sign slip on the way to
+#   the right result.
+# * Source 002 gives negative sampling's noise distribution but no loss; section 7 writes
+#   out the loss and its gradients, which are the hierarchical softmax's with other labels.
+# * Its subsampling formula is the paper's; word2vec.c and gensim use another (section 8).
+#
+# Chapter 12a makes skip-gram with negative sampling fast (a Numba CPU kernel with
+# lock-free parallel SGD, and a CUDA kernel) and trains word vectors on real text.
+#
+# ## References
+#
+# * T. Mikolov, K. Chen, G. Corrado, J. Dean, *Efficient Estimation of Word Representations in Vector Space*, 2013 (CBOW, skip-gram, hierarchical softmax).
+# * T. Mikolov, I. Sutskever, K. Chen, G. Corrado, J. Dean, *Distributed Representations of Words and Phrases and their Compositionality*, NeurIPS 2013 (negative sampling, subsampling).
+# * X. Rong, *word2vec Parameter Learning Explained*, 2014 (the gradients of section 5).
+# * R. Sennrich, B. Haddow, A. Birch, *Neural Machine Translation of Rare Words with Subword Units*, ACL 2016 (BPE); P. Gage, *A New Algorithm for Data Compression*, 1994.
+# * D. A. Huffman, *A Method for the Construction of Minimum-Redundancy Codes*, 1952.
+# * A. L. Maas et al., *Learning Word Vectors for Sentiment Analysis*, ACL 2011 (the IMDB reviews).
+# * Source 002 (*Hands-On Deep Learning Algorithms with Python*, ch. 7) and source 003 (deeplearning.ai C5 W2; the TensorFlow word2vec tutorial).

@@ -1,0 +1,171 @@
+"""Text: tokenisation, vocabularies, padding, byte-pair encoding (the incremental trainer against the plain one), and
+word2vec's NumPy mathematics (full softmax, hierarchical softmax, negative sampling) checked in float64."""
+from collections import Counter
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dl_from_scratch.text import (standardize, tokenize, Vocab, pad_sequences, pretokenize, bpe_train, bpe_train_naive,
+                                  BPE, skipgram_pairs, cbow_windows, softmax_w2v_loss_grad, binary_w2v_loss_grad,
+                                  huffman_tree, hs_probability, noise_distribution, unigram_table, keep_probability,
+                                  nearest, analogy, pca_2d, SPACE)
+from dl_from_scratch.gradcheck import numerical_grad, rel_error
+
+
+# ---------------------------------------------------------------- tokenising and vocabularies
+def test_tokenize_words_punctuation_and_case():
+    assert tokenize("Don't PANIC!<br />Really.") == ["don't", 'panic', '!', 'really', '.']
+    assert tokenize("Don't PANIC!", punctuation=False, lower=False) == ["Don't", 'PANIC']
+    assert tokenize('naïve café') == ['naïve', 'café']
+
+@pytest.mark.parametrize('text', ['', '   ', '<br />'])
+def test_tokenize_rejects_empty_text(text):
+    with pytest.raises(ValueError, match='expected a text with at least one token'):
+        tokenize(text)
+
+def test_vocab_order_cutoffs_and_specials():
+    counts = Counter(a=5, b=5, c=3, d=1)
+    v = Vocab(counts)
+    assert v.itos == ['<pad>', '<unk>', 'a', 'b', 'c', 'd'] and v['zzz'] == 1 and v['<pad>'] == 0
+    assert Vocab(counts, min_freq=3).itos[2:] == ['a', 'b', 'c']
+    assert Vocab(counts, max_size=4).itos[2:] == ['a', 'b']
+    assert v.decode(v.encode(['c', 'q', 'a'])) == ['c', '<unk>', 'a']
+
+@pytest.mark.parametrize('counts,kw', [(Counter(a=3), {}), (Counter(a=3, b=1), {'min_freq': 2}), (Counter(), {})])
+def test_vocab_of_fewer_than_two_words_is_refused(counts, kw):
+    with pytest.raises(ValueError, match='expected at least 2 words'):
+        Vocab(counts, **kw)
+
+def test_vocab_encode_rejects_empty_and_all_unknown():
+    v = Vocab(Counter(good=2, bad=2))
+    with pytest.raises(ValueError, match='at least one token, got none'): v.encode([])
+    with pytest.raises(ValueError, match='only unknown ones'): v.encode('terrible awful')
+    with pytest.raises(ValueError, match='at least one token'): v.encode('   ')
+    assert v.encode('good awful').tolist() == [v['good'], 1]
+
+@given(st.lists(st.lists(st.integers(1, 9), max_size=8), min_size=1, max_size=6), st.integers(1, 10),
+       st.sampled_from(['pre', 'post']), st.sampled_from(['pre', 'post']))
+def test_pad_sequences_as_keras(seqs, maxlen, padding, truncating):
+    out = pad_sequences(seqs, maxlen, padding=padding, truncating=truncating)
+    assert out.shape == (len(seqs), maxlen)
+    for row, s in zip(out, seqs):
+        kept = s[-maxlen:] if truncating == 'pre' else s[:maxlen]
+        real = row[row != 0].tolist()
+        assert real == kept                                       # the tokens kept, in order
+        if kept:
+            assert (row[maxlen - len(kept):] if padding == 'pre' else row[:len(kept)]).tolist() == kept
+
+def test_pad_sequences_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="truncating 'pre' or 'post', got 'both'"): pad_sequences([[1]], 2, truncating='both')
+    with pytest.raises(ValueError, match='maxlen a positive integer, got -1'): pad_sequences([[1]], -1)
+    with pytest.raises(ValueError, match='1-D sequences'): pad_sequences([[[1]]], 2)
+
+
+# ---------------------------------------------------------------- byte-pair encoding
+words = st.text(alphabet='abc' + SPACE, min_size=1, max_size=7)
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(words, st.integers(1, 6), min_size=1, max_size=20), st.integers(0, 40))
+def test_incremental_bpe_learns_the_plain_merges(counts, n):
+    assert bpe_train(counts, n) == bpe_train_naive(counts, n)
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet='ab cd,.!', min_size=1, max_size=30), min_size=1, max_size=8))
+def test_bpe_round_trip_and_training_segmentation(texts):
+    texts = [t for t in texts if standardize(t)] or ['a b']
+    bpe = BPE.train(texts, vocab_size=30 + 2)
+    for t in texts:
+        assert bpe.decode(bpe.encode(t)) == standardize(t)
+    # Applying the merges by rank reproduces what training did to each word.
+    counts = Counter(w for t in texts for w in pretokenize(t))
+    segs = {w: tuple(w) for w in counts}
+    for a, b in bpe.merges:
+        for w, s in segs.items():
+            out, i = [], 0
+            while i < len(s):
+                if i < len(s) - 1 and s[i] == a and s[i + 1] == b: out.append(a + b); i += 2
+                else: out.append(s[i]); i += 1
+            segs[w] = tuple(out)
+    assert all(bpe._segment(w) == s for w, s in segs.items())
+
+def test_bpe_bad_input():
+    bpe = BPE.train(['ab ab ab'], vocab_size=8)
+    with pytest.raises(ValueError, match='non-empty text'): bpe.encode('')
+    with pytest.raises(ValueError, match='known character'): bpe.encode('zz')
+    with pytest.raises(ValueError, match='expected vocab_size >= 5'): BPE.train(['ab ab'], vocab_size=4)
+
+
+# ---------------------------------------------------------------- word2vec mathematics
+def test_windows_and_their_errors():
+    ids = np.arange(10)
+    c, o = skipgram_pairs(ids, 3)
+    assert len(c) == 2 * (9 + 8 + 7) and (np.abs(c - o) <= 3).all() and (c != o).all()
+    ctx, tgt = cbow_windows(ids, 2)
+    assert ctx[0].tolist() == [1, 2] and ctx[5].tolist() == [3, 4, 6, 7] and (tgt == ids).all()
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match='window of at least 1'): skipgram_pairs(ids, bad)
+    with pytest.raises(ValueError, match='corpus longer than the window'): skipgram_pairs(ids[:3], 5)
+    with pytest.raises(ValueError, match='corpus longer than the window'): cbow_windows(ids[:2], 2)
+
+@pytest.mark.parametrize('inputs,outputs', [([3], [1]), ([0, 2, 2, 5], [4]), ([4], [0, 1, 1, 6])])
+def test_full_softmax_gradients(inputs, outputs):
+    rng = np.random.default_rng(0)
+    W1, W2 = rng.normal(size=(7, 4)), rng.normal(size=(4, 7))
+    loss, dW1, dW2 = softmax_w2v_loss_grad(W1, W2, inputs, outputs)
+    u = W2.T @ W1[inputs].mean(0)
+    logp = u - np.log(np.exp(u).sum())
+    assert np.isclose(loss, -logp[outputs].sum())
+    assert dW1.shape == W1.shape and dW2.shape == W2.shape
+    assert rel_error(dW1, numerical_grad(lambda W: softmax_w2v_loss_grad(W, W2, inputs, outputs)[0], W1.copy())) < 1e-6
+    assert rel_error(dW2, numerical_grad(lambda W: softmax_w2v_loss_grad(W1, W, inputs, outputs)[0], W2.copy())) < 1e-6
+    assert set(np.flatnonzero(np.abs(dW1).sum(1))) <= set(inputs)      # only the rows used get a gradient
+
+@pytest.mark.parametrize('labels', [[1, 0, 0, 0, 0], [0, 1, 1, 0, 1]])
+def test_binary_loss_gradients(labels):
+    rng = np.random.default_rng(1)
+    h, U = rng.normal(size=6), rng.normal(size=(5, 6)) * 3
+    loss, dh, dU = binary_w2v_loss_grad(h, U, labels)
+    assert rel_error(dh, numerical_grad(lambda z: binary_w2v_loss_grad(z, U, labels)[0], h.copy())) < 1e-6
+    assert rel_error(dU, numerical_grad(lambda z: binary_w2v_loss_grad(h, z, labels)[0], U.copy())) < 1e-6
+    assert np.isfinite(binary_w2v_loss_grad(h * 1e3, U, labels)[0])        # no overflow for large scores
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 1000), min_size=2, max_size=40))
+def test_huffman_leaves_sum_to_one_and_codes_are_optimal(counts):
+    points, codes = huffman_tree(counts)
+    V = len(counts)
+    assert all(len(p) == len(c) and ((0 <= p) & (p < V - 1)).all() for p, c in zip(points, codes))
+    bits = [''.join(map(str, c)) for c in codes]
+    assert not any(a != b and b.startswith(a) for a in bits for b in bits)          # a prefix code
+    rng = np.random.default_rng(len(counts))
+    Wn, h = rng.normal(size=(V - 1, 3)), rng.normal(size=3)
+    assert np.isclose(sum(hs_probability(h, Wn, p, c) for p, c in zip(points, codes)), 1.0)
+    f = np.asarray(counts) / sum(counts)
+    L = np.array([len(c) for c in codes])
+    H = -(f * np.log2(f)).sum()
+    assert H - 1e-9 <= f @ L < H + 1                                               # within one bit of the entropy
+
+def test_hierarchical_softmax_worked_example():
+    W = np.log(np.array([[0.4 / 0.6], [0.8 / 0.2]]))
+    assert np.isclose(hs_probability(np.ones(1), W, np.array([0, 1]), np.array([0, 1])), 0.6 * 0.8)
+
+def test_unigram_table_and_subsampling():
+    counts = np.array([0, 10, 100, 1000, 10000])
+    p = noise_distribution(counts)
+    assert np.allclose(p, counts ** 0.75 / (counts ** 0.75).sum())
+    share = np.bincount(unigram_table(counts, 10 ** 5), minlength=5) / 10 ** 5
+    assert np.abs(share - p).max() < 2e-5 and share[0] == 0
+    keep = keep_probability(counts[1:], t=1e-3)
+    f = counts[1:] / counts.sum()
+    assert np.allclose(keep, np.minimum(1, np.sqrt(1e-3 / f))) and keep[0] == 1 and keep[-1] < 0.05
+    with pytest.raises(ValueError, match='positive count'): noise_distribution([0, 0])
+
+def test_nearest_analogy_pca():
+    E = np.array([[1., 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.1], [0, 0, 1]])
+    ids, cos = nearest(E, E[0], topn=2)
+    assert ids.tolist() == [0, 1] and np.isclose(cos[0], 1)
+    assert nearest(E, E[0], topn=1, exclude=[0])[0].tolist() == [1]
+    # man(0) : woman(2) :: king(1) : queen(3), in a space where "royal" is the small third axis shift
+    assert analogy(E, 0, 2, 1)[0].tolist() == [3]
+    P = pca_2d(E)
+    assert P.shape == (5, 2) and np.allclose(P.mean(0), 0)
