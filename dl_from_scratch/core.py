@@ -8,9 +8,10 @@ import contextlib
 import numpy as np
 
 # %% auto #0
-__all__ = ['BACKENDS', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda', 'get_array_module',
-           'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu', 'scratch', 'set_num_threads',
-           'resolve_backend', 'check_array']
+__all__ = ['BACKENDS', 'THREADS_PER_BLOCK', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda',
+           'on_device', 'get_array_module', 'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu',
+           'scratch', 'set_num_threads', 'resolve_backend', 'KernelArrays', 'cuda_kernels', 'launch_config', 'launch',
+           'per_element', 'device_twin', 'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -64,16 +65,20 @@ def has_cuda() -> bool:
     "True when CuPy and a CUDA GPU are available."
     return cupy_or_none() is not None
 
+def on_device(x) -> bool:
+    "True for an array in GPU memory (a CuPy array), False for a host (NumPy) array. Never imports CuPy."
+    return type(x).__module__.startswith('cupy')
+
 def get_array_module(x):
     "`cupy` for a CuPy array, else `numpy`. Never imports CuPy for a NumPy input."
-    if type(x).__module__.startswith('cupy'):
+    if on_device(x):
         import cupy
         return cupy
     return np
 
 def to_numpy(x):
     "Copy a CuPy array to the host; NumPy arrays and scalars come back as NumPy arrays."
-    return x.get() if hasattr(x, 'get') and type(x).__module__.startswith('cupy') else np.asarray(x)
+    return x.get() if on_device(x) else np.asarray(x)
 
 def to_device(x, device: str = 'cpu'):
     "Move `x` to `'cpu'` (NumPy) or `'cuda'` (CuPy)."
@@ -140,13 +145,70 @@ def set_num_threads(n: int | None = None) -> int:
 # %% ../nbs/00_core.ipynb #6045cca0
 BACKENDS = ('numpy', 'numba', 'cuda')
 
-def resolve_backend(x, backend: str = 'auto') -> str:
-    "Which kernel implementation to use for data `x`: 'numpy', 'numba' or 'cuda'."
-    if backend == 'auto':
-        return 'cuda' if get_array_module(x) is not np else 'numba'
+def resolve_backend(x, backend: str = 'auto', who: str = '') -> str:
+    """Which kernel implementation runs on data `x`: 'numpy' (the reference, host or device arrays), 'numba'
+    (the CPU kernel, host arrays only) or 'cuda'. 'auto' is 'cuda' for a device array and 'numba' for a host array."""
+    if backend == 'auto': return 'cuda' if on_device(x) else 'numba'
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"{who + ': ' if who else ''}backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    if backend == 'numba' and on_device(x):
+        raise ValueError(f"{who + ': ' if who else ''}backend 'numba' runs on the CPU and needs a NumPy array, "
+                         f"got a CuPy array")
     return backend
+
+# %% ../nbs/00_core.ipynb #3b619c77
+class KernelArrays:
+    """Where the arrays of one kernel call live, for `backend` and an input `like`: `xp` is CuPy for 'cuda'
+    when a GPU answers, else `like`'s own module (NumPy, which the CUDA simulator takes as it is).
+    `put(a)` gives `a` as a contiguous `xp` array (copied only when it is not one already);
+    `result(a)` gives an output back on `like`'s side: on the host when `like` is a host array."""
+    def __init__(self, backend: str, like):
+        self.host = not on_device(like)
+        self.xp = (cupy_or_none() if backend == 'cuda' else None) or get_array_module(like)
+
+    def put(self, a, dtype=None):
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype))
+
+    def result(self, a):
+        return to_numpy(a) if self.host else a
+
+# %% ../nbs/00_core.ipynb #ee311914
+_CUDA_KERNELS: dict = {}
+THREADS_PER_BLOCK = 128
+
+def cuda_kernels(name: str, build):
+    """The CUDA kernels of `name` (whatever `build()` returns, e.g. a dict of `cuda.jit` kernels), built on the
+    first call and kept. `build` imports `numba.cuda` into its own module, as a module global: the CUDA
+    simulator swaps the global `cuda` of a kernel's module for its own. Numba then compiles each kernel once
+    per argument types."""
+    ks = _CUDA_KERNELS.get(name)
+    if ks is None: ks = _CUDA_KERNELS[name] = build()
+    return ks
+
+def launch_config(n: int) -> tuple:
+    "(blocks, threads per block) for one thread per element of `n`: blocks of `THREADS_PER_BLOCK`, one smaller block when n is less."
+    tpb = max(1, min(int(n), THREADS_PER_BLOCK))
+    return max(1, -(-int(n) // tpb)), tpb
+
+def launch(kernel, n: int, *args):
+    "Run a CUDA `kernel(*args)` with one thread per element of `n` (threads past `n` return at once)."
+    blocks, tpb = launch_config(n)
+    kernel[blocks, tpb](*args)
+
+# %% ../nbs/00_core.ipynb #966ece06
+def per_element(fn):
+    """`fn`, a function of a few scalars written once, compiled for the CPU kernels as
+    `njit(inline='always')`: Numba inlines it into the kernel that calls it, which is compiled (fast-math,
+    error model) as if the body were written there. `device_twin` compiles the same source for CUDA.
+    `fn` may use arithmetic and `math` only: a call to another compiled function would, in the CUDA twin,
+    call CPU code."""
+    from numba import njit
+    return njit(inline='always')(fn)
+
+def device_twin(f):
+    "The CUDA device function (`cuda.jit(device=True)`) compiled from the source of the `per_element` function `f`."
+    from numba import cuda
+    return cuda.jit(device=True)(f.py_func)
 
 # %% ../nbs/00_core.ipynb #582eda56
 def _fmt_shape(shape) -> str:

@@ -127,16 +127,20 @@ def has_cuda() -> bool:
     "True when CuPy and a CUDA GPU are available."
     return cupy_or_none() is not None
 
+def on_device(x) -> bool:
+    "True for an array in GPU memory (a CuPy array), False for a host (NumPy) array. Never imports CuPy."
+    return type(x).__module__.startswith('cupy')
+
 def get_array_module(x):
     "`cupy` for a CuPy array, else `numpy`. Never imports CuPy for a NumPy input."
-    if type(x).__module__.startswith('cupy'):
+    if on_device(x):
         import cupy
         return cupy
     return np
 
 def to_numpy(x):
     "Copy a CuPy array to the host; NumPy arrays and scalars come back as NumPy arrays."
-    return x.get() if hasattr(x, 'get') and type(x).__module__.startswith('cupy') else np.asarray(x)
+    return x.get() if on_device(x) else np.asarray(x)
 
 def to_device(x, device: str = 'cpu'):
     "Move `x` to `'cpu'` (NumPy) or `'cuda'` (CuPy)."
@@ -281,30 +285,164 @@ _r = subprocess.run([sys.executable, str(_bench)], capture_output=True, text=Tru
 print(_r.stdout); assert _r.returncode == 0, _r.stderr[-3000:]
 
 # %% [markdown]
-# The hot loops (im2col convolution, BPTT) come in three implementations:
-# a NumPy reference, a Numba CPU kernel and a Numba CUDA kernel. A kernel
-# function takes `backend=` and asks `resolve_backend` which one to run:
-# `'auto'` picks CUDA for CuPy arrays and the Numba CPU kernel otherwise.
+# ## Kernel backends: one house for every hot loop
+#
+# The hot loops (im2col convolution, pooling, BPTT) come in three
+# implementations: a NumPy reference, a Numba CPU kernel and a Numba CUDA
+# kernel. Every kernel module dispatches the same way, through the few
+# functions of this section:
+#
+# * **Which implementation.** A kernel function takes `backend=` and asks
+#   `resolve_backend`. `'auto'` means: the CUDA kernel for arrays in GPU memory
+#   (CuPy), the Numba CPU kernel for host (NumPy) arrays. `'numpy'` runs the
+#   reference on either, on request. `'numba'` on a device array is an error:
+#   the CPU cannot read GPU memory.
+# * **Where the arrays live.** `KernelArrays` is the one rule for a CUDA call:
+#   its work arrays live in CuPy when a GPU answers (a host input is copied
+#   over once), else in NumPy, which Numba's simulator takes as it is; and a
+#   result goes back to the side its input came from, to the host for a NumPy
+#   input.
+# * **Compiling and launching.** CUDA kernels are built on first use
+#   (`cuda_kernels`), so `numba.cuda` is imported only when a CUDA backend
+#   runs, and kept by name. Every kernel runs one thread per element, in
+#   blocks of `THREADS_PER_BLOCK` (`launch`).
+# * **Per-element helpers written once.** A function of a few scalars (which
+#   window reads this pixel, one step of a recurrent cell) is written as plain
+#   Python and decorated with `per_element`: that compiles it for the CPU with
+#   `njit(inline='always')`, so the loop that calls it is compiled as if the
+#   body were written in place, and `device_twin` compiles the same source
+#   with `cuda.jit(device=True)` for the CUDA kernels.
 
 # %%
 #| export
 BACKENDS = ('numpy', 'numba', 'cuda')
 
-def resolve_backend(x, backend: str = 'auto') -> str:
-    "Which kernel implementation to use for data `x`: 'numpy', 'numba' or 'cuda'."
-    if backend == 'auto':
-        return 'cuda' if get_array_module(x) is not np else 'numba'
+def resolve_backend(x, backend: str = 'auto', who: str = '') -> str:
+    """Which kernel implementation runs on data `x`: 'numpy' (the reference, host or device arrays), 'numba'
+    (the CPU kernel, host arrays only) or 'cuda'. 'auto' is 'cuda' for a device array and 'numba' for a host array."""
+    if backend == 'auto': return 'cuda' if on_device(x) else 'numba'
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"{who + ': ' if who else ''}backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    if backend == 'numba' and on_device(x):
+        raise ValueError(f"{who + ': ' if who else ''}backend 'numba' runs on the CPU and needs a NumPy array, "
+                         f"got a CuPy array")
     return backend
 
 # %%
 test_eq(get_array_module(np.zeros(2)), np)
+test_eq(on_device(np.zeros(2)), False)
 test_eq(resolve_backend(np.zeros(2)), 'numba')
 test_eq(resolve_backend(np.zeros(2), 'numpy'), 'numpy')
-test_fail(lambda: resolve_backend(np.zeros(2), 'tpu'), contains='backend')
+test_eq(resolve_backend(np.zeros(2), 'cuda'), 'cuda')
+test_fail(lambda: resolve_backend(np.zeros(2), 'tpu', 'im2col'), contains="im2col: backend must be 'auto' or one of")
 test_eq(to_numpy([1, 2]), np.array([1, 2]))
 test_fail(lambda: to_device(np.zeros(2), 'tpu'), contains="'cpu' or 'cuda'")
+
+# %%
+#| export
+class KernelArrays:
+    """Where the arrays of one kernel call live, for `backend` and an input `like`: `xp` is CuPy for 'cuda'
+    when a GPU answers, else `like`'s own module (NumPy, which the CUDA simulator takes as it is).
+    `put(a)` gives `a` as a contiguous `xp` array (copied only when it is not one already);
+    `result(a)` gives an output back on `like`'s side: on the host when `like` is a host array."""
+    def __init__(self, backend: str, like):
+        self.host = not on_device(like)
+        self.xp = (cupy_or_none() if backend == 'cuda' else None) or get_array_module(like)
+
+    def put(self, a, dtype=None):
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype))
+
+    def result(self, a):
+        return to_numpy(a) if self.host else a
+
+# %%
+_ka = KernelArrays('cuda', np.zeros(2))        # no CuPy here: the simulator's NumPy arrays
+_a = np.arange(6.).reshape(2, 3)
+test_eq(_ka.xp, cupy_or_none() or np)
+if _ka.xp is np:
+    test_eq(_ka.put(_a) is _a, True)          # already contiguous and of its dtype: no copy
+    test_eq(_ka.put(_a.T).flags.c_contiguous, True)
+test_eq(type(_ka.result(_ka.put(_a))), np.ndarray)
+
+# %%
+#| export
+_CUDA_KERNELS: dict = {}
+THREADS_PER_BLOCK = 128
+
+def cuda_kernels(name: str, build):
+    """The CUDA kernels of `name` (whatever `build()` returns, e.g. a dict of `cuda.jit` kernels), built on the
+    first call and kept. `build` imports `numba.cuda` into its own module, as a module global: the CUDA
+    simulator swaps the global `cuda` of a kernel's module for its own. Numba then compiles each kernel once
+    per argument types."""
+    ks = _CUDA_KERNELS.get(name)
+    if ks is None: ks = _CUDA_KERNELS[name] = build()
+    return ks
+
+def launch_config(n: int) -> tuple:
+    "(blocks, threads per block) for one thread per element of `n`: blocks of `THREADS_PER_BLOCK`, one smaller block when n is less."
+    tpb = max(1, min(int(n), THREADS_PER_BLOCK))
+    return max(1, -(-int(n) // tpb)), tpb
+
+def launch(kernel, n: int, *args):
+    "Run a CUDA `kernel(*args)` with one thread per element of `n` (threads past `n` return at once)."
+    blocks, tpb = launch_config(n)
+    kernel[blocks, tpb](*args)
+
+# %%
+test_eq(launch_config(1000), (8, 128))
+test_eq(launch_config(1024), (8, 128))
+test_eq(launch_config(6), (1, 6))      # a small step: one block of six threads (the simulator runs each one)
+test_eq(launch_config(0), (1, 1))
+_built = []
+test_eq(cuda_kernels('_test', lambda: _built.append(1) or 'kernels'), 'kernels')
+test_eq(cuda_kernels('_test', lambda: _built.append(1) or 'other'), 'kernels')   # built once
+test_eq(_built, [1])
+
+# %%
+#| export
+def per_element(fn):
+    """`fn`, a function of a few scalars written once, compiled for the CPU kernels as
+    `njit(inline='always')`: Numba inlines it into the kernel that calls it, which is compiled (fast-math,
+    error model) as if the body were written there. `device_twin` compiles the same source for CUDA.
+    `fn` may use arithmetic and `math` only: a call to another compiled function would, in the CUDA twin,
+    call CPU code."""
+    from numba import njit
+    return njit(inline='always')(fn)
+
+def device_twin(f):
+    "The CUDA device function (`cuda.jit(device=True)`) compiled from the source of the `per_element` function `f`."
+    from numba import cuda
+    return cuda.jit(device=True)(f.py_func)
+
+# %%
+@per_element
+def _clamp_add(a, b, hi):
+    s = a + b
+    return s if s < hi else hi
+
+import numba
+@numba.njit
+def _sum_clamped(xs, hi):
+    t = 0.0
+    for v in xs: t = _clamp_add(t, v, hi)
+    return t
+
+test_eq(_sum_clamped(np.array([1., 2., 3.]), 5.), 5.)
+
+cuda = None   # numba.cuda, imported by the build below (a module global, as `cuda_kernels` asks)
+def _build_clamp_kernels():
+    global cuda
+    from numba import cuda
+    clamp = device_twin(_clamp_add)
+    @cuda.jit
+    def clamp_k(xs, out, hi):
+        t = cuda.grid(1)
+        if t < xs.shape[0]: out[t] = clamp(xs[t], 1.0, hi)
+    return clamp_k
+
+_xs, _out = np.array([0., 3., 9.]), np.zeros(3)
+launch(cuda_kernels('_clamp', _build_clamp_kernels), 3, _xs, _out, 5.)
+test_eq(_out, [1., 4., 5.])      # the same helper, now on the GPU (here: in the simulator)
 
 # %% [markdown]
 # ## Checking inputs

@@ -34,7 +34,8 @@ from __future__ import annotations
 import math
 import numpy as np
 from numba import njit
-from dl_from_scratch.core import check_array, resolve_backend, cupy_or_none, get_array_module, scratch
+from dl_from_scratch.core import (check_array, resolve_backend, get_array_module, scratch, KernelArrays, cuda_kernels,
+                                  launch, per_element, device_twin)
 
 # %%
 #| hide
@@ -113,7 +114,9 @@ from dl_from_scratch import optim
 #   cuBLAS through CuPy and all arrays stay on the GPU for the whole sequence.
 #
 # The step loop itself is shared: it calls `xp.matmul` (NumPy or CuPy) for the product and the
-# backend's fused step for the rest.
+# backend's fused step for the rest. Dispatch follows `core`'s one rule for every kernel module:
+# `backend='auto'` is the Numba kernel for NumPy arrays and the CUDA kernel for CuPy arrays, and a
+# result goes back to the side its input came from (`core.KernelArrays`).
 #
 # **Masking.** Batches of sequences of different lengths are padded to a common $T$. A mask
 # $m\in\{0,1\}^{N\times T}$ marks the real steps; at a padded step the state is carried unchanged,
@@ -264,17 +267,7 @@ def _time_mask(mask, N, T, xp, dtype):
     if mask is None: return xp.ones((T, N), dtype)
     return xp.ascontiguousarray(xp.asarray(mask).astype(dtype).T)
 
-def _array_module(backend, x):
-    "The array module the products run in: CuPy on a real GPU for 'cuda', else NumPy (also under the simulator)."
-    if backend == 'cuda':
-        cp = cupy_or_none()
-        if cp is not None: return cp
-    return get_array_module(x)
-
-def _cuda_launch(kernel, n, *args):
-    "Launch a 1-D elementwise kernel over n threads."
-    tpb = 128 if n >= 128 else max(n, 1)
-    kernel[(n + tpb - 1) // tpb, tpb](*args)
+_cuda_launch = launch   # the name chapter 11's cells still use
 
 # %% [markdown]
 # ### The RNN step, three times
@@ -295,6 +288,14 @@ def _rnn_fwd_np(xw, r, h_prev, m, h):
     "NumPy reference of the forward step. xw, r, h_prev, h: (N, H); m: (N,)."
     hn = np.tanh(xw + r)
     h[...] = np.where(m[:, None] != 0, hn, h_prev)
+
+@per_element
+def _rnn_grad(d, h, on, one):
+    """One element of the backward step, from d = dL/dh_t: (da, carry) = (d (1 - h^2), 0) at a real step;
+    (0, d) at a masked one, whose gradient passes on to h_{t-1} unchanged. Written once, for the Numba
+    loop and (through `device_twin`) the CUDA thread."""
+    zero = one - one
+    return (d * (one - h * h), zero) if on else (zero, d * one)
 
 def _rnn_bwd_np(dout, dcarry, drec, h, m, da):
     "NumPy reference of the backward step; updates dcarry and writes da in place."
@@ -320,56 +321,48 @@ def _rnn_bwd_nb(dout, dcarry, drec, h, m, da):
     for n in range(N):
         on = m[n] != 0
         for j in range(H):
-            d = dout[n, j] + dcarry[n, j] + drec[n, j]
-            if on:
-                da[n, j] = d * (one - h[n, j] * h[n, j]); dcarry[n, j] = 0
-            else:
-                da[n, j] = 0; dcarry[n, j] = d
+            da[n, j], dcarry[n, j] = _rnn_grad(dout[n, j] + dcarry[n, j] + drec[n, j], h[n, j], on, one)
 
 # %% [markdown]
-# The CUDA version is the same loop body with the loop replaced by the thread index. `numba.cuda`
-# is imported only when a CUDA kernel is first needed, so importing the package never needs a
-# GPU (and tests can switch on the simulator before that import).
+# The CUDA version is the same loop body with the loop replaced by the thread index; the backward
+# body is the very same function, `_rnn_grad`. `numba.cuda` is imported only when a CUDA kernel is
+# first needed (`core.cuda_kernels` builds them then), so importing the package never needs a GPU
+# (and tests can switch on the simulator before that import).
 
 # %%
 #| export
-_CUDA = {}
+_CUDA = {}     # chapter 11's cells still keep their kernels here
 
-def _rnn_cuda():
-    "Build (once) the CUDA kernels of the RNN step; numba.cuda is imported only here."
+def _build_rnn_cuda():
+    "The CUDA kernels of the RNN step, (forward, backward) (built once, by `core.cuda_kernels`)."
     global cuda
-    if 'rnn' not in _CUDA:
-        from numba import cuda   # a module global: the simulator swaps it for its fake `cuda`
+    from numba import cuda   # a module global: the simulator swaps it for its fake `cuda`
+    grad = device_twin(_rnn_grad)
 
-        @cuda.jit
-        def fwd(xw, r, h_prev, m, h):
-            k = cuda.grid(1)
-            N, H = h.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                if m[n] != 0: h[n, j] = math.tanh(xw[n, j] + r[n, j])
-                else: h[n, j] = h_prev[n, j]
+    @cuda.jit
+    def fwd(xw, r, h_prev, m, h):
+        k = cuda.grid(1)
+        N, H = h.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            if m[n] != 0: h[n, j] = math.tanh(xw[n, j] + r[n, j])
+            else: h[n, j] = h_prev[n, j]
 
-        @cuda.jit
-        def bwd(dout, dcarry, drec, h, m, da):
-            k = cuda.grid(1)
-            N, H = h.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                d = dout[n, j] + dcarry[n, j] + drec[n, j]
-                if m[n] != 0:
-                    da[n, j] = d * (1 - h[n, j] * h[n, j]); dcarry[n, j] = 0
-                else:
-                    da[n, j] = 0; dcarry[n, j] = d
-        _CUDA['rnn'] = (fwd, bwd)
-    return _CUDA['rnn']
+    @cuda.jit
+    def bwd(dout, dcarry, drec, h, m, da):
+        k = cuda.grid(1)
+        N, H = h.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            da[n, j], dcarry[n, j] = grad(dout[n, j] + dcarry[n, j] + drec[n, j], h[n, j], m[n] != 0, 1.0)
+    return fwd, bwd
 
 
 # %%
 #| export
 _NP = {'rnn': (_rnn_fwd_np, _rnn_bwd_np)}
 _NB = {'rnn': (_rnn_fwd_nb, _rnn_bwd_nb)}
-_CUDA_BUILD = {'rnn': _rnn_cuda}
+_CUDA_BUILD = {'rnn': _build_rnn_cuda}
 
 def _steps(backend, cell):
     """The fused step functions of `cell` for `backend`, each called as `f(nthreads, *arrays)`
@@ -377,7 +370,7 @@ def _steps(backend, cell):
     if backend == 'numpy': fns = _NP[cell]
     elif backend == 'numba': fns = _NB[cell]
     else:
-        return tuple((lambda nh, *a, k=k: _cuda_launch(k, nh, *a)) for k in _CUDA_BUILD[cell]())
+        return tuple((lambda nh, *a, k=k: launch(k, nh, *a)) for k in cuda_kernels(cell, _CUDA_BUILD[cell]))
     return tuple((lambda nh, *a, f=f: f(*a)) for f in fns)
 
 # %%
@@ -413,8 +406,8 @@ def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
     """Common start of a forward pass: backend, array module, the time-major inputs with a column of ones
     X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product.
     `ws`: the caller's dict of scratch arrays (`core.scratch`) or None."""
-    be = resolve_backend(x, backend)
-    xp = _array_module(be, x)
+    be = resolve_backend(x, backend, who)
+    xp = KernelArrays(be, x).xp
     dt = np.result_type(x.dtype, Wx.dtype)
     x, h0, Wx, b = (xp.asarray(a, dtype=dt) for a in (x, h0, Wx, b))
     N, T, D = x.shape
@@ -458,8 +451,9 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace)
-    return Hs[1:].transpose(1, 0, 2), cache     # Hs is fresh: the caller keeps hs
+    ka = KernelArrays(be, x)                         # results go back to x's side
+    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
+    return ka.result(Hs[1:].transpose(1, 0, 2)), cache     # Hs is fresh: the caller keeps hs
 
 def rnn_backward(dhs, cache, need_dx=True):
     """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
@@ -480,7 +474,7 @@ def rnn_backward(dhs, cache, need_dx=True):
     dh0 = dcarry + drec
     dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, H)
     dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
-    return dx, dh0, dWx, dWh, db
+    return tuple(None if a is None else cache['arrays'].result(a) for a in (dx, dh0, dWx, dWh, db))
 
 # %% [markdown]
 # **Tests.** The three implementations agree to float32 round-off (the CUDA kernels run in
