@@ -1,0 +1,433 @@
+# %% [markdown]
+# # word2vec kernels: skip-gram with negative sampling on CPU threads and CUDA
+#
+# > Skip-gram with negative sampling, trained three ways: a NumPy reference loop, a Numba CPU kernel with lock-free parallel SGD across threads, and a Numba CUDA kernel.
+#
+# ## Purpose
+#
+# Chapter 12 derived skip-gram with negative sampling (SGNS): for every pair of a word and
+# a neighbour, one logistic regression against $K$ noise words. The arithmetic per pair is
+# small, $K+1$ dot products and updates of $N$ numbers, but a corpus has millions of
+# pairs and every one of them updates the weights. That is a hot loop in the sense of this
+# book: written in Python it crawls, and it does not map onto large matrix products.
+#
+# word2vec.c (Mikolov, 2013) trains it with **lock-free parallel SGD**: each thread takes a
+# slice of the corpus and updates the shared weight matrices with no locks at all.
+# Two threads rarely touch the same row at the same moment, because the rows are many and
+# each update touches only $K+2$ of them; when they do, one update is partly lost, which
+# SGD tolerates (Recht et al. call this *Hogwild!*, 2011). We write the loop three times:
+#
+# * a **NumPy reference**: the loop in Python, one vector operation per update;
+# * a **Numba CPU kernel**: the same loop compiled, one corpus slice per thread (`prange`);
+# * a **Numba CUDA kernel**: the same loop, one corpus slice per GPU thread.
+#
+# The three draw the same random numbers in the same order, so with one thread each the
+# kernels must reproduce the reference to rounding. With many threads the result depends
+# on timing and can only be compared statistically.
+
+# %%
+#| default_exp kernels.word2vec
+
+# %%
+#| export
+from __future__ import annotations
+import math, types
+import numpy as np
+from numba import njit, prange, get_num_threads
+from dl_from_scratch.core import resolve_backend
+
+# %%
+#| hide
+import time
+import numba
+from fastcore.test import test_eq, test_fail, test_close
+from dl_from_scratch.text import binary_w2v_loss_grad, unigram_table, keep_probability
+from dl_from_scratch.gradcheck import numerical_grad, rel_error
+
+# %% [markdown]
+# ## 1. The loop, as word2vec.c runs it
+#
+# The corpus is one array of word ids, cut into `chunks` slices of nearly equal length.
+# Each slice is trained by one worker, for `epochs` passes, as follows.
+#
+# 1. **Subsample** (chapter 12, section 8): keep each word $w$ with probability $k_w$
+#    (`keep`, all ones to keep every word), into a work buffer. Windows are then taken
+#    over the kept words, so they reach further past frequent ones.
+# 2. For each kept word $w$ at position $i$, draw a **reduced window** $b\in\{1,\dots,W\}$
+#    uniformly, as word2vec.c does: near neighbours are then used more often than far ones,
+#    a weight $(W - d + 1)/W$ for distance $d$.
+# 3. For each neighbour $c$ within $b$: the input vector is $h = W_\text{in}[c]$, the
+#    output to predict is $w$ (word2vec.c predicts the centre from each neighbour; over a
+#    whole corpus the pairs are the same ones as the other way round). Draw $K$ noise words
+#    from the unigram$^{3/4}$ table, skipping a draw that equals $w$; for each target $t$
+#    with label $\ell$ (1 for $w$, 0 for noise):
+#    $$f = h\cdot W_\text{out}[t],\quad g = \alpha\,(\ell - \sigma(f)),\quad e \mathrel{+}= g\,W_\text{out}[t],\quad W_\text{out}[t] \mathrel{+}= g\,h,$$
+#    and last $W_\text{in}[c] \mathrel{+}= e$. Since $g = -\alpha\,\partial L/\partial f$, this is
+#    one SGD step on the negative-sampling loss of chapter 12 (section 7).
+# 4. The learning rate falls linearly from $\alpha_0$ to $10^{-4}\alpha_0$ over the slice's
+#    passes.
+#
+# **Random numbers.** All three versions use one tiny generator, Marsaglia's 32-bit
+# *xorshift*, kept in an `int64` and masked to 32 bits, so that Python integers, Numba's
+# `int64` and CUDA's all compute the same sequence. Worker $c$ seeds it from `seed` and $c$.
+# The scalar helpers are written once in Python and compiled for the CPU with `njit` and
+# for CUDA as device functions.
+
+# %%
+#| export
+def _xorshift32(x):
+    "Next state of Marsaglia's xorshift32 (an int64 holding a nonzero 32-bit value)."
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    x ^= (x << 5) & 0xFFFFFFFF
+    return x
+
+def _sigmoid1(f):
+    "Logistic function of a scalar, without overflow."
+    if f >= 0: return 1.0 / (1.0 + math.exp(-f))
+    e = math.exp(f)
+    return e / (1.0 + e)
+
+def _softplus1(x):
+    "log(1 + e^x) of a scalar, without overflow: -log(sigmoid(-x))."
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+def _chunk_seed(seed, c):
+    "Nonzero 32-bit starting state of worker c's generator."
+    r = (seed * 1000003 + c * 7919 + 12345) & 0xFFFFFFFF
+    return r if r != 0 else 1
+
+_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_chunk_seed')
+_PY = {name: globals()[name] for name in _SCALARS}          # the Python versions, for the reference
+
+# %%
+r, seen = 1, set()
+for _ in range(10000):
+    r = _xorshift32(r); seen.add(r)
+assert len(seen) == 10000 and all(0 < v < 2**32 for v in seen)
+test_eq(_xorshift32(1), 270369)                              # Marsaglia's first step from 1
+test_close(_sigmoid1(-800.0), 0.0, eps=1e-300); test_close(_softplus1(800.0), 800.0)
+test_close(_softplus1(-3.0), np.log1p(np.exp(-3.0)), eps=1e-15)
+
+# %% [markdown]
+# ## 2. The NumPy reference
+#
+# The reference follows the description line by line. It loops over workers one after
+# the other, so it is what the parallel kernels compute when run on one thread.
+
+# %%
+#| export
+def _bounds(n, chunks):
+    "Start of each of `chunks` slices of n words, and n: int64 (chunks + 1,)."
+    return np.linspace(0, n, chunks + 1).astype(np.int64)
+
+def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed):
+    """NumPy reference of skip-gram negative-sampling training (updates W_in, W_out (V, N) in place).
+    Returns (loss (chunks,), pairs (chunks,)): each worker's summed loss and its number of pairs."""
+    xs, sig, softplus, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid1', '_softplus1', '_chunk_seed'))
+    bounds = _bounds(len(corpus), chunks)
+    loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
+    for c in range(chunks):
+        lo, hi = int(bounds[c]), int(bounds[c + 1])
+        r = seed_of(seed, c)
+        for ep in range(epochs):
+            kept = []
+            for w in corpus[lo:hi].tolist():                    # 1. subsample
+                r = xs(r)
+                if keep[w] * 65536.0 > (r & 0xFFFF): kept.append(w)
+            n = len(kept)
+            for i, w in enumerate(kept):
+                a = alpha * max(1e-4, 1.0 - (ep + i / n) / epochs)   # 4. linear decay
+                r = xs(r)
+                b = window - r % window                         # 2. reduced window, 1..window
+                for j in range(max(0, i - b), min(n, i + b + 1)):
+                    if j == i: continue
+                    h = W_in[kept[j]]                           # 3. the neighbour's input vector (a view)
+                    e = np.zeros_like(h)
+                    for k in range(negatives + 1):
+                        if k == 0: t, label = w, 1.0
+                        else:
+                            r = xs(r)
+                            t = int(table[r % len(table)])
+                            if t == w: continue
+                            label = 0.0
+                        f = float(h @ W_out[t])
+                        loss[c] += softplus(-f) if label else softplus(f)
+                        g = a * (label - sig(f))
+                        e += g * W_out[t]
+                        W_out[t] += g * h
+                    h += e
+                    pairs[c] += 1
+    return loss, pairs
+
+# %% [markdown]
+# **One update is one SGD step.** With distinct targets, one pair's updates equal
+# $-\alpha$ times the gradient of the negative-sampling loss, which chapter 12
+# gradient-checked. Here with a corpus of two words (one pair each way), window 1, and a
+# table that can only draw word 2:
+
+# %%
+rng = np.random.default_rng(0)
+V, N = 4, 6
+W_in0, W_out0 = rng.normal(size=(V, N)), rng.normal(size=(V, N))
+W_in, W_out = W_in0.copy(), W_out0.copy()
+sgns_reference(np.array([0, 1]), W_in, W_out, np.array([2]), np.ones(V), window=1, negatives=1, epochs=1,
+               alpha=0.1, chunks=1, seed=0)
+# Pair 1: input 1 predicts 0 (noise 2), at alpha 0.1; pair 2: input 0 predicts 1, at alpha 0.1 * (1 - 1/2).
+_, dh, dU = binary_w2v_loss_grad(W_in0[1], W_out0[[0, 2]], [1, 0])
+W_in1, W_out1 = W_in0.copy(), W_out0.copy()
+W_in1[1] -= 0.1 * dh; W_out1[[0, 2]] -= 0.1 * dU
+_, dh, dU = binary_w2v_loss_grad(W_in1[0], W_out1[[1, 2]], [1, 0])
+W_in1[0] -= 0.05 * dh; W_out1[[1, 2]] -= 0.05 * dU
+test_close(W_in, W_in1, eps=1e-14); test_close(W_out, W_out1, eps=1e-14)
+h0, U0 = W_in0[1], W_out0[[0, 2]]                            # and that gradient, checked again in float64
+_, dh, dU = binary_w2v_loss_grad(h0, U0, [1, 0])
+e_h = rel_error(dh, numerical_grad(lambda z: binary_w2v_loss_grad(z, U0, [1, 0])[0], h0.copy()))
+e_U = rel_error(dU, numerical_grad(lambda z: binary_w2v_loss_grad(h0, z, [1, 0])[0], U0.copy()))
+print(f"two reference updates = two SGD steps (max difference {np.abs(W_in - W_in1).max():.1e}); "
+      f"gradient check of the step: dh {e_h:.1e}, dU {e_U:.1e}")
+assert e_h < 1e-6 and e_U < 1e-6
+
+# %% [markdown]
+# ## 3. The kernels
+#
+# The worker's loop is written once more, in scalar form for the compilers: loops over
+# the $N$ components instead of vector operations, a slice of a shared buffer instead of a
+# Python list for the kept words, a row of a shared array `e` for the accumulated input
+# gradient. The CPU kernel runs the workers in a `prange` loop, one per thread at a time,
+# all writing to the same `W_in` and `W_out` without locks; the CUDA kernel runs one
+# worker per GPU thread. The helpers it calls (`_xorshift32`, ...) are looked up as module
+# globals when it is compiled: Numba's CPU versions for the CPU kernel, and for CUDA a
+# copy of the function whose globals are the device versions, so the loop's source exists
+# once.
+
+# %%
+#| export
+def _sgns_worker(c, corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
+                 buf, e, loss, pairs):
+    "Worker c of skip-gram negative-sampling training: the loop of `sgns_reference`, in scalars."
+    lo, hi = bounds[c], bounds[c + 1]
+    N, T = W_in.shape[1], table.shape[0]
+    r = _chunk_seed(seed, c)
+    for ep in range(epochs):
+        n = 0
+        for i in range(lo, hi):                              # 1. subsample into buf[lo:lo + n]
+            w = corpus[i]
+            r = _xorshift32(r)
+            if keep[w] * 65536.0 > (r & 0xFFFF):
+                buf[lo + n] = w; n += 1
+        for i in range(n):
+            w = buf[lo + i]
+            a = alpha * max(1e-4, 1.0 - (ep + i / n) / epochs)
+            r = _xorshift32(r)
+            b = window - r % window
+            for j in range(max(0, i - b), min(n, i + b + 1)):
+                if j == i: continue
+                x = buf[lo + j]
+                for d in range(N): e[c, d] = 0.0
+                for k in range(negatives + 1):
+                    if k == 0:
+                        t = w; label = 1.0
+                    else:
+                        r = _xorshift32(r)
+                        t = table[r % T]
+                        if t == w: continue
+                        label = 0.0
+                    f = 0.0
+                    for d in range(N): f += W_in[x, d] * W_out[t, d]
+                    loss[c] += _softplus1(-f) if label == 1.0 else _softplus1(f)
+                    g = a * (label - _sigmoid1(f))
+                    for d in range(N):
+                        e[c, d] += g * W_out[t, d]
+                        W_out[t, d] += g * W_in[x, d]
+                for d in range(N): W_in[x, d] += e[c, d]
+                pairs[c] += 1
+
+# CPU: the helpers compiled with njit (inlined into the worker), the worker with njit, the workers in a prange.
+for _name in _SCALARS: globals()[_name] = njit(cache=True, inline='always')(_PY[_name])
+_sgns_worker_nb = njit(cache=True)(_sgns_worker)
+
+@njit(parallel=True, cache=True)
+def _sgns_numba(corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss, pairs):
+    for c in prange(len(bounds) - 1):
+        _sgns_worker_nb(c, corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
+                        buf, e, loss, pairs)
+
+# %% [markdown]
+# The CUDA kernel is built on first use, so that importing the package never needs
+# `numba.cuda` (and a test can switch on Numba's CUDA simulator first).
+
+# %%
+#| export
+_CUDA = {}
+
+def _sgns_cuda():
+    "The CUDA kernel (built once): one thread per worker, running the worker's loop as a device function."
+    global cuda
+    if 'sgns' not in _CUDA:
+        from numba import cuda       # a module global: the CUDA simulator swaps it for its own `cuda`
+        dev = {name: cuda.jit(device=True)(_PY[name]) for name in _SCALARS}
+        worker = cuda.jit(device=True)(types.FunctionType(_sgns_worker.__code__, {**globals(), **dev}, '_sgns_worker_cuda'))
+
+        @cuda.jit
+        def kernel(corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss, pairs):
+            c = cuda.grid(1)
+            if c < bounds.shape[0] - 1:
+                worker(c, corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
+                       buf, e, loss, pairs)
+        _CUDA['sgns'] = kernel
+    return _CUDA['sgns']
+
+# %% [markdown]
+# ## 4. One entry point
+#
+# `sgns_train` checks its arguments, lays out the work arrays and runs one backend.
+# `chunks` is the number of workers: word2vec.c uses one per thread; on a GPU there should
+# be thousands. Results depend on `chunks` (each worker's windows stop at its slice's
+# ends, and its random numbers are its own), so fix it for reproducible runs; with one
+# thread, the parallel CPU kernel then reproduces the reference.
+
+# %%
+#| export
+def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives: int = 5, epochs: int = 1,
+               alpha: float = 0.025, chunks: int | None = None, seed: int = 0, backend: str = 'auto'):
+    """Train skip-gram with negative sampling on `corpus` (1-D int ids < V), updating W_in and W_out (V, N) in place.
+
+    `table`: noise-word table (int, from `text.unigram_table`); `keep` (V,): subsampling keep probabilities
+    (default all ones); `window` >= 1 words on each side; `negatives` noise words per pair; `alpha` the starting
+    learning rate (decays linearly to 1e-4 alpha); `chunks` workers (default: Numba's threads on the CPU, one per
+    ~1,000 words on CUDA, 1 for NumPy). Returns (mean loss per pair, number of pairs)."""
+    be = resolve_backend(W_in, backend)
+    corpus = np.ascontiguousarray(corpus)
+    if corpus.ndim != 1 or corpus.dtype.kind not in 'iu':
+        raise ValueError(f"sgns_train expected corpus a 1-D array of integer ids, got {corpus.dtype} of shape {corpus.shape}")
+    if not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"sgns_train expected a window of at least 1 (words on each side), got {window!r}")
+    if len(corpus) <= window:
+        raise ValueError(f"sgns_train expected a corpus longer than the window ({window}), got {len(corpus)} words")
+    if W_in.ndim != 2 or W_out.shape != W_in.shape or W_in.dtype != W_out.dtype or W_in.dtype.kind != 'f':
+        raise ValueError(f"sgns_train expected W_in and W_out float arrays of one shape (V, N), got "
+                         f"{W_in.dtype} {W_in.shape} and {W_out.dtype} {W_out.shape}")
+    V = W_in.shape[0]
+    if corpus.min() < 0 or corpus.max() >= V:
+        raise ValueError(f"sgns_train expected ids in [0, {V}), got ids from {corpus.min()} to {corpus.max()}")
+    table = np.ascontiguousarray(table, dtype=np.int64)
+    if table.ndim != 1 or len(table) == 0 or table.min() < 0 or table.max() >= V:
+        raise ValueError(f"sgns_train expected a non-empty 1-D table of ids in [0, {V}), got shape {table.shape}")
+    keep = np.ones(V) if keep is None else np.ascontiguousarray(keep, dtype=np.float64)
+    if keep.shape != (V,): raise ValueError(f"sgns_train expected keep of shape ({V},), got {keep.shape}")
+    if not isinstance(negatives, (int, np.integer)) or negatives < 0:
+        raise ValueError(f"sgns_train expected negatives a non-negative integer, got {negatives!r}")
+    if chunks is None:
+        chunks = {'numpy': 1, 'numba': get_num_threads(), 'cuda': max(1, len(corpus) // 1000)}[be]
+    chunks = int(min(chunks, len(corpus) // (window + 1)))
+    bounds = _bounds(len(corpus), max(chunks, 1))
+    chunks = len(bounds) - 1
+    loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
+    args = (window, negatives, epochs, alpha, seed)
+    if be == 'numpy':
+        loss, pairs = sgns_reference(corpus, W_in, W_out, table, keep, *args[:4], chunks, seed)
+    else:
+        buf, e = np.empty(len(corpus), np.int64), np.zeros((chunks, W_in.shape[1]), W_in.dtype)
+        if be == 'numba':
+            _sgns_numba(corpus.astype(np.int64), bounds, keep, W_in, W_out, table, *args, buf, e, loss, pairs)
+        else:
+            kernel, tpb = _sgns_cuda(), min(64, chunks)
+            kernel[(chunks + tpb - 1) // tpb, tpb](corpus.astype(np.int64), bounds, keep, W_in, W_out, table, *args,
+                                                   buf, e, loss, pairs)
+    return float(loss.sum() / max(pairs.sum(), 1)), int(pairs.sum())
+
+# %% [markdown]
+# ## 5. Parity
+#
+# A small corpus with structure: 30 words in three topics of ten, written as "sentences" of
+# eight words drawn from one topic. Each backend starts from the same weights, with the
+# same table, subsampling, workers and seed. The CPU kernel on one thread runs its three
+# workers one after the other, as the reference does, and must reproduce it: to rounding
+# in float64, to float32's precision in float32. The GPU runs its workers at once (so does
+# Numba's CUDA simulator, in Python threads), so the CUDA kernel is held to the reference
+# exactly with one worker, and statistically with several (below).
+
+# %%
+def topic_corpus(n_sentences=40, V=30, topics=3, length=8, seed=0):
+    "Sentences of `length` words, each sentence drawn (Zipf-like) from one of `topics` blocks of V/topics ids."
+    rng = np.random.default_rng(seed)
+    per = V // topics
+    p = 1 / np.arange(1, per + 1); p /= p.sum()
+    return np.concatenate([rng.choice(per, length, p=p) + per * rng.integers(topics) for _ in range(n_sentences)])
+
+def start_weights(V, N, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return ((rng.random((V, N)) - 0.5) / N).astype(dtype), ((rng.random((V, N)) - 0.5) / N).astype(dtype)
+
+corpus = topic_corpus()
+counts = np.bincount(corpus, minlength=30)
+table, keep = unigram_table(counts, 1000), keep_probability(counts, t=0.02)
+print(f"{len(corpus)} words; keep probabilities from {keep.min():.2f} to {keep.max():.2f}")
+
+def train_with(backend, dtype, chunks, epochs=2, threads=None, corpus=corpus, N=8):
+    W_in, W_out = start_weights(30, N, dtype)
+    old = numba.get_num_threads()
+    if threads: numba.set_num_threads(threads)
+    try:
+        loss, pairs = sgns_train(corpus, W_in, W_out, table, keep, window=3, negatives=3, epochs=epochs, alpha=0.05,
+                                 chunks=chunks, seed=7, backend=backend)
+    finally: numba.set_num_threads(old)
+    return W_in, W_out, loss, pairs
+
+for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-5)):
+    ref = train_with('numpy', dtype, chunks=3)
+    for be, chunks in (('numba', 3), ('cuda', 1)):
+        if chunks != 3: ref = train_with('numpy', dtype, chunks=chunks)
+        got = train_with(be, dtype, chunks=chunks, threads=1)
+        err = max(np.abs(got[0] - ref[0]).max(), np.abs(got[1] - ref[1]).max())
+        print(f"{np.dtype(dtype).name} {be:5s} ({chunks} workers): {got[3]} pairs (reference {ref[3]}), mean loss {got[2]:.6f} "
+              f"(reference {ref[2]:.6f}), largest weight difference {err:.1e}")
+        test_eq(got[3], ref[3]); test_close(got[2], ref[2], eps=tol); assert err < tol
+
+# %% [markdown]
+# Numba's simulator runs the blocks of a launch one after the other, and the threads of
+# a block at once. Launched with one thread per block, the CUDA kernel's workers run in
+# turn, and the kernel must then reproduce the reference with several workers too:
+
+# %%
+if numba.config.ENABLE_CUDASIM:
+    ref = train_with('numpy', np.float64, chunks=3)
+    W_in, W_out = start_weights(30, 8, np.float64)
+    loss, pairs, bounds = np.zeros(3), np.zeros(3, np.int64), np.linspace(0, len(corpus), 4).astype(np.int64)
+    _sgns_cuda()[3, 1](corpus.astype(np.int64), bounds, keep, W_in, W_out, table.astype(np.int64), 3, 3, 2, 0.05, 7,
+                       np.empty(len(corpus), np.int64), np.zeros((3, 8)), loss, pairs)
+    print(f"cuda, 3 workers in turn: largest weight difference {max(np.abs(W_in - ref[0]).max(), np.abs(W_out - ref[1]).max()):.1e}")
+    test_eq(pairs.sum(), ref[3]); test_close(W_in, ref[0], eps=1e-10); test_close(W_out, ref[1], eps=1e-10)
+
+# %% [markdown]
+# **Parallel runs.** With eight workers on two threads (CPU) or at once (CUDA), the
+# updates interleave differently on every run. What must hold is what SGD promises: about
+# the same loss and the same learnt structure. We train 10 passes and check both: the
+# mean loss, and how often a word's nearest neighbour (by cosine of the input vectors) is
+# from its own topic. With only 30 words, eight workers collide on the same rows all the
+# time, far more than on a real vocabulary; the simulator's threads also switch in the
+# middle of an update (a GPU's run in lockstep), so more of the CUDA run's updates are
+# lost, and its loss is a few per cent higher.
+
+# %%
+def topic_accuracy(W):
+    "Share of the 30 words whose nearest other word (cosine) is in the same topic of ten."
+    Wn = W / np.linalg.norm(W, axis=1, keepdims=True)
+    S = Wn @ Wn.T; np.fill_diagonal(S, -np.inf)
+    return float(np.mean(S.argmax(1) // 10 == np.arange(30) // 10))
+
+big = topic_corpus(n_sentences=100, seed=1)
+runs = {'numpy, 8 workers in turn': train_with('numpy', np.float64, chunks=8, epochs=10, corpus=big),
+        'numpy, seed 8': None,
+        'numba, 8 workers on 2 threads': train_with('numba', np.float64, chunks=8, epochs=10, threads=2, corpus=big),
+        'cuda, 8 workers at once': train_with('cuda', np.float64, chunks=8, epochs=10, corpus=big)}
+W_in, W_out = start_weights(30, 8, np.float64)
+runs['numpy, seed 8'] = (W_in, W_out, *sgns_train(big, W_in, W_out, table, keep, window=3, negatives=3, epochs=10,
+                                                   alpha=0.05, chunks=8, seed=8, backend='numpy'))
+for name, (W_in, _, loss, pairs) in runs.items():
+    print(f"{name:30s} mean loss {loss:.4f} over {pairs} pairs; nearest neighbour in its topic: {topic_accuracy(W_in):.2f}")
+ref_loss = runs['numpy, 8 workers in turn'][2]
+for name in ('numba, 8 workers on 2 threads', 'cuda, 8 workers at once'):
+    assert abs(runs[name][2] - ref_loss) < 0.1 * ref_loss, name
+    assert topic_accuracy(runs[name][0]) >= 0.9
