@@ -290,8 +290,8 @@ def _to_json(obj):
     raise TypeError(f"cannot serialise {obj!r} ({type(obj).__name__}) into a model config")
 
 def _layer_config(layer):
-    if isinstance(layer, Model): return {'class': type(layer).__name__, 'name': layer.name, 'model': layer.get_config()}
     c = layer.get_config()
+    if 'format' in c: return {'class': type(layer).__name__, 'name': layer.name, 'model': c}   # a graph: its nodes
     return {'class': c['class'], 'name': layer.name, 'args': _to_json(c['args']), 'kwargs': _to_json(c['kwargs'])}
 
 def _from_json(obj, custom_objects=None):
@@ -434,9 +434,10 @@ class Model(Layer):
 
     `forward(x)`: `x` is an array `(N, *input_shape)`, or a list (or dict by input name) of arrays for several
     inputs; returns an array, or a list for several outputs. `backward(dy)` returns dL/dx for every input."""
+    _key_sep = '/'       # joins a layer's name and its weight's name in the keys of `params`
+
     def __init__(self, inputs=None, outputs=None, name: str | None = None):
         self.name, self.trainable, self.cache, self.built = name or 'model', True, None, False
-        self.regularizers, self.constraints = {}, {}
         self.input_shape, self.inputs, self.outputs, self._layers, self._nodes = None, [], [], [], []
         self._entries = None
         self.loss = self.optimizer = None
@@ -527,12 +528,14 @@ class Model(Layer):
     # --- parameters ------------------------------------------------------------------------------
     def _weight_items(self, prefix: str = '', trainable_only: bool = False):
         """`(key, layer, dict, name)` for every array (params, then state, layer by layer; nested models
-        recursively, keys `'<model>/<layer>/<name>'`). `trainable_only`: the params `fit` updates."""
+        recursively, keys `'<model>/<layer>/<name>'`; `_key_sep` instead of `/` in a container that keys them
+        `'fw_Wx'`, as `Bidirectional` does). `trainable_only`: the params `fit` updates."""
+        sep = self._key_sep
         for l in self._layers:
             if trainable_only and not l.trainable: continue
-            if isinstance(l, Model): yield from l._weight_items(f'{prefix}{l.name}/', trainable_only); continue
+            if isinstance(l, Model): yield from l._weight_items(f'{prefix}{l.name}{sep}', trainable_only); continue
             for d in ((l.params,) if trainable_only else (l.params, l.state)):
-                for k in d: yield f'{prefix}{l.name}/{k}', l, d, k
+                for k in d: yield f'{prefix}{l.name}{sep}{k}', l, d, k
 
     @property
     def params(self) -> dict:
@@ -556,9 +559,10 @@ class Model(Layer):
 
     def _param_entries(self, chain: tuple, prefix: str):
         "`(key, chain of models and layer, layer, name)` for every parameter; a weight is trained if every link is `trainable`."
+        sep = self._key_sep
         for l in self._layers:
-            if isinstance(l, Model): yield from l._param_entries(chain + (l,), f'{prefix}{l.name}/'); continue
-            for k in l.params: yield f'{prefix}{l.name}/{k}', chain + (l,), l, k
+            if isinstance(l, Model): yield from l._param_entries(chain + (l,), f'{prefix}{l.name}{sep}'); continue
+            for k in l.params: yield f'{prefix}{l.name}{sep}{k}', chain + (l,), l, k
 
     def get_weights(self) -> list:
         "All parameter and state arrays, in a fixed order (copies)."
@@ -585,6 +589,29 @@ class Model(Layer):
     def regularization_loss(self) -> float:
         "Sum of the layers' penalties (added to the data loss in `fit` and `evaluate`)."
         return float(sum(l.regularization_loss() for l in self._layers))
+
+    @property
+    def regularizers(self) -> dict:
+        "The layers' regularizers, keyed as their weights in `params` / `state`."
+        return {key: l.regularizers[k] for key, l, d, k in self._weight_items() if k in l.regularizers}
+
+    @property
+    def constraints(self) -> dict:
+        "The layers' constraints, keyed as their weights in `params`."
+        return {key: l.constraints[k] for key, l, d, k in self._weight_items() if k in l.constraints}
+
+    def regularization_grads(self) -> dict:
+        "Gradients of `regularization_loss()` w.r.t. `params`, keyed as `params` (only the keys it depends on)."
+        params = self.params
+        return {key: r.grad(params[key]) for key, r in self.regularizers.items() if key in params}
+
+    def apply_constraints(self) -> None:
+        "Every layer's constraints (`apply_gradients` applies them layer by layer; this serves a model used as a layer)."
+        for l in self._layers: l.apply_constraints()
+
+    def zero_grads(self) -> None:
+        "Zero every layer's gradients (a model whose output the loss ignores)."
+        for l in self._layers: l.zero_grads()
 
     def to(self, device: str = 'cpu'):
         "Move every layer to `'cpu'` or `'cuda'`; the optimizer's state is reset."
@@ -616,15 +643,18 @@ class Model(Layer):
                                  f"got {tuple(s) if s is not None else type(a).__name__}")
         return xs
 
-    def forward(self, x, training: bool = False):
-        "Run the plan: `x` (array, list or dict) -> output array, or a list for several outputs."
+    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None):
+        """Run the plan: `x` (array, list or dict) -> output array, or a list for several outputs.
+        `layer_kwargs`: {layer: {keyword: value}}, more arguments for those layers' `forward` (a container
+        passes a mask or an initial state on to its recurrent layers)."""
         vals = [None] * self._n_slots
         for i, a in zip(self._in_slots, self._input_list(x)): vals[i] = a
-        caches, fresh = [], self._fresh_scratch
+        caches, fresh, extra = [], self._fresh_scratch, layer_kwargs or {}
         for s in self._plan:
             l = s.layer
             if fresh or s.shared: l.__dict__.pop('_ws', None)
-            y = l.forward([vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]], training=training)
+            y = l.forward([vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]], training=training,
+                          **extra.get(l, {}))
             caches.append(l.cache)
             if s.multi_out:
                 for i, v in zip(s.outs, y): vals[i] = v
@@ -633,10 +663,12 @@ class Model(Layer):
         self.cache = (caches, outs)
         return outs[0] if self._single_out else outs
 
-    def backward(self, dy, need_dx: bool = True):
+    def backward(self, dy, need_dx: bool = True, layer_kwargs: dict | None = None):
         """`dy` = dL/d(output) (a list for several outputs; `None` for an output the loss ignores) -> dL/dx
         for every input (a list for several). Fills every layer's `grads`; a layer called at several nodes
-        gets the sum over its calls. `need_dx=False`: layers that read only model inputs may skip dL/dx."""
+        gets the sum over its calls. `need_dx=False`: layers that read only model inputs may skip dL/dx.
+        `layer_kwargs`: as in `forward`, for the layers' `backward` (a recurrent layer's `d_final_state`)."""
+        extra = layer_kwargs or {}
         caches, out_meta = self.cache
         g = [None] * self._n_slots
         for i, d in zip(self._out_slots, [dy] if self._single_out else dy):
@@ -651,7 +683,7 @@ class Model(Layer):
                 if not s.shared: l.zero_grads()
                 continue
             l.cache = c
-            dx = l.backward(d, need_dx=need_dx or not s.from_inputs)
+            dx = l.backward(d, need_dx=need_dx or not s.from_inputs, **extra.get(l, {}))
             if s.shared:
                 acc = summed.get(l)
                 summed[l] = {k: v.copy() for k, v in l.grads.items()} if acc is None else \
@@ -735,8 +767,8 @@ class Model(Layer):
         for key, p in params.items():
             if not math.isfinite(float(p.sum())) and not bool(get_array_module(p).isfinite(p).all()):
                 for k2, p2 in params.items(): p2[...] = saved[k2]
-                layer, name = key.rsplit('/', 1)
-                raise FloatingPointError(f"the update made parameter '{name}' of layer '{layer}' non-finite (NaN or inf); "
+                layer, _, name = key.rpartition('/')
+                raise FloatingPointError(f"the update made parameter '{name}' of layer '{layer or self.name}' non-finite (NaN or inf); "
                                          "the weights are back to their values before it. Lower the learning rate, "
                                          "clip gradients, or check the data and the loss's from_logits setting")
 
@@ -945,7 +977,7 @@ class Model(Layer):
         if not self.built: raise ValueError("save() needs a built model (call build(input_shape) or fit first)")
         arrays = {key: np.asarray(d[k].get() if hasattr(d[k], 'get') and not isinstance(d[k], np.ndarray) else d[k])
                   for key, _, d, k in self._weight_items()}
-        try: config = json.dumps(self.get_config())
+        try: config = json.dumps(_checkpoint_config(self))
         except TypeError: config = json.dumps(None)        # e.g. a custom lambda activation: weights only
         arrays['__config__'] = np.array(config)
         path = _npz_path(path)
@@ -987,13 +1019,25 @@ class Model(Layer):
         if not isinstance(cfg, dict):
             raise ValueError(f"{path} holds weights only (its layers' arguments could not be saved); "
                              "build the model in code and call load_weights")
-        if cfg.get('format') not in ('dl_from_scratch.Sequential', 'dl_from_scratch.Model'):
+        if cfg.get('format') not in ('dl_from_scratch.Sequential', 'dl_from_scratch.Model', 'dl_from_scratch.Layer'):
             raise ValueError(f"{path} is not a dl_from_scratch checkpoint: its config has format {cfg.get('format')!r}")
         return _model_from_config(cfg, custom_objects).load_weights(path)
+
+def _checkpoint_config(model: Model) -> dict:
+    """What `save` writes: the graph (`get_config()`), or, for a model that its constructor's arguments build
+    (a container such as `Bidirectional`, whose `get_config` is a layer's), those arguments and the input shape."""
+    c = model.get_config()
+    if 'format' in c: return c
+    return {'format': 'dl_from_scratch.Layer', 'version': 1, 'layer': _layer_config(model),
+            'input_shape': list(model.input_shape)}
 
 def _model_from_config(cfg: dict, custom_objects=None) -> Model:
     "A model (without its weights) from `get_config()`'s description."
     if cfg['format'] == 'dl_from_scratch.Sequential': return Sequential._from_config(cfg, custom_objects)
+    if cfg['format'] == 'dl_from_scratch.Layer':
+        model = _layer_from_config(cfg['layer'], custom_objects)
+        if not isinstance(model, Model): raise ValueError(f"cannot load {cfg['layer']['class']!r} as a model: it is not one")
+        return model.build(tuple(cfg['input_shape']))
     layers = {c['name']: _layer_from_config(c, custom_objects) for c in cfg['layers']}
     outs = {}                                        # layer name -> list of its calls' outputs
     for name, l in layers.items():
@@ -1025,6 +1069,32 @@ g([xa, xb]); dxa, dxb = g.backward([np.ones((2, 1), np.float32), None])      # N
 test_eq(dxa.shape, (2, 3)); test_eq(dxb.shape, (2, 3))
 test_fail(lambda: g(xa), contains="Model 'two_views' expected 2 input array(s)")
 test_fail(lambda: Model(a, np.zeros(2)), contains='expected outputs to be symbolic tensors')
+
+# %% [markdown]
+# A graph carries arrays and nothing else. A layer whose `forward` takes
+# more than its input (chapter 11's recurrent layers take a mask and an
+# initial state) gets it through `layer_kwargs={layer: {keyword: value}}`,
+# which `forward` and `backward` hand to that layer at each of its nodes;
+# chapter 11's `Bidirectional` and `StackedRNN` are models that pass their
+# mask on this way. A model used as a layer also answers for its layers'
+# penalties (`regularizers`, `regularization_grads()`, keyed as `params`),
+# their `constraints`, and `zero_grads()`.
+
+# %%
+from dl_from_scratch.layers import L2, MaxNorm
+class Scale(Layer):
+    "`y = k x`, `k` a keyword of forward and backward."
+    def forward(self, x, training=False, k=1.0): self.cache = k; return k * x
+    def backward(self, dy, need_dx=True): return self.cache * dy
+xs, sc = Input((3,)), Scale()
+inner = Model(xs, Dense(2, kernel_regularizer=L2(0.1), kernel_constraint=MaxNorm(0.5), rng=0, name='d')(sc(xs)), name='inner')
+y2 = inner.forward(2 * xa)
+test_eq(inner.forward(xa, layer_kwargs={sc: {'k': 2.0}}), y2)
+test_close(inner.backward(np.ones((2, 2), np.float32)), 2 * inner.layers[1].params['W'].sum(1) * np.ones((2, 1), np.float32))
+W = inner.layers[1].params['W']
+test_eq(list(inner.regularizers), ['d/W']); test_eq(inner.regularization_grads()['d/W'], 0.2 * W)
+W[...] = 10; inner.apply_constraints(); test_close(np.linalg.norm(W, axis=0), 0.5, eps=1e-5)
+inner.zero_grads(); test_eq(inner.grads['d/W'], np.zeros_like(W))
 
 # %% [markdown]
 # `Sequential` is a `Model` whose graph is a chain. It keeps its own list
@@ -1086,10 +1156,10 @@ class Sequential(Model):
         for layer in self._stack: shape = tuple(layer.output_shape(shape))
         return shape
 
-    def forward(self, x, training: bool = False):
+    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None):
         "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."
         if not self.built: self.build(tuple(x.shape[1:]))
-        return super().forward(x, training)
+        return super().forward(x, training, layer_kwargs)
 
     def _summary_rows(self) -> list:
         "Keras's Sequential summary lists no input layer and has no 'Connected to' column."
