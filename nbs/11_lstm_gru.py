@@ -689,8 +689,10 @@ assert all(a < 1e-8 and b_ > 1e-2 and c_ > 1e-2 for _, a, b_, c_ in rows)
 from __future__ import annotations
 import threading
 import numpy as np
-from dl_from_scratch.core import check_array, as_rng, get_dtype, get_array_module, to_device
-from dl_from_scratch.layers import Layer, _who, get_regularizer, get_constraint
+from dl_from_scratch.core import check_array, as_rng, get_array_module
+from dl_from_scratch.layers import Layer, _who
+from dl_from_scratch.model import Model, Sequential, Input
+from dl_from_scratch.merge import Concatenate, Add, Average
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels import recurrent as K
 
@@ -706,6 +708,11 @@ def _check_sequence(layer, x, D=None):
         raise ValueError(f"{_who(layer)} expected at least one time step, input of shape (N, T >= 1, D), "
                          f"got input shape {tuple(x.shape)}")
     return x
+
+def _check_rank(layer, input_shape):
+    "A sequence layer's `input_shape` (batch axis excluded) must be `(T, D)`."
+    if len(input_shape) != 2:
+        raise ValueError(f"{_who(layer)} expected input of rank 3 (N, T, D), got input shape (N, *{tuple(input_shape)})")
 
 class _KeywordCall:
     "`layer(x, training, mask=..., initial_state=...)`: `Layer.__call__`, with forward's keywords passed on."
@@ -770,8 +777,7 @@ class Recurrent(_KeywordCall, Layer):
         return np.concatenate([self.recurrent_initializer((H, H), rng=rng, dtype=dtype) for _ in range(self.gates)], axis=1)
 
     def build(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(f"{_who(self)} expected input of rank 3 (N, T, D), got input shape (N, *{tuple(input_shape)})")
+        _check_rank(self, input_shape)
         super().build(input_shape)
         D, H, G = self.input_shape[1], self.units, self.gates
         self.add_weight('Wx', (D, G * H), self.kernel_initializer, *self.options['Wx'])
@@ -925,133 +931,135 @@ class GRU(Recurrent):
 # reversed padded sequence first passes the padding (the state stays at $h_0$) and then the real
 # steps from the last one, which is exactly the backward RNN of the unpadded sequence.
 # `StackedRNN` passes one mask to every layer of a stack.
+#
+# Neither computes anything of its own: both are models of chapter 05c. A `Bidirectional` is
+# the graph `Input` → (the layer, its backward copy) → `Concatenate`, `Add` or `Average`; a
+# `StackedRNN` is a `Sequential` chain. The model runs the plan, adds the two branches'
+# $\partial\mathcal{L}/\partial x$ where the input fans out, and finds the weights, their
+# penalties and constraints in the inner layers. What a graph of arrays does not carry, the mask
+# and the states, each container's `forward` and `backward` hand to its recurrent layers through
+# the model's `layer_kwargs`. The input is `Input((None, D))`, so one container reads sequences
+# of any length, as its layers do. The weights have flat names, `fw_Wx` or `l1_bw_Wh`: the
+# containers name their layers `fw`, `bw` and `l0`, `l1`, ..., and join a layer's name to its
+# weight's with `_` (the model's `_key_sep`) rather than `/`. A container is saved by its
+# constructor's arguments, like any layer, since they determine its graph.
 
 # %%
 #| export
-def _expose(container: Layer, inner: dict) -> None:
-    """Give `container` the weights of the layers in `inner` (prefix -> layer) as its own, keyed
-    `'<prefix>_<name>'`: the same arrays (so in-place updates reach them), their gradients, and their
-    regularizers and constraints (so penalties and projections apply to the inner weights)."""
-    for attr in ('params', 'grads', 'regularizers', 'constraints'):
-        setattr(container, attr, {f'{p}_{k}': v for p, l in inner.items() for k, v in getattr(l, attr).items()})
+_MERGES = {'concat': Concatenate, 'sum': Add, 'ave': Average}
 
-# %%
-#| export
-class Bidirectional(_KeywordCall, Layer):
+class Bidirectional(_KeywordCall, Model):
     """Run a recurrent layer forwards and a copy of it backwards over the sequence and concatenate
-    ('concat', default), add ('sum') or average ('ave') their outputs. With masking, the backward
-    copy starts at the last *real* step. x (N, T, D) -> (N, T, 2H) / (N, 2H) for 'concat'."""
+    ('concat', default), add ('sum') or average ('ave') their outputs. A `Model`: `Input((None, D))` ->
+    `forward_layer` and `backward_layer` (named 'fw', 'bw'; weights keyed 'fw_Wx', ...) -> the merge layer.
+    With masking, the backward copy starts at the last *real* step. `initial_state`, `final_state`,
+    `d_final_state` and `d_initial_state` list the forward layer's states, then the backward one's.
+    x (N, T, D) -> (N, T, 2H) / (N, 2H) for 'concat'."""
+    _key_sep = '_'
+    _builds_on_forward = True              # forward builds from the first batch (after checking it is a sequence)
+    get_config = Layer.get_config          # saved by its arguments, which determine the graph
+
     def __init__(self, layer: Recurrent, merge_mode: str = 'concat', name=None):
-        super().__init__(name)
+        super().__init__(name=name or 'bidirectional')
         if not isinstance(layer, Recurrent):
             raise ValueError(f"Bidirectional expected a SimpleRNN, LSTM or GRU layer, got {type(layer).__name__}")
-        if merge_mode not in ('concat', 'sum', 'ave'):
+        if merge_mode not in _MERGES:
             raise ValueError(f"Bidirectional expected merge_mode 'concat', 'sum' or 'ave', got {merge_mode!r}")
         args, kwargs = layer._config
         self.forward_layer = layer
         self.backward_layer = type(layer)(*args, **{**kwargs, 'go_backwards': not layer.go_backwards, 'rng': layer.rng})
-        self.merge_mode = merge_mode
+        self.forward_layer.name, self.backward_layer.name = 'fw', 'bw'
+        self.merge_mode, self.merge = merge_mode, _MERGES[merge_mode]()
         self.return_sequences = layer.return_sequences
-
-    _builds_on_forward = True    # forward builds from the first batch (after checking it is a sequence)
-
-    def _link(self):
-        "Expose both layers' arrays (the same objects, so in-place updates reach them) under fw_ and bw_."
-        _expose(self, {'fw': self.forward_layer, 'bw': self.backward_layer})
+        self.final_state = self.d_initial_state = None
 
     def build(self, input_shape):
-        super().build(input_shape)
-        self.forward_layer.build(input_shape); self.backward_layer.build(input_shape)
-        self._link()
-
-    def output_shape(self, input_shape):
-        s = self.forward_layer.output_shape(input_shape)
-        return (*s[:-1], 2 * s[-1]) if self.merge_mode == 'concat' else s
-
-    def forward(self, x, training=False, mask=None, initial_state=None):
-        if not self.built:
-            x = _check_sequence(self, x); self.build(tuple(x.shape[1:]))
-        fw_state = bw_state = None
-        if initial_state is not None:
-            n = self.forward_layer.n_states
-            fw_state, bw_state = tuple(initial_state[:n]), tuple(initial_state[n:])
-        yf = self.forward_layer.forward(x, training, mask=mask, initial_state=fw_state)
-        yb = self.backward_layer.forward(x, training, mask=mask, initial_state=bw_state)
-        self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
-        xp = get_array_module(yf)
-        if self.merge_mode == 'concat': return xp.concatenate([yf, yb], axis=-1)
-        return yf + yb if self.merge_mode == 'sum' else (yf + yb) / 2
-
-    def backward(self, dy, need_dx: bool = True, d_final_state=None):
-        H = self.forward_layer.units
-        if self.merge_mode == 'concat': dyf, dyb = dy[..., :H], dy[..., H:]
-        elif self.merge_mode == 'sum': dyf = dyb = dy
-        else: dyf = dyb = dy / 2
-        df = db_ = None
-        if d_final_state is not None:
-            n = self.forward_layer.n_states
-            df, db_ = tuple(d_final_state[:n]), tuple(d_final_state[n:])
-        dxf = self.forward_layer.backward(dyf, need_dx, d_final_state=df)
-        dxb = self.backward_layer.backward(dyb, need_dx, d_final_state=db_)
-        self.d_initial_state = (*self.forward_layer.d_initial_state, *self.backward_layer.d_initial_state)
-        self._link()
-        return dxf + dxb if need_dx else None
-
-    def to(self, device='cpu'):
-        self.forward_layer.to(device); self.backward_layer.to(device); self._link()
+        "The graph, for sequences of any length with the feature size of `input_shape` `(T, D)`."
+        _check_rank(self, input_shape)
+        x = Input((None, input_shape[1]))
+        self._init_graph(x, self.merge([self.forward_layer(x), self.backward_layer(x)]))
         return self
 
+    def output_shape(self, input_shape=None):
+        s = self.forward_layer.output_shape(self.input_shape if input_shape is None else input_shape)
+        return (*s[:-1], 2 * s[-1]) if self.merge_mode == 'concat' else s
+
+    def _split(self, states) -> tuple:
+        "`(forward layer's, backward layer's)` part of a list of states (both None when `states` is)."
+        n = self.forward_layer.n_states
+        return (None, None) if states is None else (tuple(states[:n]), tuple(states[n:]))
+
+    def forward(self, x, training=False, mask=None, initial_state=None):
+        x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
+        if not self.built: self.build(tuple(x.shape[1:]))
+        s_f, s_b = self._split(initial_state)
+        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'mask': mask, 'initial_state': s_f},
+                                                       self.backward_layer: {'mask': mask, 'initial_state': s_b}})
+        self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
+        return y
+
+    def backward(self, dy, need_dx: bool = True, d_final_state=None):
+        d_f, d_b = self._split(d_final_state)
+        dx = super().backward(dy, need_dx, layer_kwargs={self.forward_layer: {'d_final_state': d_f},
+                                                         self.backward_layer: {'d_final_state': d_b}})
+        self.d_initial_state = (*self.forward_layer.d_initial_state, *self.backward_layer.d_initial_state)
+        return dx
+
+# %%
+x1 = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
+bi = Bidirectional(GRU(2, return_sequences=True, rng=0), merge_mode='sum')
+assert isinstance(bi, Model)
+test_eq(bi(x1), bi.forward_layer(x1) + bi.backward_layer(x1))
+test_eq([type(s.layer).__name__ for s in bi._plan], ['GRU', 'GRU', 'Add'])
+test_eq(list(bi.params), ['fw_Wx', 'fw_Wh', 'fw_b', 'bw_Wx', 'bw_Wh', 'bw_b'])
+test_eq(bi(x1[:, :2]).shape, (2, 2, 2))                                          # any length
 
 # %%
 #| export
-class StackedRNN(_KeywordCall, Layer):
-    """A stack of recurrent layers (each but the last with `return_sequences=True`) that passes the
-    mask to every layer, so padding is ignored all the way up. x (N, T, D) -> the last layer's output."""
+class StackedRNN(_KeywordCall, Sequential):
+    """A stack of recurrent layers (each but the last with `return_sequences=True`): a `Sequential` that passes
+    the mask to every layer, so padding is ignored all the way up. Its layers are named 'l0', 'l1', ... (weights
+    keyed 'l0_Wx', 'l1_fw_Wx' for a `Bidirectional`). x (N, T, D) -> the last layer's output."""
+    _key_sep = '_'
+    __repr__ = Layer.__repr__
+
     def __init__(self, layers: list, mask_value=None, name=None):
-        super().__init__(name)
         layers = list(layers)
-        if not layers or not all(isinstance(l, (Recurrent, Bidirectional)) for l in layers):
-            raise ValueError("StackedRNN expected a non-empty list of SimpleRNN/LSTM/GRU/Bidirectional layers")
-        for l in layers[:-1]:
-            if not l.return_sequences:
-                raise ValueError(f"StackedRNN expected return_sequences=True on every layer but the last, got {l!r}")
-        self.layers, self.mask_value = layers, mask_value
+        if not layers:
+            raise ValueError("StackedRNN expected a non-empty list of SimpleRNN/LSTM/GRU/Bidirectional layers, got []")
+        super().__init__(layers, name=name or 'stacked_rnn')
+        self.mask_value = mask_value
 
-    _builds_on_forward = True
-
-    def _link(self):
-        _expose(self, {f'l{i}': l for i, l in enumerate(self.layers)})
+    def add(self, layer):
+        "Append a recurrent layer, named after its place; the layer before it must return sequences."
+        if not isinstance(layer, (Recurrent, Bidirectional)):
+            raise ValueError("StackedRNN expected a non-empty list of SimpleRNN/LSTM/GRU/Bidirectional layers, "
+                             f"got a {type(layer).__name__}")
+        if self._stack and not self._stack[-1].return_sequences:
+            raise ValueError(f"StackedRNN expected return_sequences=True on every layer but the last, got {self._stack[-1]!r}")
+        layer.name = f'l{len(self._stack)}'
+        return super().add(layer)
 
     def build(self, input_shape):
-        super().build(input_shape)
-        shape = tuple(input_shape)
-        for l in self.layers:
-            l.build(shape); shape = l.output_shape(shape)
-        self._link()
-
-    def output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for l in self.layers: shape = l.output_shape(shape)
-        return shape
+        "The chain, for sequences of any length with the feature size of `input_shape` `(T, D)`."
+        _check_rank(self, input_shape)
+        return super().build((None, input_shape[1]))
 
     def forward(self, x, training=False, mask=None):
-        x = _check_sequence(self, x)
-        if not self.built: self.build(tuple(x.shape[1:]))
+        x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if mask is None and self.mask_value is not None:
             mask = ~(x == self.mask_value).all(axis=2)
-        for l in self.layers: x = l.forward(x, training, mask=mask)
-        return x
+        return super().forward(x, training, None if mask is None else {l: {'mask': mask} for l in self._stack})
 
-    def backward(self, dy, need_dx: bool = True):
-        for i in range(len(self.layers) - 1, -1, -1):      # the first layer's dL/dx only when asked for
-            dy = self.layers[i].backward(dy, need_dx or i > 0)
-        self._link()
-        return dy
+    def get_config(self) -> dict:
+        "Saved by its arguments (the layers it holds now), which determine the chain."
+        return {'class': 'StackedRNN', 'args': [list(self._stack)], 'kwargs': {'mask_value': self.mask_value}}
 
-    def to(self, device='cpu'):
-        for l in self.layers: l.to(device)
-        self._link()
-        return self
+# %%
+st = StackedRNN([GRU(2, return_sequences=True, rng=0), Bidirectional(LSTM(2, rng=1))])
+test_eq(st(x1).shape, (2, 4))
+test_eq([l.name for l in st.layers], ['l0', 'l1']); test_eq(list(st.params)[3:5], ['l1_fw_Wx', 'l1_fw_Wh'])
+test_eq(st(x1), st.layers[1](st.layers[0](x1)))
 
 # %% [markdown]
 # ### Layer tests

@@ -1,4 +1,4 @@
-"Recurrent layers: gradient checks (masking, Bidirectional, stacking, state in/out), padding invariance, bad input, Sequential."
+"Recurrent layers: gradient checks (masking, Bidirectional, stacking, state in/out), padding invariance, bad input, Sequential; Bidirectional and StackedRNN as models (save/load, names, penalties)."
 import os
 from dl_from_scratch.core import simulate_cuda_without_gpu
 simulate_cuda_without_gpu()   # before numba.cuda is imported (conftest does it too)
@@ -193,3 +193,159 @@ def test_need_dx_false_returns_none_and_the_same_weight_gradients(make):
         assert layer.backward(g, need_dx=False) is None
     assert dx.shape == x.shape
     for k in grads: np.testing.assert_array_equal(layer.grads[k], grads[k])
+
+
+# --- Bidirectional and StackedRNN: containers over the functional Model -------------------------------------
+from dl_from_scratch.model import Model, Sequential, Input
+from dl_from_scratch.merge import Concatenate, Add, Average
+
+BI_CELLS = {'rnn': lambda **k: SimpleRNN(H, rng=3, **k), 'lstm_peep': lambda **k: LSTM(H, peepholes=True, rng=1, **k),
+            'gru': lambda **k: GRU(H, rng=2, **k)}
+
+@pytest.mark.parametrize('cell', list(BI_CELLS))
+@pytest.mark.parametrize('merge_mode', ['concat', 'sum', 'ave'])
+@pytest.mark.parametrize('return_sequences', [False, True])
+def test_bidirectional_gradients_with_mask(cell, merge_mode, return_sequences):
+    x, mask = data(5)
+    with precision(np.float64):
+        layer = Bidirectional(BI_CELLS[cell](return_sequences=return_sequences), merge_mode=merge_mode)
+        errs = check_layer_grad(Masked(layer, mask), x)
+    inner = set(layer.forward_layer.params)
+    assert set(errs) == {'x', *(f'fw_{k}' for k in inner), *(f'bw_{k}' for k in inner)}
+    assert max(errs.values()) < 1e-6, errs
+
+@pytest.mark.parametrize('cell', list(BI_CELLS))
+@pytest.mark.parametrize('merge_mode', ['concat', 'sum', 'ave'])
+def test_bidirectional_state_in_and_out_gradients(cell, merge_mode):
+    "initial_state (forward layer's states, then the backward one's) and d_final_state, checked numerically."
+    x, mask = data(6)
+    rng = np.random.default_rng(7)
+    with precision(np.float64):
+        layer = Bidirectional(BI_CELLS[cell](return_sequences=True), merge_mode=merge_mode); layer.build((T, D))
+        n = 2 * layer.forward_layer.n_states
+        s0 = [rng.normal(size=(N, H)) for _ in range(n)]
+        dy = rng.normal(size=layer(x).shape); ds = [rng.normal(size=(N, H)) for _ in range(n)]
+        def L(x_, *s):
+            y = layer.forward(x_, mask=mask, initial_state=list(s))
+            assert len(layer.final_state) == n
+            return float((y * dy).sum() + sum((f * d).sum() for f, d in zip(layer.final_state, ds)))
+        L(x, *s0); dx = layer.backward(dy, d_final_state=ds)
+        grads = {k: v.copy() for k, v in layer.grads.items()}
+        d_init = layer.d_initial_state
+        assert len(d_init) == n
+        for i in range(n):
+            num = numerical_grad(lambda v: L(x, *[v if j == i else s0[j] for j in range(n)]), s0[i].copy())
+            assert rel_error(d_init[i], num) < 1e-6, i
+        assert rel_error(dx, numerical_grad(lambda v: L(v, *s0), x.copy())) < 1e-6
+        for k, p in layer.params.items():
+            assert rel_error(grads[k], numerical_grad(lambda _: L(x, *s0), p)) < 1e-6, k
+
+def test_stacked_gradients_with_a_bidirectional_inside():
+    x, mask = data(8)
+    make = lambda mask_value=None: StackedRNN([LSTM(H, return_sequences=True, rng=1), Bidirectional(GRU(2, return_sequences=True, rng=2), 'ave'),
+                                               SimpleRNN(2, rng=3)], mask_value=mask_value)
+    with precision(np.float64):
+        layer = make()
+        errs = check_layer_grad(Masked(layer, mask), x)
+        assert {'l0_Wx', 'l1_fw_Wh', 'l1_bw_b', 'l2_Wx'} <= set(errs)
+        assert max(errs.values()) < 1e-6, errs
+        # mask_value finds the same padding in the input and hands it to every layer
+        x[mask == 0] = 0
+        by_value = make(0.0)
+        dy = np.random.default_rng(1).normal(size=(N, 2))
+        y = layer(x, mask=mask); dx = layer.backward(dy)
+        np.testing.assert_array_equal(by_value(x), y)
+        np.testing.assert_array_equal(by_value.backward(dy), dx)
+        for k, g in layer.grads.items(): np.testing.assert_array_equal(by_value.grads[k], g)
+
+def test_containers_are_models_and_compute_what_their_layers_do():
+    "The containers run the Model's plan; their output and gradients equal their layers' (bit for bit)."
+    x, mask = data(9)
+    for mode, merge, combine in [('concat', Concatenate, lambda a, b: np.concatenate([a, b], -1)),
+                                 ('sum', Add, lambda a, b: a + b), ('ave', Average, lambda a, b: (a + b) / 2)]:
+        bi = Bidirectional(LSTM(H, return_sequences=True, rng=0), mode)
+        y = bi(x, mask=mask)
+        assert isinstance(bi, Model) and [type(s.layer) for s in bi._plan] == [LSTM, LSTM, merge]
+        fw, bw = bi.forward_layer, bi.backward_layer
+        assert (fw.name, bw.name, fw.go_backwards, bw.go_backwards) == ('fw', 'bw', False, True)
+        np.testing.assert_array_equal(y, combine(fw.forward(x, mask=mask), bw.forward(x, mask=mask)))
+        dy = np.random.default_rng(1).normal(size=y.shape)
+        bi(x, mask=mask); dx = bi.backward(dy)
+        dyf, dyb = (dy[..., :H], dy[..., H:]) if mode == 'concat' else (dy, dy) if mode == 'sum' else (dy / 2, dy / 2)
+        fw.forward(x, mask=mask); dxf = fw.backward(dyf); bw.forward(x, mask=mask); dxb = bw.backward(dyb)
+        np.testing.assert_array_equal(dx, dxf + dxb)
+        for k in fw.params:
+            np.testing.assert_array_equal(bi.grads[f'fw_{k}'], fw.grads[k])
+            np.testing.assert_array_equal(bi.grads[f'bw_{k}'], bw.grads[k])
+    st = StackedRNN([GRU(H, return_sequences=True, rng=0), LSTM(2, rng=1)])
+    y = st(x, mask=mask)
+    assert isinstance(st, Sequential) and [s.layer for s in st._plan] == st.layers and [l.name for l in st.layers] == ['l0', 'l1']
+    np.testing.assert_array_equal(y, st.layers[1].forward(st.layers[0].forward(x, mask=mask), mask=mask))
+    # one container reads sequences of any length, as its layers do
+    assert bi.input_shape == (None, D) and st.input_shape == (None, D)
+    assert bi(x[:, :2]).shape == (N, 2, H) and st(np.concatenate([x, x], 1)).shape == (N, 2)
+
+def test_container_weights_penalties_and_counts():
+    from dl_from_scratch.layers import L2, MaxNorm, Dense
+    bi = Bidirectional(GRU(H, kernel_regularizer=L2(0.01), recurrent_constraint=MaxNorm(0.5), rng=0))
+    st = StackedRNN([SimpleRNN(H, return_sequences=True, kernel_regularizer=L2(0.1), rng=0), bi])
+    model = Sequential([st, Dense(2, rng=0)], input_shape=(T, D))
+    assert list(bi.params) == [f'{p}_{k}' for p in ('fw', 'bw') for k in ('Wx', 'Wh', 'b')]
+    assert list(st.params)[:4] == ['l0_Wx', 'l0_Wh', 'l0_b', 'l1_fw_Wx']
+    assert list(model.params)[3] == 'stacked_rnn/l1_fw_Wx'
+    for k, p in bi.params.items():            # the inner layers' own arrays
+        assert p is (bi.forward_layer if k.startswith('fw') else bi.backward_layer).params[k[3:]]
+    f, b = bi.forward_layer.params, bi.backward_layer.params
+    np.testing.assert_allclose(bi.regularization_loss(), 0.01 * ((f['Wx'] ** 2).sum() + (b['Wx'] ** 2).sum()), rtol=1e-6)
+    assert set(bi.regularization_grads()) == {'fw_Wx', 'bw_Wx'} and set(bi.constraints) == {'fw_Wh', 'bw_Wh'}
+    np.testing.assert_allclose(st.regularization_loss(), 0.1 * (st.layers[0].params['Wx'] ** 2).sum() + bi.regularization_loss(), rtol=1e-6)
+    b['Wh'][...] *= 10; st.apply_constraints()
+    assert (np.linalg.norm(b['Wh'], axis=0) <= 0.5 + 1e-6).all()
+    n_rnn, n_gru = 2 * (D * H + H * H + H), 2 * 3 * (H * H + H * H + H)
+    assert (bi.count_params(), st.count_params(), model.count_params()) == (n_gru, n_rnn // 2 + n_gru, n_rnn // 2 + n_gru + 2 * H * 2 + 2)
+    lines = []; model.summary(print_fn=lines.append)
+    row = next(r for r in lines[0].splitlines() if r.startswith('stacked_rnn (StackedRNN)')).split()
+    assert row[2:] == ['(None,', f'{2 * H})', str(st.count_params())] and f'Total params: {model.count_params():,}' in lines[0]
+    x = np.random.default_rng(0).normal(size=(N, T, D)).astype(np.float32)
+    y = model.predict(x); model.to('cpu')
+    np.testing.assert_array_equal(model.predict(x), y)
+    assert all(p is q for p, q in zip(bi.params.values(), [*f.values(), *b.values()]))
+
+def test_container_save_load_round_trips(tmp_path):
+    from dl_from_scratch.layers import Dense
+    r = np.random.default_rng(0)
+    x = r.normal(size=(4, T, D)).astype(np.float32)
+    bi = Bidirectional(LSTM(H, peepholes=True, return_sequences=True, rng=0), 'sum'); bi(x)
+    bi.forward_layer.params['P'][...] = r.normal(size=(3, H))
+    st = StackedRNN([GRU(H, return_sequences=True, rng=1), Bidirectional(SimpleRNN(2, rng=2))], mask_value=0.0)
+    inp = Input((None, D))
+    func = Model(inp, Dense(2, rng=0)(Bidirectional(GRU(H, rng=3), 'ave')(inp)))
+    seq = Sequential([StackedRNN([Bidirectional(LSTM(H, return_sequences=True, rng=4)), GRU(2, rng=5)]), Dense(2, rng=6)])
+    for m in (bi, st, func, seq):
+        y = m.predict(x)
+        m2 = Model.load(m.save(tmp_path / f'{m.name}.npz'))
+        assert type(m2) is type(m) and list(m2.params) == list(m.params)
+        np.testing.assert_array_equal(m2.predict(x), y)
+    assert (m2.layers[0].layers[0].merge_mode, Model.load(tmp_path / 'stacked_rnn.npz').mask_value) == ('concat', 0.0)
+    m3 = Model.load(tmp_path / 'bidirectional.npz')
+    m3(x, mask=np.ones((4, T)), initial_state=[np.zeros((4, H))] * 4)
+    assert len(m3.final_state) == 4 and m3.merge_mode == 'sum' and m3.forward_layer.peepholes
+
+def test_container_bad_input():
+    with pytest.raises(ValueError, match='SimpleRNN, LSTM or GRU layer, got ndarray'): Bidirectional(np.zeros(3))
+    with pytest.raises(ValueError, match="merge_mode 'concat', 'sum' or 'ave', got 'mul'"): Bidirectional(GRU(2), 'mul')
+    with pytest.raises(ValueError, match=r'return_sequences=True on every layer but the last, got LSTM\(3\)'):
+        StackedRNN([LSTM(3), LSTM(3)])
+    with pytest.raises(ValueError, match='got a Dense'):
+        from dl_from_scratch.layers import Dense
+        StackedRNN([LSTM(3, return_sequences=True), Dense(3)])
+    with pytest.raises(ValueError, match=r'got \[\]'): StackedRNN([])
+    for layer in (Bidirectional(GRU(2, rng=0)), StackedRNN([GRU(2, rng=0)])):
+        with pytest.raises(ValueError, match='rank 3'): layer(np.zeros((2, 5), np.float32))
+        layer(np.zeros((2, 5, 3), np.float32))
+        with pytest.raises(ValueError, match=r'expected input of shape \(N, T, 3\), got \(2, 5, 4\)'):
+            layer(np.zeros((2, 5, 4), np.float32))
+        with pytest.raises(ValueError, match=r'mask of shape \(2, 5\) to match the input, got \(2, 4\)'):
+            layer(np.zeros((2, 5, 3), np.float32), mask=np.ones((2, 4)))
+    with pytest.raises(ValueError, match='expected 1 initial state'):
+        Bidirectional(GRU(2, rng=0))(np.zeros((2, 5, 3), np.float32), initial_state=[np.zeros((2, 2))] * 3)
