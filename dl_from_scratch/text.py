@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ['WORD_RE', 'SPACE', 'standardize', 'tokenize', 'Vocab', 'pad_sequences', 'pretokenize', 'bpe_train_naive', 'bpe_train',
            'BPE', 'skipgram_pairs', 'cbow_windows', 'softmax_w2v_loss_grad', 'sigmoid', 'binary_w2v_loss_grad',
            'huffman_tree', 'hs_probability', 'noise_distribution', 'unigram_table', 'keep_probability', 'unit_rows',
-           'nearest', 'analogy', 'pca_2d']
+           'nearest', 'analogy', 'pca_2d', 'phrases', 'join_phrases']
 
 # %% ../nbs/12_text.ipynb #f3f5e15e
 WORD_RE = r"[^\W_]+(?:'[^\W_]+)*"
@@ -354,3 +354,24 @@ def pca_2d(E) -> np.ndarray:
     "Projection (V, 2) of the rows of E onto their first two principal components."
     X = E - E.mean(0)
     return X @ np.linalg.svd(X, full_matrices=False)[2][:2].T
+
+# %% ../nbs/12_text.ipynb #23c8ec13
+def phrases(sentences, min_count: int = 25, threshold: float = 50.0) -> dict:
+    """Bigrams of `sentences` (lists of tokens) scoring above `threshold` by gensim's original scorer:
+    {(a, b): score}, score = (count(a b) - min_count) / (count(a) count(b)) * |V| (|V| = distinct words and pairs)."""
+    words, pairs = Counter(), Counter()
+    for s in sentences:
+        words.update(s); pairs.update(zip(s, s[1:]))
+    V = len(words) + len(pairs)
+    scores = {(a, b): (c - min_count) / (words[a] * words[b]) * V for (a, b), c in pairs.items()}
+    return {p: sc for p, sc in scores.items() if sc > threshold}
+
+def join_phrases(tokens, bigrams) -> list[str]:
+    "`tokens` with each pair of `bigrams` (a set or dict of (a, b)) joined as 'a_b', left to right, without overlaps."
+    out, i = [], 0
+    while i < len(tokens):
+        if i + 1 < len(tokens) and (tokens[i], tokens[i + 1]) in bigrams:
+            out.append(tokens[i] + '_' + tokens[i + 1]); i += 2
+        else:
+            out.append(tokens[i]); i += 1
+    return out

@@ -16,8 +16,8 @@
 # Words are not the only units. A word vocabulary either grows without end or maps
 # rare words to `<unk>`; *byte-pair encoding* (BPE) learns a vocabulary of frequent
 # word pieces instead, so every text can be written with a fixed number of
-# symbols. We train one with 8,000 symbols on the IMDB reviews, as large as the
-# `subwords8k` encoder the first source uses for its sentiment model.
+# symbols. We train one with 8,000 symbols on the IMDB reviews, about the size of
+# the `subwords8k` encoder that source 000 uses for its sentiment model.
 #
 # The vectors of step 3 can be learnt *before* any task, from raw text alone: word2vec
 # trains them so that a word predicts its neighbours. This chapter derives word2vec's
@@ -235,8 +235,8 @@ test_fail(lambda: pad_sequences(seqs, 0), contains='maxlen a positive integer, g
 #
 # **Making training fast.** The plain algorithm recounts every pair of every word
 # after each merge: with $M$ merges over a corpus of $W$ distinct words of length
-# $\ell$, that is $O(M W \ell)$; for 8,000 merges over the 60,000 or so distinct words
-# of the IMDB reviews, about five billion steps in Python. But a merge of $(a, b)$
+# $\ell$, that is $O(M W \ell)$, billions of steps in Python for thousands of merges
+# over the tens of thousands of distinct words of a real corpus. But a merge of $(a, b)$
 # changes only the words that contain $ab$, and within them only the pairs next to it.
 # So we keep
 #
@@ -806,6 +806,55 @@ test_eq([names[i] for i in ids], ['apple', 'orange'])
 P = pca_2d(E)
 test_eq(P.shape, (6, 2))
 test_close(np.abs(P[:, 0] @ P[:, 1]), 0, eps=1e-9)                 # the components are orthogonal
+
+# %% [markdown]
+# ## 10. Phrases
+#
+# "San Antonio" is one name in two words; word2vec learns a better vector for it as one
+# token `san_antonio`. Source 002 finds such pairs with gensim's `Phrases(min_count=25,
+# threshold=50)`, which scores each pair of adjacent words $a\,b$ as Mikolov et al.
+# (2013b) did, scaled by the size $|V|$ of the vocabulary counted (words and pairs):
+#
+# $$\operatorname{score}(a, b) = \frac{\operatorname{count}(a\,b) - \delta}{\operatorname{count}(a)\,\operatorname{count}(b)}\,|V|,$$
+#
+# with the discount $\delta$ = `min_count`, so a pair seen fewer times than that never
+# scores above zero. A pair whose words mostly occur together scores high; one of two
+# frequent words that meet by chance ("of the") scores low. Pairs scoring above
+# `threshold` are joined with `_`, left to right.
+
+# %%
+#| export
+def phrases(sentences, min_count: int = 25, threshold: float = 50.0) -> dict:
+    """Bigrams of `sentences` (lists of tokens) scoring above `threshold` by gensim's original scorer:
+    {(a, b): score}, score = (count(a b) - min_count) / (count(a) count(b)) * |V| (|V| = distinct words and pairs)."""
+    words, pairs = Counter(), Counter()
+    for s in sentences:
+        words.update(s); pairs.update(zip(s, s[1:]))
+    V = len(words) + len(pairs)
+    scores = {(a, b): (c - min_count) / (words[a] * words[b]) * V for (a, b), c in pairs.items()}
+    return {p: sc for p, sc in scores.items() if sc > threshold}
+
+def join_phrases(tokens, bigrams) -> list[str]:
+    "`tokens` with each pair of `bigrams` (a set or dict of (a, b)) joined as 'a_b', left to right, without overlaps."
+    out, i = [], 0
+    while i < len(tokens):
+        if i + 1 < len(tokens) and (tokens[i], tokens[i + 1]) in bigrams:
+            out.append(tokens[i] + '_' + tokens[i + 1]); i += 2
+        else:
+            out.append(tokens[i]); i += 1
+    return out
+
+# %%
+rng = np.random.default_rng(0)
+filler = [f'w{i}' for i in range(3000)]                   # rare words, which make most pairs seen once
+sents = [list(rng.choice(filler, 10)) for _ in range(600)]
+sents += [list(rng.choice(filler, 6)) + ['san', 'antonio'] + list(rng.choice(filler, 3)) for _ in range(50)]
+sents += [['of', 'the'] + list(rng.choice(filler, 4)) + ['of', 'a', 'the', 'of'] for _ in range(200)]
+found = phrases(sents, min_count=25, threshold=50)
+print({f'{a}_{b}': round(sc, 1) for (a, b), sc in found.items()})
+test_eq(set(found), {('san', 'antonio')})
+test_eq(join_phrases(['in', 'san', 'antonio', 'of', 'the'], found), ['in', 'san_antonio', 'of', 'the'])
+test_eq(join_phrases(['a', 'a', 'a'], {('a', 'a')}), ['a_a', 'a'])
 
 # %% [markdown]
 # ## What the sources got wrong, and what comes next

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from dl_from_scratch.text import (standardize, tokenize, Vocab, pad_sequences, pretokenize, bpe_train, bpe_train_naive,
                                   BPE, skipgram_pairs, cbow_windows, softmax_w2v_loss_grad, binary_w2v_loss_grad,
                                   huffman_tree, hs_probability, noise_distribution, unigram_table, keep_probability,
-                                  nearest, analogy, pca_2d, SPACE)
+                                  nearest, analogy, pca_2d, phrases, join_phrases, SPACE)
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
 
 
@@ -169,3 +169,14 @@ def test_nearest_analogy_pca():
     assert analogy(E, 0, 2, 1)[0].tolist() == [3]
     P = pca_2d(E)
     assert P.shape == (5, 2) and np.allclose(P.mean(0), 0)
+
+
+def test_phrases_score_as_gensim_and_join():
+    sents = [['new', 'york', 'is', 'big']] * 30 + [['big', 'is', 'new']] * 5
+    words = Counter(w for s in sents for w in s)
+    V = len(words) + len({p for s in sents for p in zip(s, s[1:])})
+    found = phrases(sents, min_count=25, threshold=0)
+    assert np.isclose(found[('new', 'york')], (30 - 25) / (35 * 30) * V)
+    assert ('big', 'is') not in found                                     # 5 < min_count: never above zero
+    assert set(phrases(sents, min_count=25, threshold=found[('new', 'york')])) == set()   # strictly above
+    assert join_phrases(['new', 'york', 'new', 'york', 'is'], found) == ['new_york', 'new_york', 'is']
