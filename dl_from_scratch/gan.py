@@ -12,7 +12,8 @@ from .optim import get_optimizer
 
 # %% auto #0
 __all__ = ['GANLoss', 'BCEGANLoss', 'LSGANLoss', 'WassersteinLoss', 'get_gan_loss', 'discriminator_update', 'GAN', 'SampleGrid',
-           'ConditionalGAN', 'InfoGAN', 'CycleGAN', 'sqrtm_psd', 'gaussian_stats', 'frechet_distance', 'sample_scores']
+           'ConditionalGAN', 'InfoGAN', 'CycleGAN', 'gradient_penalty', 'WGANGP', 'sqrtm_psd', 'gaussian_stats',
+           'frechet_distance', 'sample_scores']
 
 # %% ../nbs/15_gans.ipynb #2241584d
 def _scores(s, who: str):
@@ -84,16 +85,22 @@ def get_gan_loss(loss) -> GANLoss:
     return makers[loss]()
 
 # %% ../nbs/15_gans.ipynb #d0dcfb6e
-def discriminator_update(D: Model, passes: list, optimizer, clip_value: float | None = None):
+def discriminator_update(D: Model, passes: list, optimizer, clip_value: float | None = None, penalty=None):
     """One update of `D` from several batches: `passes` is a list of `(input, terms)`, where `terms(out)` gives
     `(value, logs, dL/dout)` for D's output on that input. Each batch goes through D by itself (a batch-normalised
     D normalises each with its own statistics); the parameter gradients are summed, `optimizer` steps once, and
-    with `clip_value` every weight of D is clipped to [−c, c] (WGAN). Returns `(sum of values, merged logs)`."""
+    with `clip_value` every weight of D is clipped to [−c, c] (WGAN). `penalty()`, if given, returns one more
+    `(value, logs, grads keyed as D.params)` at the current weights (WGAN-GP). Returns `(sum of values, merged logs)`."""
     total, logs, acc = 0.0, {}, None
     for inp, terms in passes:
         v, part, dy = terms(D(inp, training=True))
         D.backward(dy, need_dx=False)
         acc = {k: g.copy() for k, g in D.grads.items()} if acc is None else {k: acc[k] + g for k, g in D.grads.items()}
+        total += v
+        logs.update(part)
+    if penalty is not None:
+        v, part, grads = penalty()
+        acc = {k: g + grads[k] if k in grads else g for k, g in acc.items()}
         total += v
         logs.update(part)
     D.grads = acc
@@ -167,8 +174,12 @@ class GAN(Model):
         d_loss, logs = discriminator_update(
             self.D, [(self.discriminator_input(x, y), lambda out: self.d_terms(out, True)),
                      (self.discriminator_input(x_fake, y), lambda out: self.d_terms(out, False, g_in))],
-            self.d_opt, self.clip_value)
+            self.d_opt, self.clip_value, self.d_penalty(x, x_fake))
         return {'d_loss': d_loss, **logs}
+
+    def d_penalty(self, x, x_fake):
+        "A penalty on D for this step, as `discriminator_update` takes it (here none; WGAN-GP's gradient penalty)."
+        return None
 
     def _g_step(self, n: int, y) -> dict:
         self.D.trainable = False
@@ -331,6 +342,73 @@ class CycleGAN(Model):
         cyc = c_x + c_y
         return {'loss': l_g + l_f + self.lam * cyc, 'g_loss': l_g, 'f_loss': l_f, 'cycle': cyc,
                 'dx_loss': dx_loss, 'dy_loss': dy_loss}
+
+# %% ../nbs/15_gans.ipynb #dbd23976
+def _dense_critic(D: Model):
+    "The dense layers of a critic made of Flatten, Dense and ReLU / leaky ReLU layers, and the slope after each."
+    from dl_from_scratch.layers import Dense, Activation, Flatten
+    dense, slopes = [], []
+    for l in D.layers:
+        if isinstance(l, Flatten): continue
+        if isinstance(l, Dense) and l.activation is None:
+            dense.append(l); slopes.append(None)
+        elif isinstance(l, Activation) and l.activation in ('relu', 'leaky_relu') and dense and slopes[-1] is None:
+            slopes[-1] = l.kwargs.get('alpha', 0.01) if l.activation == 'leaky_relu' else 0.0
+        else:
+            raise ValueError(f"gradient_penalty expected a critic of Flatten, Dense (no activation) and ReLU / leaky ReLU "
+                             f"layers, got layer '{l.name}' ({type(l).__name__})")
+    if not dense or slopes[-1] is not None or dense[-1].units != 1 or any(a is None for a in slopes[:-1]):
+        raise ValueError("gradient_penalty expected Dense layers joined by ReLU / leaky ReLU, ending in a Dense with 1 unit")
+    return dense, slopes[:-1]
+
+def gradient_penalty(D: Model, x_hat, lam: float = 10.0):
+    """WGAN-GP's penalty lam * mean((‖∇_x D(x_hat)‖ − 1)²) for a dense critic (Flatten, Dense, ReLU / leaky ReLU),
+    at points `x_hat` `(m, *sample_shape)`: `(value, norms (m,), grads keyed as D.params)`. The gradient with respect
+    to the weights is the chapter's hand derivation (piecewise-linear activations: the masks are constant)."""
+    dense, slopes = _dense_critic(D)
+    X = x_hat.reshape(len(x_hat), -1)
+    masks, a = [], X
+    for l, alpha in zip(dense[:-1], slopes):                       # forward: the activation masks
+        z = a @ l.params['W'] + (l.params['b'] if l.use_bias else 0)
+        masks.append(np.where(z > 0, 1.0, alpha).astype(z.dtype))
+        a = np.where(z > 0, z, alpha * z)
+    G = [None] * len(dense)                                        # backward of ones: the input gradient
+    g = np.ones((len(X), 1), X.dtype)
+    for i in range(len(dense) - 1, -1, -1):
+        G[i] = g
+        v = g @ dense[i].params['W'].T
+        g = masks[i - 1] * v if i > 0 else v
+    n = np.sqrt((g * g).sum(1))
+    m = len(X)
+    value = lam * float(((n - 1) ** 2).mean())
+    R = (2 * lam / m) * ((n - 1) / np.maximum(n, 1e-12))[:, None] * g
+    grads = {}
+    names = {id(p): k for k, p in D.params.items()}
+    for i, l in enumerate(dense):                                  # forward again: dP/dW_l = R_l^T G_l
+        W = l.params['W']
+        grads[names[id(W)]] = R.T @ G[i]
+        if l.use_bias: grads[names[id(l.params['b'])]] = np.zeros_like(l.params['b'])
+        if i + 1 < len(dense): R = masks[i] * (R @ W)
+    return value, n, grads
+
+# %% ../nbs/15_gans.ipynb #7a0df5ce
+class WGANGP(GAN):
+    """WGAN with the gradient penalty instead of weight clipping (Gulrajani et al.): the Wasserstein loss, `d_steps`
+    critic steps per generator step, and `gp_weight` * mean((‖∇D(x̂)‖ − 1)²) at x̂ = εx + (1 − ε)G(z), ε ~ U(0, 1),
+    added to every critic update. The critic must be dense (see `gradient_penalty`). Logs 'gp' and 'grad_norm'."""
+    def __init__(self, generator, discriminator, latent_dim: int, gp_weight: float = 10.0, d_steps: int = 5,
+                 name: str = 'wgan_gp', **kwargs):
+        _dense_critic(discriminator)                  # refuse another critic now, not at the first step
+        self.gp_weight = float(gp_weight)
+        super().__init__(generator, discriminator, latent_dim, loss='wgan', d_steps=d_steps, name=name, **kwargs)
+
+    def d_penalty(self, x, x_fake):
+        eps = self.rng.uniform(0, 1, (len(x),) + (1,) * (x.ndim - 1)).astype(x.dtype)
+        x_hat = eps * x + (1 - eps) * x_fake
+        def penalty():
+            v, n, grads = gradient_penalty(self.D, x_hat, self.gp_weight)
+            return v, {'gp': v, 'grad_norm': float(n.mean())}, grads
+        return penalty
 
 # %% ../nbs/15_gans.ipynb #a520c400
 def sqrtm_psd(A):

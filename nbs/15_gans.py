@@ -25,9 +25,10 @@
 #    GAN, that classifier's confidence on the samples, how many of the ten
 #    digits appear, and a Fréchet distance in its feature space;
 # 4. trains the sources' models on MNIST (source 002's vanilla GAN, a small
-#    DCGAN, LSGAN, WGAN, the conditional GAN and InfoGAN), checks source 002's
-#    first DCGAN losses on CIFAR-10, and shows CycleGAN's cycle-consistency
-#    loss on MNIST ↔ colour-inverted MNIST.
+#    DCGAN, LSGAN, WGAN, the conditional GAN and InfoGAN), adds WGAN-GP
+#    (whose penalty's gradient we derive by hand for a dense critic), checks
+#    source 002's first DCGAN losses on CIFAR-10, and shows CycleGAN's
+#    cycle-consistency loss on MNIST ↔ colour-inverted MNIST.
 #
 # Every run here is small: two CPU cores train all the models of this
 # chapter in about half an hour, so the nets are the sources' smallest (or
@@ -55,7 +56,7 @@ import time
 import matplotlib.pyplot as plt
 from fastcore.test import test_eq, test_close, test_fail
 from dl_from_scratch.core import precision, set_num_threads
-from dl_from_scratch.gradcheck import check_grad
+from dl_from_scratch.gradcheck import check_grad, numerical_grad
 from dl_from_scratch.layers import Dense, Activation, BatchNorm, Flatten
 from dl_from_scratch.conv import Conv2D, Conv2DTranspose, MaxPool2D
 from dl_from_scratch.merge import Concatenate, Reshape
@@ -304,16 +305,22 @@ test_fail(lambda: get_gan_loss('hinge'), contains="'bce'")
 
 # %%
 #| export
-def discriminator_update(D: Model, passes: list, optimizer, clip_value: float | None = None):
+def discriminator_update(D: Model, passes: list, optimizer, clip_value: float | None = None, penalty=None):
     """One update of `D` from several batches: `passes` is a list of `(input, terms)`, where `terms(out)` gives
     `(value, logs, dL/dout)` for D's output on that input. Each batch goes through D by itself (a batch-normalised
     D normalises each with its own statistics); the parameter gradients are summed, `optimizer` steps once, and
-    with `clip_value` every weight of D is clipped to [−c, c] (WGAN). Returns `(sum of values, merged logs)`."""
+    with `clip_value` every weight of D is clipped to [−c, c] (WGAN). `penalty()`, if given, returns one more
+    `(value, logs, grads keyed as D.params)` at the current weights (WGAN-GP). Returns `(sum of values, merged logs)`."""
     total, logs, acc = 0.0, {}, None
     for inp, terms in passes:
         v, part, dy = terms(D(inp, training=True))
         D.backward(dy, need_dx=False)
         acc = {k: g.copy() for k, g in D.grads.items()} if acc is None else {k: acc[k] + g for k, g in D.grads.items()}
+        total += v
+        logs.update(part)
+    if penalty is not None:
+        v, part, grads = penalty()
+        acc = {k: g + grads[k] if k in grads else g for k, g in acc.items()}
         total += v
         logs.update(part)
     D.grads = acc
@@ -402,8 +409,12 @@ class GAN(Model):
         d_loss, logs = discriminator_update(
             self.D, [(self.discriminator_input(x, y), lambda out: self.d_terms(out, True)),
                      (self.discriminator_input(x_fake, y), lambda out: self.d_terms(out, False, g_in))],
-            self.d_opt, self.clip_value)
+            self.d_opt, self.clip_value, self.d_penalty(x, x_fake))
         return {'d_loss': d_loss, **logs}
+
+    def d_penalty(self, x, x_fake):
+        "A penalty on D for this step, as `discriminator_update` takes it (here none; WGAN-GP's gradient penalty)."
+        return None
 
     def _g_step(self, n: int, y) -> dict:
         self.D.trainable = False
@@ -784,6 +795,170 @@ assert h.history['cycle'][-1] < 0.5 * h.history['cycle'][0] and abs(cyc.G.predic
 test_fail(lambda: cyc.train_step((xs[:4], None)), contains='both domains')
 
 # %% [markdown]
+# **WGAN-GP** (Gulrajani et al. 2017). Clipping bounds the critic's
+# Lipschitz constant crudely: the weights pile up at $\pm c$, and the critic
+# can only draw simple functions. The optimal critic of the dual problem has
+# gradient norm 1 almost everywhere between the two distributions, so
+# WGAN-GP drops the clipping and penalises the gradient's norm instead, at
+# points $\hat x = \epsilon x + (1 - \epsilon)\tilde x$ on lines between a
+# real $x$ and a generated $\tilde x$, $\epsilon \sim U(0, 1)$:
+#
+# $$L^D = \mathbb E[f(\tilde x)] - \mathbb E[f(x)] + \lambda\,\mathbb E_{\hat x}\big[(\|\nabla_{\hat x} f(\hat x)\| - 1)^2\big],\qquad \lambda = 10 .$$
+#
+# The penalty is a function of a *gradient*, and its own gradient with
+# respect to the critic's weights goes through $\nabla_x f$: a second
+# derivative, which our layers' `backward` does not give. For a dense
+# critic we derive it by hand. Let $f$ be a chain of dense layers
+# $W_1, \dots, W_k$ (the last with one output) with piecewise-linear
+# activations $\varphi$ (ReLU, leaky ReLU) between them. For a batch of $m$
+# rows $\hat X$, the forward pass gives the masks $M_l = \varphi'(Z_l)$
+# $(m, H_l)$ of the hidden layers. The input gradient is a backward pass of
+# ones:
+#
+# $$G_k = \mathbf 1\ (m, 1),\qquad V_l = G_l W_l^\top,\qquad G_{l-1} = M_{l-1}\odot V_l\ (l = k, \dots, 2),\qquad \nabla_{\hat X} f = V_1 .$$
+#
+# Since $\varphi'' = 0$ away from the kinks, the masks do not move when the
+# weights move a little, so $\nabla_{\hat X} f$ is a product of the weights
+# with fixed masks, and differentiating it is one more pass, forward
+# through the layers. With $n_i = \|(V_1)_i\|$, the penalty
+# $P = \frac{\lambda}{m}\sum_i (n_i - 1)^2$ has
+# $R_1 = \partial P/\partial V_1 = \frac{2\lambda}{m}\,\frac{n_i - 1}{n_i}\,(V_1)_i$
+# row by row, and for $l = 1, \dots, k$:
+#
+# $$\frac{\partial P}{\partial W_l} = R_l^\top G_l,\qquad R_{l+1} = M_l \odot (R_l W_l) .$$
+#
+# The biases only shift the kinks, so $\partial P/\partial b_l = 0$. The
+# function below computes this for a model made of `Flatten`, `Dense` (no
+# activation of its own) and `Activation('relu' | 'leaky_relu')` layers,
+# and refuses any other critic.
+
+# %%
+#| export
+def _dense_critic(D: Model):
+    "The dense layers of a critic made of Flatten, Dense and ReLU / leaky ReLU layers, and the slope after each."
+    from dl_from_scratch.layers import Dense, Activation, Flatten
+    dense, slopes = [], []
+    for l in D.layers:
+        if isinstance(l, Flatten): continue
+        if isinstance(l, Dense) and l.activation is None:
+            dense.append(l); slopes.append(None)
+        elif isinstance(l, Activation) and l.activation in ('relu', 'leaky_relu') and dense and slopes[-1] is None:
+            slopes[-1] = l.kwargs.get('alpha', 0.01) if l.activation == 'leaky_relu' else 0.0
+        else:
+            raise ValueError(f"gradient_penalty expected a critic of Flatten, Dense (no activation) and ReLU / leaky ReLU "
+                             f"layers, got layer '{l.name}' ({type(l).__name__})")
+    if not dense or slopes[-1] is not None or dense[-1].units != 1 or any(a is None for a in slopes[:-1]):
+        raise ValueError("gradient_penalty expected Dense layers joined by ReLU / leaky ReLU, ending in a Dense with 1 unit")
+    return dense, slopes[:-1]
+
+def gradient_penalty(D: Model, x_hat, lam: float = 10.0):
+    """WGAN-GP's penalty lam * mean((‖∇_x D(x_hat)‖ − 1)²) for a dense critic (Flatten, Dense, ReLU / leaky ReLU),
+    at points `x_hat` `(m, *sample_shape)`: `(value, norms (m,), grads keyed as D.params)`. The gradient with respect
+    to the weights is the chapter's hand derivation (piecewise-linear activations: the masks are constant)."""
+    dense, slopes = _dense_critic(D)
+    X = x_hat.reshape(len(x_hat), -1)
+    masks, a = [], X
+    for l, alpha in zip(dense[:-1], slopes):                       # forward: the activation masks
+        z = a @ l.params['W'] + (l.params['b'] if l.use_bias else 0)
+        masks.append(np.where(z > 0, 1.0, alpha).astype(z.dtype))
+        a = np.where(z > 0, z, alpha * z)
+    G = [None] * len(dense)                                        # backward of ones: the input gradient
+    g = np.ones((len(X), 1), X.dtype)
+    for i in range(len(dense) - 1, -1, -1):
+        G[i] = g
+        v = g @ dense[i].params['W'].T
+        g = masks[i - 1] * v if i > 0 else v
+    n = np.sqrt((g * g).sum(1))
+    m = len(X)
+    value = lam * float(((n - 1) ** 2).mean())
+    R = (2 * lam / m) * ((n - 1) / np.maximum(n, 1e-12))[:, None] * g
+    grads = {}
+    names = {id(p): k for k, p in D.params.items()}
+    for i, l in enumerate(dense):                                  # forward again: dP/dW_l = R_l^T G_l
+        W = l.params['W']
+        grads[names[id(W)]] = R.T @ G[i]
+        if l.use_bias: grads[names[id(l.params['b'])]] = np.zeros_like(l.params['b'])
+        if i + 1 < len(dense): R = masks[i] * (R @ W)
+    return value, n, grads
+
+# %% [markdown]
+# Tests: in float64, the penalty's norms equal those of the input gradient
+# that the layers' own `backward` computes, and its weight gradients agree
+# with central differences of its value (the biases' with 0). Then the
+# `WGANGP` model: the plain GAN's step with the Wasserstein loss, no
+# clipping, and this penalty added to every critic update at fresh
+# interpolates.
+
+# %%
+def dense_critic(rng=0, hidden=(6, 5)):
+    x = Input((2, 2)); h = Flatten()(x)
+    for i, u in enumerate(hidden): h = Activation('leaky_relu', alpha=0.2)(Dense(u, rng=rng + i)(h))
+    return Model(x, Dense(1, rng=rng + 9)(h), name='critic')
+
+with precision(np.float64):
+    Dc = dense_critic()
+    for p in Dc.params.values(): p += 0.1 * np.random.default_rng(1).standard_normal(p.shape)   # non-zero biases
+    xh = np.random.default_rng(2).standard_normal((7, 2, 2))
+    value, norms, grads = gradient_penalty(Dc, xh, lam=10.0)
+    Dc(xh, training=True)
+    dx = Dc.backward(np.ones((7, 1)))
+    test_close(norms, np.sqrt((dx.reshape(7, -1) ** 2).sum(1)), eps=1e-12)
+    errs = {}
+    for key, p in Dc.params.items():
+        def f(v, p=p):
+            old = p.copy(); p[...] = v; out = gradient_penalty(Dc, xh)[0]; p[...] = old; return out
+        errs[key] = check_grad(f, lambda v, key=key: grads[key], p.copy()) if key.endswith('/W') else \
+                    float(np.abs(numerical_grad(f, p.copy())).max())
+print('penalty gradient, relative error per kernel / largest bias derivative:', {k: f'{v:.1e}' for k, v in errs.items()})
+assert max(v for k, v in errs.items() if k.endswith('/W')) < 1e-6 and max(v for k, v in errs.items() if k.endswith('/b')) < 1e-7
+xi2 = Input((2,)); test_fail(lambda: gradient_penalty(Model(xi2, Dense(1, 'tanh')(xi2)), np.zeros((1, 2))), contains='Dense')
+
+# %%
+#| export
+class WGANGP(GAN):
+    """WGAN with the gradient penalty instead of weight clipping (Gulrajani et al.): the Wasserstein loss, `d_steps`
+    critic steps per generator step, and `gp_weight` * mean((‖∇D(x̂)‖ − 1)²) at x̂ = εx + (1 − ε)G(z), ε ~ U(0, 1),
+    added to every critic update. The critic must be dense (see `gradient_penalty`). Logs 'gp' and 'grad_norm'."""
+    def __init__(self, generator, discriminator, latent_dim: int, gp_weight: float = 10.0, d_steps: int = 5,
+                 name: str = 'wgan_gp', **kwargs):
+        _dense_critic(discriminator)                  # refuse another critic now, not at the first step
+        self.gp_weight = float(gp_weight)
+        super().__init__(generator, discriminator, latent_dim, loss='wgan', d_steps=d_steps, name=name, **kwargs)
+
+    def d_penalty(self, x, x_fake):
+        eps = self.rng.uniform(0, 1, (len(x),) + (1,) * (x.ndim - 1)).astype(x.dtype)
+        x_hat = eps * x + (1 - eps) * x_fake
+        def penalty():
+            v, n, grads = gradient_penalty(self.D, x_hat, self.gp_weight)
+            return v, {'gp': v, 'grad_norm': float(n.mean())}, grads
+        return penalty
+
+# %% [markdown]
+# A test of the whole step, on two dimensions: real data
+# $\mathcal N((3, 3), 0.5^2 I)$; the penalised critic must bring the
+# generated mean there, the spread near 0.5, and keep its gradient norm
+# near 1 at the interpolates. (Not on one dimension: there a critic's slope
+# can change sign only by passing through 0, where the penalty is
+# $\lambda$, so a critic that starts with the wrong slope stays at a local
+# minimum with slope $1 - \Delta/(2\lambda)$ for a gap $\Delta$ between the
+# real and the generated means, and scores the fakes higher than the data;
+# in two or more dimensions the gradient can turn instead.)
+
+# %%
+real2 = (np.random.default_rng(1).normal(0, 0.5, (2048, 2)) + [3.0, 3.0]).astype(np.float32)
+zi = Input((4,)); G = Model(zi, Dense(2, rng=1)(Dense(16, 'tanh', rng=0)(zi)), name='G')
+xi = Input((2,)); h = Activation('leaky_relu', alpha=0.2)(Dense(32, rng=2)(xi))
+wgp = WGANGP(G, Model(xi, Dense(1, rng=3)(h), name='D'), latent_dim=4, rng=0)
+wgp.compile(Adam(5e-3, beta_1=0.5, beta_2=0.9), Adam(2e-3, beta_1=0.5, beta_2=0.9))
+h = wgp.fit(real2, epochs=30, batch_size=5 * 32, rng=0, verbose=0)
+after = wgp.generate(2000, rng=5)
+print(f"WGAN-GP: mean of G(z) {np.round(after.mean(0), 2)}, std {np.round(after.std(0), 2)}; gradient norm at the "
+      f"interpolates in the last epoch {h.history['grad_norm'][-1]:.2f}")
+assert np.abs(after.mean(0) - 3).max() < 0.4 and np.abs(after.std(0) - 0.5).max() < 0.35
+assert abs(h.history['grad_norm'][-1] - 1) < 0.2
+test_fail(lambda: WGANGP(G, toy_nets(d_activation='sigmoid')[1], latent_dim=4), contains='Dense')
+
+# %% [markdown]
 # ## 5. Measuring samples
 #
 # The Fréchet Inception distance (FID, Heusel et al. 2017) compares real
@@ -875,3 +1050,516 @@ test_fail(lambda: sqrtm_psd(np.ones((2, 3))), contains='square')
 sc = sample_scores(np.eye(10)[[0, 0, 1, 2]] * 0.9 + 0.01, np.random.default_rng(0).standard_normal((4, 2)),
                    (np.zeros(2), np.eye(2)), min_share=0.25)
 test_eq(sc['coverage'], 3); test_close(sc['confidence'], 0.91); test_eq(sc['counts'][:3], [2, 1, 1])
+
+# %% [markdown]
+# ## 6. Experiments on MNIST
+#
+# **Settings.** The quick version below (what `nbdev_test` runs) trains
+# every model for one epoch on a few thousand images, enough to check that
+# the code runs, not to judge the samples. The full run (the `slow` cell
+# after it) uses the settings printed there; the whole chapter then takes
+# about half an hour on two cores.
+
+# %%
+QUICK = True
+N_TRAIN = 2000                   # training images per run
+N_CONV = 640                     # images per run for the convolutional GANs (their steps are slower)
+N_SCORE = 1000                   # samples scored per model
+EPOCHS = dict(classifier=1, vanilla=1, dcgan=1, lsgan=1, wgan=1, wgan_gp=1, cgan=1, infogan=1, cyclegan=1)
+
+# %%
+#| slow
+QUICK = False
+N_TRAIN, N_CONV = 60000, 20000
+EPOCHS = dict(classifier=3, vanilla=8, dcgan=1, lsgan=8, wgan=8, wgan_gp=6, cgan=8, infogan=6, cyclegan=1)
+print('epochs per run:', EPOCHS, f'; {N_TRAIN:,} training images ({N_CONV:,} for the convolutional GANs)')
+
+# %% [markdown]
+# **The data** in $[-1, 1]$, the range of the generators' tanh (source 002
+# scales its MNIST the same way, but not its CIFAR-10 or its conditional
+# GAN's MNIST, which stay in $[0, 1]$).
+
+# %%
+#| mnist
+from dl_from_scratch import data
+from dl_from_scratch.functional import softmax
+x_train, y_train = data.load('mnist', 'train')
+x_test, y_test = data.load('mnist', 'test')
+X_train = x_train.astype(np.float32) / 127.5 - 1
+X_test = x_test.astype(np.float32) / 127.5 - 1
+print(X_train.shape, X_train.dtype, float(X_train.min()), float(X_train.max()))
+
+# %% [markdown]
+# **The judge.** Chapter 08's LeNet-5 (ReLU, max pooling), trained on the
+# same $[-1, 1]$ images; a second model made of its layers returns the 84
+# features of its last hidden layer. The real test set's features give the
+# reference Gaussian. Two baselines frame the scores: 1,000 real training
+# images (the best a generator can do; their distance is not 0 because
+# 1,000 samples estimate an 84-dimensional covariance only roughly) and
+# 1,000 images of uniform noise.
+
+# %%
+#| mnist
+def lenet5_with_features(rng=0):
+    "LeNet-5 on (N, 28, 28, 1) -> 10 logits, and the model of its 84 last hidden features (the same layers)."
+    x = Input((28, 28, 1))
+    h = MaxPool2D(2)(Conv2D(6, 5, padding='same', activation='relu', rng=rng)(x))
+    h = Flatten()(MaxPool2D(2)(Conv2D(16, 5, activation='relu', rng=rng)(h)))
+    f = Dense(84, 'relu', rng=rng)(Dense(120, 'relu', rng=rng)(h))
+    return Model(x, Dense(10, rng=rng)(f), name='lenet5'), Model(x, f, name='lenet5_features')
+
+t0 = time.perf_counter()
+clf, features = lenet5_with_features()
+clf.compile(SparseCategoricalCrossentropy(from_logits=True), Adam(1e-3), metrics='accuracy')
+clf.fit(X_train[:N_TRAIN], y_train[:N_TRAIN], epochs=EPOCHS['classifier'], batch_size=128, rng=0, verbose=0)
+clf_acc = clf.evaluate(X_test, y_test)[1]
+real_stats = gaussian_stats(features.predict(X_test))
+print(f"LeNet-5: {EPOCHS['classifier']} epochs, test accuracy {clf_acc:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+def score(images) -> dict:
+    "The classifier's scores of `images` (N, 28, 28, 1) in [-1, 1]."
+    return sample_scores(softmax(clf.predict(images)), features.predict(images), real_stats)
+
+SCORES, RUNS = {}, {}           # name -> scores; name -> (epochs, seconds)
+SCORES['real images (1,000 training)'] = score(X_train[-N_SCORE:])
+SCORES['uniform noise'] = score(np.random.default_rng(0).uniform(-1, 1, (N_SCORE, 28, 28, 1)).astype(np.float32))
+for k, v in SCORES.items(): print(f"{k:30} confidence {v['confidence']:.3f}, coverage {v['coverage']}/10, FLD {v['fd']:.2f}")
+
+# %% [markdown]
+# **Training and showing.** One function trains any of the GANs, keeps the
+# samples of 16 fixed generator inputs after every epoch, prints the losses
+# per epoch and the time, and scores 1,000 fresh samples.
+
+# %%
+def tile(images, ncols=4):
+    "Images (n, H, W, C) in [-1, 1] -> one (rows*H, ncols*W[, C]) image in [0, 1]."
+    n, H, W, C = images.shape
+    rows = -(-n // ncols)
+    out = np.ones((rows * H, ncols * W, C), np.float32)
+    for i, im in enumerate(images): out[i // ncols * H:(i // ncols + 1) * H, i % ncols * W:(i % ncols + 1) * W] = (im + 1) / 2
+    return out[..., 0] if C == 1 else np.clip(out, 0, 1)
+
+def show_grids(grid, title, max_cols=6):
+    "The fixed samples before training and after some epochs (all, or `max_cols` evenly spaced)."
+    idx = np.unique(np.linspace(0, len(grid.images) - 1, min(max_cols, len(grid.images))).round().astype(int))
+    fig, axs = plt.subplots(1, len(idx), figsize=(2.1 * len(idx), 2.4), squeeze=False)
+    for ax, i in zip(axs[0], idx):
+        ax.imshow(tile(grid.images[i]), cmap='gray', vmin=0, vmax=1); ax.axis('off')
+        ax.set_title('before training' if i == 0 else f'epoch {i}', fontsize=9)
+    fig.suptitle(title); plt.tight_layout(); plt.show()
+
+def train_gan(name, gan, x, y=None, epochs=1, batch_size=100, grid_y=None):
+    "Fit `gan`, print its losses per epoch, show its sample grids, score 1,000 samples; returns the history."
+    grid = SampleGrid(gan.generator_input(16, grid_y, rng=123))
+    t0 = time.perf_counter()
+    h = gan.fit(x, y, epochs=epochs, batch_size=batch_size * gan.d_steps, callbacks=[grid], rng=0, verbose=0)
+    secs = time.perf_counter() - t0
+    keys = [k for k in ('d_loss', 'g_loss', 'mi', 'gp') if k in h.history]
+    for e in range(epochs):
+        print(f'epoch {e + 1:2d}/{epochs}: ' + ', '.join(f'{k} {h.history[k][e]:.4f}' for k in keys))
+    print(f'{name}: {epochs} epochs on {len(x):,} images in {secs / 60:.1f} min')
+    show_grids(grid, name)
+    SCORES[name] = score(gan.generate(N_SCORE, rng=7))
+    RUNS[name] = (epochs, secs)
+    s = SCORES[name]
+    print(f"scores: confidence {s['confidence']:.3f}, coverage {s['coverage']}/10, FLD {s['fd']:.2f}, "
+          f"samples per predicted digit {s['counts'].tolist()}")
+    return h
+
+# %% [markdown]
+# ### Vanilla GAN (source 002)
+#
+# Source 002's nets, layer for layer: $G$ is 100 → 128 → 128 → 784 with
+# leaky ReLU (slope 0.2) and a tanh output, $D$ is 784 → 128 → 128 → 1
+# logit; $z \sim U(-1, 1)^{100}$; Adam with $\eta = 10^{-3}$ for both;
+# batches of 100; one $D$ step, one $G$ step. The source trains 1,000
+# epochs (550,000 iterations); we train the epochs printed.
+
+# %%
+#| mnist
+def lrelu(): return Activation('leaky_relu', alpha=0.2)
+
+def mlp_generator(latent_dim=100, hidden=(128, 128), rng=0, name='G'):
+    z = Input((latent_dim,))
+    h = z
+    for i, u in enumerate(hidden): h = lrelu()(Dense(u, rng=rng + i)(h))
+    return Model(z, Reshape((28, 28, 1))(Dense(784, 'tanh', rng=rng + 9)(h)), name=name)
+
+def mlp_discriminator(hidden=(128, 128), rng=10, name='D'):
+    x = Input((28, 28, 1))
+    h = Flatten()(x)
+    for i, u in enumerate(hidden): h = lrelu()(Dense(u, rng=rng + i)(h))
+    return Model(x, Dense(1, rng=rng + 9)(h), name=name)
+
+vanilla = GAN(mlp_generator(), mlp_discriminator(), latent_dim=100, noise='uniform', rng=0)
+vanilla.compile(Adam(1e-3), Adam(1e-3))
+h_vanilla = train_gan('vanilla GAN', vanilla, X_train[:N_TRAIN], epochs=EPOCHS['vanilla'])
+
+# %% [markdown]
+# ### DCGAN: source 002's CIFAR-10 net, first losses
+#
+# Source 002's DCGAN for CIFAR-10 (Radford et al.'s design: strided
+# convolutions instead of pooling, batch normalisation, ReLU in $G$ and
+# leaky ReLU in $D$, tanh output):
+#
+# * $G$: $z \in \mathbb R^{100}$ → dense $8\cdot 8\cdot 128$ → reshape → BN → ReLU → transposed conv 256 (5×5, stride 2) → BN → ReLU → transposed conv 256 (5×5, stride 2) → BN → ReLU → transposed conv 256 (5×5, stride 1) → BN → ReLU → transposed conv 3 (7×7) → tanh: 32×32×3;
+# * $D$: conv 64 (5×5, stride 2), leaky 0.2 → conv 128 (5×5, stride 2), BN, leaky 0.2 → conv 256 (5×5, stride 1), BN, leaky 0.1 → flatten → dense 1 logit;
+# * $z \sim \mathcal N(0, 1)$, batches of 100, Adam with $\eta = 2\cdot 10^{-5}$.
+#
+# The source prints one line of training, "Epoch: 0, iteration: 0,
+# Discriminator Loss: 1.44706475735, Generator Loss: 0.726667642593": close
+# to $2\ln 2 = 1.386$ and $\ln 2 = 0.693$, a discriminator that cannot yet
+# tell. That is the sanity check to reproduce: the losses of the first batch,
+# before any update. (The source keeps its CIFAR-10 pixels in $[0, 1]$ while
+# $G$ emits $[-1, 1]$, and its `kernel_init` is not defined; we scale to
+# $[-1, 1]$ and use the package's Glorot-uniform initialisation.) The
+# generator's 256-channel 5×5 transposed convolutions at 32×32 make about
+# 4.4 GFLOP per image; the source's 500 epochs of 500 iterations are out of
+# reach of two cores, and the cell after the losses times one training step
+# to say by how much.
+
+# %%
+#| cifar10
+#| mnist
+def dcgan_cifar_generator(rng=0):
+    z = Input((100,))
+    h = Activation('relu')(BatchNorm()(Reshape((8, 8, 128))(Dense(8 * 8 * 128, rng=rng)(z))))
+    for i, s in enumerate((2, 2, 1)):
+        h = Activation('relu')(BatchNorm()(Conv2DTranspose(256, 5, strides=s, padding='same', rng=rng + 1 + i)(h)))
+    return Model(z, Conv2DTranspose(3, 7, padding='same', activation='tanh', rng=rng + 9)(h), name='G_cifar')
+
+def dcgan_cifar_discriminator(rng=10):
+    x = Input((32, 32, 3))
+    h = lrelu()(Conv2D(64, 5, strides=2, padding='same', rng=rng)(x))
+    h = lrelu()(BatchNorm()(Conv2D(128, 5, strides=2, padding='same', rng=rng + 1)(h)))
+    h = Activation('leaky_relu', alpha=0.1)(BatchNorm()(Conv2D(256, 5, padding='same', rng=rng + 2)(h)))
+    return Model(x, Dense(1, rng=rng + 3)(Flatten()(h)), name='D_cifar')
+
+xc, _ = data.load('cifar10', 'train')
+B = 8 if QUICK else 100
+Xc = xc[:B].astype(np.float32) / 127.5 - 1
+bce = get_gan_loss('bce')
+print(f"{'seed':>4} {'D loss':>8} {'G loss':>8}   (batch {B}, before any update)")
+first = []
+for seed in range(1 if QUICK else 2):
+    dc = GAN(dcgan_cifar_generator(rng=100 * seed), dcgan_cifar_discriminator(rng=100 * seed + 50), latent_dim=100, rng=seed)
+    x_fake = dc.G(dc.sample_noise(B), training=True)
+    d_loss = bce.real(dc.D(Xc, training=True))[0] + bce.fake(dc.D(x_fake, training=True))[0]
+    g_loss = bce.generator(dc.D(x_fake, training=True))[0]
+    first.append((d_loss, g_loss))
+    print(f'{seed:4d} {d_loss:8.5f} {g_loss:8.5f}')
+print(f"source 002: D 1.44706, G 0.72667;  2 ln 2 = {2 * math.log(2):.5f}, ln 2 = {math.log(2):.5f}")
+print(f"G: {dc.G.count_params():,} parameters, D: {dc.D.count_params():,}")
+
+# %%
+#| cifar10
+#| mnist
+dc.compile(Adam(2e-5), Adam(2e-5))
+xs10 = xc[B:B + 10].astype(np.float32) / 127.5 - 1
+dc.train_step((xs10, None))                               # the first step builds work arrays
+t0 = time.perf_counter(); dc.train_step((xs10, None)); step10 = time.perf_counter() - t0
+print(f"one training step on a batch of 10: {step10:.1f} s; the source's 500 epochs x 500 iterations of 100 would take "
+      f"about {step10 * 10 * 500 * 500 / 86400:.0f} days at that rate")
+
+# %% [markdown]
+# ### DCGAN on MNIST
+#
+# The same design scaled to MNIST and to two cores: $G$ is 100 → dense
+# $7\cdot7\cdot64$ → BN → ReLU → transposed conv 32 (4×4, stride 2) → BN →
+# ReLU → transposed conv 1 (4×4, stride 2) → tanh; $D$ is conv 32 (4×4,
+# stride 2), leaky 0.2 → conv 64 (4×4, stride 2), BN, leaky 0.2 → dense 1.
+# Radford et al.'s optimiser (Adam, $\eta = 2\cdot 10^{-4}$, $\beta_1 = 0.5$),
+# batches of 64, $z\sim\mathcal N(0, 1)$.
+
+# %%
+#| mnist
+def dcgan_mnist_generator(rng=0):
+    z = Input((100,))
+    h = Reshape((7, 7, 64))(Activation('relu')(BatchNorm()(Dense(7 * 7 * 64, rng=rng)(z))))
+    h = Activation('relu')(BatchNorm()(Conv2DTranspose(32, 4, strides=2, padding='same', rng=rng + 1)(h)))
+    return Model(z, Conv2DTranspose(1, 4, strides=2, padding='same', activation='tanh', rng=rng + 2)(h), name='G')
+
+def dcgan_mnist_discriminator(rng=10):
+    x = Input((28, 28, 1))
+    h = lrelu()(Conv2D(32, 4, strides=2, padding='same', rng=rng)(x))
+    h = lrelu()(BatchNorm()(Conv2D(64, 4, strides=2, padding='same', rng=rng + 1)(h)))
+    return Model(x, Dense(1, rng=rng + 2)(Flatten()(h)), name='D')
+
+dcgan = GAN(dcgan_mnist_generator(), dcgan_mnist_discriminator(), latent_dim=100, rng=0)
+dcgan.compile(Adam(2e-4, beta_1=0.5), Adam(2e-4, beta_1=0.5))
+h_dcgan = train_gan('DCGAN', dcgan, X_train[:N_CONV], epochs=EPOCHS['dcgan'], batch_size=64)
+
+# %% [markdown]
+# ### LSGAN
+#
+# The vanilla GAN's nets and optimisers with the least-squares losses
+# ($a = 0$, $b = c = 1$) on $D$'s raw output.
+
+# %%
+#| mnist
+lsgan = GAN(mlp_generator(), mlp_discriminator(), latent_dim=100, loss='lsgan', noise='uniform', rng=0)
+lsgan.compile(Adam(1e-3), Adam(1e-3))
+h_lsgan = train_gan('LSGAN', lsgan, X_train[:N_TRAIN], epochs=EPOCHS['lsgan'])
+
+# %% [markdown]
+# ### WGAN with weight clipping
+#
+# The same nets; the critic's output is a score, its weights are clipped to
+# $[-0.01, 0.01]$ after every update, it takes $n_{\text{critic}} = 5$
+# steps per generator step, and both use RMSprop with $\eta = 5\cdot10^{-5}$
+# (Arjovsky et al.'s settings; source 002 gives the losses and the clipping
+# but no training settings). An epoch is one pass of the critic over the
+# data, so the generator steps five times less often than in the runs
+# above. The printed `d_loss` is the critic's loss, whose negative
+# estimates $K\cdot W(p_r, p_g)$ for the Lipschitz constant $K$ the clipping
+# allows.
+
+# %%
+#| mnist
+wgan = GAN(mlp_generator(), mlp_discriminator(), latent_dim=100, loss='wgan', noise='uniform',
+           d_steps=5, clip_value=0.01, rng=0)
+wgan.compile(RMSprop(5e-5), RMSprop(5e-5))
+h_wgan = train_gan('WGAN (clipping)', wgan, X_train[:N_TRAIN], epochs=EPOCHS['wgan'], batch_size=64)
+
+# %% [markdown]
+# ### WGAN-GP
+#
+# The same nets again, the critic unclipped and penalised as derived in
+# section 4 ($\lambda = 10$, $n_{\text{critic}} = 5$), with Gulrajani et
+# al.'s optimiser: Adam, $\eta = 10^{-4}$, $\beta_1 = 0.5$, $\beta_2 = 0.9$.
+# Source 002 does not have it; it is the usual answer to clipping's
+# crudeness. The logs add the penalty and the mean gradient norm at the
+# interpolates, which the penalty holds near 1.
+
+# %%
+#| mnist
+wgan_gp = WGANGP(mlp_generator(), mlp_discriminator(), latent_dim=100, noise='uniform', rng=0)
+wgan_gp.compile(Adam(1e-4, beta_1=0.5, beta_2=0.9), Adam(1e-4, beta_1=0.5, beta_2=0.9))
+h_wgan_gp = train_gan('WGAN-GP', wgan_gp, X_train[:N_TRAIN], epochs=EPOCHS['wgan_gp'], batch_size=64)
+print('gradient norm at the interpolates, per epoch:', np.round(h_wgan_gp.history['grad_norm'], 3).tolist())
+
+# %% [markdown]
+# ### Conditional GAN (source 002, corrected)
+#
+# Source 002's nets: $G$ reads $[z, y]$ (100 + 10) → 128 ReLU → 784 tanh;
+# $D$ reads $[x, y]$ (784 + 10) → 128 ReLU → 1 logit; Adam with
+# $\eta = 10^{-3}$, $\beta_1 = 0.5$, batches of 128, $z\sim\mathcal N(0, 1)$.
+# Asking for a digit $k$ should give a $k$: the *label agreement* is the
+# share of samples that the classifier reads as the digit asked for.
+
+# %%
+#| mnist
+def cgan_generator(rng=0):
+    z, c = Input((100,)), Input((10,))
+    h = Dense(128, 'relu', rng=rng)(Concatenate()([z, c]))
+    return Model([z, c], Reshape((28, 28, 1))(Dense(784, 'tanh', rng=rng + 1)(h)), name='G')
+
+def cgan_discriminator(rng=10):
+    x, c = Input((28, 28, 1)), Input((10,))
+    h = Dense(128, 'relu', rng=rng)(Concatenate()([Flatten()(x), c]))
+    return Model([x, c], Dense(1, rng=rng + 1)(h), name='D')
+
+cgan = ConditionalGAN(cgan_generator(), cgan_discriminator(), latent_dim=100, rng=0)
+cgan.compile(Adam(1e-3, beta_1=0.5), Adam(1e-3, beta_1=0.5))
+h_cgan = train_gan('conditional GAN', cgan, X_train[:N_TRAIN], y_train[:N_TRAIN], epochs=EPOCHS['cgan'],
+                   batch_size=128, grid_y=np.arange(16) % 10)
+asked = np.arange(N_SCORE) % 10
+x_asked = cgan.generate(N_SCORE, y=asked, rng=8)
+agreement = float((clf.predict(x_asked).argmax(1) == asked).mean())
+print(f'label agreement: {agreement:.3f} of {N_SCORE} samples are read as the digit asked for')
+fig, axs = plt.subplots(1, 2, figsize=(6, 3))
+for ax, k in zip(axs, (7, 3)):
+    ax.imshow(tile(cgan.generate(16, y=np.full(16, k), rng=9)), cmap='gray'); ax.axis('off'); ax.set_title(f'asked for {k}')
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# ### InfoGAN
+#
+# A 10-way categorical code and 64-dimensional $z\sim U(-1, 1)^{64}$, as in
+# source 002. Its nets are convolutional; on two cores we use dense ones of
+# the same shape of idea: $G$ reads $[c, z]$ (74) → 256 BN ReLU → 256 BN ReLU
+# → 784 tanh; $D$'s trunk is 784 → 256 → 256 (leaky 0.2), with a logit head
+# and the $Q$ head, 128 (leaky 0.2) → 10 logits. $\lambda = 1$; Adam with
+# $\beta_1 = 0.5$ and InfoGAN's paper's rates, $2\cdot10^{-4}$ for $D$ and
+# $10^{-3}$ for $G$; batches of 64. The labels are never shown to it.
+
+# %%
+#| mnist
+def infogan_generator(n_codes=10, latent_dim=64, rng=0):
+    g = Input((n_codes + latent_dim,))
+    h = g
+    for i in range(2): h = Activation('relu')(BatchNorm()(Dense(256, rng=rng + i)(h)))
+    return Model(g, Reshape((28, 28, 1))(Dense(784, 'tanh', rng=rng + 9)(h)), name='G')
+
+def infogan_discriminator(n_codes=10, rng=10):
+    x = Input((28, 28, 1))
+    h = Flatten()(x)
+    for i in range(2): h = lrelu()(Dense(256, rng=rng + i)(h))
+    q = Dense(n_codes, rng=rng + 5)(lrelu()(Dense(128, rng=rng + 4)(h)))
+    return Model(x, [Dense(1, rng=rng + 3)(h), q], name='D')
+
+infogan = InfoGAN(infogan_generator(), infogan_discriminator(), latent_dim=64, n_codes=10, lam=1.0, rng=0)
+infogan.compile(Adam(2e-4, beta_1=0.5), Adam(1e-3, beta_1=0.5))
+h_info = train_gan('InfoGAN', infogan, X_train[:N_TRAIN], epochs=EPOCHS['infogan'], batch_size=64,
+                   grid_y=np.arange(16) % 10)
+print(f"L_I in the last epoch: {h_info.history['mi'][-1]:.3f} nats; ceiling H(c) = ln 10 = {math.log(10):.3f}")
+
+# %% [markdown]
+# Varying $c$ with $z$ fixed: each row below is one code, each column one
+# $z$. If the code has taken the digit class, a row is one digit in ten
+# styles and a column is one style in ten digits. The classifier says how
+# far that holds: for each code, the digit it most often reads and the
+# share of that code's samples read so (the code's *purity*).
+
+# %%
+#| mnist
+n_per = N_SCORE // 10
+z_fixed = np.tile(infogan.sample_noise(10, rng=11), (10, 1))
+codes = np.repeat(np.arange(10), 10)
+g_in = np.concatenate([np.eye(10, dtype=np.float32)[codes], z_fixed], axis=1)
+plt.figure(figsize=(5, 5)); plt.imshow(tile(infogan.G.predict(g_in), ncols=10), cmap='gray'); plt.axis('off')
+plt.title('InfoGAN: one code per row, one z per column'); plt.show()
+read = clf.predict(infogan.generate(N_SCORE, y=np.repeat(np.arange(10), n_per), rng=12)).argmax(1).reshape(10, n_per)
+majority = [int(np.bincount(r, minlength=10).argmax()) for r in read]
+purity = [float((r == m).mean()) for r, m in zip(read, majority)]
+print('code    -> digit most often read, purity')
+for k in range(10): print(f'c = {k}  -> {majority[k]}  {purity[k]:.2f}')
+print(f'{len(set(majority))} distinct digits over the 10 codes; mean purity {np.mean(purity):.3f}')
+
+# %% [markdown]
+# ### CycleGAN: MNIST ↔ colour-inverted MNIST
+#
+# Source 002 translates Monet paintings and photos (monet2photo, about
+# 300 MB); that dataset is not among the ones this book ships offline, so we
+# take two unpaired domains that are: $X$ = MNIST digits, $Y$ = MNIST digits
+# with their colours inverted ($-x$ in $[-1, 1]$), made from a *different*
+# half of the training set, so that no $y$ is the inverse of any $x$ the
+# model sees. The right translation is known ($G(x) = -x$), which lets us
+# measure it: the mean absolute error between $G(x)$ and $-x$ on test
+# digits, and the classifier's accuracy on $-G(x)$ (does the translation
+# keep the digit?). Generators: three 3×3 convolutions (16, 16, 1 channels;
+# ReLU, ReLU, tanh), which keep the image size; discriminators: 784 → 128
+# (leaky 0.2) → 1. Least-squares losses, $\lambda = 10$, Adam with
+# $\eta = 2\cdot10^{-4}$, $\beta_1 = 0.5$ (the paper's), batches of 64.
+
+# %%
+#| mnist
+def translator(rng, name):
+    x = Input((28, 28, 1))
+    h = Conv2D(16, 3, padding='same', activation='relu', rng=rng)(x)
+    h = Conv2D(16, 3, padding='same', activation='relu', rng=rng + 1)(h)
+    return Model(x, Conv2D(1, 3, padding='same', activation='tanh', rng=rng + 2)(h), name=name)
+
+class BatchLogs(Callback):
+    "The logs of the first epoch's batches `at`."
+    def __init__(self, at): self.at, self.logs = at, {}
+    def on_epoch_begin(self, epoch, logs=None): self.epoch = epoch
+    def on_batch_end(self, batch, logs=None):
+        if self.epoch == 0 and batch in self.at: self.logs[batch] = dict(logs)
+
+half = N_CONV // 2
+X_dom, Y_dom = X_train[:half], -X_train[half:2 * half]            # unpaired: different images
+cycle = CycleGAN(translator(0, 'G'), translator(10, 'F'), mlp_discriminator((128,), 20, 'D_x'),
+                 mlp_discriminator((128,), 30, 'D_y'), lam=10.0, loss='lsgan')
+cycle.compile(Adam(2e-4, beta_1=0.5), Adam(2e-4, beta_1=0.5), Adam(2e-4, beta_1=0.5))
+first_batches = BatchLogs(at=(0, 50))
+t0 = time.perf_counter()
+h_cycle = cycle.fit(X_dom, Y_dom, epochs=EPOCHS['cyclegan'], batch_size=64, callbacks=[first_batches], rng=0, verbose=0)
+RUNS['CycleGAN'] = (EPOCHS['cyclegan'], time.perf_counter() - t0)
+print(f"CycleGAN: {EPOCHS['cyclegan']} epochs on {half:,} + {half:,} unpaired images in {RUNS['CycleGAN'][1] / 60:.1f} min")
+for b, lg in first_batches.logs.items():
+    print(f"iteration {b:3d}: " + ', '.join(f'{k} {lg[k]:.4f}' for k in ('dx_loss', 'dy_loss', 'g_loss', 'f_loss', 'cycle')))
+for e in range(EPOCHS['cyclegan']):
+    print(f"epoch {e + 1} (mean): " + ', '.join(f"{k} {h_cycle.history[k][e]:.4f}" for k in ('dx_loss', 'dy_loss', 'g_loss', 'f_loss', 'cycle')))
+
+# %%
+#| mnist
+xt = X_test[:N_SCORE]
+g_x = cycle.G.predict(xt)
+err_g, err_f = float(np.abs(g_x - (-xt)).mean()), float(np.abs(cycle.F.predict(-xt) - xt).mean())
+acc_g = float((clf.predict(-g_x).argmax(1) == y_test[:N_SCORE]).mean())
+acc_f = float((clf.predict(cycle.F.predict(-xt)).argmax(1) == y_test[:N_SCORE]).mean())
+print(f"mean |G(x) - (-x)| {err_g:.4f}, mean |F(-x) - x| {err_f:.4f} (pixels in [-1, 1]; identity map: {float(np.abs(2 * xt).mean()):.4f})")
+print(f"classifier accuracy on -G(x): {acc_g:.3f}, on F(-x): {acc_f:.3f} (on x itself: {float((clf.predict(xt).argmax(1) == y_test[:N_SCORE]).mean()):.3f})")
+rows = [xt[:8], g_x[:8], cycle.F.predict(g_x[:8]), -xt[8:16], cycle.F.predict(-xt[8:16]), cycle.G.predict(cycle.F.predict(-xt[8:16]))]
+plt.figure(figsize=(8, 6)); plt.imshow(tile(np.concatenate(rows), ncols=8), cmap='gray'); plt.axis('off')
+plt.title('rows: x, G(x), F(G(x));  y, F(y), G(F(y))'); plt.show()
+
+# %% [markdown]
+# ## 7. Scores and comparison with the sources
+#
+# All scores come from the one LeNet-5 judge, on 1,000 samples per model
+# (the conditional GAN's drawn with uniform labels, InfoGAN's with uniform
+# codes). Confidence and coverage are high for real digits; the Fréchet
+# LeNet distance (FLD) is the sharper measure, as it compares the whole
+# spread of features with the real test set's, so a model that draws a few
+# good digits over and over scores badly on it even when its confidence is
+# high.
+
+# %%
+#| mnist
+print(f"judge: LeNet-5, test accuracy {clf_acc:.4f}")
+print(f"{'samples':32} {'epochs':>6} {'minutes':>8} {'confidence':>10} {'coverage':>8} {'FLD':>8}")
+for name, s in SCORES.items():
+    ep, secs = RUNS.get(name, ('', None))
+    print(f"{name:32} {ep!s:>6} {'' if secs is None else f'{secs / 60:.1f}':>8} {s['confidence']:10.3f} "
+          f"{s['coverage']:>5}/10 {s['fd']:8.2f}")
+print(f"conditional GAN: label agreement {agreement:.3f};  InfoGAN: {len(set(majority))} distinct digits over "
+      f"10 codes, mean purity {np.mean(purity):.3f};  CycleGAN: accuracy on -G(x) {acc_g:.3f}")
+if QUICK: print('(quick mode: a few thousand images and one epoch per model; the scores mean nothing yet)')
+
+# %% [markdown]
+# **Beside the sources.** Source 002 reports numbers for two of its GANs
+# only; the rest of its GAN chapters show figures.
+
+# %%
+#| cifar10
+#| mnist
+rows = [("DCGAN, CIFAR-10, first D loss", "1.44706", ' / '.join(f'{d:.5f}' for d, _ in first), "2 ln 2 = 1.38629"),
+        ("DCGAN, CIFAR-10, first G loss", "0.72667", ' / '.join(f'{g:.5f}' for _, g in first), "ln 2 = 0.69315"),
+        ("CycleGAN, iteration 0: D_x, D_y", "-0.623, -2.429",
+         f"{first_batches.logs[0]['dx_loss']:.3f}, {first_batches.logs[0]['dy_loss']:.3f}", "different data and losses"),
+        ("CycleGAN, iteration 0: cycle loss", "138.45", f"{first_batches.logs[0]['cycle']:.3f}", "ours: mean |.| on [-1, 1]")]
+if 50 in first_batches.logs:
+    rows.append(("CycleGAN, iteration 50: cycle loss", "62.68", f"{first_batches.logs[50]['cycle']:.3f}", ""))
+print(f"{'what':36} {'source 002':>16} {'ours':>28}  note")
+for what, src, ours, note in rows: print(f"{what:36} {src:>16} {ours:>28}  {note}")
+
+# %% [markdown]
+# The first DCGAN losses agree with the source in what they mean: near
+# $2\ln 2$ and $\ln 2$, a discriminator at chance before any update. Their
+# exact values depend on the initial weights and the batch, so neither the
+# source's digits nor ours can be matched, only their distance from
+# $2\ln 2$ and $\ln 2$ compared: a few hundredths, as in the source.
+# Source 002's CycleGAN numbers come from Wasserstein-style losses without
+# a Lipschitz constraint on 256×256 paintings, and its cycle loss of 138
+# at the start cannot be a mean absolute error of images in $[-1, 1]$
+# (which is at most 4): the scales differ, and only the falls can be set
+# side by side.
+#
+# ## Summary
+#
+# | piece | what it is |
+# |---|---|
+# | `GANLoss`: `BCEGANLoss` (non-saturating or minimax), `LSGANLoss`, `WassersteinLoss`, `get_gan_loss` | D's terms on real and generated batches and G's term, on raw outputs, with gradients |
+# | `discriminator_update` | one D update from separate batches, gradients summed, optional weight clipping |
+# | `GAN` | D(G(z)) as a `Model`; `train_step` = `d_steps` D steps + one G step through a frozen D; `generate` |
+# | `ConditionalGAN`, `InfoGAN` | the same step with labels, or with a categorical code and the information term |
+# | `gradient_penalty`, `WGANGP` | WGAN-GP's penalty and its weight gradient for a dense critic, derived by hand; the step with it |
+# | `CycleGAN` | two generators and two discriminators, adversarial + λ · cycle-consistency |
+# | `SampleGrid` | samples from fixed inputs after every epoch |
+# | `sqrtm_psd`, `gaussian_stats`, `frechet_distance`, `sample_scores` | the Fréchet distance and the classifier's scores |
+#
+# ## References
+#
+# * Source 002 (*Hands-On Deep Learning Algorithms with Python*), chapters 8 and 9: the vanilla GAN, DCGAN, LSGAN and WGAN losses; the conditional GAN, InfoGAN and CycleGAN; the first DCGAN losses and the CycleGAN logs.
+# * Source 003 (course notes on Goodfellow's NIPS 2016 tutorial): the minimax game and the optimal discriminator.
+# * I. Goodfellow et al., "Generative adversarial nets", NIPS 2014; I. Goodfellow, "NIPS 2016 tutorial: generative adversarial networks", arXiv 1701.00160.
+# * A. Radford, L. Metz, S. Chintala, "Unsupervised representation learning with deep convolutional generative adversarial networks", ICLR 2016 (DCGAN).
+# * X. Mao et al., "Least squares generative adversarial networks", ICCV 2017.
+# * M. Arjovsky, S. Chintala, L. Bottou, "Wasserstein generative adversarial networks", ICML 2017; C. Villani, *Optimal Transport: Old and New*, Springer 2009 (the Kantorovich–Rubinstein duality).
+# * I. Gulrajani, F. Ahmed, M. Arjovsky, V. Dumoulin, A. Courville, "Improved training of Wasserstein GANs", NIPS 2017 (WGAN-GP).
+# * M. Mirza, S. Osindero, "Conditional generative adversarial nets", arXiv 1411.1784.
+# * X. Chen et al., "InfoGAN: interpretable representation learning by information maximizing generative adversarial nets", NIPS 2016.
+# * J.-Y. Zhu, T. Park, P. Isola, A. A. Efros, "Unpaired image-to-image translation using cycle-consistent adversarial networks", ICCV 2017.
+# * M. Heusel et al., "GANs trained by a two time-scale update rule converge to a local Nash equilibrium", NIPS 2017 (FID); D. C. Dowson, B. V. Landau, "The Fréchet distance between multivariate normal distributions", J. Multivariate Anal. 1982.

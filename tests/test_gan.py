@@ -3,13 +3,13 @@ import math
 import numpy as np
 import pytest
 from dl_from_scratch.core import precision
-from dl_from_scratch.gradcheck import check_grad
-from dl_from_scratch.layers import Dense, BatchNorm, Activation
-from dl_from_scratch.merge import Concatenate
+from dl_from_scratch.gradcheck import check_grad, numerical_grad
+from dl_from_scratch.layers import Dense, BatchNorm, Activation, Flatten
+from dl_from_scratch.merge import Concatenate, Reshape
 from dl_from_scratch.model import Model, Input
 from dl_from_scratch.optim import Adam, SGD
 from dl_from_scratch.gan import (get_gan_loss, BCEGANLoss, LSGANLoss, WassersteinLoss, discriminator_update, GAN,
-                                 ConditionalGAN, InfoGAN, CycleGAN, sqrtm_psd, gaussian_stats, frechet_distance,
+                                 ConditionalGAN, InfoGAN, CycleGAN, gradient_penalty, WGANGP, sqrtm_psd, gaussian_stats, frechet_distance,
                                  sample_scores, SampleGrid)
 
 
@@ -188,3 +188,45 @@ def test_sample_scores_and_grid():
     grid = SampleGrid(gan.generator_input(4, rng=0))
     gan.fit(np.zeros((8, 2), np.float32), epochs=2, batch_size=4, callbacks=[grid], verbose=0)
     assert len(grid.images) == 3 and grid.images[0].shape == (4, 2)
+
+
+def _critic(rng=0, alpha=0.2):
+    x = Input((3, 2)); h = Flatten()(x)
+    h = Activation('leaky_relu', alpha=alpha)(Dense(5, rng=rng)(h))
+    h = Activation('relu')(Dense(4, rng=rng + 1)(h))
+    return Model(x, Dense(1, rng=rng + 2)(h))
+
+
+def test_gradient_penalty_matches_backward_and_differences():
+    with precision(np.float64):
+        D = _critic()
+        for p in D.params.values(): p += 0.2 * np.random.default_rng(0).standard_normal(p.shape)
+        xh = np.random.default_rng(1).standard_normal((6, 3, 2))
+        v, n, grads = gradient_penalty(D, xh, lam=3.0)
+        D(xh, training=True)
+        dx = D.backward(np.ones((6, 1))).reshape(6, -1)
+        np.testing.assert_allclose(n, np.linalg.norm(dx, axis=1), rtol=1e-12)
+        assert math.isclose(v, 3.0 * float(((n - 1) ** 2).mean()), rel_tol=1e-12)
+        for key, p in D.params.items():
+            def f(w, p=p):
+                old = p.copy(); p[...] = w; out = gradient_penalty(D, xh, lam=3.0)[0]; p[...] = old; return out
+            if key.endswith('/W'): assert check_grad(f, lambda w: grads[key], p.copy()) < 1e-6, key
+            else: assert np.abs(grads[key]).max() == 0 and np.abs(numerical_grad(f, p.copy())).max() < 1e-7, key
+
+
+def test_gradient_penalty_refuses_other_critics():
+    x = Input((2,)); D = Model(x, Dense(1, 'sigmoid')(Dense(3, 'tanh')(x)))
+    with pytest.raises(ValueError, match='Dense'): gradient_penalty(D, np.zeros((1, 2)))
+    x = Input((2,)); D2 = Model(x, Dense(2)(Activation('leaky_relu', alpha=0.2)(Dense(3)(x))))
+    with pytest.raises(ValueError, match='1 unit'): gradient_penalty(D2, np.zeros((1, 2)))
+    G, _ = _nets()
+    with pytest.raises(ValueError, match='Dense'): WGANGP(G, D, latent_dim=3)
+
+
+def test_wgan_gp_step_adds_the_penalty():
+    z = Input((3,)); G = Model(z, Reshape((3, 2))(Dense(6, rng=0)(z)))
+    D = _critic()
+    wgp = WGANGP(G, D, latent_dim=3, d_steps=2, rng=0).compile(SGD(1e-3), SGD(1e-3))
+    logs = wgp.train_step((np.random.default_rng(2).standard_normal((8, 3, 2)).astype(np.float32), None))
+    assert logs['gp'] > 0 and 0 < logs['grad_norm']
+    assert math.isclose(logs['d_loss'], logs['d_real'] + logs['d_fake'] + logs['gp'], rel_tol=1e-6)
