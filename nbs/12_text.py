@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Text, tokens and word vectors
 #
-# > Standardising and tokenising text, vocabularies with padding and truncation, byte-pair encoding trained from scratch, and the mathematics of word2vec: CBOW and skip-gram with the full softmax, hierarchical softmax on a Huffman tree, negative sampling and subsampling.
+# > Standardising and tokenising text, vocabularies with padding and truncation, byte-pair encoding trained from scratch, and the mathematics of word2vec: CBOW and skip-gram with the full softmax, hierarchical softmax on a Huffman tree, negative sampling, subsampling and phrase detection.
 #
 # ## Purpose
 #
@@ -413,7 +413,7 @@ test_fail(lambda: BPE.train(docs, vocab_size=10), contains='expected vocab_size 
 # %%
 #| imdb_reviews
 from dl_from_scratch.data import load
-imdb_train, imdb_labels = load('imdb_reviews', 'train')
+imdb_train, imdb_labels = load('imdb_reviews', 'train', progress=False)
 t0 = time.perf_counter()
 bpe = BPE.train(imdb_train, vocab_size=8000)
 t_bpe = time.perf_counter() - t0
