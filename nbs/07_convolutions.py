@@ -57,7 +57,8 @@ import math
 import numpy as np
 import numba
 from numba import njit, prange
-from dl_from_scratch.core import check_array, get_array_module, resolve_backend
+from dl_from_scratch.core import (check_array, get_array_module, resolve_backend, KernelArrays, cuda_kernels, launch,
+                                  per_element, device_twin)
 
 # %%
 #| hide
@@ -516,6 +517,46 @@ def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh=1, d
     return xp.ascontiguousarray(dxpad[:, pt:pt + H, pl:pl + W, :])
 
 # %% [markdown]
+# ### Which windows read a pixel
+#
+# The backward passes ask the forward's question the other way round. Window
+# row $i$ reads, through kernel row $m$, the padded row $s i + d m$; so the
+# padded row $a = h + p_t$ of pixel $h$ is read through kernel row $m$ by the
+# window row
+#
+# $$ i = \frac{a - d\,m}{s}, \qquad \text{if that is a whole number in } [0, OH), $$
+#
+# and by none otherwise (likewise for columns). Every gather below (col2im,
+# the pooling and depthwise backward passes, on the CPU and on CUDA) asks
+# this per axis, so it is written once, as a `per_element` function (see
+# `core`): Numba compiles it into the CPU loops as if written in place, and
+# `device_twin` compiles the same source for the CUDA kernels. At stride 1 it
+# needs no division. Average pooling also needs the number of real (not
+# padded) entries of a window along an axis: the window starts at $s i - p$,
+# is $k$ long, and is clipped to $[0, n)$.
+
+# %%
+#| export
+@per_element
+def _window_index(a, s, n):
+    "The window i, 0 <= i < n, that reads position a = s*i (a padded and tap-shifted index) at stride s; -1 if none."
+    if a < 0: return -1
+    if s == 1: return a if a < n else -1     # stride 1: no division
+    i = a // s
+    return i if i * s == a and i < n else -1
+
+@per_element
+def _window_span(i, s, p, k, n):
+    "Real (unpadded) entries of window i along an axis of n: it starts at s*i - p and is k long."
+    return min(i * s - p + k, n) - max(i * s - p, 0)
+
+# %%
+test_eq([_window_index(a, 2, 3) for a in range(-1, 7)], [-1, 0, -1, 1, -1, 2, -1, -1])
+test_eq([_window_index(a, 1, 3) for a in range(-1, 4)], [-1, 0, 1, 2, -1])
+test_eq([_window_index.py_func(a, 3, 2) for a in range(7)], [0, -1, -1, 1, -1, -1, -1])
+test_eq([_window_span(i, 2, 1, 3, 5) for i in range(3)], [2, 3, 2])   # padding cuts the first and the last
+
+# %% [markdown]
 # ### Numba CPU
 
 # %%
@@ -556,9 +597,8 @@ def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1):
         n, h = r // H, r % H
         acc = np.zeros(W * C, cols.dtype)
         for m in range(kh):              # the window rows i that read image row h through kernel row m
-            a = h + pt - dh * m
-            if a < 0 or a % sh != 0 or a // sh >= OH: continue
-            i = a // sh
+            i = _window_index(h + pt - dh * m, sh, OH)
+            if i < 0: continue
             for j in range(OW):
                 row, w0, base = (n * OH + i) * OW + j, j * sw - pl, m * L
                 if dw == 1 and w0 >= 0 and w0 + kw <= W:
@@ -578,24 +618,23 @@ def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1):
 # %% [markdown]
 # ### Numba CUDA
 #
-# The kernels are compiled the first time a CUDA backend is used, so that
-# `numba.cuda` is never imported on a machine that does not ask for it. The
-# launcher moves NumPy inputs to the device and back (that is what the tests
-# under the simulator use); CuPy inputs stay where they are and a CuPy array
-# comes back.
+# One thread per output element. The kernels are built by `core.cuda_kernels`
+# the first time a CUDA backend is used, so that `numba.cuda` is never
+# imported on a machine that does not ask for it; `core.launch` runs them in
+# blocks of 128 threads, and `core.KernelArrays` says where their arrays live:
+# CuPy inputs stay on the device and CuPy comes back; NumPy inputs are copied
+# to the GPU and their results back (under the simulator, which is what the
+# tests use without a GPU, NumPy arrays go in as they are).
 
 # %%
 #| export
-_CUDA_KERNELS = None
-cuda = None  # numba.cuda, imported on first use
-_TPB = 128   # threads per block
+cuda = None  # numba.cuda, imported by the first CUDA call (a module global: the simulator swaps it in kernels)
 
-def _cuda_kernels():
-    "Compile (once) and return the CUDA kernels; imports numba.cuda lazily."
-    global _CUDA_KERNELS, cuda
-    if _CUDA_KERNELS is not None: return _CUDA_KERNELS
-    # a module global, not a closure variable: the CUDA simulator swaps the kernels' global `cuda` for its own
+def _build_cuda_kernels():
+    "The CUDA kernels of im2col, col2im and pooling (built once, by `core.cuda_kernels`)."
+    global cuda
     from numba import cuda
+    window_index, window_span = device_twin(_window_index), device_twin(_window_span)
 
     @cuda.jit
     def im2col_k(x, cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw):
@@ -621,12 +660,12 @@ def _cuda_kernels():
         h, n = r % H, r // H
         acc = cols[0, 0] * 0
         for m in range(kh):
-            a = h + pt - dh * m
-            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            i = window_index(h + pt - dh * m, sh, OH)
+            if i < 0: continue
             for l in range(kw):
-                u = w + pl - dw * l
-                if u < 0 or u % sw != 0 or u // sw >= OW: continue
-                acc += cols[(n * OH + a // sh) * OW + u // sw, (m * kw + l) * C + c]
+                j = window_index(w + pl - dw * l, sw, OW)
+                if j < 0: continue
+                acc += cols[(n * OH + i) * OW + j, (m * kw + l) * C + c]
         dx[n, h, w, c] = acc
 
     @cuda.jit
@@ -661,12 +700,12 @@ def _cuda_kernels():
         h, n = r % H, r // H
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
-            a = h + pt - m
-            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            i = window_index(h + pt - m, sh, OH)
+            if i < 0: continue
             for l in range(kw):
-                u = w + pl - l
-                if u < 0 or u % sw != 0 or u // sw >= OW: continue
-                if idx[n, a // sh, u // sw, c] == m * kw + l: acc += dy[n, a // sh, u // sw, c]
+                j = window_index(w + pl - l, sw, OW)
+                if j < 0: continue
+                if idx[n, i, j, c] == m * kw + l: acc += dy[n, i, j, c]
         dx[n, h, w, c] = acc
 
     @cuda.jit
@@ -701,38 +740,20 @@ def _cuda_kernels():
         h, n = r % H, r // H
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
-            a = h + pt - m
-            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            i = window_index(h + pt - m, sh, OH)
+            if i < 0: continue
             for l in range(kw):
-                u = w + pl - l
-                if u < 0 or u % sw != 0 or u // sw >= OW: continue
-                i, j = a // sh, u // sw     # window (i, j) holds cnt real pixels
-                cnt = (min(i * sh - pt + kh, H) - max(i * sh - pt, 0)) * (min(j * sw - pl + kw, W) - max(j * sw - pl, 0))
-                acc += dy[n, i, j, c] / cnt
+                j = window_index(w + pl - l, sw, OW)
+                if j < 0: continue
+                acc += dy[n, i, j, c] / (window_span(i, sh, pt, kh, H) * window_span(j, sw, pl, kw, W))
         dx[n, h, w, c] = acc
 
-    _CUDA_KERNELS = dict(im2col=im2col_k, col2im=col2im_k, maxpool_fwd=maxpool_fwd_k, maxpool_bwd=maxpool_bwd_k,
-                         avgpool_fwd=avgpool_fwd_k, avgpool_bwd=avgpool_bwd_k)
-    return _CUDA_KERNELS
+    return dict(im2col=im2col_k, col2im=col2im_k, maxpool_fwd=maxpool_fwd_k, maxpool_bwd=maxpool_bwd_k,
+                avgpool_fwd=avgpool_fwd_k, avgpool_bwd=avgpool_bwd_k)
 
-def _is_cupy(a): return type(a).__module__.startswith('cupy')
-
-class _CudaCall:
-    "Runs one CUDA kernel over `n` threads: device arrays in, device (CuPy in) or host (NumPy in) arrays out."
-    def __init__(self, like):
-        from numba import cuda
-        self.cuda, self.on_device = cuda, _is_cupy(like)
-    def to_dev(self, a):
-        return a if self.on_device else self.cuda.to_device(np.ascontiguousarray(a))
-    def empty(self, shape, dtype):
-        if self.on_device:
-            import cupy
-            return cupy.empty(shape, dtype)
-        return self.cuda.device_array(shape, dtype)
-    def result(self, d):
-        return d if self.on_device else d.copy_to_host()
-    def launch(self, kernel, n, *args):
-        kernel[max(1, (n + _TPB - 1) // _TPB), _TPB](*args)
+def _cuda(name):
+    "The CUDA kernel `name` of im2col, col2im or pooling."
+    return cuda_kernels('conv', _build_cuda_kernels)[name]
 
 # %% [markdown]
 # ### Pooling kernels
@@ -889,12 +910,12 @@ def _maxpool_bwd_numba(dy, idx, N, H, W, C, kh, kw, sh, sw, pt, pl):
         n, h = r // H, r % H
         for w in range(W):
             for m in range(kh):
-                a = h + pt - m
-                if a < 0 or a % sh != 0 or a // sh >= OH: continue
+                i = _window_index(h + pt - m, sh, OH)
+                if i < 0: continue
                 for l in range(kw):
-                    u = w + pl - l
-                    if u < 0 or u % sw != 0 or u // sw >= OW: continue
-                    i, j, k = a // sh, u // sw, m * kw + l
+                    j = _window_index(w + pl - l, sw, OW)
+                    if j < 0: continue
+                    k = m * kw + l
                     for c in range(C):
                         if idx[n, i, j, c] == k: dx[n, h, w, c] += dy[n, i, j, c]
     return dx
@@ -923,15 +944,13 @@ def _avgpool_bwd_numba(dy, N, H, W, C, kh, kw, sh, sw, pt, pl):
         n, h = r // H, r % H
         for w in range(W):
             for m in range(kh):
-                a = h + pt - m
-                if a < 0 or a % sh != 0 or a // sh >= OH: continue
-                i = a // sh
-                ch = min(i * sh - pt + kh, H) - max(i * sh - pt, 0)
+                i = _window_index(h + pt - m, sh, OH)
+                if i < 0: continue
+                ch = _window_span(i, sh, pt, kh, H)
                 for l in range(kw):
-                    u = w + pl - l
-                    if u < 0 or u % sw != 0 or u // sw >= OW: continue
-                    j = u // sw
-                    cnt = ch * (min(j * sw - pl + kw, W) - max(j * sw - pl, 0))
+                    j = _window_index(w + pl - l, sw, OW)
+                    if j < 0: continue
+                    cnt = ch * _window_span(j, sw, pl, kw, W)
                     for c in range(C): dx[n, h, w, c] += dy[n, i, j, c] / cnt
     return dx
 
@@ -943,12 +962,6 @@ def _avgpool_bwd_numba(dy, N, H, W, C, kh, kw, sh, sw, pt, pl):
 
 # %%
 #| export
-def _backend(x, backend, who):
-    be = resolve_backend(x, backend)
-    if be == 'numba' and type(x).__module__.startswith('cupy'):
-        raise ValueError(f"{who}: backend 'numba' runs on the CPU and needs a NumPy array, got a CuPy array")
-    return be
-
 def dilate_kernel(w, dilation=1):
     "The kernel (KH, KW, ...) stuffed with zeros: ((KH-1)*d_h + 1, (KW-1)*d_w + 1, ...), w[m, l] at (d_h*m, d_w*l)."
     dh, dw = _pair(dilation, 'dilation')
@@ -970,7 +983,7 @@ def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None
     sh, sw, pt, pb, pl, pr, OH, OW = _geometry(x.shape, (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'im2col')
     N, H, W, C = x.shape
     shape = (N * OH * OW, kh * kw * C)
-    be = _backend(x, backend, 'im2col')
+    be = resolve_backend(x, backend, 'im2col')
     if out is not None:
         if out.ndim != 2 or out.shape[0] != shape[0] or out.shape[1] < shape[1]:
             raise ValueError(f"im2col expected out of shape {shape} (or with more columns), got {tuple(out.shape)}")
@@ -982,11 +995,11 @@ def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None
     if be == 'numba':
         return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW,
                              np.empty(shape, x.dtype) if out is None else out, dh, dw)
-    cc = _CudaCall(x)
-    cols = out if (out is not None and cc.on_device) else cc.empty(shape, x.dtype)
-    cc.launch(_cuda_kernels()['im2col'], N * OH * OW * kh * kw * C, cc.to_dev(x), cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
-    if out is None or cc.on_device: return cc.result(cols)
-    out[:, :shape[1]] = cc.result(cols)
+    ka = KernelArrays(be, x)
+    cols = out if (out is not None and get_array_module(out) is ka.xp) else ka.xp.empty(shape, x.dtype)
+    launch(_cuda('im2col'), shape[0] * shape[1], ka.put(x), cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
+    if out is None or cols is out: return ka.result(cols)
+    out[:, :shape[1]] = ka.result(cols)
     return out
 
 def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto', dilation=1):
@@ -997,13 +1010,13 @@ def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'aut
     dh, dw = _pair(dilation, 'dilation')
     sh, sw, pt, pb, pl, pr, OH, OW = _geometry((N, H, W, C), (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'col2im')
     check_array(cols, 'cols', shape=(N * OH * OW, kh * kw * C), finite=False, who='col2im')
-    be = _backend(cols, backend, 'col2im')
+    be = resolve_backend(cols, backend, 'col2im')
     if be == 'numpy': return _col2im_numpy(cols, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh, dw)
     if be == 'numba': return _col2im_numba(np.ascontiguousarray(cols), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
-    cc = _CudaCall(cols)
-    dx = cc.empty((N, H, W, C), cols.dtype)
-    cc.launch(_cuda_kernels()['col2im'], N * H * W * C, cc.to_dev(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
-    return cc.result(dx)
+    ka = KernelArrays(be, cols)
+    dx = ka.xp.empty((N, H, W, C), cols.dtype)
+    launch(_cuda('col2im'), dx.size, ka.put(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
+    return ka.result(dx)
 
 def _pool_geometry(x_shape, pool_size, strides, padding, who):
     kh, kw = _pair(pool_size, 'pool_size')
@@ -1018,17 +1031,17 @@ def maxpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'a
     (first) maximum inside its window. `strides` defaults to `pool_size`; padded entries never win."""
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='maxpool2d')
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'maxpool2d')
-    be = _backend(x, backend, 'maxpool2d')
+    be = resolve_backend(x, backend, 'maxpool2d')
     if be == 'numpy': return _maxpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
     if be == 'numba':
         if (kh, kw, sh, sw, pt, pb, pl, pr) == (2, 2, 2, 2, 0, 0, 0, 0):
             return _maxpool2x2_fwd_numba(np.ascontiguousarray(x), OH, OW)
         return _maxpool_fwd_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
     N, H, W, C = x.shape
-    cc = _CudaCall(x)
-    y, idx = cc.empty((N, OH, OW, C), x.dtype), cc.empty((N, OH, OW, C), np.int32)
-    cc.launch(_cuda_kernels()['maxpool_fwd'], N * OH * OW * C, cc.to_dev(x), y, idx, kh, kw, sh, sw, pt, pl)
-    return cc.result(y), cc.result(idx)
+    ka = KernelArrays(be, x)
+    y, idx = ka.xp.empty((N, OH, OW, C), x.dtype), ka.xp.empty((N, OH, OW, C), np.int32)
+    launch(_cuda('maxpool_fwd'), y.size, ka.put(x), y, idx, kh, kw, sh, sw, pt, pl)
+    return ka.result(y), ka.result(idx)
 
 def maxpool2d_backward(dy, idx, x_shape, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
     "Gradient of max pooling: dy, idx (N, OH, OW, C) -> dx (N, H, W, C) = x_shape."
@@ -1036,42 +1049,42 @@ def maxpool2d_backward(dy, idx, x_shape, pool_size=2, strides=None, padding=0, b
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry((N, H, W, C), pool_size, strides, padding, 'maxpool2d')
     check_array(dy, 'dy', shape=(N, OH, OW, C), finite=False, who='maxpool2d backward')
     check_array(idx, 'idx', shape=(N, OH, OW, C), kind='i', finite=False, who='maxpool2d backward')
-    be = _backend(dy, backend, 'maxpool2d')
+    be = resolve_backend(dy, backend, 'maxpool2d')
     if be == 'numpy': return _maxpool_bwd_numpy(dy, idx, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
     if be == 'numba':
         if (kh, kw, sh, sw, pt, pb, pl, pr) == (2, 2, 2, 2, 0, 0, 0, 0):
             return _maxpool2x2_bwd_numba(np.ascontiguousarray(dy), np.ascontiguousarray(idx, np.int32), N, H, W, C)
         return _maxpool_bwd_numba(np.ascontiguousarray(dy), np.ascontiguousarray(idx, np.int32), N, H, W, C, kh, kw, sh, sw, pt, pl)
-    cc = _CudaCall(dy)
-    dx = cc.empty((N, H, W, C), dy.dtype)
-    cc.launch(_cuda_kernels()['maxpool_bwd'], N * H * W * C, cc.to_dev(dy), cc.to_dev(idx), dx, kh, kw, sh, sw, pt, pl)
-    return cc.result(dx)
+    ka = KernelArrays(be, dy)
+    dx = ka.xp.empty((N, H, W, C), dy.dtype)
+    launch(_cuda('maxpool_bwd'), dx.size, ka.put(dy), ka.put(idx), dx, kh, kw, sh, sw, pt, pl)
+    return ka.result(dx)
 
 def avgpool2d_forward(x, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
     "Average pooling over the real entries of each window. x (N, H, W, C) -> y (N, OH, OW, C)."
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who='avgpool2d')
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry(x.shape, pool_size, strides, padding, 'avgpool2d')
-    be = _backend(x, backend, 'avgpool2d')
+    be = resolve_backend(x, backend, 'avgpool2d')
     if be == 'numpy': return _avgpool_fwd_numpy(x, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
     if be == 'numba': return _avgpool_fwd_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, OH, OW)
     N, H, W, C = x.shape
-    cc = _CudaCall(x)
-    y = cc.empty((N, OH, OW, C), x.dtype)
-    cc.launch(_cuda_kernels()['avgpool_fwd'], N * OH * OW * C, cc.to_dev(x), y, kh, kw, sh, sw, pt, pl)
-    return cc.result(y)
+    ka = KernelArrays(be, x)
+    y = ka.xp.empty((N, OH, OW, C), x.dtype)
+    launch(_cuda('avgpool_fwd'), y.size, ka.put(x), y, kh, kw, sh, sw, pt, pl)
+    return ka.result(y)
 
 def avgpool2d_backward(dy, x_shape, pool_size=2, strides=None, padding=0, backend: str = 'auto'):
     "Gradient of average pooling: dy (N, OH, OW, C) -> dx (N, H, W, C) = x_shape."
     N, H, W, C = (int(s) for s in x_shape)
     kh, kw, sh, sw, pt, pb, pl, pr, OH, OW = _pool_geometry((N, H, W, C), pool_size, strides, padding, 'avgpool2d')
     check_array(dy, 'dy', shape=(N, OH, OW, C), finite=False, who='avgpool2d backward')
-    be = _backend(dy, backend, 'avgpool2d')
+    be = resolve_backend(dy, backend, 'avgpool2d')
     if be == 'numpy': return _avgpool_bwd_numpy(dy, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW)
     if be == 'numba': return _avgpool_bwd_numba(np.ascontiguousarray(dy), N, H, W, C, kh, kw, sh, sw, pt, pl)
-    cc = _CudaCall(dy)
-    dx = cc.empty((N, H, W, C), dy.dtype)
-    cc.launch(_cuda_kernels()['avgpool_bwd'], N * H * W * C, cc.to_dev(dy), dx, kh, kw, sh, sw, pt, pl)
-    return cc.result(dx)
+    ka = KernelArrays(be, dy)
+    dx = ka.xp.empty((N, H, W, C), dy.dtype)
+    launch(_cuda('avgpool_bwd'), dx.size, ka.put(dy), dx, kh, kw, sh, sw, pt, pl)
+    return ka.result(dx)
 
 # %% [markdown]
 # The picture of the im2col section, computed: a $4\times4$ one-channel image with entries
@@ -1160,6 +1173,89 @@ test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 5, padding=0), contains='5x5 is
 test_fail(lambda: col2im(np.zeros((4, 9)), (1, 4, 4, 2), 3), contains='(4, 18)')
 test_fail(lambda: maxpool2d_forward(np.zeros((1, 4, 4, 1)), 2, padding=2), contains='smaller than the window')
 test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 3, backend='tpu'), contains='backend')
+
+# %% [markdown]
+# ## Convolution by im2col, a few images at a time
+#
+# The derivation's three products, $Y = \text{cols}\,W$, $dW = \text{cols}^\top\delta$ and
+# $d\,\text{cols} = \delta\,W^\top$ (then col2im), are the im2col path of a convolution layer. Two
+# details make it fast. The *bias trick*: the columns get one more column of ones and the weights
+# one more row, $b$, so $[\text{cols}\mid 1]\,[W; b] = \text{cols}\,W + b$ and
+# $[\text{cols}\mid 1]^\top\delta = [dW; db]$, with no pass of its own for the bias. And *slices*:
+# a big batch's columns (75 MB for a $3\times3$, 32-channel layer on 32×32 images at batch 64) are
+# written by im2col and read back by each product from memory; built for a few images at a time,
+# each slice is multiplied while it is still in cache. `conv2d_im2col_forward` and
+# `conv2d_im2col_backward` run the products slice by slice through a work array `cols` that the
+# caller keeps (its rows decide the slice: $n$ images of $OH\cdot OW$ rows each). Backward builds
+# each slice's columns again from $x$, unless `cols` still holds the whole batch's.
+
+# %%
+#| export
+def _im2col_slices(N, cols, rows):
+    "(first image, end image, the rows of `cols` for them) for each slice of as many images as `cols` holds."
+    n = cols.shape[0] // rows
+    for s in range(0, N, n):
+        e = min(N, s + n)
+        yield s, e, cols[:(e - s) * rows]
+
+def conv2d_im2col_forward(x, Wb, cols, kernel_size, strides=1, padding=0, dilation=1, backend: str = 'auto'):
+    """Convolution as products of columns and weights: x (N, H, W, C), Wb (K', F) -> z (N*OH*OW, F) =
+    cols(x) @ Wb, with K = KH*KW*C and K' = K, or K + 1 when Wb's last row is the bias and `cols` the work
+    array (n*OH*OW, K') whose last column holds ones (the bias trick). `cols` sets the slice: n images at a
+    time (n <= N). `padding` as in `im2col` (explicit or 'same'/'valid')."""
+    xp, N = get_array_module(x), x.shape[0]
+    kh, kw = _pair(kernel_size, 'kernel_size')
+    dh, dw = _pair(dilation, 'dilation')
+    OH, OW = _geometry(x.shape, (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'conv2d_im2col_forward')[6:]
+    z = xp.empty((N * OH * OW, Wb.shape[1]), x.dtype)
+    for s, e, c in _im2col_slices(N, cols, OH * OW):
+        xp.matmul(im2col(x[s:e], kernel_size, strides, padding, backend, out=c, dilation=dilation), Wb,
+                  out=z[s * OH * OW:e * OH * OW])
+    return z
+
+def conv2d_im2col_backward(dz, cols, Wm, x_shape, kernel_size, strides=1, padding=0, dilation=1,
+                           backend: str = 'auto', x=None, need_dx: bool = True, dcols=None):
+    """Gradients of `conv2d_im2col_forward`, in its slices: dz (N*OH*OW, F) -> (dWb (K', F), dx (N, H, W, C)
+    or None when not `need_dx`); dWb's last row is db when `cols` carries the ones column.
+    `x`: None when `cols` still holds the whole batch's columns; else the input, whose columns are built
+    again slice by slice. `Wm` (K, F): the kernel without the bias row. `dcols`: an optional work array
+    (at least as many rows as `cols`, K columns) for the columns' gradient."""
+    xp, N, K = get_array_module(dz), x_shape[0], Wm.shape[0]
+    rows = dz.shape[0] // N                                              # OH*OW
+    if need_dx and dcols is None: dcols = xp.empty((cols.shape[0], K), dz.dtype)
+    dW = dx = None
+    for s, e, c in _im2col_slices(N, cols, rows):
+        if x is not None:                                                # slices: build the columns again
+            c = im2col(x[s:e], kernel_size, strides, padding, backend, out=c, dilation=dilation)
+        dzc = dz[s * rows:e * rows]
+        g = c.T @ dzc                                                    # [dW; db] with the bias column
+        dW = g if dW is None else dW + g
+        if need_dx:
+            dc = xp.matmul(dzc, Wm.T, out=dcols[:(e - s) * rows])
+            piece = col2im(dc, (e - s, *x_shape[1:]), kernel_size, strides, padding, backend, dilation=dilation)
+            if e - s == N: dx = piece
+            else:
+                if dx is None: dx = xp.empty(x_shape, dz.dtype)
+                dx[s:e] = piece
+    return dW, dx
+
+# %%
+r = np.random.default_rng(2)
+xs, ws, bs = r.normal(size=(5, 6, 7, 3)), r.normal(size=(3, 3, 3, 4)), r.normal(size=4)
+geom_s = dict(kernel_size=3, strides=(2, 1), padding=(1, 1, 0, 2))
+Wb = np.concatenate([ws.reshape(27, 4), bs[None]])
+zs = conv2d_naive_forward(xs, ws, bs, (2, 1), (1, 1, 0, 2))
+dzs = r.normal(size=zs.shape)
+dx_ref, dw_ref, db_ref = conv2d_naive_backward(dzs, xs, ws, (2, 1), (1, 1, 0, 2))
+rows = zs.shape[1] * zs.shape[2]
+for n in (5, 2):                           # the whole batch in one slice, and slices of 2, 2, 1 images
+    cols_s = np.ones((n * rows, 28))       # the last column stays 1: the bias trick
+    test_close(conv2d_im2col_forward(xs, Wb, cols_s, **geom_s).reshape(zs.shape), zs, eps=1e-12)
+    dWb, dx = conv2d_im2col_backward(dzs.reshape(-1, 4), cols_s, ws.reshape(27, 4), xs.shape, **geom_s,
+                                     x=None if n == 5 else xs)
+    test_close(dWb[:27].reshape(ws.shape), dw_ref, eps=1e-12); test_close(dWb[27], db_ref, eps=1e-12)
+    test_close(dx, dx_ref, eps=1e-12)
+test_eq(conv2d_im2col_backward(dzs.reshape(-1, 4), cols_s, ws.reshape(27, 4), xs.shape, **geom_s, x=xs, need_dx=False)[1], None)
 
 # %% [markdown]
 # ## Direct convolution for thin layers
@@ -1463,12 +1559,11 @@ def _depthwise_bwd_numba(dy, x, w, sh, sw, pt, pl, need_dx):
             for u in range(W):
                 acc[:] = 0
                 for m in range(kh):
-                    a = h + pt - m
-                    if a < 0 or (sh > 1 and a % sh != 0) or a // sh >= OH: continue   # no division at stride 1
+                    i = _window_index(h + pt - m, sh, OH)
+                    if i < 0: continue
                     for l in range(kw):
-                        b = u + pl - l
-                        if b < 0 or (sw > 1 and b % sw != 0) or b // sw >= OW: continue
-                        i, j = (a, b) if sh == 1 and sw == 1 else (a // sh, b // sw)
+                        j = _window_index(u + pl - l, sw, OW)
+                        if j < 0: continue
                         if M == 1:
                             for c in range(C): acc[c] += dy[n, i, j, c] * w[m, l, c, 0]
                         else:
@@ -1477,10 +1572,11 @@ def _depthwise_bwd_numba(dy, x, w, sh, sw, pt, pl, need_dx):
                 dx[n, h, u, :] = acc
     return dx, dw_n.sum(axis=0).reshape(kh, kw, C, M)
 
-def _depthwise_cuda_kernels():
-    "Compile (once) and return the depthwise CUDA kernels (forward, dW, dX)."
-    ks = _cuda_kernels()
-    if 'dw_fwd' in ks: return ks
+def _build_depthwise_cuda_kernels():
+    "The depthwise CUDA kernels: forward, dW and dX (built once, by `core.cuda_kernels`)."
+    global cuda
+    from numba import cuda
+    window_index = device_twin(_window_index)
 
     @cuda.jit
     def dw_fwd_k(x, w, y, sh, sw, pt, pl):
@@ -1536,16 +1632,19 @@ def _depthwise_cuda_kernels():
         h, n = r % H, r // H
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
-            a = h + pt - m
-            if a < 0 or a % sh != 0 or a // sh >= OH: continue
+            i = window_index(h + pt - m, sh, OH)
+            if i < 0: continue
             for l in range(kw):
-                b = u + pl - l
-                if b < 0 or b % sw != 0 or b // sw >= OW: continue
-                for q in range(M): acc += dy[n, a // sh, b // sw, c * M + q] * w[m, l, c, q]
+                j = window_index(u + pl - l, sw, OW)
+                if j < 0: continue
+                for q in range(M): acc += dy[n, i, j, c * M + q] * w[m, l, c, q]
         dx[n, h, u, c] = acc
 
-    ks.update(dw_fwd=dw_fwd_k, dw_dw=dw_dw_k, dw_dx=dw_dx_k)
-    return ks
+    return dict(fwd=dw_fwd_k, dw=dw_dw_k, dx=dw_dx_k)
+
+def _depthwise_cuda(name):
+    "The depthwise CUDA kernel `name`: 'fwd', 'dw' or 'dx'."
+    return cuda_kernels('depthwise', _build_depthwise_cuda_kernels)[name]
 
 def _depthwise_geometry(x, w, strides, padding, who):
     check_array(x, 'x (N, H, W, C)', ndim=4, finite=False, who=who)
@@ -1558,33 +1657,33 @@ def depthwise_forward(x, w, strides=1, padding=0, backend: str = 'auto'):
     """Depthwise convolution without bias: x (N, H, W, C), w (KH, KW, C, M) -> y (N, OH, OW, C*M), output channel
     c*M + q from input channel c. `padding`: 'valid', 'same', int, (ph, pw) or (top, bottom, left, right)."""
     sh, sw, pt, pb, pl, pr, OH, OW = _depthwise_geometry(x, w, strides, padding, 'depthwise_forward')
-    be = _backend(x, backend, 'depthwise_forward')
+    be = resolve_backend(x, backend, 'depthwise_forward')
     if be == 'numpy': return _depthwise_fwd_numpy(x, w, sh, sw, pt, pb, pl, pr, OH, OW)
     if be == 'numba': return _depthwise_fwd_numba(np.ascontiguousarray(x), np.ascontiguousarray(w), sh, sw, pt, pl, OH, OW)
-    cc = _CudaCall(x)
-    y = cc.empty((x.shape[0], OH, OW, x.shape[3] * w.shape[3]), x.dtype)
-    cc.launch(_depthwise_cuda_kernels()['dw_fwd'], y.size, cc.to_dev(x), cc.to_dev(w), y, sh, sw, pt, pl)
-    return cc.result(y)
+    ka = KernelArrays(be, x)
+    y = ka.xp.empty((x.shape[0], OH, OW, x.shape[3] * w.shape[3]), x.dtype)
+    launch(_depthwise_cuda('fwd'), y.size, ka.put(x), ka.put(w), y, sh, sw, pt, pl)
+    return ka.result(y)
 
 def depthwise_backward(dy, x, w, strides=1, padding=0, backend: str = 'auto', need_dx: bool = True):
     """Gradients of `depthwise_forward`: dy (N, OH, OW, C*M) -> (dx (N, H, W, C) or None when not `need_dx`,
     dw (KH, KW, C, M))."""
     sh, sw, pt, pb, pl, pr, OH, OW = _depthwise_geometry(x, w, strides, padding, 'depthwise_backward')
     check_array(dy, 'dy', shape=(x.shape[0], OH, OW, x.shape[3] * w.shape[3]), finite=False, who='depthwise_backward')
-    be = _backend(x, backend, 'depthwise_backward')
+    be = resolve_backend(x, backend, 'depthwise_backward')
     if be == 'numpy': return _depthwise_bwd_numpy(dy, x, w, sh, sw, pt, pb, pl, pr, need_dx)
     if be == 'numba':
         c = np.ascontiguousarray
         dx, dw = _depthwise_bwd_numba(c(dy), c(x), c(w), sh, sw, pt, pl, need_dx)
         return (dx if need_dx else None), dw
-    cc, kern = _CudaCall(x), _depthwise_cuda_kernels()
-    d_dy, d_w = cc.to_dev(dy), cc.to_dev(w)
-    dw = cc.empty(w.shape, w.dtype)
-    cc.launch(kern['dw_dw'], w.size, d_dy, cc.to_dev(x), dw, sh, sw, pt, pl)
-    if not need_dx: return None, cc.result(dw)
-    dx = cc.empty(x.shape, x.dtype)
-    cc.launch(kern['dw_dx'], x.size, d_dy, d_w, dx, sh, sw, pt, pl)
-    return cc.result(dx), cc.result(dw)
+    ka = KernelArrays(be, x)
+    d_dy = ka.put(dy)
+    dw = ka.xp.empty(w.shape, w.dtype)
+    launch(_depthwise_cuda('dw'), dw.size, d_dy, ka.put(x), dw, sh, sw, pt, pl)
+    if not need_dx: return None, ka.result(dw)
+    dx = ka.xp.empty(x.shape, x.dtype)
+    launch(_depthwise_cuda('dx'), dx.size, d_dy, ka.put(w), dx, sh, sw, pt, pl)
+    return ka.result(dx), ka.result(dw)
 
 # %% [markdown]
 # The three agree with each other and with the full convolution whose kernel is zero except where

@@ -31,6 +31,7 @@ simulate_cuda_without_gpu()
 #| export
 from __future__ import annotations
 import threading
+from typing import NamedTuple
 import numpy as np
 from dl_from_scratch.core import check_array, get_array_module, get_dtype, as_rng, resolve_backend, scratch
 from dl_from_scratch.layers import Layer, _get_activation, get_regularizer, get_constraint
@@ -38,7 +39,8 @@ from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels.conv import (conv_output_size, resolve_padding, im2col, col2im, maxpool2d_forward,
     maxpool2d_backward, avgpool2d_forward, avgpool2d_backward, _pair, _pad4, _geometry,
     conv2d_naive_forward, conv2d_naive_backward, pool2d_naive_forward, pool2d_naive_backward,
-    conv2d_direct_forward, conv2d_direct_backward, depthwise_forward, depthwise_backward)
+    conv2d_direct_forward, conv2d_direct_backward, conv2d_im2col_forward, conv2d_im2col_backward,
+    depthwise_forward, depthwise_backward)
 
 # %%
 #| hide
@@ -78,15 +80,34 @@ from dl_from_scratch.gradcheck import check_layer_grad
 # images the columns of a batch of 64 take 75 MB: im2col writes them, and the
 # forward product and the weight gradient's product each read them back from
 # memory. When a batch's columns would pass `Conv2D.chunk_bytes` (32 MB) on the
-# CPU, the layer builds them for a few images at a time (about 8 MB) instead and
-# multiplies each slice while it is still in cache; the backward pass builds
-# them again, slice by slice, rather than keeping them, so im2col runs twice.
-# It keeps about 8 MB rather than 75 MB of columns per layer; the last section
-# times it against no slicing and other slice sizes. Small layers (LeNet's
-# columns are 8 MB a batch) run as before.
+# CPU, the layer hands chapter 07's `conv2d_im2col_forward` a work array for a
+# few images (about 8 MB) instead of the whole batch, and the kernel builds and
+# multiplies one slice at a time, each while it is still in cache; the backward
+# pass (`conv2d_im2col_backward`) builds them again, slice by slice, rather than
+# keeping them, so im2col runs twice. It keeps about 8 MB rather than 75 MB of
+# columns per layer; the last section times it against no slicing and other
+# slice sizes. Small layers (LeNet's columns are 8 MB a batch) run in one slice.
+#
+# **Two paths, one cache.** `forward` takes one of two paths, each with its own
+# method: `_forward_im2col` (the derivation above) or `_forward_direct`, the
+# shifted-planes kernels of chapter 07 for thin stride-1 layers (`algorithm`
+# chooses; `'auto'` takes the direct path where it is faster). Each fills a
+# `Conv2DCache`, a named tuple tagged with its path, and `backward` takes the
+# matching path back; a slot never holds different things on different paths.
 
 # %%
 #| export
+class Conv2DCache(NamedTuple):
+    "What `Conv2D.backward` needs, tagged with the path that filled it: 'empty', 'direct' or 'im2col'."
+    path: str
+    x_shape: tuple
+    padding: tuple            # (top, bottom, left, right)
+    z: object = None          # the output before the activation (relu(z) under a fused ReLU), for its derivative
+    planes: object = None     # 'direct': the input's zero-padded channel planes (`channel_planes`) ...
+    Wp: int = 0               # ... and their padded width
+    cols: object = None       # 'im2col': the work array of columns (the whole batch's, or the last slice's) ...
+    x: object = None          # ... and the input when it ran in slices: backward builds their columns again
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation) over NHWC images.
 
@@ -176,16 +197,23 @@ class Conv2D(Layer):
 
     def forward(self, x, training=False):
         x = self._check(x)
+        pad = self._pad(x.shape[1:3])
+        if x.shape[0] == 0:                   # an empty batch: an empty output, and zero gradients in backward
+            self.cache = Conv2DCache('empty', x.shape, pad)
+            return get_array_module(x).zeros((0, *self.output_shape(x.shape[1:3])), x.dtype)
+        z = self._forward_direct(x, pad) if self._direct(x) else self._forward_im2col(x, pad)
+        return z if self.activation in (None, 'relu') else self._g(z)    # a ReLU is fused into both paths
+
+    def _forward_direct(self, x, pad):
+        "z by the shifted-planes kernels of chapter 07 (stride 1, Numba), with the ReLU fused in."
+        z, planes, Wp = conv2d_direct_forward(x, self.params['W'], self.params.get('b'), pad,
+                                              relu=self.activation == 'relu')
+        self.cache = Conv2DCache('direct', x.shape, pad, z, planes=planes, Wp=Wp)
+        return z
+
+    def _forward_im2col(self, x, pad):
+        "z = [im2col(x) | 1] [W; b] (the bias trick), a few images at a time when the batch's columns are big."
         N, H, W, _ = x.shape
-        pad = self._pad((H, W))
-        if N == 0:                            # an empty batch: an empty output, and zero gradients in backward
-            self.cache = ('empty', None, x.shape, pad, None)
-            return get_array_module(x).zeros((0, *self.output_shape((H, W))), x.dtype)
-        relu = self.activation == 'relu'      # fused into the kernels below: no pass of its own
-        if self._direct(x):
-            z, planes, Wp = conv2d_direct_forward(x, self.params['W'], self.params.get('b'), pad, relu=relu)
-            self.cache = ('direct', (planes, Wp), x.shape, pad, z)
-            return z if self.activation is None or relu else self._g(z)
         OH, OW, F = self.output_shape((H, W))
         K, xp = self.params['W'].size // F, get_array_module(x)
         Wm = self.params['W'].reshape(K, F)
@@ -193,16 +221,12 @@ class Conv2D(Layer):
         n = self._images_per_chunk(x, OH * OW * (K + self.use_bias))
         # (n*OH*OW, K), or (n*OH*OW, K + 1) whose last column stays 1: the bias trick
         cols = self._workspace('cols', (n * OH * OW, K + self.use_bias), x, fill=1 if self.use_bias else None)
-        z = xp.empty((N * OH * OW, F), x.dtype)
-        for s, e, c in self._chunks(N, n, OH * OW, cols):   # one slice for the whole batch, unless it is big
-            xp.matmul(im2col(x[s:e], self.kernel_size, self.strides, pad, self.backend, out=c, dilation=self.dilation_rate), Wb,
-                      out=z[s * OH * OW:e * OH * OW])
-        z = z.reshape(N, OH, OW, F)
-        if relu: z = xp.maximum(z, 0, out=z)  # in place; backward needs only y > 0, which is z > 0
-        y = z if self.activation is None or relu else self._g(z)
+        z = conv2d_im2col_forward(x, Wb, cols, self.kernel_size, self.strides, pad, self.dilation_rate,
+                                  self.backend).reshape(N, OH, OW, F)
+        if self.activation == 'relu': z = xp.maximum(z, 0, out=z)  # in place; backward needs only y > 0, which is z > 0
         # one slice: its columns are kept for backward; several: backward builds them again from x
-        self.cache = ('im2col', cols, x.shape, pad, z) if n == N else ('chunked', x, x.shape, pad, z)
-        return y
+        self.cache = Conv2DCache('im2col', x.shape, pad, z, cols=cols, x=None if n == N else x)
+        return z
 
     def _images_per_chunk(self, x, per_image: int) -> int:
         "Images per im2col slice: the whole batch, unless its columns pass `chunk_bytes` on the CPU."
@@ -210,51 +234,33 @@ class Conv2D(Layer):
         if get_array_module(x) is not np or N * per_image * x.itemsize <= self.chunk_bytes: return N
         return max(1, min(N, self.chunk_target // (per_image * x.itemsize)))
 
-    @staticmethod
-    def _chunks(N, n, rows, cols):
-        "(first image, end image, the rows of `cols` for them) for each slice of n images."
-        for s in range(0, N, n):
-            e = min(N, s + n)
-            yield s, e, cols[:(e - s) * rows]
-
     def backward(self, dy, need_dx: bool = True):
         "`need_dx=False` (the model's first layer in training) skips dL/dx (a matmul and col2im) and returns `None`."
-        kind, cols, x_shape, pad, z = self.cache           # z is relu(z) when the activation is 'relu'
-        relu = self.activation == 'relu'
-        if kind == 'empty':
+        c = self.cache
+        if c.path == 'empty':
             xp = get_array_module(dy)
             self.grads.update({k: xp.zeros_like(p) for k, p in self.params.items()})
-            return xp.zeros(x_shape, dy.dtype) if need_dx else None
-        if kind == 'direct':
-            dz = dy if self.activation is None or relu else dy * self._g_grad(z)
-            dx, self.grads['W'], db = conv2d_direct_backward(dz, *cols, self.params['W'], x_shape, pad, need_dx,
-                                                             relu_out=z if relu else None)
-            if self.use_bias: self.grads['b'] = db
-            return dx
-        dz = dy if self.activation is None else dy * (z > 0) if relu else dy * self._g_grad(z)
-        d2 = dz.reshape(-1, self.filters)                                       # delta as (N*OH*OW, F)
+            return xp.zeros(c.x_shape, dy.dtype) if need_dx else None
+        return self._backward_direct(dy, c, need_dx) if c.path == 'direct' else self._backward_im2col(dy, c, need_dx)
+
+    def _backward_direct(self, dy, c, need_dx):
+        relu = self.activation == 'relu'      # the kernel masks dy by y > 0 itself
+        dz = dy if self.activation is None or relu else dy * self._g_grad(c.z)
+        dx, self.grads['W'], db = conv2d_direct_backward(dz, c.planes, c.Wp, self.params['W'], c.x_shape, c.padding,
+                                                         need_dx, relu_out=c.z if relu else None)
+        if self.use_bias: self.grads['b'] = db
+        return dx
+
+    def _backward_im2col(self, dy, c, need_dx):
+        relu = self.activation == 'relu'      # c.z is relu(z): y > 0 is z > 0
+        dz = dy if self.activation is None else dy * (c.z > 0) if relu else dy * self._g_grad(c.z)
+        d2 = dz.reshape(-1, self.filters)                                   # delta as (N*OH*OW, F)
         Wm = self.params['W'].reshape(-1, self.filters)
-        K, xp, N = Wm.shape[0], get_array_module(d2), x_shape[0]
-        rows = d2.shape[0] // N                                                # OH*OW
-        ws = self._scratch()['cols'] if kind == 'chunked' else cols            # (n*rows, K [+ 1]) from forward
-        n = ws.shape[0] // rows
-        dW = dx = None
-        dcols = self._workspace('dcols', (n * rows, K), d2) if need_dx else None
-        for s, e, c in self._chunks(N, n, rows, ws):
-            if kind == 'chunked':                                              # slices: build the columns again
-                c = im2col(cols[s:e], self.kernel_size, self.strides, pad, self.backend, out=c, dilation=self.dilation_rate)
-            d2c = d2[s * rows:e * rows]
-            g = c.T @ d2c                                                      # [dW; db] with the bias column
-            dW = g if dW is None else dW + g
-            if need_dx:
-                dc = xp.matmul(d2c, Wm.T, out=dcols[:(e - s) * rows])
-                piece = col2im(dc, (e - s, *x_shape[1:]), self.kernel_size, self.strides, pad, self.backend,
-                               dilation=self.dilation_rate)
-                if e - s == N: dx = piece
-                else:
-                    if dx is None: dx = xp.empty(x_shape, d2.dtype)
-                    dx[s:e] = piece
-        self.grads['W'] = dW[:K].reshape(self.params['W'].shape)
+        K = Wm.shape[0]
+        dcols = self._workspace('dcols', (c.cols.shape[0], K), d2) if need_dx else None
+        dW, dx = conv2d_im2col_backward(d2, c.cols, Wm, c.x_shape, self.kernel_size, self.strides, c.padding,
+                                        self.dilation_rate, self.backend, x=c.x, need_dx=need_dx, dcols=dcols)
+        self.grads['W'] = dW[:K].reshape(self.params['W'].shape)              # [dW; db]: the bias column's row is db
         if self.use_bias: self.grads['b'] = dW[K].copy()
         return dx
 

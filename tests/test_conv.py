@@ -62,7 +62,7 @@ def test_conv2d_gradients_float64_in_slices(kw):
         x = np.random.default_rng(2).normal(size=(5, 7, 8, 2))
         layer = _sliced(Conv2D(rng=1, algorithm='im2col', **kw), 2, x.shape)
         errs = check_layer_grad(layer, x)
-        assert layer.cache[0] == 'chunked'
+        assert layer.cache.path == 'im2col' and layer.cache.x is not None      # sliced: x kept, not the columns
     assert max(errs.values()) < 1e-6, errs
 
 
@@ -75,7 +75,8 @@ def test_conv2d_slices_give_the_whole_batch_numbers(kw, n):
         x = r.normal(size=(5, 7, 8, 2))
         whole, sliced = Conv2D(rng=1, algorithm='im2col', **kw), _sliced(Conv2D(rng=1, algorithm='im2col', **kw), n, x.shape)
         y0, y1 = whole(x, training=True), sliced(x, training=True)
-        assert whole.cache[0] == 'im2col' and sliced.cache[0] == 'chunked'
+        assert whole.cache.path == sliced.cache.path == 'im2col'
+        assert whole.cache.x is None and sliced.cache.x is x                # the whole batch keeps its columns
         assert sliced._scratch()['cols'].shape[0] < whole._scratch()['cols'].shape[0]
         dy = r.normal(size=y0.shape)
         np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
