@@ -12,7 +12,8 @@ import numpy as np
 __all__ = ['WORD_RE', 'SPACE', 'standardize', 'tokenize', 'Vocab', 'pad_sequences', 'pretokenize', 'bpe_train_naive', 'bpe_train',
            'BPE', 'skipgram_pairs', 'cbow_windows', 'softmax_w2v_loss_grad', 'sigmoid', 'binary_w2v_loss_grad',
            'huffman_tree', 'hs_probability', 'noise_distribution', 'unigram_table', 'keep_probability', 'unit_rows',
-           'nearest', 'analogy', 'pca_2d', 'phrases', 'join_phrases']
+           'nearest', 'analogy', 'pca_2d', 'phrases', 'join_phrases', 'cooccurrence', 'glove_weights',
+           'glove_loss_grad', 'glove_train', 'bias_direction', 'neutralize', 'equalize']
 
 # %% ../nbs/12_text.ipynb #f3f5e15e
 WORD_RE = r"[^\W_]+(?:'[^\W_]+)*"
@@ -375,3 +376,61 @@ def join_phrases(tokens, bigrams) -> list[str]:
         else:
             out.append(tokens[i]); i += 1
     return out
+
+# %% ../nbs/12_text.ipynb #4235edc2
+def cooccurrence(ids, window: int, V: int) -> np.ndarray:
+    "Symmetric co-occurrence counts X (float64, (V, V)) of the 1-D id array `ids`, a neighbour at distance d counting 1/d."
+    ids = _check_window(ids, window, 'cooccurrence').astype(np.int64)
+    X = np.zeros(V * V)
+    for d in range(1, window + 1):
+        a, b = ids[:-d], ids[d:]
+        X += np.bincount(np.r_[a * V + b, b * V + a], minlength=V * V) / d
+    return X.reshape(V, V)
+
+def glove_weights(X, x_max: float = 100.0, power: float = 0.75):
+    "The weights f(X) = min(1, (X/x_max)^power) and log X (0 where X = 0) of GloVe's loss, both (V, V)."
+    f = np.minimum(1.0, (X / x_max) ** power)
+    return f, np.log(np.where(X > 0, X, 1))
+
+def glove_loss_grad(theta, e, b, b2, f, log_x):
+    """GloVe's weighted least squares J (pairs with f = f(X) > 0 count) and its gradients:
+    (J, dtheta (V, N), de (V, N), db (V,), db2 (V,)). `f`, `log_x` (V, V): from `glove_weights`."""
+    R = theta @ e.T + b[:, None] + b2[None, :] - log_x
+    G = 2 * f * R
+    return float((f * R * R).sum()), G @ e, G.T @ theta, G.sum(1), G.sum(0)
+
+def glove_train(X, N: int, epochs: int = 100, lr: float = 0.05, seed: int = 0, dtype=np.float32):
+    """Fit GloVe vectors to X (V, V) with full-batch AdaGrad, in `dtype`; returns the word vectors
+    (theta + e) / 2, (V, N), and the loss of each epoch."""
+    V = len(X)
+    f, log_x = (a.astype(dtype) for a in glove_weights(X))
+    rng = np.random.default_rng(seed)
+    params = [((rng.random((V, N)) - 0.5) / N).astype(dtype), ((rng.random((V, N)) - 0.5) / N).astype(dtype),
+              np.zeros(V, dtype), np.zeros(V, dtype)]
+    hist = [np.full_like(p, 1e-8) for p in params]
+    losses = []
+    for _ in range(epochs):
+        loss, *grads = glove_loss_grad(*params, f, log_x)
+        losses.append(loss)
+        for p, h, g in zip(params, hist, grads):
+            h += g * g; p -= lr * g / np.sqrt(h)
+    return (params[0] + params[1]) / 2, losses
+
+# %% ../nbs/12_text.ipynb #4f4bec55
+def bias_direction(E, pairs) -> np.ndarray:
+    "The bias direction: the mean of E[a] - E[b] over the id `pairs` (a, b), of unit vectors."
+    En = unit_rows(E)
+    return np.mean([En[a] - En[b] for a, b in pairs], axis=0)
+
+def neutralize(e, g) -> np.ndarray:
+    "`e` (N,) with its component along `g` (N,) removed."
+    return e - (e @ g) / (g @ g) * g
+
+def equalize(e1, e2, g):
+    "Equalise the pair (e1, e2) (N,) about the direction `g`: one orthogonal part, opposite unit-scaled parts along g."
+    e1, e2 = e1 / np.linalg.norm(e1), e2 / np.linalg.norm(e2)
+    along = lambda x: (x @ g) / (g @ g) * g
+    mu = (e1 + e2) / 2
+    mu_B = along(mu); mu_perp = mu - mu_B
+    scale = np.sqrt(abs(1 - mu_perp @ mu_perp))
+    return tuple(mu_perp + scale * (along(e) - mu_B) / np.linalg.norm(along(e) - mu_B) for e in (e1, e2))

@@ -43,6 +43,7 @@ import numpy as np
 import time
 from fastcore.test import test_eq, test_fail, test_close
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
+from dl_from_scratch.data import load
 
 # %% [markdown]
 # ## 1. Standardising and tokenising
@@ -412,7 +413,6 @@ test_fail(lambda: BPE.train(docs, vocab_size=10), contains='expected vocab_size 
 
 # %%
 #| imdb_reviews
-from dl_from_scratch.data import load
 imdb_train, imdb_labels = load('imdb_reviews', 'train', progress=False)
 t0 = time.perf_counter()
 bpe = BPE.train(imdb_train, vocab_size=8000)
@@ -855,6 +855,188 @@ print({f'{a}_{b}': round(sc, 1) for (a, b), sc in found.items()})
 test_eq(set(found), {('san', 'antonio')})
 test_eq(join_phrases(['in', 'san', 'antonio', 'of', 'the'], found), ['in', 'san_antonio', 'of', 'the'])
 test_eq(join_phrases(['a', 'a', 'a'], {('a', 'a')}), ['a_a', 'a'])
+
+# %% [markdown]
+# ## 11. GloVe
+#
+# word2vec learns from one window at a time. GloVe (Pennington et al., 2014; source 003)
+# first counts, over the whole corpus, how often word $j$ appears in the context of word $i$:
+# $X_{ij}$ (here weighted by $1/d$ for a neighbour at distance $d$, as GloVe's own program
+# does; symmetric, $X_{ij} = X_{ji}$). It then fits vectors to the logarithm of the counts,
+# by weighted least squares over the pairs that occur:
+#
+# $$J = \sum_{i,j:\,X_{ij}>0} f(X_{ij})\,\big(\theta_i^\top e_j + b_i + b'_j - \log X_{ij}\big)^2,\qquad
+# f(x) = \min\big(1, (x/x_{\max})^{3/4}\big),\ x_{\max} = 100.$$
+#
+# $f$ gives rare pairs (whose counts are noisy) little weight and stops very frequent
+# pairs ("of the") from dominating; $f(0) = 0$ makes the pairs that never occur drop out
+# ("$0\log 0 = 0$"). With the residual $r_{ij} = \theta_i^\top e_j + b_i + b'_j - \log X_{ij}$,
+#
+# $$\frac{\partial J}{\partial\theta_i} = \sum_j 2 f(X_{ij})\,r_{ij}\,e_j,\quad
+# \frac{\partial J}{\partial e_j} = \sum_i 2 f(X_{ij})\,r_{ij}\,\theta_i,\quad
+# \frac{\partial J}{\partial b_i} = \sum_j 2 f(X_{ij})\,r_{ij},\quad
+# \frac{\partial J}{\partial b'_j} = \sum_i 2 f(X_{ij})\,r_{ij}.$$
+#
+# $\theta$ and $e$ play symmetric roles, so the word vector kept is their average
+# $(\theta_w + e_w)/2$. We minimise $J$ with AdaGrad, as GloVe's program does, here over
+# all pairs at once. With a vocabulary of a few thousand words, $X$ fits in memory as a
+# dense $V\times V$ matrix, and the sums above are three matrix products:
+# $R = \Theta E^\top + b\mathbf 1^\top + \mathbf 1 b'^\top - \log X$, $G = 2 f(X)\odot R$,
+# $\partial J/\partial\Theta = G E$, $\partial J/\partial E = G^\top\Theta$ (entries with $X_{ij} = 0$
+# have $f = 0$).
+
+# %%
+#| export
+def cooccurrence(ids, window: int, V: int) -> np.ndarray:
+    "Symmetric co-occurrence counts X (float64, (V, V)) of the 1-D id array `ids`, a neighbour at distance d counting 1/d."
+    ids = _check_window(ids, window, 'cooccurrence').astype(np.int64)
+    X = np.zeros(V * V)
+    for d in range(1, window + 1):
+        a, b = ids[:-d], ids[d:]
+        X += np.bincount(np.r_[a * V + b, b * V + a], minlength=V * V) / d
+    return X.reshape(V, V)
+
+def glove_weights(X, x_max: float = 100.0, power: float = 0.75):
+    "The weights f(X) = min(1, (X/x_max)^power) and log X (0 where X = 0) of GloVe's loss, both (V, V)."
+    f = np.minimum(1.0, (X / x_max) ** power)
+    return f, np.log(np.where(X > 0, X, 1))
+
+def glove_loss_grad(theta, e, b, b2, f, log_x):
+    """GloVe's weighted least squares J (pairs with f = f(X) > 0 count) and its gradients:
+    (J, dtheta (V, N), de (V, N), db (V,), db2 (V,)). `f`, `log_x` (V, V): from `glove_weights`."""
+    R = theta @ e.T + b[:, None] + b2[None, :] - log_x
+    G = 2 * f * R
+    return float((f * R * R).sum()), G @ e, G.T @ theta, G.sum(1), G.sum(0)
+
+def glove_train(X, N: int, epochs: int = 100, lr: float = 0.05, seed: int = 0, dtype=np.float32):
+    """Fit GloVe vectors to X (V, V) with full-batch AdaGrad, in `dtype`; returns the word vectors
+    (theta + e) / 2, (V, N), and the loss of each epoch."""
+    V = len(X)
+    f, log_x = (a.astype(dtype) for a in glove_weights(X))
+    rng = np.random.default_rng(seed)
+    params = [((rng.random((V, N)) - 0.5) / N).astype(dtype), ((rng.random((V, N)) - 0.5) / N).astype(dtype),
+              np.zeros(V, dtype), np.zeros(V, dtype)]
+    hist = [np.full_like(p, 1e-8) for p in params]
+    losses = []
+    for _ in range(epochs):
+        loss, *grads = glove_loss_grad(*params, f, log_x)
+        losses.append(loss)
+        for p, h, g in zip(params, hist, grads):
+            h += g * g; p -= lr * g / np.sqrt(h)
+    return (params[0] + params[1]) / 2, losses
+
+# %%
+ids = np.array([0, 1, 2, 0, 1, 3, 0, 2])
+X = cooccurrence(ids, 2, 4)
+print(X)
+test_eq(X, X.T); test_eq(X[0, 1], 1 + 1 + 0.5 + 0.5)           # 0 and 1: adjacent twice, twice at distance 2
+rng = np.random.default_rng(0)
+P = [rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=4), rng.normal(size=4)]
+W60 = glove_weights(X * 60)                              # counts above and below x_max
+J, *grads = glove_loss_grad(*P, *W60)
+for k, (name, g) in enumerate(zip(['theta', 'e', 'b', "b'"], grads)):
+    def J_of(z, k=k): Q = list(P); Q[k] = z; return glove_loss_grad(*Q, *W60)[0]
+    err = rel_error(g, numerical_grad(J_of, P[k].copy()))
+    print(f"GloVe gradient check d{name}: {err:.1e}"); assert err < 1e-6
+vec, losses = glove_train(X, 3, epochs=300, lr=0.1, dtype=np.float64)
+print(f"AdaGrad on this toy: J from {losses[0]:.3f} to {losses[-1]:.5f}")
+assert losses[-1] < 0.01 * losses[0]
+
+# %% [markdown]
+# GloVe on Shakespeare: the 2,000 most frequent ids (so that $X$ and the products stay
+# small), 100 dimensions, window 10 (GloVe's default); 25 AdaGrad epochs in the quick
+# run, 150 in the full one:
+
+# %%
+GLOVE_EPOCHS = 25
+
+# %%
+#| slow
+GLOVE_EPOCHS = 150
+
+# %%
+#| tiny_shakespeare
+shakespeare = load('tiny_shakespeare', 'train', progress=False)
+lines_sh = [tokenize(l, punctuation=False) for l in shakespeare.split('\n') if any(ch.isalnum() for ch in l)]
+vocab_sh = Vocab(Counter(w for l in lines_sh for w in l), max_size=2000)
+ids_sh = np.array([vocab_sh[w] for l in lines_sh for w in l]); ids_sh = ids_sh[ids_sh != 1]
+X_sh = cooccurrence(ids_sh, 10, len(vocab_sh))
+t0 = time.perf_counter()
+E_glove, losses = glove_train(X_sh, 100, epochs=GLOVE_EPOCHS)
+print(f"{(X_sh > 0).sum():,} co-occurring pairs; {GLOVE_EPOCHS} AdaGrad epochs in {time.perf_counter() - t0:.0f} s, "
+      f"J from {losses[0]:,.0f} to {losses[-1]:,.0f}")
+for w in ['king', 'father', 'thou', 'night']:
+    ids_, cos = nearest(E_glove, E_glove[vocab_sh[w]], 6, exclude=[0, 1, vocab_sh[w]])
+    print(f"{w:>7s}: " + ', '.join(f"{vocab_sh.itos[i]} {c:.2f}" for i, c in zip(ids_, cos)))
+
+# %% [markdown]
+# ## 12. Debiasing
+#
+# Word vectors learn what the text says, prejudice included: "man is to programmer as
+# woman is to homemaker" (Bolukbasi et al., 2016; source 003). Their fix has three steps.
+#
+# 1. **Find the bias direction** $g$: the average of differences of definitional pairs,
+#    $e_{he} - e_{she}$, $e_{man} - e_{woman}$, ...
+# 2. **Neutralise** every word that should not carry gender (not the definitional ones,
+#    *beard*, *king*): remove its component along $g$,
+#    $e \leftarrow e - \frac{e\cdot g}{\lVert g\rVert^2}\,g$.
+# 3. **Equalise** each definitional pair $(w_1, w_2)$ so that both lie at the same distance
+#    from every neutral word: give them the same component orthogonal to $g$, their mean's
+#    $\mu_\perp$, and opposite components along $g$, scaled so that unit vectors stay unit
+#    vectors:
+#    $$e_{w_k} \leftarrow \mu_\perp + \sqrt{\lvert 1 - \lVert\mu_\perp\rVert^2\rvert}\;
+#    \frac{e_{w_k,B} - \mu_B}{\lVert e_{w_k,B} - \mu_B\rVert},$$
+#    with $\mu = (e_{w_1}+e_{w_2})/2$ and $x_B$ the component of $x$ along $g$. (The
+#    deeplearning.ai assignment divides by $\lVert (e_{w_k} - \mu_\perp) - \mu_B\rVert$
+#    instead, which keeps the two opposite but not of unit length.)
+
+# %%
+#| export
+def bias_direction(E, pairs) -> np.ndarray:
+    "The bias direction: the mean of E[a] - E[b] over the id `pairs` (a, b), of unit vectors."
+    En = unit_rows(E)
+    return np.mean([En[a] - En[b] for a, b in pairs], axis=0)
+
+def neutralize(e, g) -> np.ndarray:
+    "`e` (N,) with its component along `g` (N,) removed."
+    return e - (e @ g) / (g @ g) * g
+
+def equalize(e1, e2, g):
+    "Equalise the pair (e1, e2) (N,) about the direction `g`: one orthogonal part, opposite unit-scaled parts along g."
+    e1, e2 = e1 / np.linalg.norm(e1), e2 / np.linalg.norm(e2)
+    along = lambda x: (x @ g) / (g @ g) * g
+    mu = (e1 + e2) / 2
+    mu_B = along(mu); mu_perp = mu - mu_B
+    scale = np.sqrt(abs(1 - mu_perp @ mu_perp))
+    return tuple(mu_perp + scale * (along(e) - mu_B) / np.linalg.norm(along(e) - mu_B) for e in (e1, e2))
+
+# %%
+rng = np.random.default_rng(3)
+g, e = rng.normal(size=5), rng.normal(size=5)
+test_close(neutralize(e, g) @ g, 0, eps=1e-12)
+a, b = equalize(rng.normal(size=5), rng.normal(size=5), g)
+test_close(neutralize(a, g), neutralize(b, g), eps=1e-12)              # the same part orthogonal to g
+test_close(a @ g, -(b @ g), eps=1e-12)                                 # opposite along g
+test_close([np.linalg.norm(a), np.linalg.norm(b)], [1, 1], eps=1e-12)
+n = rng.normal(size=5); n = neutralize(n, g)
+test_close(np.linalg.norm(a - n), np.linalg.norm(b - n), eps=1e-12)    # equidistant from any neutral word
+
+# %% [markdown]
+# On the Shakespeare GloVe vectors: the bias direction from five definitional pairs, the
+# cosine with it of a few words before and after neutralising, and an equalised pair.
+
+# %%
+#| tiny_shakespeare
+pairs = [(vocab_sh[a], vocab_sh[b]) for a, b in
+         [('he', 'she'), ('him', 'her'), ('man', 'woman'), ('king', 'queen'), ('father', 'mother')]]
+g = bias_direction(E_glove, pairs)
+cos_g = lambda v: float(v @ g / (np.linalg.norm(v) * np.linalg.norm(g)))
+for w in ['beauty', 'fair', 'sword', 'war', 'gentle', 'honour']:
+    e = E_glove[vocab_sh[w]]
+    print(f"{w:>7s}: cosine with g {cos_g(e):+.3f}, after neutralising {cos_g(neutralize(e, g)):+.3f}")
+e1, e2 = equalize(E_glove[vocab_sh['husband']], E_glove[vocab_sh['wife']], g)
+print(f"husband/wife along g before {cos_g(E_glove[vocab_sh['husband']]):+.3f} / {cos_g(E_glove[vocab_sh['wife']]):+.3f}, "
+      f"after equalising {cos_g(e1):+.3f} / {cos_g(e2):+.3f}")
 
 # %% [markdown]
 # ## What the sources got wrong, and what comes next

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from dl_from_scratch.text import (standardize, tokenize, Vocab, pad_sequences, pretokenize, bpe_train, bpe_train_naive,
                                   BPE, skipgram_pairs, cbow_windows, softmax_w2v_loss_grad, binary_w2v_loss_grad,
                                   huffman_tree, hs_probability, noise_distribution, unigram_table, keep_probability,
-                                  nearest, analogy, pca_2d, phrases, join_phrases, SPACE)
+                                  nearest, analogy, pca_2d, phrases, join_phrases, cooccurrence, glove_weights,
+                                  glove_loss_grad, glove_train, bias_direction, neutralize, equalize, SPACE)
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
 
 
@@ -180,3 +181,41 @@ def test_phrases_score_as_gensim_and_join():
     assert ('big', 'is') not in found                                     # 5 < min_count: never above zero
     assert set(phrases(sents, min_count=25, threshold=found[('new', 'york')])) == set()   # strictly above
     assert join_phrases(['new', 'york', 'new', 'york', 'is'], found) == ['new_york', 'new_york', 'is']
+
+
+def test_cooccurrence_counts_and_errors():
+    X = cooccurrence(np.array([1, 2, 1, 3]), 2, 4)
+    assert np.array_equal(X, X.T) and X[1, 2] == 2 + 0 and X[1, 3] == 1 and X[2, 3] == 0.5
+    assert X[1, 1] == 2 * 0.5                      # a word twice at distance 2: both directions land on the diagonal, as in GloVe
+    with pytest.raises(ValueError, match='window of at least 1'): cooccurrence(np.arange(5), -1, 5)
+    with pytest.raises(ValueError, match='corpus longer than the window'): cooccurrence(np.arange(3), 3, 5)
+
+def test_glove_gradients_and_fit():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 300, size=(5, 5)).astype(float); X = X + X.T; X[0, 1] = X[1, 0] = 0
+    f, log_x = glove_weights(X)
+    assert f[0, 1] == 0 and f.max() == 1 and np.all(f[X > 0] > 0)
+    P = [rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), rng.normal(size=5), rng.normal(size=5)]
+    J, *grads = glove_loss_grad(*P, f, log_x)
+    R = P[0] @ P[1].T + P[2][:, None] + P[3][None, :] - np.log(np.where(X > 0, X, 1))
+    assert np.isclose(J, (f * R ** 2)[X > 0].sum())
+    for k, g in enumerate(grads):
+        def J_of(z, k=k):
+            Q = list(P); Q[k] = z
+            return glove_loss_grad(*Q, f, log_x)[0]
+        assert rel_error(g, numerical_grad(J_of, P[k].copy())) < 1e-6
+    E, losses = glove_train(X, 4, epochs=400, lr=0.3, dtype=np.float64)
+    assert E.shape == (5, 4) and losses[-1] < 1e-3 * losses[0]
+
+def test_debiasing():
+    rng = np.random.default_rng(1)
+    E = rng.normal(size=(6, 8))
+    g = bias_direction(E, [(0, 1), (2, 3)])
+    En = E / np.linalg.norm(E, axis=1, keepdims=True)
+    assert np.allclose(g, ((En[0] - En[1]) + (En[2] - En[3])) / 2)
+    assert abs(neutralize(E[4], g) @ g) < 1e-12
+    a, b = equalize(E[0], E[1], g)
+    assert np.allclose(neutralize(a, g), neutralize(b, g)) and np.isclose(a @ g, -(b @ g))
+    assert np.allclose([np.linalg.norm(a), np.linalg.norm(b)], 1)
+    w = neutralize(E[5], g)
+    assert np.isclose(np.linalg.norm(a - w), np.linalg.norm(b - w))
