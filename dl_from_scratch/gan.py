@@ -125,9 +125,9 @@ class GAN(Model):
         if int(d_steps) < 1: raise ValueError(f"GAN expected d_steps >= 1, got {d_steps}")
         if clip_value is not None and not clip_value > 0: raise ValueError(f"GAN expected clip_value > 0 or None, got {clip_value}")
         self.G, self.D, self.latent_dim, self.noise = generator, discriminator, int(latent_dim), noise
-        self.loss, self.d_steps, self.clip_value, self.rng = get_gan_loss(loss), int(d_steps), clip_value, as_rng(rng)
+        self.d_steps, self.clip_value, self.rng = int(d_steps), clip_value, as_rng(rng)
         super().__init__(*self._graph(), name=name)
-        self.loss = get_gan_loss(loss)          # Model.__init__ resets `loss` (the compiled loss of a plain model)
+        self.loss = get_gan_loss(loss)          # after Model.__init__, which sets `loss` to None
         self.d_opt = self.g_opt = None
 
     def _graph(self):
@@ -295,6 +295,13 @@ class InfoGAN(ConditionalGAN):
         return v - self.lam * mi, {}, [d, dq]
 
 # %% ../nbs/15_gans.ipynb #a5a1a621
+def _no_logs(part):
+    "A loss part `s -> (value, dL/ds)` as the `terms` that `discriminator_update` takes: `out -> (value, {}, dL/dout)`."
+    def terms(out):
+        v, d = part(out)
+        return v, {}, d
+    return terms
+
 class CycleGAN(Model):
     """Unpaired translation between domains X and Y (Zhu et al.): generators `G: X -> Y`, `F: Y -> X` and
     discriminators `D_x`, `D_y` (raw outputs `(N, 1)`). The model's inputs are `[x, y]`; its outputs
@@ -336,9 +343,8 @@ class CycleGAN(Model):
             self.apply_gradients(g_opt)
         finally:
             self.D_x.trainable = self.D_y.trainable = True
-        terms = lambda part, key: (lambda out: (lambda v, d: (v, {key: v}, d))(*part(out)))
-        dx_loss, _ = discriminator_update(self.D_x, [(x, terms(self.loss.real, 'x')), (fake_x, terms(self.loss.fake, 'x'))], dx_opt)
-        dy_loss, _ = discriminator_update(self.D_y, [(y, terms(self.loss.real, 'y')), (fake_y, terms(self.loss.fake, 'y'))], dy_opt)
+        dx_loss, _ = discriminator_update(self.D_x, [(x, _no_logs(self.loss.real)), (fake_x, _no_logs(self.loss.fake))], dx_opt)
+        dy_loss, _ = discriminator_update(self.D_y, [(y, _no_logs(self.loss.real)), (fake_y, _no_logs(self.loss.fake))], dy_opt)
         cyc = c_x + c_y
         return {'loss': l_g + l_f + self.lam * cyc, 'g_loss': l_g, 'f_loss': l_f, 'cycle': cyc,
                 'dx_loss': dx_loss, 'dy_loss': dy_loss}
