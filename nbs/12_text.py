@@ -1048,6 +1048,8 @@ print(f"husband/wife along g before {cos_g(E_glove[vocab_sh['husband']]):+.3f} /
 # * Source 002 gives negative sampling's noise distribution but no loss; section 7 writes
 #   out the loss and its gradients, which are the hierarchical softmax's with other labels.
 # * Its subsampling formula is the paper's; word2vec.c and gensim use another (section 8).
+# * Source 003's GloVe objective and debiasing steps are right; the deeplearning.ai
+#   equalisation it follows does not keep unit vectors at unit length (section 12).
 #
 # Chapter 12a makes skip-gram with negative sampling fast (a Numba CPU kernel with
 # lock-free parallel SGD, and a CUDA kernel) and trains word vectors on real text.
@@ -1059,5 +1061,7 @@ print(f"husband/wife along g before {cos_g(E_glove[vocab_sh['husband']]):+.3f} /
 # * X. Rong, *word2vec Parameter Learning Explained*, 2014 (the gradients of section 5).
 # * R. Sennrich, B. Haddow, A. Birch, *Neural Machine Translation of Rare Words with Subword Units*, ACL 2016 (BPE); P. Gage, *A New Algorithm for Data Compression*, 1994.
 # * D. A. Huffman, *A Method for the Construction of Minimum-Redundancy Codes*, 1952.
+# * J. Pennington, R. Socher, C. Manning, *GloVe: Global Vectors for Word Representation*, EMNLP 2014.
+# * T. Bolukbasi, K.-W. Chang, J. Zou, V. Saligrama, A. Kalai, *Man is to Computer Programmer as Woman is to Homemaker? Debiasing Word Embeddings*, NeurIPS 2016.
 # * A. L. Maas et al., *Learning Word Vectors for Sentiment Analysis*, ACL 2011 (the IMDB reviews).
 # * Source 002 (*Hands-On Deep Learning Algorithms with Python*, ch. 7) and source 003 (deeplearning.ai C5 W2; the TensorFlow word2vec tutorial).
