@@ -40,6 +40,8 @@ from dl_from_scratch.core import resolve_backend
 #| hide
 import time
 import numba
+from dl_from_scratch.core import simulate_cuda_without_gpu
+simulate_cuda_without_gpu()   # no GPU: run the CUDA kernel in Numba's simulator
 from fastcore.test import test_eq, test_fail, test_close
 from collections import Counter
 import matplotlib.pyplot as plt
