@@ -13,7 +13,9 @@ from dl_from_scratch.attention import (
     MultiHeadAttention, positional_encoding, PositionalEncoding, LayerNorm, PositionwiseDense,
     TransformerEncoderBlock, TransformerDecoderBlock, NoamSchedule, Attention,
     ngrams, modified_precision, brevity_penalty, closest_ref_length, corpus_bleu, sentence_bleu,
-    beam_search, greedy_search, sequence_score, sequence_log_prob, blame, ctc_collapse)
+    beam_search, greedy_search, sequence_score, sequence_log_prob, blame, ctc_collapse,
+    DATE_FORMATS, human_date, date_pairs)
+import datetime
 
 TOL = 1e-6
 r = np.random.default_rng(13)
@@ -360,6 +362,15 @@ def test_beam_bad_input():
     with pytest.raises(ValueError, match='log_probs'): beam_search(lambda p: np.zeros(3), 0, 1)
 
 
+def test_beam_without_eos_gives_fixed_length():
+    T = np.log(np.random.default_rng(2).dirichlet(np.ones(4), size=4))
+    f = lambda p: T[np.asarray(p)[:, -1]]
+    hyps = beam_search(f, 0, None, beam_width=3, max_len=5)
+    assert len(hyps) == 3 and all(len(h[0]) == 5 for h in hyps)
+    toks, lp = greedy_search(f, 0, None, max_len=5)
+    assert len(toks) == 5 and abs(sequence_log_prob(f, 0, toks) - lp) < 1e-12
+
+
 def test_blame():
     assert blame(2e-10, 1e-10) == 'beam search' and blame(1e-10, 2e-10) == 'model'
 
@@ -370,3 +381,24 @@ def test_ctc_collapse():
     assert ctc_collapse('hel_lo') == 'hello' and ctc_collapse('hello') == 'helo'
     assert ctc_collapse([3, 3, 0, 3, 5, 5, 0], blank=0) == [3, 3, 5]
     assert ctc_collapse('') == '' and ctc_collapse('___') == ''
+
+
+# --- dates -----------------------------------------------------------------------------------------------------
+def test_date_pairs_reproducible_and_correct():
+    pairs = date_pairs(300, seed=5)
+    assert pairs == date_pairs(300, seed=5) and pairs != date_pairs(300, seed=6)
+    for text, iso in pairs:
+        d = datetime.date.fromisoformat(iso)
+        assert datetime.date(1950, 1, 1) <= d <= datetime.date(2049, 12, 31)
+        assert text in {human_date(d, f) for f in DATE_FORMATS}
+    assert human_date(datetime.date(1979, 5, 3), '{weekday}, {mm}/{dd}/{yy}') == 'thursday, 05/03/79'
+    assert human_date(datetime.date(2001, 12, 25), '{dd}.{mm}.{yy}') == '25.12.01'
+    assert human_date(datetime.date(1979, 5, 3), '{mon} {d}, {yyyy}') == 'may 3, 1979'
+
+
+def test_date_pairs_exclude_and_bad_input():
+    train = date_pairs(500, seed=0)
+    test = date_pairs(200, seed=1, exclude={a for a, _ in train})
+    assert len(test) == 200 and not {a for a, _ in test} & {a for a, _ in train}
+    with pytest.raises(ValueError, match='first <= last'): date_pairs(3, first=datetime.date(2000, 1, 2), last=datetime.date(2000, 1, 1))
+    with pytest.raises(ValueError, match='n >= 0'): date_pairs(-1)
