@@ -214,6 +214,17 @@ def test_block_in_a_model_trains():
     assert h.history['loss'][-1] < 0.5 * h.history['loss'][0] and h.history['accuracy'][-1] > 0.9
 
 
+def test_model_with_blocks_saves_and_loads(tmp_path):
+    inp = Input((None, 8))
+    h = TransformerEncoderBlock(2, 16, norm_first=True, rng=0)(PositionalEncoding(2.0)(inp))
+    g = TransformerDecoderBlock(2, 16, rng=1)([h, h])
+    model = Model(inp, PositionwiseDense(3, rng=2)(LayerNorm()(g)))
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    y = model.predict(x)
+    model.save(tmp_path / 'm.npz')
+    np.testing.assert_array_equal(Model.load(tmp_path / 'm.npz').predict(x), y)
+
+
 # --- warm-up schedule -----------------------------------------------------------------------------------
 def test_noam_schedule():
     s = NoamSchedule(512, 4000)
