@@ -68,6 +68,7 @@ class Recurrent(_KeywordCall, Layer):
     A sequence needs at least one step; an empty batch gives an empty output and zero gradients. The work arrays
     kept between batches are per thread, so several threads may run inference on one layer at once."""
     gates, n_states = 1, 1
+    kernels = None      # (forward, backward) of `kernels.recurrent`, for a cell with one state
 
     def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, mask_value=None,
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
@@ -108,11 +109,18 @@ class Recurrent(_KeywordCall, Layer):
         T = input_shape[0]
         return (T, self.units) if self.return_sequences else (self.units,)
 
-    def _kernel_forward(self, x, states, mask):  # -> hs (N, T, H), final states tuple, cache
-        raise NotImplementedError
+    def _kernel_forward(self, x, states, mask):
+        """-> hs (N, T, H), the final states, the kernel's cache. A cell with one state h and weights Wx, Wh, b
+        runs its `kernels` pair (forward, backward) of `kernels.recurrent`; the LSTM, with (h, c), overrides this."""
+        p = self.params
+        hs, cache = self.kernels[0](x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
+                                    workspace=self._scratch())
+        return hs, (hs[:, -1],), cache
 
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):  # -> dx (None unless need_dx), d_initial_states tuple, grads dict
-        raise NotImplementedError
+    def _kernel_backward(self, dhs, d_states, cache, need_dx):
+        "-> dx (None unless need_dx), the initial states' gradients, the weights' gradients (as `_kernel_forward`)."
+        dx, dh0, dWx, dWh, db = self.kernels[1](dhs, cache, need_dx)
+        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
 
     def forward(self, x, training=False, mask=None, initial_state=None):
         """x (N, T, D) -> (N, T, units) if return_sequences else (N, units)."""
@@ -183,17 +191,7 @@ class Recurrent(_KeywordCall, Layer):
 class SimpleRNN(Recurrent):
     """Elman RNN layer: h_t = tanh(x_t Wx + h_{t-1} Wh + b). Params Wx (D, H), Wh (H, H), b (H,).
     x (N, T, D) -> (N, T, H) or (N, H). See `Recurrent` for the options."""
-    gates, n_states = 1, 1
-
-    def _kernel_forward(self, x, states, mask):
-        p = self.params
-        hs, cache = K.rnn_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
-                                  workspace=self._scratch())
-        return hs, (hs[:, -1],), cache
-
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        dx, dh0, dWx, dWh, db = K.rnn_backward(dhs, cache, need_dx)
-        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+    gates, n_states, kernels = 1, 1, (K.rnn_forward, K.rnn_backward)
 
 class LSTM(Recurrent):
     """LSTM layer (gates i, f, g, o; Wx (D, 4H), Wh (H, 4H), b (4H,)), optional peepholes P (3, H) as in
@@ -226,17 +224,7 @@ class LSTM(Recurrent):
 class GRU(Recurrent):
     """GRU layer (gates z, r and candidate n on r⊙h_{t-1}; Wx (D, 3H), Wh (H, 3H), b (3H,)):
     h_t = z⊙h_{t-1} + (1-z)⊙n. x (N, T, D) -> (N, T, H) or (N, H)."""
-    gates, n_states = 3, 1
-
-    def _kernel_forward(self, x, states, mask):
-        p = self.params
-        hs, cache = K.gru_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
-                                  workspace=self._scratch())
-        return hs, (hs[:, -1],), cache
-
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        dx, dh0, dWx, dWh, db = K.gru_backward(dhs, cache, need_dx)
-        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+    gates, n_states, kernels = 3, 1, (K.gru_forward, K.gru_backward)
 
 
 

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolutions
 #
-# > Cross-correlation, its gradients, im2col (dilated too), pooling, depthwise convolution; three implementations of each hot loop (NumPy, Numba CPU, Numba CUDA), proven equal and timed; a direct CPU kernel for thin layers.
+# > The convolution kernels: naive reference loops, im2col and col2im (dilated too) with the sliced im2col products of a convolution layer, max and average pooling, and depthwise convolution, each as a NumPy reference, Numba CPU and Numba CUDA code proven equal; and a direct CPU kernel for thin layers.
 #
 # ## Purpose
 #

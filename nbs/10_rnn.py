@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Recurrent networks and backpropagation through time
 #
-# > The recurrent kernels (the Elman RNN here; the LSTM and GRU in chapter 11): forward pass and full BPTT, as a NumPy reference, Numba CPU and Numba CUDA code; why gradients vanish or explode, clipping, and a character-level language model.
+# > The recurrent kernels: the forward pass and full BPTT of the Elman RNN (here) and of the LSTM and GRU (chapter 11), each as a NumPy reference, Numba CPU and Numba CUDA code proven equal.
 #
 # ## Purpose
 #
@@ -267,7 +267,6 @@ def _time_mask(mask, N, T, xp, dtype):
     if mask is None: return xp.ones((T, N), dtype)
     return xp.ascontiguousarray(xp.asarray(mask).astype(dtype).T)
 
-_cuda_launch = launch   # the name chapter 11's cells still use
 
 # %% [markdown]
 # ### The RNN step, three times
@@ -331,8 +330,6 @@ def _rnn_bwd_nb(dout, dcarry, drec, h, m, da):
 
 # %%
 #| export
-_CUDA = {}     # chapter 11's cells still keep their kernels here
-
 def _build_rnn_cuda():
     "The CUDA kernels of the RNN step, (forward, backward) (built once, by `core.cuda_kernels`)."
     global cuda
@@ -403,11 +400,13 @@ test_eq(outs[0][1][1], np.zeros(H)); test_close(outs[0][2][1], np.full(H, 1.75))
 # %%
 #| export
 def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
-    """Common start of a forward pass: backend, array module, the time-major inputs with a column of ones
-    X1 (T*N, D+1), and the input projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product.
+    """Common start of a forward pass: backend, where the arrays live (`core.KernelArrays`: its `xp` is the
+    array module of the loop), the time-major inputs with a column of ones X1 (T*N, D+1), and the input
+    projection of all steps XW (T, N, G*H) = X1 @ [Wx; b] in ONE product.
     `ws`: the caller's dict of scratch arrays (`core.scratch`) or None."""
     be = resolve_backend(x, backend, who)
-    xp = KernelArrays(be, x).xp
+    ka = KernelArrays(be, x)
+    xp = ka.xp
     dt = np.result_type(x.dtype, Wx.dtype)
     x, h0, Wx, b = (xp.asarray(a, dtype=dt) for a in (x, h0, Wx, b))
     N, T, D = x.shape
@@ -417,7 +416,11 @@ def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
     XW = xp.matmul(X1, xp.concatenate([Wx, b[None]]),            # and db comes out of the dWx product
                    out=scratch(ws, 'XW', (T * N, Wx.shape[1]), dt, xp)).reshape(T, N, -1)
     M = _time_mask(mask, N, T, xp, dt)
-    return be, xp, dt, X1, XW, M
+    return be, ka, dt, X1, XW, M
+
+def _results(cache, *arrays):
+    "`arrays` on the side the forward pass's input came from (`KernelArrays.result`); None stays None."
+    return tuple(None if a is None else cache['arrays'].result(a) for a in arrays)
 
 def _time_major(xp, dhs, dt, ws):
     "dhs (N, T, H) as a contiguous time-major (T, N, H) array of dtype dt, in the scratch array 'dH'."
@@ -442,16 +445,16 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     `workspace`: a dict (a layer's own) that keeps the large internal arrays between calls, forward and
     backward (`core.scratch`): no fresh pages each batch. A cache is then good until the next call with it."""
     _check_seq(x, h0, Wx, Wh, b, mask, 1, 'rnn_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward', workspace)
+    be, ka, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'rnn_forward', workspace)
+    xp = ka.xp
     Wh = xp.asarray(Wh, dtype=dt)
     T, N, H = XW.shape
     fwd, _ = _steps(be, 'rnn')
-    Hs = xp.empty((T + 1, N, H), dt); Hs[0] = h0
+    Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
     R = xp.empty((N, H), dt)
     for t in range(T):
         xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    ka = KernelArrays(be, x)                         # results go back to x's side
     cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache     # Hs is fresh: the caller keeps hs
 
@@ -474,7 +477,7 @@ def rnn_backward(dhs, cache, need_dx=True):
     dh0 = dcarry + drec
     dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, H)
     dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
-    return tuple(None if a is None else cache['arrays'].result(a) for a in (dx, dh0, dWx, dWh, db))
+    return _results(cache, dx, dh0, dWx, dWh, db)
 
 # %% [markdown]
 # **Tests.** The three implementations agree to float32 round-off (the CUDA kernels run in

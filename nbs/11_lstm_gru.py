@@ -39,8 +39,8 @@ from dl_from_scratch.gradcheck import rel_error, numerical_grad, check_layer_gra
 from dl_from_scratch import optim, viz, data
 import pathlib
 from dl_from_scratch.kernels.recurrent import (_FM, _sig, _sig_nb, _tanh_nb, _check_seq, _setup, _finish_backward,
-                                               _time_major, _steps, _NP, _NB, _CUDA, _CUDA_BUILD, _cuda_launch)
-from dl_from_scratch.core import scratch
+                                               _results, _time_major, _steps, _NP, _NB, _CUDA_BUILD)
+from dl_from_scratch.core import scratch, per_element, device_twin
 
 # %% [markdown]
 # ## The LSTM cell
@@ -232,65 +232,66 @@ def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
         for j in range(H): d[j] = 0
 
 # %% [markdown]
-# The CUDA kernels: one thread per element $(n, j)$; the same body as the CPU loop.
+# The CUDA kernels: one thread per element $(n, j)$, computing what the CPU loop computes. Here the two
+# are written separately: the CPU loop runs each row in short passes of one quantity each (so that LLVM
+# vectorises them), while a thread computes all of one element's gates at once. The GRU below shares
+# its elementwise bodies between the two.
 
 # %%
 #| export kernels.recurrent
-def _lstm_cuda():
-    "Build (once) the CUDA kernels of the LSTM step (one thread per (n, j) element)."
+def _build_lstm_cuda():
+    "The CUDA kernels of the LSTM step, (forward, backward), one thread per (n, j) element (built once, by `core.cuda_kernels`)."
     global cuda
-    if 'lstm' not in _CUDA:
-        from numba import cuda
-        sig = cuda.jit(device=True)(_sig)
+    from numba import cuda
+    sig = cuda.jit(device=True)(_sig)
 
-        @cuda.jit
-        def fwd(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
-            k = cuda.grid(1)
-            N, H = h.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                if m[n] == 0:
-                    c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
-                else:
-                    cp = c_prev[n, j]
-                    i = sig(xw[n, j] + r[n, j] + P[0, j] * cp)
-                    f = sig(xw[n, H + j] + r[n, H + j] + P[1, j] * cp)
-                    gg = math.tanh(xw[n, 2 * H + j] + r[n, 2 * H + j])
-                    cn = f * cp + i * gg
-                    o = sig(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn)
-                    t = math.tanh(cn)
-                    g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
-                    tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
+    @cuda.jit
+    def fwd(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
+        k = cuda.grid(1)
+        N, H = h.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            if m[n] == 0:
+                c[n, j] = c_prev[n, j]; h[n, j] = h_prev[n, j]
+            else:
+                cp = c_prev[n, j]
+                i = sig(xw[n, j] + r[n, j] + P[0, j] * cp)
+                f = sig(xw[n, H + j] + r[n, H + j] + P[1, j] * cp)
+                gg = math.tanh(xw[n, 2 * H + j] + r[n, 2 * H + j])
+                cn = f * cp + i * gg
+                o = sig(xw[n, 3 * H + j] + r[n, 3 * H + j] + P[2, j] * cn)
+                t = math.tanh(cn)
+                g[n, j] = i; g[n, H + j] = f; g[n, 2 * H + j] = gg; g[n, 3 * H + j] = o
+                tc[n, j] = t; c[n, j] = cn; h[n, j] = o * t
 
-        @cuda.jit
-        def bwd(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
-            k = cuda.grid(1)
-            N, H = dc.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                d = dout[n, j] + dcarry[n, j] + drec[n, j]
-                if m[n] == 0:
-                    dcarry[n, j] = d
-                    da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
-                else:
-                    i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
-                    dao = d * t * o * (1 - o)
-                    dcn = dc[n, j] + d * o * (1 - t * t) + dao * P[2, j]
-                    dai = dcn * gg * i * (1 - i)
-                    daf = dcn * c_prev[n, j] * f * (1 - f)
-                    dag = dcn * i * (1 - gg * gg)
-                    da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
-                    dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
-                    dcarry[n, j] = 0
-        _CUDA['lstm'] = (fwd, bwd)
-    return _CUDA['lstm']
+    @cuda.jit
+    def bwd(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
+        k = cuda.grid(1)
+        N, H = dc.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            d = dout[n, j] + dcarry[n, j] + drec[n, j]
+            if m[n] == 0:
+                dcarry[n, j] = d
+                da[n, j] = 0; da[n, H + j] = 0; da[n, 2 * H + j] = 0; da[n, 3 * H + j] = 0
+            else:
+                i = g[n, j]; f = g[n, H + j]; gg = g[n, 2 * H + j]; o = g[n, 3 * H + j]; t = tc[n, j]
+                dao = d * t * o * (1 - o)
+                dcn = dc[n, j] + d * o * (1 - t * t) + dao * P[2, j]
+                dai = dcn * gg * i * (1 - i)
+                daf = dcn * c_prev[n, j] * f * (1 - f)
+                dag = dcn * i * (1 - gg * gg)
+                da[n, j] = dai; da[n, H + j] = daf; da[n, 2 * H + j] = dag; da[n, 3 * H + j] = dao
+                dc[n, j] = dcn * f + dai * P[0, j] + daf * P[1, j]
+                dcarry[n, j] = 0
+    return fwd, bwd
 
 
 # %%
 #| export kernels.recurrent
 _NP['lstm'] = (_lstm_fwd_np, _lstm_bwd_np)
 _NB['lstm'] = (_lstm_fwd_nb, _lstm_bwd_nb)
-_CUDA_BUILD['lstm'] = _lstm_cuda
+_CUDA_BUILD['lstm'] = _build_lstm_cuda
 
 # %%
 #| export kernels.recurrent
@@ -305,8 +306,8 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
     check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
     if peep is not None: check_array(peep, 'peep', shape=(3, H), who='lstm_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward', workspace)
-    ws = workspace
+    be, ka, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'lstm_forward', workspace)
+    xp, ws = ka.xp, workspace
     Wh = xp.asarray(Wh, dtype=dt)
     P = xp.zeros((3, H), dt) if peep is None else xp.ascontiguousarray(xp.asarray(peep, dtype=dt))
     fwd, _ = _steps(be, 'lstm')
@@ -318,8 +319,8 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
         xp.matmul(Hs[t], Wh, out=R)
         fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
     cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
-                 Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws)
-    return Hs[1:].transpose(1, 0, 2), Cs[T].copy(), cache     # Hs is fresh, Cs scratch: cT is copied out
+                 Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws, arrays=ka)
+    return (*_results(cache, Hs[1:].transpose(1, 0, 2), Cs[T].copy()), cache)   # Hs is fresh, Cs scratch: cT is copied out
 
 def lstm_backward(dhs, dcT, cache, need_dx=True):
     """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
@@ -344,7 +345,7 @@ def lstm_backward(dhs, dcT, cache, need_dx=True):
         dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
                           (dA[..., 3*H:] * Cs[1:]).sum((0, 1))])
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
-    return dx, dh0, dc, dWx, dWh, db, dpeep
+    return _results(cache, dx, dh0, dc, dWx, dWh, db, dpeep)
 
 # %% [markdown]
 # **Tests of the LSTM kernels.** The three implementations agree to float32 round-off, with
@@ -393,13 +394,34 @@ test_fail(lambda: lstm_forward(**{**args, 'peep': args['peep'][:2]}), contains='
 test_fail(lambda: lstm_forward(**{**args, 'Wh': args['Wh'][:, :12]}), contains='Wh of shape (5, 20), got (5, 12)')
 
 # %% [markdown]
-# The GRU: two half-steps forward (gates, then candidate and state) and two backward.
+# The GRU: two half-steps forward (gates, then candidate and state) and two backward. The arithmetic
+# of one element, the new state and the gate gradients, is written once, as `per_element` functions
+# (chapter 00's kernel section): Numba inlines them into the CPU loops, and `device_twin` compiles
+# the same source for the CUDA threads.
 
 # %%
 #| export kernels.recurrent
 # ---- GRU: columns [z | r | n]; z, r from h_{t-1}; candidate n from r⊙h_{t-1}, so two products per step ----
 # step 1: zr = σ(xw[:, :2H] + h_{t-1} Wh[:, :2H]);  rh = r⊙h_{t-1}
 # step 2: n = tanh(xw[:, 2H:] + rh Wh[:, 2H:]);      h_t = z⊙h_{t-1} + (1-z)⊙n
+
+@per_element
+def _gru_state(z, h_prev, n, one):
+    "One element of the new state, h_t = z h_{t-1} + (1 - z) n."
+    return z * h_prev + (one - z) * n
+
+@per_element
+def _gru_grad_zn(d, h_prev, z, n, on, one):
+    """One element of the first half of a BPTT step, from d = dL/dh_t: (da_z, da_n, carry), carry the direct
+    part of dL/dh_{t-1} (d z); at a masked step (0, 0, d)."""
+    zero = one - one
+    if on: return d * (h_prev - n) * z * (one - z), d * (one - z) * (one - n * n), d * z
+    return zero, zero, d * one
+
+@per_element
+def _gru_grad_r(drh, h_prev, r, one):
+    "One element of the second half at a real step, from drh = dL/d(r h_{t-1}): da_r (and drh r goes to dL/dh_{t-1})."
+    return drh * h_prev * r * (one - r)
 
 def _gru_fwd1_np(xw, r1, h_prev, zr, rh):
     "NumPy reference, first half of a GRU step: gates z, r (zr: (N, 2H)) and r⊙h_prev (rh: (N, H))."
@@ -453,7 +475,7 @@ def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
         for j in range(H): c[j] = _tanh_nb(a[j], one)
         hp, hr, z = h_prev[n], h[n], zr[n]
         if m[n] != 0:
-            for j in range(H): hr[j] = z[j] * hp[j] + (one - z[j]) * c[j]
+            for j in range(H): hr[j] = _gru_state(z[j], hp[j], c[j], one)
         else:
             for j in range(H): hr[j] = hp[j]
 
@@ -464,14 +486,8 @@ def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
     for n in range(N):
         on = m[n] != 0
         for j in range(H):
-            d = dout[n, j] + dcarry[n, j] + drec[n, j]
-            if on:
-                z = zr[n, j]; c = n_[n, j]
-                dazr[n, j] = d * (h_prev[n, j] - c) * z * (one - z)
-                dan[n, j] = d * (one - z) * (one - c * c)
-                dcarry[n, j] = d * z
-            else:
-                dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
+            dazr[n, j], dan[n, j], dcarry[n, j] = _gru_grad_zn(dout[n, j] + dcarry[n, j] + drec[n, j], h_prev[n, j],
+                                                               zr[n, j], n_[n, j], on, one)
 
 @njit(cache=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
@@ -480,9 +496,9 @@ def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
     for n in range(N):
         on = m[n] != 0
         for j in range(H):
-            if on:
+            if on:     # the carry's term stays out of the helper: returned with da_r, LLVM no longer vectorises the loop
                 r = zr[n, H + j]
-                dazr[n, H + j] = drh[n, j] * h_prev[n, j] * r * (one - r)
+                dazr[n, H + j] = _gru_grad_r(drh[n, j], h_prev[n, j], r, one)
                 dcarry[n, j] += drh[n, j] * r
             else:
                 dazr[n, H + j] = 0
@@ -490,72 +506,64 @@ def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
 
 # %%
 #| export kernels.recurrent
-def _gru_cuda():
-    "Build (once) the CUDA kernels of the GRU step halves."
+def _build_gru_cuda():
+    "The CUDA kernels of the GRU step halves, (fwd1, fwd2, bwd1, bwd2) (built once, by `core.cuda_kernels`)."
     global cuda
-    if 'gru' not in _CUDA:
-        from numba import cuda
-        sig = cuda.jit(device=True)(_sig)
+    from numba import cuda
+    sig = cuda.jit(device=True)(_sig)
+    state, grad_zn, grad_r = (device_twin(f) for f in (_gru_state, _gru_grad_zn, _gru_grad_r))
 
-        @cuda.jit
-        def fwd1(xw, r1, h_prev, zr, rh):
-            k = cuda.grid(1)
-            N, H = h_prev.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                zr[n, j] = sig(xw[n, j] + r1[n, j])
-                r = sig(xw[n, H + j] + r1[n, H + j])
-                zr[n, H + j] = r
-                rh[n, j] = r * h_prev[n, j]
+    @cuda.jit
+    def fwd1(xw, r1, h_prev, zr, rh):
+        k = cuda.grid(1)
+        N, H = h_prev.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            zr[n, j] = sig(xw[n, j] + r1[n, j])
+            r = sig(xw[n, H + j] + r1[n, H + j])
+            zr[n, H + j] = r
+            rh[n, j] = r * h_prev[n, j]
 
-        @cuda.jit
-        def fwd2(xw, r2, h_prev, zr, m, n_, h):
-            k = cuda.grid(1)
-            N, H = h_prev.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                c = math.tanh(xw[n, 2 * H + j] + r2[n, j])
-                n_[n, j] = c
-                z = zr[n, j]
-                if m[n] != 0: h[n, j] = z * h_prev[n, j] + (1 - z) * c
-                else: h[n, j] = h_prev[n, j]
+    @cuda.jit
+    def fwd2(xw, r2, h_prev, zr, m, n_, h):
+        k = cuda.grid(1)
+        N, H = h_prev.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            c = math.tanh(xw[n, 2 * H + j] + r2[n, j])
+            n_[n, j] = c
+            if m[n] != 0: h[n, j] = state(zr[n, j], h_prev[n, j], c, 1.0)
+            else: h[n, j] = h_prev[n, j]
 
-        @cuda.jit
-        def bwd1(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
-            k = cuda.grid(1)
-            N, H = h_prev.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                d = dout[n, j] + dcarry[n, j] + drec[n, j]
-                if m[n] != 0:
-                    z = zr[n, j]; c = n_[n, j]
-                    dazr[n, j] = d * (h_prev[n, j] - c) * z * (1 - z)
-                    dan[n, j] = d * (1 - z) * (1 - c * c)
-                    dcarry[n, j] = d * z
-                else:
-                    dazr[n, j] = 0; dan[n, j] = 0; dcarry[n, j] = d
+    @cuda.jit
+    def bwd1(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
+        k = cuda.grid(1)
+        N, H = h_prev.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            dazr[n, j], dan[n, j], dcarry[n, j] = grad_zn(dout[n, j] + dcarry[n, j] + drec[n, j], h_prev[n, j],
+                                                          zr[n, j], n_[n, j], m[n] != 0, 1.0)
 
-        @cuda.jit
-        def bwd2(drh, h_prev, zr, m, dcarry, dazr):
-            k = cuda.grid(1)
-            N, H = h_prev.shape
-            if k < N * H:
-                n = k // H; j = k % H
-                if m[n] != 0:
-                    r = zr[n, H + j]
-                    dazr[n, H + j] = drh[n, j] * h_prev[n, j] * r * (1 - r)
-                    dcarry[n, j] += drh[n, j] * r
-                else:
-                    dazr[n, H + j] = 0
-        _CUDA['gru'] = (fwd1, fwd2, bwd1, bwd2)
-    return _CUDA['gru']
+    @cuda.jit
+    def bwd2(drh, h_prev, zr, m, dcarry, dazr):
+        k = cuda.grid(1)
+        N, H = h_prev.shape
+        if k < N * H:
+            n = k // H; j = k % H
+            if m[n] != 0:
+                r = zr[n, H + j]
+                dazr[n, H + j] = grad_r(drh[n, j], h_prev[n, j], r, 1.0)
+                dcarry[n, j] += drh[n, j] * r
+            else:
+                dazr[n, H + j] = 0
+    return fwd1, fwd2, bwd1, bwd2
 
 
 # %%
 #| export kernels.recurrent
 _NP['gru'] = (_gru_fwd1_np, _gru_fwd2_np, _gru_bwd1_np, _gru_bwd2_np)
 _NB['gru'] = (_gru_fwd1_nb, _gru_fwd2_nb, _gru_bwd1_nb, _gru_bwd2_nb)
-_CUDA_BUILD['gru'] = _gru_cuda
+_CUDA_BUILD['gru'] = _build_gru_cuda
 
 # %%
 #| export kernels.recurrent
@@ -567,8 +575,8 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
     Returns `(hs, cache)` with hs (N, T, H). `workspace`: as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
-    be, xp, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward', workspace)
-    ws = workspace
+    be, ka, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward', workspace)
+    xp, ws = ka.xp, workspace
     Wh = xp.asarray(Wh, dtype=dt)
     Wzr, Wn = xp.ascontiguousarray(Wh[:, :2 * H]), xp.ascontiguousarray(Wh[:, 2 * H:])
     f1, f2, _, _ = _steps(be, 'gru')
@@ -581,8 +589,8 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
         xp.matmul(RH[t], Wn, out=R2)
         f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
     cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn,
-                 ws=ws)
-    return Hs[1:].transpose(1, 0, 2), cache
+                 ws=ws, arrays=ka)
+    return ka.result(Hs[1:].transpose(1, 0, 2)), cache
 
 def gru_backward(dhs, cache, need_dx=True):
     """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db),
@@ -609,7 +617,7 @@ def gru_backward(dhs, cache, need_dx=True):
     dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
     dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
-    return dx, dh0, dWx, dWh, db
+    return _results(cache, dx, dh0, dWx, dWh, db)
 
 # %% [markdown]
 # **Tests of the GRU kernels**, as for the LSTM:
@@ -752,6 +760,7 @@ class Recurrent(_KeywordCall, Layer):
     A sequence needs at least one step; an empty batch gives an empty output and zero gradients. The work arrays
     kept between batches are per thread, so several threads may run inference on one layer at once."""
     gates, n_states = 1, 1
+    kernels = None      # (forward, backward) of `kernels.recurrent`, for a cell with one state
 
     def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, mask_value=None,
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
@@ -792,11 +801,18 @@ class Recurrent(_KeywordCall, Layer):
         T = input_shape[0]
         return (T, self.units) if self.return_sequences else (self.units,)
 
-    def _kernel_forward(self, x, states, mask):  # -> hs (N, T, H), final states tuple, cache
-        raise NotImplementedError
+    def _kernel_forward(self, x, states, mask):
+        """-> hs (N, T, H), the final states, the kernel's cache. A cell with one state h and weights Wx, Wh, b
+        runs its `kernels` pair (forward, backward) of `kernels.recurrent`; the LSTM, with (h, c), overrides this."""
+        p = self.params
+        hs, cache = self.kernels[0](x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
+                                    workspace=self._scratch())
+        return hs, (hs[:, -1],), cache
 
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):  # -> dx (None unless need_dx), d_initial_states tuple, grads dict
-        raise NotImplementedError
+    def _kernel_backward(self, dhs, d_states, cache, need_dx):
+        "-> dx (None unless need_dx), the initial states' gradients, the weights' gradients (as `_kernel_forward`)."
+        dx, dh0, dWx, dWh, db = self.kernels[1](dhs, cache, need_dx)
+        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
 
     def forward(self, x, training=False, mask=None, initial_state=None):
         """x (N, T, D) -> (N, T, units) if return_sequences else (N, units)."""
@@ -869,17 +885,7 @@ class Recurrent(_KeywordCall, Layer):
 class SimpleRNN(Recurrent):
     """Elman RNN layer: h_t = tanh(x_t Wx + h_{t-1} Wh + b). Params Wx (D, H), Wh (H, H), b (H,).
     x (N, T, D) -> (N, T, H) or (N, H). See `Recurrent` for the options."""
-    gates, n_states = 1, 1
-
-    def _kernel_forward(self, x, states, mask):
-        p = self.params
-        hs, cache = K.rnn_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
-                                  workspace=self._scratch())
-        return hs, (hs[:, -1],), cache
-
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        dx, dh0, dWx, dWh, db = K.rnn_backward(dhs, cache, need_dx)
-        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+    gates, n_states, kernels = 1, 1, (K.rnn_forward, K.rnn_backward)
 
 class LSTM(Recurrent):
     """LSTM layer (gates i, f, g, o; Wx (D, 4H), Wh (H, 4H), b (4H,)), optional peepholes P (3, H) as in
@@ -912,17 +918,7 @@ class LSTM(Recurrent):
 class GRU(Recurrent):
     """GRU layer (gates z, r and candidate n on r⊙h_{t-1}; Wx (D, 3H), Wh (H, 3H), b (3H,)):
     h_t = z⊙h_{t-1} + (1-z)⊙n. x (N, T, D) -> (N, T, H) or (N, H)."""
-    gates, n_states = 3, 1
-
-    def _kernel_forward(self, x, states, mask):
-        p = self.params
-        hs, cache = K.gru_forward(x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
-                                  workspace=self._scratch())
-        return hs, (hs[:, -1],), cache
-
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        dx, dh0, dWx, dWh, db = K.gru_backward(dhs, cache, need_dx)
-        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+    gates, n_states, kernels = 3, 1, (K.gru_forward, K.gru_backward)
 
 
 
