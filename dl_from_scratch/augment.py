@@ -8,7 +8,7 @@ import numpy as np
 from .core import check_array, as_rng
 
 # %% auto #0
-__all__ = ['affine_transform', 'random_augment']
+__all__ = ['affine_transform', 'random_augment', 'random_crop_flip']
 
 # %% ../nbs/08_cnn.ipynb #16861f45
 def affine_transform(x, theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0):
@@ -54,3 +54,18 @@ def random_augment(x, rotation_range=0.0, width_shift_range=0.0, height_shift_ra
         flip = rng.random(N) < 0.5
         out[flip] = out[flip, :, ::-1]
     return out
+
+# %% ../nbs/08a_cifar10.ipynb #5f4bcd3a
+def random_crop_flip(x, pad: int = 4, rng=None):
+    """Random `pad`-pixel shifts (crops of the reflection-padded image) and left-right flips of x `(N, H, W, C)`,
+    as one gather: no Python loop over images. Returns an array of x's shape."""
+    rng = as_rng(rng)
+    N, H, W, _ = x.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+    di, dj = rng.integers(0, 2 * pad + 1, N), rng.integers(0, 2 * pad + 1, N)
+    cols = np.arange(W)[None, :].repeat(N, 0)
+    flip = rng.random(N) < 0.5
+    cols[flip] = cols[flip, ::-1]
+    rows = di[:, None] + np.arange(H)[None, :]                              # (N, H)
+    cols = dj[:, None] + cols                                               # (N, W)
+    return xp[np.arange(N)[:, None, None], rows[:, :, None], cols[:, None, :]]

@@ -10,13 +10,12 @@ from .core import as_rng, get_array_module
 from .layers import Layer, Activation, BatchNorm, Dense, Dropout, Flatten, L2, _check_input
 from .conv import Conv2D, DepthwiseConv2D, MaxPool2D, AvgPool2D, ZeroPadding2D, GlobalAveragePooling2D
 from .merge import Add, Concatenate
-from .model import Model, Input, Callback
+from .model import Model, Input
 
 # %% auto #0
 __all__ = ['conv_multiplies', 'conv_bn', 'residual_block', 'bottleneck_block', 'resnet20', 'inception_module', 'auxiliary_head',
            'SpatialDropout2D', 'separable_block', 'inverted_residual_block', 'resnet50', 'vgg16', 'mobilenet_v2',
-           'random_crop_flip', 'OneCycle', 'FractionalEpoch', 'smooth_labels', 'patch_whitening', 'fast_resnet',
-           'predict_flip_tta']
+           'smooth_labels', 'patch_whitening', 'fast_resnet', 'predict_flip_tta']
 
 # %% ../nbs/09_modern_cnn.ipynb #7efb27a9
 def conv_multiplies(output_hw, kernel_size, c_in: int, c_out: int, depthwise: bool = False) -> int:
@@ -242,36 +241,6 @@ def mobilenet_v2(input_shape=(224, 224, 3), classes: int = 1000, kernel_initiali
     return Model(inp, y, name='mobilenetv2')
 
 # %% ../nbs/09_modern_cnn.ipynb #53497ee1
-def random_crop_flip(x, pad: int = 4, rng=None):
-    """Random `pad`-pixel shifts (crops of the reflection-padded image) and left-right flips of x `(N, H, W, C)`,
-    as one gather: no Python loop over images. Returns an array of x's shape."""
-    rng = as_rng(rng)
-    N, H, W, _ = x.shape
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
-    di, dj = rng.integers(0, 2 * pad + 1, N), rng.integers(0, 2 * pad + 1, N)
-    cols = np.arange(W)[None, :].repeat(N, 0)
-    flip = rng.random(N) < 0.5
-    cols[flip] = cols[flip, ::-1]
-    rows = di[:, None] + np.arange(H)[None, :]                              # (N, H)
-    cols = dj[:, None] + cols                                               # (N, W)
-    return xp[np.arange(N)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-class OneCycle:
-    "Learning rate at (fractional) epoch e: linear lo -> peak over `warmup` epochs, then linear to 0 at `total`."
-    def __init__(self, peak: float, total: float, warmup: float, lo: float | None = None):
-        if not 0 <= warmup < total:
-            raise ValueError(f"OneCycle expected 0 <= warmup < total epochs, got warmup={warmup}, total={total}")
-        self.peak, self.total, self.warmup, self.lo = peak, total, warmup, lo or peak / 20
-    def __call__(self, e):
-        if e < self.warmup: return self.lo + (self.peak - self.lo) * e / self.warmup
-        return self.peak * max(0.0, (self.total - e) / (self.total - self.warmup))
-
-class FractionalEpoch(Callback):
-    "Advance the optimizer's epoch counter after every batch, so that an epoch-indexed schedule is applied per step."
-    def __init__(self, steps: int): self.steps = steps
-    def on_batch_end(self, batch, logs=None):
-        self.model.optimizer.epoch = math.floor(self.model.optimizer.epoch) + (batch + 1) / self.steps
-
 def smooth_labels(y, classes: int, alpha: float):
     "Targets `(N, classes)`: (1 - alpha) one-hot(y) + alpha/classes, for integer labels y `(N,)`."
     if not 0.0 <= alpha < 1.0: raise ValueError(f"smooth_labels expected 0 <= alpha < 1, got {alpha}")

@@ -14,8 +14,7 @@ from .losses import get_loss
 from .optim import get_optimizer
 
 # %% auto #0
-__all__ = ['METRICS', 'accuracy', 'get_metric', 'Callback', 'History', 'EarlyStopping', 'ModelCheckpoint', 'InputLayer', 'Input',
-           'Model', 'Sequential']
+__all__ = ['METRICS', 'accuracy', 'get_metric', 'Callback', 'History', 'EarlyStopping', 'ModelCheckpoint', 'InputLayer', 'Input', 'Model', 'Sequential', 'FractionalEpoch']
 
 # %% ../nbs/05a_model.ipynb #ad817426
 def accuracy(y_pred, y_true, from_logits: bool = False) -> float:
@@ -975,3 +974,10 @@ class Sequential(Model):
         model = cls([made[c.get('same_as', c.get('name'))] for c in cfg['layers']], name=cfg.get('name', 'sequential'))
         if cfg['input_shape'] is not None: model.build(cfg['input_shape'])
         return model
+
+# %% ../nbs/08a_cifar10.ipynb #99dfc326
+class FractionalEpoch(Callback):
+    "Advance the optimizer's epoch counter after every batch, so that an epoch-indexed schedule is applied per step."
+    def __init__(self, steps: int): self.steps = steps
+    def on_batch_end(self, batch, logs=None):
+        self.model.optimizer.epoch = math.floor(self.model.optimizer.epoch) + (batch + 1) / self.steps

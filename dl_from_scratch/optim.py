@@ -9,9 +9,7 @@ import numpy as np
 from .core import get_array_module, check_array
 
 # %% auto #0
-__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Rprop', 'LearningRateSchedule',
-           'InverseTimeDecay', 'ExponentialDecay', 'StepDecay', 'clip_by_value', 'global_norm', 'clip_by_global_norm',
-           'get_optimizer']
+__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Rprop', 'LearningRateSchedule', 'InverseTimeDecay', 'ExponentialDecay', 'StepDecay', 'clip_by_value', 'global_norm', 'clip_by_global_norm', 'get_optimizer', 'OneCycle']
 
 # %% ../nbs/04_optimization.ipynb #073d32f8
 _positive = lambda v: 0 < v < math.inf
@@ -357,3 +355,14 @@ def get_optimizer(identifier, **kwargs) -> Optimizer:
     if isinstance(identifier, str) and identifier.lower() in _OPTIMIZERS:
         return _OPTIMIZERS[identifier.lower()](**kwargs)
     raise ValueError(f"get_optimizer expected an Optimizer or one of {sorted(_OPTIMIZERS)}, got {identifier!r}")
+
+# %% ../nbs/08a_cifar10.ipynb #7c35b4a7
+class OneCycle:
+    "Learning rate at (fractional) epoch e: linear lo -> peak over `warmup` epochs, then linear to 0 at `total`."
+    def __init__(self, peak: float, total: float, warmup: float, lo: float | None = None):
+        if not 0 <= warmup < total:
+            raise ValueError(f"OneCycle expected 0 <= warmup < total epochs, got warmup={warmup}, total={total}")
+        self.peak, self.total, self.warmup, self.lo = peak, total, warmup, lo or peak / 20
+    def __call__(self, e):
+        if e < self.warmup: return self.lo + (self.peak - self.lo) * e / self.warmup
+        return self.peak * max(0.0, (self.total - e) / (self.total - self.warmup))

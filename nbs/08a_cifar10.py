@@ -37,7 +37,7 @@ simulate_cuda_without_gpu()
 import math, time
 import numpy as np
 import matplotlib.pyplot as plt
-from dl_from_scratch.core import set_num_threads
+from dl_from_scratch.core import set_num_threads, as_rng
 from dl_from_scratch.data import load
 from dl_from_scratch.layers import Dense, Flatten, Dropout, BatchNorm, Activation, MaxNorm, L2
 from dl_from_scratch.conv import Conv2D, MaxPool2D
@@ -146,13 +146,18 @@ viz.plot_history(h_vgg, title='build-your-own VGG-like net, SGD 0.01 + momentum 
 # The plan is 8 epochs in batches of 128, chosen to fit the 30 minutes; the
 # clock below counts everything in the loop, augmentation and per-epoch test
 # evaluation included.
+#
+# The crops and flips, the one-cycle rate and the per-batch epoch counter
+# are exported to the package (`augment.random_crop_flip`,
+# `optim.OneCycle`, `model.FractionalEpoch`): chapter 09 trains with them
+# again.
 
 # %%
-#| cifar10
-def random_crop_flip(x, pad=4, rng=None):
+#| export augment
+def random_crop_flip(x, pad: int = 4, rng=None):
     """Random `pad`-pixel shifts (crops of the reflection-padded image) and left-right flips of x `(N, H, W, C)`,
-    as one gather: no Python loop over images."""
-    rng = np.random.default_rng(rng)
+    as one gather: no Python loop over images. Returns an array of x's shape."""
+    rng = as_rng(rng)
     N, H, W, _ = x.shape
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
     di, dj = rng.integers(0, 2 * pad + 1, N), rng.integers(0, 2 * pad + 1, N)
@@ -163,6 +168,7 @@ def random_crop_flip(x, pad=4, rng=None):
     cols = dj[:, None] + cols                                               # (N, W)
     return xp[np.arange(N)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
+# %%
 # each output is a window of the padded image, mirrored or not: found by searching all offsets
 x4 = np.random.default_rng(0).random((6, 8, 8, 2), dtype=np.float32)
 a, padded = random_crop_flip(x4, pad=2, rng=0), np.pad(x4, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
@@ -171,8 +177,31 @@ for img, p in zip(a, padded):
     windows = [w for i in range(5) for j in range(5) for w in (p[i:i + 8, j:j + 8], p[i:i + 8, j:j + 8][:, ::-1])]
     assert any(np.array_equal(img, w) for w in windows)
 test_eq(random_crop_flip(x4, pad=0, rng=1)[:, :, ::-1].sum(), x4.sum())     # pad 0: only flips, nothing lost
+
+# %%
+#| cifar10
 viz.show_images(np.concatenate([x_train[:8], random_crop_flip(x_train[:8], rng=1)]), ncols=8, scale=1.1,
                 suptitle='eight training images and one random crop + flip of each'); plt.show()
+
+# %%
+#| export optim
+class OneCycle:
+    "Learning rate at (fractional) epoch e: linear lo -> peak over `warmup` epochs, then linear to 0 at `total`."
+    def __init__(self, peak: float, total: float, warmup: float, lo: float | None = None):
+        if not 0 <= warmup < total:
+            raise ValueError(f"OneCycle expected 0 <= warmup < total epochs, got warmup={warmup}, total={total}")
+        self.peak, self.total, self.warmup, self.lo = peak, total, warmup, lo or peak / 20
+    def __call__(self, e):
+        if e < self.warmup: return self.lo + (self.peak - self.lo) * e / self.warmup
+        return self.peak * max(0.0, (self.total - e) / (self.total - self.warmup))
+
+# %%
+#| export model
+class FractionalEpoch(Callback):
+    "Advance the optimizer's epoch counter after every batch, so that an epoch-indexed schedule is applied per step."
+    def __init__(self, steps: int): self.steps = steps
+    def on_batch_end(self, batch, logs=None):
+        self.model.optimizer.epoch = math.floor(self.model.optimizer.epoch) + (batch + 1) / self.steps
 
 # %%
 def vgg_bn(widths=(32, 64, 128), weight_decay=2.5e-4, rng=0):
@@ -185,21 +214,6 @@ def vgg_bn(widths=(32, 64, 128), weight_decay=2.5e-4, rng=0):
         L.append(MaxPool2D(2))
     L += [Flatten(), Dense(10, kernel_regularizer=L2(weight_decay), rng=rng)]
     return Sequential(L, input_shape=(32, 32, 3), name='vgg_bn')
-
-class OneCycle:
-    "Learning rate at (fractional) epoch e: linear lo -> peak over `warmup` epochs, then linear to 0 at `total`."
-    def __init__(self, peak, total, warmup, lo=None):
-        if not 0 <= warmup < total: raise ValueError(f"OneCycle expected 0 <= warmup < total epochs, got warmup={warmup}, total={total}")
-        self.peak, self.total, self.warmup, self.lo = peak, total, warmup, lo or peak / 20
-    def __call__(self, e):
-        if e < self.warmup: return self.lo + (self.peak - self.lo) * e / self.warmup
-        return self.peak * max(0.0, (self.total - e) / (self.total - self.warmup))
-
-class FractionalEpoch(Callback):
-    "Advance the optimizer's epoch counter after every batch, so that an epoch-indexed schedule is applied per step."
-    def __init__(self, steps): self.steps = steps
-    def on_batch_end(self, batch, logs=None):
-        self.model.optimizer.epoch = math.floor(self.model.optimizer.epoch) + (batch + 1) / self.steps
 
 test_eq(vgg_bn().count_params(), 308_842)
 sched = OneCycle(0.08, 9, 2)

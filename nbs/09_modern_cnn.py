@@ -49,7 +49,7 @@ from dl_from_scratch.core import as_rng, get_array_module
 from dl_from_scratch.layers import Layer, Activation, BatchNorm, Dense, Dropout, Flatten, L2, _check_input
 from dl_from_scratch.conv import Conv2D, DepthwiseConv2D, MaxPool2D, AvgPool2D, ZeroPadding2D, GlobalAveragePooling2D
 from dl_from_scratch.merge import Add, Concatenate
-from dl_from_scratch.model import Model, Input, Callback
+from dl_from_scratch.model import Model, Input
 
 # %%
 #| hide
@@ -65,6 +65,9 @@ from fastcore.test import test_eq, test_close, test_fail
 from dl_from_scratch.core import precision, set_num_threads, get_dtype
 from dl_from_scratch.gradcheck import check_layer_grad
 from dl_from_scratch.merge import check_graph_grad
+from dl_from_scratch.augment import random_crop_flip
+from dl_from_scratch.optim import OneCycle
+from dl_from_scratch.model import Callback, FractionalEpoch
 set_num_threads(2)        # both cores: Numba's kernels and OpenBLAS's products
 QUICK = True              # the slow cells below set it to False
 
@@ -1212,43 +1215,12 @@ test_eq(k_net.count_params(), 21_840)
 # at test time only.
 #
 # **The one-cycle schedule, crops and flips** are chapter 08a's
-# (`OneCycle`, `FractionalEpoch`, `random_crop_flip`, moved into this
-# module): SGD with Nesterov momentum 0.9, the rate rising linearly for the
+# (`optim.OneCycle`, `model.FractionalEpoch`, `augment.random_crop_flip`): SGD with Nesterov momentum 0.9, the rate rising linearly for the
 # first quarter of the run (at most two epochs) and falling linearly to zero,
 # weight decay as an L2 penalty on the kernels.
 
 # %%
 #| export
-def random_crop_flip(x, pad: int = 4, rng=None):
-    """Random `pad`-pixel shifts (crops of the reflection-padded image) and left-right flips of x `(N, H, W, C)`,
-    as one gather: no Python loop over images. Returns an array of x's shape."""
-    rng = as_rng(rng)
-    N, H, W, _ = x.shape
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
-    di, dj = rng.integers(0, 2 * pad + 1, N), rng.integers(0, 2 * pad + 1, N)
-    cols = np.arange(W)[None, :].repeat(N, 0)
-    flip = rng.random(N) < 0.5
-    cols[flip] = cols[flip, ::-1]
-    rows = di[:, None] + np.arange(H)[None, :]                              # (N, H)
-    cols = dj[:, None] + cols                                               # (N, W)
-    return xp[np.arange(N)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-class OneCycle:
-    "Learning rate at (fractional) epoch e: linear lo -> peak over `warmup` epochs, then linear to 0 at `total`."
-    def __init__(self, peak: float, total: float, warmup: float, lo: float | None = None):
-        if not 0 <= warmup < total:
-            raise ValueError(f"OneCycle expected 0 <= warmup < total epochs, got warmup={warmup}, total={total}")
-        self.peak, self.total, self.warmup, self.lo = peak, total, warmup, lo or peak / 20
-    def __call__(self, e):
-        if e < self.warmup: return self.lo + (self.peak - self.lo) * e / self.warmup
-        return self.peak * max(0.0, (self.total - e) / (self.total - self.warmup))
-
-class FractionalEpoch(Callback):
-    "Advance the optimizer's epoch counter after every batch, so that an epoch-indexed schedule is applied per step."
-    def __init__(self, steps: int): self.steps = steps
-    def on_batch_end(self, batch, logs=None):
-        self.model.optimizer.epoch = math.floor(self.model.optimizer.epoch) + (batch + 1) / self.steps
-
 def smooth_labels(y, classes: int, alpha: float):
     "Targets `(N, classes)`: (1 - alpha) one-hot(y) + alpha/classes, for integer labels y `(N,)`."
     if not 0.0 <= alpha < 1.0: raise ValueError(f"smooth_labels expected 0 <= alpha < 1, got {alpha}")

@@ -8,10 +8,11 @@ from dl_from_scratch.layers import BatchNorm
 from dl_from_scratch.conv import Conv2D
 from dl_from_scratch.model import Model, Input
 from dl_from_scratch.losses import CategoricalCrossentropy
-from dl_from_scratch.optim import SGD
+from dl_from_scratch.optim import SGD, OneCycle
+from dl_from_scratch.augment import random_crop_flip
 from dl_from_scratch.blocks import (SpatialDropout2D, conv_bn, residual_block, bottleneck_block, inception_module,
                                     auxiliary_head, separable_block, inverted_residual_block, resnet20, resnet50, vgg16,
-                                    mobilenet_v2, conv_multiplies, random_crop_flip, OneCycle, smooth_labels,
+                                    mobilenet_v2, conv_multiplies, smooth_labels,
                                     patch_whitening, fast_resnet, predict_flip_tta)
 
 
