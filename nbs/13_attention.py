@@ -1428,7 +1428,7 @@ def train_dates(build, epochs: int, n: int, batch_size: int = 64):
 
 BUILDERS = {'GRU, no attention': lambda: gru_seq2seq(False), 'GRU + attention': lambda: gru_seq2seq(True),
             'transformer': date_transformer}
-EPOCHS = {'GRU, no attention': 3, 'GRU + attention': 3, 'transformer': 6}
+EPOCHS = {'GRU, no attention': 2, 'GRU + attention': 2, 'transformer': 4}
 for name, b in BUILDERS.items(): print(f"{name:18} {b().count_params():>7,} parameters")
 
 # %%
@@ -1502,11 +1502,17 @@ for (text, iso), x_ids in zip(test_pairs[:3], X_te[:3]):
 # The table above is the experiment's result: each model's training time,
 # its last epoch's training loss and per-character accuracy (teacher
 # forced), and the exact-match accuracy of greedy decoding on the 1,000
-# held-out dates, which is the number that counts. The recurrent model
-# without attention must carry the whole date through one state vector;
-# the attention models read the input again at every output step, and
-# their heatmaps above show where: the year's digits look at the year,
-# the month's at the month's name or number.
+# held-out dates, which is the number that counts. On two shared cores
+# the full run trains each model for a few epochs only (`EPOCHS`). In that
+# budget the recurrent model with attention passes the goal of 99 %
+# (0.9920 after two epochs); the model without attention, which must carry
+# the whole date through one state vector of 64 numbers, has learned the
+# format but almost never gets a whole date right (0.0050, token accuracy
+# 0.71); the transformer, with four times the weights and no recurrence,
+# reaches 0.8930 after four epochs and stays short of the goal here. The
+# heatmaps and the printed argmax positions show where the attention
+# looks: the year's digits at the year, the month's at the month's name
+# ("m", "a" of "may"), the day's at the day and the space before it.
 #
 # No real translation corpus is among the prepared datasets in
 # `../shared` (MNIST, Fashion-MNIST, CIFAR-10, IMDB reviews, Omniglot,
