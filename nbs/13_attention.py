@@ -1269,7 +1269,7 @@ test_eq(ctc_collapse([3, 3, 0, 3, 5, 5, 0], blank=0), [3, 3, 5])
 # ## 9. Translating dates
 #
 # The deeplearning.ai sequence-model course ends its attention week with
-# a small translation task: turn dates as people write them ("3 may
+# a small translation exercise: turn dates as people write them ("3 may
 # 1979", "tuesday, 05/03/79", "05.03.79") into ISO dates ("1979-05-03").
 # Its data came from the `faker` and `babel` packages; here a generator
 # written from scratch draws a day uniformly from 1950–2049 and one of 14
@@ -1517,7 +1517,7 @@ for (text, iso), x_ids in zip(test_pairs[:3], X_te[:3]):
 # No real translation corpus is among the prepared datasets in
 # `../shared` (MNIST, Fashion-MNIST, CIFAR-10, IMDB reviews, Omniglot,
 # tiny Shakespeare), so the dates are this chapter's only translation
-# task; the BLEU code is checked against `sacrebleu` instead.
+# problem; the BLEU code is checked against `sacrebleu` instead.
 
 # %% [markdown]
 # ## 10. Results beside the sources
