@@ -39,7 +39,7 @@
 # %%
 #| export
 from __future__ import annotations
-import glob, importlib, json, math, os, sys, time
+import glob, importlib, json, math, os, pkgutil, sys, time
 import numpy as np
 from tqdm import tqdm
 from dl_from_scratch.core import check_array, as_rng, get_array_module, get_dtype
@@ -250,9 +250,12 @@ def _remove_stale_temps(path: str) -> None:
 def _registry() -> dict:
     """Name -> class or function that a checkpoint may construct: the package's layers (`LAYERS`, from the
     package's own modules), regularizers, constraints, initialisers, activations, losses and optimizers."""
+    import dl_from_scratch
     from dl_from_scratch import layers, init, functional, losses, optim
-    # a fixed list of the package's layer modules; importing them registers their layers in LAYERS
-    mods = [layers] + [importlib.import_module(f'dl_from_scratch.{m}') for m in ('conv', 'rnn', 'merge', 'blocks')]
+    # every module of the package (not the kernels), so that a layer of any chapter loads without its module
+    # having been imported first; importing them registers their layers in LAYERS
+    mods = [importlib.import_module(f'dl_from_scratch.{m.name}') for m in pkgutil.iter_modules(dl_from_scratch.__path__)
+            if not m.ispkg and not m.name.startswith('_')]
     def subclasses(c): return [c] + [s for d in c.__subclasses__() for s in subclasses(d)]
     reg = {n: c for n, c in LAYERS.items() if c.__module__.startswith('dl_from_scratch.')}
     # a class redefined outside the package (a chapter running its own cells) replaces its entry in LAYERS:

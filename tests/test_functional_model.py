@@ -228,3 +228,15 @@ def test_sequential_inside_a_model_and_a_model_inside_sequential_round_trip(tmp_
         m2 = Model.load(m.save(tmp_path / 'm'))
         np.testing.assert_array_equal(m2.predict(xb), m.predict(xb))
         assert type(m2) is type(m)
+
+
+def test_load_finds_the_layers_of_modules_not_yet_imported(tmp_path):
+    "A checkpoint with a layer from a later chapter's module loads in a process that has imported only `model`."
+    import subprocess, sys
+    from dl_from_scratch.attention import LayerNorm
+    path = str(tmp_path / 'ln.npz')
+    Sequential([Dense(4, rng=0), LayerNorm()], input_shape=(3,)).save(path)
+    code = ("import numpy as np; from dl_from_scratch.model import Model; "
+            f"m = Model.load({path!r}); print(type(m.layers[-1]).__module__, m.predict(np.ones((2, 3))).shape)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ['dl_from_scratch.attention', '(2,', '4)']
