@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from .core import as_rng, check_array
 from .layers import Layer, Dense, _who
 from .losses import BinaryCrossentropy
+from .functional import sigmoid
 from .optim import get_optimizer
 from .gradcheck import numerical_grad, rel_error
 from .model import Model, Input
@@ -314,4 +315,4 @@ class VAE(Model):
 
     def generate(self, z):
         "Pixel means `σ(decoder(z))` for codes `z` `(N, K)`."
-        return 1 / (1 + np.exp(-self.decoder.predict(z)))
+        return sigmoid(self.decoder.predict(z))

@@ -53,6 +53,7 @@ import matplotlib.pyplot as plt
 from dl_from_scratch.core import as_rng, check_array
 from dl_from_scratch.layers import Layer, Dense, _who
 from dl_from_scratch.losses import BinaryCrossentropy
+from dl_from_scratch.functional import sigmoid
 from dl_from_scratch.optim import get_optimizer
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
 from dl_from_scratch.model import Model, Input
@@ -876,7 +877,7 @@ def reconstruct(name):
     "Test reconstructions in [0, 1] of the autoencoder `name`, shaped as the test images (N, 28, 28, 1)."
     model, xin, _, _ = aes[name]
     pred = model.predict(xin)
-    pred = pred if name == 'contractive' else 1 / (1 + np.exp(-pred))
+    pred = pred if name == 'contractive' else sigmoid(pred)
     return pred.reshape(x_test.shape)
 
 def sigmoid_jacobian_norm2(layer, x):
@@ -1051,7 +1052,7 @@ class VAE(Model):
 
     def generate(self, z):
         "Pixel means `σ(decoder(z))` for codes `z` `(N, K)`."
-        return 1 / (1 + np.exp(-self.decoder.predict(z)))
+        return sigmoid(self.decoder.predict(z))
 
 # %% [markdown]
 # **Checks.** The sampling layer with its noise held fixed, the loss's
@@ -1241,7 +1242,7 @@ cb = fig.colorbar(sc, ax=axes[1], ticks=range(10)); cb.ax.set_yticklabels(names)
 axes[1].set(xlabel='$\\mu_1$', ylabel='$\\mu_2$', title='Fashion-MNIST test set: mean codes')
 plt.tight_layout(); plt.show()
 logits_f, _, _ = cvae.predict(xf_test[:8])
-show_rows([xf_test[:8], 1 / (1 + np.exp(-logits_f))], ['test images', 'reconstructions'], scale=1.2); plt.show()
+show_rows([xf_test[:8], sigmoid(logits_f)], ['test images', 'reconstructions'], scale=1.2); plt.show()
 
 # %% [markdown]
 # ## 4. Results beside the sources
