@@ -8,6 +8,7 @@ import math, types
 import numpy as np
 from numba import njit, prange, get_num_threads
 from ..core import resolve_backend
+from ..text import _check_window
 
 # %% auto #0
 __all__ = ['sgns_reference', 'sgns_train']
@@ -163,13 +164,7 @@ def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives
     learning rate (decays linearly to 1e-4 alpha); `chunks` workers (default: Numba's threads on the CPU, one per
     ~1,000 words on CUDA, 1 for NumPy). Returns (mean loss per pair, number of pairs)."""
     be = resolve_backend(W_in, backend)
-    corpus = np.ascontiguousarray(corpus)
-    if corpus.ndim != 1 or corpus.dtype.kind not in 'iu':
-        raise ValueError(f"sgns_train expected corpus a 1-D array of integer ids, got {corpus.dtype} of shape {corpus.shape}")
-    if not isinstance(window, (int, np.integer)) or window < 1:
-        raise ValueError(f"sgns_train expected a window of at least 1 (words on each side), got {window!r}")
-    if len(corpus) <= window:
-        raise ValueError(f"sgns_train expected a corpus longer than the window ({window}), got {len(corpus)} words")
+    corpus = np.ascontiguousarray(_check_window(corpus, window, 'sgns_train'))
     if W_in.ndim != 2 or W_out.shape != W_in.shape or W_in.dtype != W_out.dtype or W_in.dtype.kind != 'f':
         raise ValueError(f"sgns_train expected W_in and W_out float arrays of one shape (V, N), got "
                          f"{W_in.dtype} {W_in.shape} and {W_out.dtype} {W_out.shape}")
