@@ -8,14 +8,15 @@ import hashlib, math, os, queue, shutil, subprocess, sys, threading, time, types
 import numpy as np
 from numba import njit, prange, get_num_threads
 from tqdm.auto import tqdm
-from .core import check_array, as_rng, resolve_backend
+from .core import check_array, as_rng, resolve_backend, cuda_kernels
 from .kernels.word2vec import _sigmoid1, _softplus1
 
 # %% auto #0
 __all__ = ['shard_bounds', 'ThreadComm', 'run_ranks', 'MPIComm', 'ring_reduce_scatter', 'ring_allgather', 'ring_allreduce',
            'naive_allreduce', 'allreduce_time', 'tree_broadcast', 'broadcast_weights', 'weights_digest',
            'replicas_identical', 'DataParallel', 'find_mpiexec', 'under_mpiexec', 'mpi_environment', 'mpiexec_command',
-           'run_mpi']
+           'run_mpi', 'sparse_classification', 'logistic_loss', 'hogwild_sparsity', 'hogwild_reference', 'hogwild_sgd',
+           'data_parallel_speedup']
 
 # %% ../nbs/18b_distributed.ipynb #fb25d67b
 def shard_bounds(n: int, p: int) -> np.ndarray:
@@ -61,7 +62,9 @@ class ThreadComm:
 
 def run_ranks(p: int, fn, *args, timeout: float = 30.0) -> list:
     """Run `fn(comm, *args)` on `p` simulated ranks (threads; `comm` a `ThreadComm`) and return their results,
-    in rank order. An exception on any rank is raised here (the first by rank)."""
+    in rank order. An exception on any rank is raised here: the first by rank, preferring one that is not a
+    `TimeoutError` (a rank that waits for a failed one times out). The ranks share this process's global settings
+    (e.g. `core.precision`): set them before, not inside `fn`."""
     if not isinstance(p, (int, np.integer)) or p < 1: raise ValueError(f"run_ranks expected p >= 1 ranks, got {p!r}")
     boxes = {(s, d): queue.Queue() for s in range(p) for d in range(p) if s != d}
     results, errors = [None] * p, [None] * p
@@ -71,8 +74,8 @@ def run_ranks(p: int, fn, *args, timeout: float = 30.0) -> list:
     threads = [threading.Thread(target=body, args=(r,), daemon=True) for r in range(p)]
     for t in threads: t.start()
     for t in threads: t.join()
-    for e in errors:
-        if e is not None: raise e
+    errors = [e for e in errors if e is not None]
+    if errors: raise next((e for e in errors if not isinstance(e, TimeoutError)), errors[0])
     return results
 
 # %% ../nbs/18b_distributed.ipynb #94171cf7
@@ -330,3 +333,134 @@ def run_mpi(p: int, args: list, timeout: float = 600, env: dict | None = None) -
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}")
     return r.stdout
+
+# %% ../nbs/18b_distributed.ipynb #80e45c7f
+def sparse_classification(n: int, d: int, nnz: int, skew: float = 0.0, noise: float = 0.05, rng=0):
+    """A synthetic sparse binary task in CSR form: `n` examples of `d` features with `nnz` nonzeros each (feature j
+    drawn with probability proportional to (j+1)^-skew; a repeat within a row adds up), values N(0, 1), labels
+    sign(x . w*) for a hidden w* ~ N(0, 1), a fraction `noise` of them flipped.
+    Returns (indptr (n+1,) int64, indices (n*nnz,) int64, values (n*nnz,) float32, y (n,) float32 in {-1, +1})."""
+    if min(n, d, nnz) < 1: raise ValueError(f"sparse_classification expected n, d, nnz >= 1, got {n}, {d}, {nnz}")
+    rng = as_rng(rng)
+    prob = (np.arange(1, d + 1, dtype=np.float64)) ** -float(skew)
+    indices = rng.choice(d, size=(n, nnz), p=prob / prob.sum()).astype(np.int64).ravel()
+    values = rng.standard_normal(n * nnz).astype(np.float32)
+    indptr = np.arange(0, n * nnz + 1, nnz, dtype=np.int64)
+    w_star = rng.standard_normal(d)
+    z = np.add.reduceat(values * w_star[indices], indptr[:-1])
+    y = np.where(z >= 0, 1.0, -1.0) * np.where(rng.random(n) < noise, -1.0, 1.0)
+    return indptr, indices, values, y.astype(np.float32)
+
+def _check_csr(indptr, indices, values, y, w, who):
+    n = len(indptr) - 1
+    if indptr.ndim != 1 or n < 1 or indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any():
+        raise ValueError(f"{who} expected indptr (n+1,) non-decreasing from 0 to len(indices) = {len(indices)}, "
+                         f"got shape {indptr.shape}, from {indptr[0] if len(indptr) else None} to {indptr[-1] if len(indptr) else None}")
+    if values.shape != indices.shape: raise ValueError(f"{who} expected values of shape {indices.shape} like indices, got {values.shape}")
+    if y.shape != (n,): raise ValueError(f"{who} expected y of shape ({n},), got {y.shape}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(w)):
+        raise ValueError(f"{who} expected feature indices in [0, {len(w)}), got {indices.min()} to {indices.max()}")
+    return n
+
+def logistic_loss(indptr, indices, values, y, w) -> tuple:
+    "Mean logistic loss log(1 + exp(-y x.w)) and accuracy of `w` (d,) on the CSR examples, vectorised: (loss, accuracy)."
+    n = _check_csr(indptr, indices, values, y, w, 'logistic_loss')
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    z = np.bincount(rows, weights=values.astype(np.float64) * w[indices], minlength=n)
+    return float(np.logaddexp(0, -y * z).mean()), float((np.where(z >= 0, 1, -1) == y).mean())
+
+def hogwild_sparsity(indptr, indices, d: int, sample: int = 200, rng=0) -> dict:
+    """Niu et al.'s sparsity of the examples' supports: Omega (largest support), Delta (largest fraction of examples
+    touching one feature) and rho (largest fraction of examples sharing a feature with one example, the maximum over
+    `sample` random examples: an estimate from below)."""
+    n = len(indptr) - 1
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    freq = np.bincount(indices, minlength=d)
+    by_feature = np.argsort(indices, kind='stable')           # CSC: the rows of feature j are rows[by_feature[start[j]:start[j+1]]]
+    start = np.concatenate([[0], np.cumsum(freq)])
+    rho = 0.0
+    for i in as_rng(rng).choice(n, size=min(sample, n), replace=False):
+        js = np.unique(indices[indptr[i]:indptr[i + 1]])
+        hit = np.unique(np.concatenate([rows[by_feature[start[j]:start[j + 1]]] for j in js]))
+        rho = max(rho, len(hit) / n)
+    return dict(Omega=int(np.diff(indptr).max()), Delta=float(freq.max() / n), rho=rho)
+
+# %% ../nbs/18b_distributed.ipynb #195ffb74
+def _hogwild_worker(c, bounds, order, indptr, indices, values, y, w, lr, loss):
+    "Worker c: one SGD pass over examples order[bounds[c]:bounds[c+1]], reading and writing the shared `w` with no lock."
+    for t in range(bounds[c], bounds[c + 1]):
+        i = order[t]
+        z = 0.0
+        for k in range(indptr[i], indptr[i + 1]): z += w[indices[k]] * values[k]
+        m = y[i] * z
+        loss[c] += _softplus1(-m)                              # the loss before the step, as SGD sees it
+        g = lr * y[i] * _sigmoid1(-m)                          # -lr * d loss / d z
+        for k in range(indptr[i], indptr[i + 1]): w[indices[k]] += g * values[k]
+
+def hogwild_reference(bounds, order, indptr, indices, values, y, w, lr, loss):
+    "NumPy reference of one pass: the workers one after another (serial SGD over `order`), one vector update per example."
+    sig, softplus = _sigmoid1.py_func, _softplus1.py_func
+    for c in range(len(bounds) - 1):
+        for i in order[bounds[c]:bounds[c + 1]]:
+            cols, v = indices[indptr[i]:indptr[i + 1]], values[indptr[i]:indptr[i + 1]]
+            m = float(y[i]) * float(np.dot(w[cols].astype(np.float64), v.astype(np.float64)))
+            loss[c] += softplus(-m)
+            np.add.at(w, cols, (lr * float(y[i]) * sig(-m) * v).astype(w.dtype))   # repeated features add up
+
+_hogwild_worker_nb = njit(cache=True)(_hogwild_worker)
+
+@njit(parallel=True, cache=True)
+def _hogwild_numba(bounds, order, indptr, indices, values, y, w, lr, loss):
+    for c in prange(len(bounds) - 1):                          # one worker per thread, all writing into w
+        _hogwild_worker_nb(c, bounds, order, indptr, indices, values, y, w, lr, loss)
+
+def _build_hogwild_cuda():
+    "The CUDA kernel: one thread per worker, running the worker's loop as a device function."
+    global cuda
+    from numba import cuda       # a module global: the CUDA simulator swaps it for its own `cuda`
+    dev = {'_sigmoid1': cuda.jit(device=True)(_sigmoid1.py_func), '_softplus1': cuda.jit(device=True)(_softplus1.py_func)}
+    worker = cuda.jit(device=True)(types.FunctionType(_hogwild_worker.__code__, {**globals(), **dev}, '_hogwild_worker_cuda'))
+
+    @cuda.jit
+    def kernel(bounds, order, indptr, indices, values, y, w, lr, loss):
+        c = cuda.grid(1)
+        if c < bounds.shape[0] - 1: worker(c, bounds, order, indptr, indices, values, y, w, lr, loss)
+    return kernel
+
+def hogwild_sgd(indptr, indices, values, y, w, lr: float = 0.1, epochs: int = 1, workers: int | None = None,
+                rng=0, backend: str = 'auto') -> np.ndarray:
+    """Train logistic regression `w` (d,) in place on CSR examples (`indptr` (n+1,), `indices`, `values` (nnz,),
+    labels `y` (n,) in {-1, +1}) by Hogwild!: each epoch shuffles the examples (`rng`) and `workers` run SGD on
+    contiguous slices of the order, all writing into `w` without locks. `workers` defaults to 1 for the NumPy
+    reference, Numba's threads on the CPU and one per 256 examples on CUDA. Returns the mean loss seen during each
+    epoch `(epochs,)`."""
+    be = resolve_backend(w, backend, 'hogwild_sgd')
+    w = check_array(w, 'w', ndim=1, who='hogwild_sgd')
+    n = _check_csr(indptr, indices, values, y, w, 'hogwild_sgd')
+    if workers is None: workers = {'numpy': 1, 'numba': get_num_threads(), 'cuda': max(1, n // 256)}[be]
+    if not isinstance(workers, (int, np.integer)) or not 1 <= workers <= n:
+        raise ValueError(f"hogwild_sgd expected 1 <= workers <= {n} (the examples), got {workers!r}")
+    rng, losses = as_rng(rng), []
+    indptr, indices = np.ascontiguousarray(indptr, np.int64), np.ascontiguousarray(indices, np.int64)
+    values, y = np.ascontiguousarray(values, w.dtype), np.ascontiguousarray(y, w.dtype)
+    bounds = shard_bounds(n, int(workers))
+    for _ in range(epochs):
+        order, loss = rng.permutation(n).astype(np.int64), np.zeros(int(workers))
+        if be == 'numpy': hogwild_reference(bounds, order, indptr, indices, values, y, w, lr, loss)
+        elif be == 'numba': _hogwild_numba(bounds, order, indptr, indices, values, y, w, lr, loss)
+        else:
+            kernel, tpb = cuda_kernels('hogwild', _build_hogwild_cuda), min(64, int(workers))
+            kernel[(int(workers) + tpb - 1) // tpb, tpb](bounds, order, indptr, indices, values, y, w, lr, loss)
+        losses.append(loss.sum() / n)
+    return np.array(losses)
+
+# %% ../nbs/18b_distributed.ipynb #7c7cfaa9
+def data_parallel_speedup(p, t_compute: float, n_bytes: float, alpha: float, beta: float, weak: bool = False):
+    """Modelled speed-up (examples per second against one machine) of synchronous data parallelism with a ring
+    all-reduce on `p` machines (an int or an array): one machine's compute time `t_compute` per (global, or with
+    `weak` per-machine) batch, a gradient of `n_bytes`, latency `alpha` (s), inverse bandwidth `beta` (s/byte).
+    strong: t / (t/p + T_ar(p)); weak: p t / (t + T_ar(p)). No overlap of communication with compute."""
+    p = np.asarray(p, dtype=np.float64)
+    if (p < 1).any() or t_compute <= 0: raise ValueError(f"data_parallel_speedup expected p >= 1 and t_compute > 0, got {p.min()}, {t_compute}")
+    t_ar = 2 * (p - 1) * alpha + 2 * (p - 1) / p * n_bytes * beta
+    return p * t_compute / (t_compute + t_ar) if weak else t_compute / (t_compute / p + t_ar)

@@ -12,7 +12,16 @@ Needs the `dist` extra (pip install -e '.[dist]': mpi4py and MPICH). Subcommands
                epoch, compute and all-reduce seconds, test accuracy.
 Rank 0 ends its output with one line `RESULT {json}`.
 """
-import argparse, json, os, sys
+import argparse, json, os, statistics, sys, time
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')    # before NumPy loads: see nbs/00_core, 'Threads'
+import numpy as np
+from dl_from_scratch import distributed as D
+from dl_from_scratch.core import precision, set_num_threads
+from dl_from_scratch.layers import Dense, Flatten
+from dl_from_scratch.conv import Conv2D, MaxPool2D
+from dl_from_scratch.model import Sequential
+from dl_from_scratch.optim import SGD
+from dl_from_scratch.losses import SparseCategoricalCrossentropy
 
 
 def parse(argv):
@@ -28,28 +37,6 @@ def parse(argv):
     l.add_argument('--images', type=int, default=None, help='train on the first N images (default: all 60,000)')
     l.add_argument('--allreduce', default='ring', choices=['ring', 'naive', 'mpi'])
     return p.parse_args(argv)
-
-
-args = parse(sys.argv[1:])
-# Threads per rank, before NumPy and Numba load: p ranks with t threads each should not pass the machine's cores.
-for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS'): os.environ[v] = str(args.threads)
-os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')    # see nbs/00_core, 'Threads'
-
-from dl_from_scratch import distributed as D
-
-if args.ranks is not None and not D.under_mpiexec():     # the launcher: run this script on `ranks` MPI processes
-    argv = [a for i, a in enumerate(sys.argv[1:]) if a not in ('-n', '--ranks') and sys.argv[i] not in ('-n', '--ranks')]
-    sys.exit(D.subprocess.call(D.mpiexec_command(args.ranks, [os.path.abspath(__file__), *argv]),
-                               env=D.mpi_environment()))
-
-import statistics, time
-import numpy as np
-from dl_from_scratch.core import precision, set_num_threads
-from dl_from_scratch.layers import Dense, Flatten
-from dl_from_scratch.conv import Conv2D, MaxPool2D
-from dl_from_scratch.model import Sequential
-from dl_from_scratch.optim import SGD
-from dl_from_scratch.losses import SparseCategoricalCrossentropy
 
 
 def small_net(seed, dtype):
@@ -104,7 +91,6 @@ def lenet5(rng=0):
 
 def lenet(comm, images, allreduce_name, threads):
     from dl_from_scratch.data import load
-    set_num_threads(threads)
     (x, y), (xt, yt) = load('mnist', 'train'), load('mnist', 'test')
     x, xt = x[:images].astype(np.float32) / 255, xt.astype(np.float32) / 255
     y = y[:images]
@@ -125,9 +111,20 @@ def lenet(comm, images, allreduce_name, threads):
                 replicas_identical=same, allreduce=allreduce_name)
 
 
-if __name__ == '__main__':
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.ranks is not None and not D.under_mpiexec():   # the launcher: this script again, on `ranks` MPI processes
+        rest = [a for i, a in enumerate(argv) if a not in ('-n', '--ranks') and (i == 0 or argv[i - 1] not in ('-n', '--ranks'))]
+        return D.subprocess.call(D.mpiexec_command(args.ranks, [os.path.abspath(__file__), *rest]), env=D.mpi_environment())
+    set_num_threads(args.threads)                         # p ranks x t threads should not pass the machine's cores
     comm = D.MPIComm()
     if args.command == 'equivalence': result = equivalence(comm)
     elif args.command == 'allreduce': result = allreduce(comm, args.sizes, args.repeat)
     else: result = lenet(comm, args.images, args.allreduce, args.threads)
     if comm.rank == 0: print('RESULT ' + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
