@@ -4,21 +4,24 @@
 
 # %% ../nbs/00_data.ipynb #7c2ee98b
 from __future__ import annotations
-import contextlib, importlib.util, logging, os, socket, tempfile, urllib.parse
+import contextlib, hashlib, importlib.util, io, logging, os, socket, tempfile, urllib.parse, urllib.request, warnings
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 from .core import as_rng, get_dtype, check_array
 
 # %% auto #0
-__all__ = ['DATASETS', 'BOOK_DATASETS', 'DatasetNotFoundError', 'data_dir', 'cache_dir', 'is_prepared', 'atomic_savez',
-           'quiet_tfds', 'load', 'DatasetDownloadError', 'prepare', 'check_downloads', 'BatchIterator', 'one_hot',
-           'train_test_split', 'synthetic_linear', 'xor', 'make_moons', 'planar_flower', 'spirals']
+__all__ = ['DATASETS', 'BOOK_DATASETS', 'IMAGES', 'IMAGE_LONG_SIDE', 'IMAGE_JPEG_QUALITY', 'DATA_FLAGS', 'DatasetNotFoundError',
+           'data_dir', 'cache_dir', 'is_prepared', 'atomic_savez', 'quiet_tfds', 'omniglot_ink', 'load',
+           'load_omniglot_alphabets', 'label_names', 'DatasetDownloadError', 'prepare', 'check_downloads', 'images_dir',
+           'image_from_source', 'atomic_write_bytes', 'download_image', 'fetch_images', 'images_available',
+           'load_image', 'is_available', 'BatchIterator', 'one_hot', 'train_test_split', 'synthetic_linear', 'xor',
+           'make_moons', 'planar_flower', 'spirals']
 
 # %% ../nbs/00_data.ipynb #89c7c8e5
 DATASETS = {
     'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
-    'imdb_reviews': 'labelled_text',
+    'imdb_reviews': 'labelled_text', 'omniglot': 'alphabet_image',
 }
 BOOK_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare', 'imdb_reviews', 'omniglot')
 
@@ -104,9 +107,11 @@ def _decode(name, split, src, progress):
     if DATASETS[name] == 'labelled_text':
         return {**_pack_texts([as_str(e['text']) for e in examples]),
                 'y': np.array([int(e['label']) for e in examples], dtype=np.int64)}
-    x = np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples])
     y = np.array([int(e['label']) for e in examples], dtype=np.int64)
-    return {'x': x, 'y': y}
+    if DATASETS[name] == 'alphabet_image':
+        return {'x': np.stack([omniglot_ink(e['image']) for e in examples]), 'y': y,
+                'alphabet': np.array([int(e['alphabet']) for e in examples], dtype=np.int64)}
+    return {'x': np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples]), 'y': y}
 
 # %% ../nbs/00_data.ipynb #69f5b5b4
 def _pack_texts(texts) -> dict:
@@ -123,6 +128,12 @@ def _unpack_texts(utf8, offsets) -> np.ndarray:
     out[:] = [raw[a:b].decode('utf-8') for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
     return out
 
+# %% ../nbs/00_data.ipynb #e80443e0
+def omniglot_ink(image) -> np.ndarray:
+    "An Omniglot image (105, 105, 3) decoded as 0/1 (PIL) or 0/255 (TensorFlow) -> uint8 (105, 105, 1), 255 = ink."
+    paper = np.asarray(image)[..., :1] > 0
+    return np.where(paper, 0, 255).astype(np.uint8)
+
 # %% ../nbs/00_data.ipynb #3cd26373
 def _read_cache(path: Path, kind: str) -> dict | None:
     "The arrays of a cache file, or None when it is missing, unreadable or inconsistent."
@@ -131,6 +142,10 @@ def _read_cache(path: Path, kind: str) -> dict | None:
         with np.load(path) as f: arrays = {k: f[k] for k in f.files}
     except Exception: return None
     if kind == 'text': return arrays if set(arrays) == {'text'} else None
+    if kind == 'alphabet_image':
+        ok = (set(arrays) == {'x', 'y', 'alphabet'} and arrays['x'].ndim == 4 and arrays['y'].ndim == 1
+              and len(arrays['x']) == len(arrays['y']) == len(arrays['alphabet']))
+        return arrays if ok else None
     if kind == 'labelled_text':
         ok = (set(arrays) == {'utf8', 'offsets', 'y'} and arrays['offsets'].ndim == 1 and arrays['y'].ndim == 1
               and len(arrays['offsets']) == len(arrays['y']) + 1 and arrays['offsets'][-1] == len(arrays['utf8']))
@@ -144,21 +159,8 @@ def _mocked() -> bool:
     mod = sys.modules.get('tensorflow_datasets.core.dataset_builder')
     return mod is not None and mod.DatasetBuilder.as_data_source.__module__ != mod.__name__
 
-def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
-         cache: bool = True, cache_dir: str | os.PathLike | None = None,
-         download: bool = False, progress: bool = True):
-    """Load a split of a known dataset as NumPy arrays.
-
-    Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
-    (NHWC) and `y` int64 of shape (N,); a `str` for text datasets; and
-    `(texts, y)` for labelled-text datasets (`imdb_reviews`), with `texts` an
-    object array (N,) of `str` and `y` int64 (N,).
-
-    Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
-    `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
-    Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
-    Touches the network only when `download=True`, which prepares a missing
-    dataset with `prepare` (and so needs TensorFlow, the `data` extra)."""
+def _arrays(name, split, data_dir, cache, cache_dir, download, progress) -> dict:
+    "The decoded arrays of a split, from the cache when it holds them, else from TFDS (then cached)."
     kind = _check_name(name)
     if not isinstance(split, str) or not split.isidentifier():
         raise ValueError(f"split must be a plain split name such as 'train' or 'test', got {split!r}")
@@ -171,9 +173,49 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
             prepare([name], ddir)
         arrays = _read_tfds(name, split, ddir, progress)
         if cache: atomic_savez(path, **arrays)
+    return arrays
+
+def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
+         cache: bool = True, cache_dir: str | os.PathLike | None = None,
+         download: bool = False, progress: bool = True):
+    """Load a split of a known dataset as NumPy arrays.
+
+    Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
+    (NHWC) and `y` int64 of shape (N,); a `str` for text datasets; and
+    `(texts, y)` for labelled-text datasets (`imdb_reviews`), with `texts` an
+    object array (N,) of `str` and `y` int64 (N,). Omniglot's `x` is
+    (N, 105, 105, 1) with 255 = ink and 0 = paper, `y` the character (0-1622);
+    `load_omniglot_alphabets` gives the alphabet of each example.
+
+    Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
+    `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
+    Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
+    Touches the network only when `download=True`, which prepares a missing
+    dataset with `prepare` (and so needs TensorFlow, the `data` extra)."""
+    arrays = _arrays(name, split, data_dir, cache, cache_dir, download, progress)
+    kind = DATASETS[name]
     if kind == 'text': return str(arrays['text'])
     if kind == 'labelled_text': return _unpack_texts(arrays['utf8'], arrays['offsets']), arrays['y']
     return arrays['x'], arrays['y']
+
+def load_omniglot_alphabets(split: str = 'train', *, data_dir: str | os.PathLike | None = None,
+                            cache: bool = True, cache_dir: str | os.PathLike | None = None,
+                            download: bool = False, progress: bool = True) -> np.ndarray:
+    """The alphabet (int64 (N,), 0-49) of each Omniglot example of `split`, aligned with `load('omniglot', split)`.
+
+    `train` holds the 30 "background" alphabets, `test` the 20 "evaluation" ones.
+    The arguments are `load`'s, and the two share one cache file."""
+    return _arrays('omniglot', split, data_dir, cache, cache_dir, download, progress)['alphabet']
+
+def label_names(name: str, feature: str = 'label', data_dir: str | os.PathLike | None = None) -> list[str]:
+    "The names of the values of a class feature of a prepared dataset (TFDS's `FEATURE.labels.txt`), index = value."
+    _check_name(name)
+    ddir = globals()['data_dir'](data_dir)
+    files = [v / f'{feature}.labels.txt' for v in _versions(name, ddir) if (v / f'{feature}.labels.txt').exists()]
+    if not files:
+        if not is_prepared(name, ddir): raise _not_found(name, ddir)
+        raise ValueError(f"dataset {name!r} has no class feature {feature!r} with names in {ddir}")
+    return files[-1].read_text(encoding='utf-8').splitlines()
 
 # %% ../nbs/00_data.ipynb #1e6ff63e
 class DatasetDownloadError(RuntimeError):
@@ -230,6 +272,147 @@ def check_downloads(names, timeout: float = 5.0):
             f"cannot download {', '.join(names)}: no answer from {', '.join(bad)}. Preparing the data needs the "
             f"network. Offline, copy a prepared tensorflow_datasets folder (CI keeps one in "
             f"../shared/tensorflow_datasets beside the checkout) and point TFDS_DATA_DIR at it.")
+
+# %% ../nbs/00_data.ipynb #ae66ad40
+_PD = "public domain (artist died over 95 years ago; published before 1930; a faithful reproduction of a 2-D work)"
+IMAGES = {
+    'starry_night': dict(
+        file='starry_night.jpg', sha256='4fe1944f2212fe99d35ce394b9a2d569d5aa502fa673a758393bbff4f94291eb',
+        url='https://raw.githubusercontent.com/jcjohnson/neural-style/07c4b8299f8fbdafec0c514fc820ff1d7ff62e46/'
+            'examples/inputs/starry_night_google.jpg',
+        source_sha256='c31741a09141c2e2d07fc7aa6bdf135c369b804f9433e43fa3ceac19386d1ee6',
+        title='The Starry Night, Vincent van Gogh, 1889', licence=_PD),
+    'great_wave': dict(
+        file='great_wave.jpg', sha256='5fb186e59aa47445a35267bd9c1edc1576704cb0968ff3f266705d2afc3949ec',
+        url='https://raw.githubusercontent.com/lengstrom/fast-style-transfer/0d3d981f7ab948253d355585bdbdfa914247b4d0/'
+            'examples/style/wave.jpg',
+        source_sha256='54f19686bea5117c0bb68ce4425dbed4efafa3e8d7cafe35f0fae80b8223f4be',
+        title='The Great Wave off Kanagawa, Katsushika Hokusai, about 1831', licence=_PD),
+    'monet_cliff_walk_pourville': dict(
+        file='monet_cliff_walk_pourville.jpg', sha256='579d84b8af6e5ee5bf0a58b1542950ed3753d208f5d63d84720e2a04a8bfdd76',
+        url='https://raw.githubusercontent.com/Wang-Jasper/Neural-Style-Transfer/8cab809bb35d3cb000ab3f00c07c8a4e54e6eef7/'
+            'style/monet.jpg',
+        source_sha256='5344922b9c17cb59d21ed91c958ba626461882254a88736b2e4033cdbe64ff97',
+        title='The Cliff Walk at Pourville, Claude Monet, 1882', licence=_PD),
+    'chelsea_cat': dict(
+        file='chelsea_cat.jpg', sha256='2c0357a57121a80b7145db42b093f743c9a0405e33f9e48fd102319a6ce3af89',
+        url='https://raw.githubusercontent.com/scikit-image/scikit-image/v0.26.0/skimage/data/chelsea.png',
+        source_sha256='596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb',
+        title='Chelsea the cat, Stefan van der Walt (scikit-image sample data)',
+        licence='No copyright restrictions. CC0 by the photographer (Stefan van der Walt).'),
+    'coffee': dict(
+        file='coffee.jpg', sha256='a840b5683a576a77d120d1617c341b09aea8e568b2e14234bed16b549261d85e',
+        url='https://raw.githubusercontent.com/scikit-image/scikit-image/v0.26.0/skimage/data/coffee.png',
+        source_sha256='cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7',
+        title='Coffee cup, Rachel Michetti (scikit-image sample data)',
+        licence='No copyright restrictions. CC0 by the photographer (Rachel Michetti).'),
+}
+IMAGE_LONG_SIDE, IMAGE_JPEG_QUALITY = 512, 90       # the recipe that made the files from their sources
+
+def images_dir(path=None) -> Path:
+    """Where the book's images are: `path`, else `$DLFS_IMAGES_DIR`, else `images` beside the TFDS data
+    directory when it holds any of them, else `~/.cache/dl_from_scratch/images`."""
+    if path or os.environ.get('DLFS_IMAGES_DIR'): return Path(path or os.environ['DLFS_IMAGES_DIR']).expanduser()
+    beside = data_dir().parent / 'images'
+    if any((beside / m['file']).exists() for m in IMAGES.values()): return beside
+    return cache_dir() / 'images'
+
+def _check_image_name(name: str) -> dict:
+    if name not in IMAGES: raise ValueError(f"unknown image {name!r}; known images: {', '.join(IMAGES)}")
+    return IMAGES[name]
+
+def _sha256(b: bytes) -> str: return hashlib.sha256(b).hexdigest()
+
+def _resize_long_side(img, size: int):
+    "A PIL image resized with LANCZOS so that its long side is `size` pixels (the other side rounded)."
+    from PIL import Image
+    w, h = img.size
+    s = size / max(w, h)
+    return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+
+def image_from_source(source: bytes) -> bytes:
+    "The recipe: a source image file -> RGB, long side shrunk to at most 512 px with LANCZOS -> JPEG bytes, quality 90."
+    from PIL import Image
+    img = Image.open(io.BytesIO(source)).convert('RGB')
+    if max(img.size) > IMAGE_LONG_SIDE: img = _resize_long_side(img, IMAGE_LONG_SIDE)
+    out = io.BytesIO(); img.save(out, format='JPEG', quality=IMAGE_JPEG_QUALITY)
+    return out.getvalue()
+
+def atomic_write_bytes(path, b: bytes) -> Path:
+    "Write `b` to `path` atomically (a temporary file in the same folder, then `os.replace`)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(b); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.remove(tmp)
+        raise
+    return path
+
+def download_image(name: str, images_dir=None, timeout: float = 30.0) -> Path:
+    """Fetch image `name`'s source, check its SHA-256, make the book's file from it and write it atomically.
+
+    Raises `DatasetDownloadError` when the source cannot be fetched or its SHA-256 differs (nothing is
+    written then); warns when the JPEG made differs from the book's bytes (another Pillow or libjpeg)."""
+    meta = _check_image_name(name)
+    try:
+        with urllib.request.urlopen(meta['url'], timeout=timeout) as r: source = r.read()
+    except OSError as e:
+        raise DatasetDownloadError(
+            f"cannot download image {name!r} from {meta['url']}: {getattr(e, 'reason', None) or e}. Fetching the images "
+            f"needs the network; offline, copy the book's images folder and point DLFS_IMAGES_DIR at it.") from None
+    if _sha256(source) != meta['source_sha256']:
+        raise DatasetDownloadError(f"image {name!r} downloaded from {meta['url']} has SHA-256 {_sha256(source)}, "
+                                   f"expected {meta['source_sha256']}; nothing was written")
+    jpeg = image_from_source(source)
+    if _sha256(jpeg) != meta['sha256']:
+        import PIL
+        warnings.warn(f"{meta['file']}: the verified source re-encoded with Pillow {PIL.__version__} gives SHA-256 "
+                      f"{_sha256(jpeg)}, not the book's {meta['sha256']} (made with Pillow 13.0.0); the pixels may "
+                      f"differ slightly", stacklevel=2)
+    return atomic_write_bytes(globals()['images_dir'](images_dir) / meta['file'], jpeg)
+
+def fetch_images(names=None, images_dir=None, timeout: float = 30.0) -> list[str]:
+    "Download the images `names` (default all of `IMAGES`) that are missing from `images_dir`; returns those fetched."
+    d = globals()['images_dir'](images_dir)
+    todo = [n for n in (names or IMAGES) if not (d / _check_image_name(n)['file']).exists()]
+    for n in tqdm(todo, desc='images', leave=False, disable=len(todo) < 2): download_image(n, d, timeout)
+    return todo
+
+def images_available(images_dir=None) -> bool:
+    "Whether every image of `IMAGES` is in `images_dir` (default as `images_dir()`)."
+    d = globals()['images_dir'](images_dir)
+    return all((d / m['file']).exists() for m in IMAGES.values())
+
+def load_image(name: str, size: int | None = None, *, images_dir=None, download: bool = False) -> np.ndarray:
+    """One of the book's images (see `IMAGES`) as float32 (H, W, 3) in [0, 1].
+
+    `size`: resize (LANCZOS) so that the long side is `size` pixels, the aspect ratio kept; None keeps the
+    file's size (long side 512 or less). A missing file raises `DatasetNotFoundError` unless `download=True`."""
+    from PIL import Image
+    meta = _check_image_name(name)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise ValueError(f"size must be a positive number of pixels or None, got {size!r}")
+    path = globals()['images_dir'](images_dir) / meta['file']
+    if not path.exists():
+        if not download:
+            raise DatasetNotFoundError(
+                f"image {name!r} is not in {path.parent} (no {meta['file']}). Run `make data` (or call "
+                f"load_image({name!r}, download=True)) to download it, or point DLFS_IMAGES_DIR (or images_dir=) at a "
+                f"folder that holds the book's images.")
+        download_image(name, path.parent)
+    with Image.open(path) as f: img = f.convert('RGB')
+    if size is not None: img = _resize_long_side(img, int(size))
+    return np.asarray(img, dtype=np.float32) / 255
+
+DATA_FLAGS = (*BOOK_DATASETS, 'images')     # the test flags of cells that need data: each dataset, and the images
+
+def is_available(flag: str) -> bool:
+    "Whether the data behind test flag `flag` (a dataset of `BOOK_DATASETS`, or 'images') is here."
+    if flag == 'images': return images_available()
+    if flag not in BOOK_DATASETS: raise ValueError(f"unknown data flag {flag!r}; known: {', '.join(DATA_FLAGS)}")
+    return is_prepared(flag)
 
 # %% ../nbs/00_data.ipynb #769196e1
 class BatchIterator:

@@ -9,13 +9,15 @@
 # jobs:
 #
 # 1. **Real datasets as plain arrays.** MNIST, Fashion-MNIST, CIFAR-10,
-#    Tiny Shakespeare and the IMDB movie reviews come from
+#    Omniglot, Tiny Shakespeare and the IMDB movie reviews come from
 #    [TensorFlow Datasets](https://www.tensorflow.org/datasets)
 #    (TFDS). TFDS can read datasets prepared in the `array_record` format with
 #    NumPy alone (`tfds.data_source`), so TensorFlow is never needed. `load`
 #    returns images as `uint8` arrays in NHWC layout, labels as `int64`,
 #    a text corpus as one `str`, and labelled texts (the reviews) as an array
-#    of `str` beside their labels.
+#    of `str` beside their labels. Besides the datasets, a handful of
+#    paintings and photographs (for neural style transfer) load with
+#    `load_image` as float arrays.
 # 2. **Minibatches.** `BatchIterator` slices any set of aligned arrays into
 #    batches, shuffling with an explicit random generator.
 # 3. **Synthetic sets** small enough to reason about: a linear-regression set,
@@ -36,8 +38,9 @@
 # and prepares every dataset of the book once, in the `array_record` format.
 #
 # The examples of this book that need a real dataset carry its name as an
-# nbdev test flag (`#| mnist`). The test run turns on the flags of the
-# datasets that are prepared, so on a machine without them those examples
+# nbdev test flag (`#| mnist`; those that need the images of style transfer,
+# `#| images`). The test run turns on the flags of the data that is
+# present, so on a machine without it those examples
 # are skipped, and named in a summary, rather than failing; nothing
 # fabricated stands in for a real result.
 
@@ -47,7 +50,7 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib, importlib.util, logging, os, socket, tempfile, urllib.parse
+import contextlib, hashlib, importlib.util, io, logging, os, socket, tempfile, urllib.parse, urllib.request, warnings
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
@@ -63,7 +66,9 @@ import time
 #
 # Each dataset `load` knows has a *kind*: image sets have `image` and `label`
 # features, text sets a single `text` feature per split (one long corpus), and
-# labelled-text sets a `text` and a `label` per example (one review each). Asking for anything
+# labelled-text sets a `text` and a `label` per example (one review each), and
+# Omniglot is an image set whose examples also name their *alphabet* (its
+# kind `alphabet_image`; see below). Asking for anything
 # else is an error that lists what is known. `BOOK_DATASETS` adds the
 # datasets that later chapters read through TFDS directly; `make data`
 # prepares them all.
@@ -78,7 +83,7 @@ import time
 #| export
 DATASETS = {
     'mnist': 'image', 'fashion_mnist': 'image', 'cifar10': 'image', 'tiny_shakespeare': 'text',
-    'imdb_reviews': 'labelled_text',
+    'imdb_reviews': 'labelled_text', 'omniglot': 'alphabet_image',
 }
 BOOK_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare', 'imdb_reviews', 'omniglot')
 
@@ -107,7 +112,7 @@ def is_prepared(name: str, data_dir=None) -> bool:
     return any(any(v.glob('*.array_record*')) for v in _versions(name, globals()['data_dir'](data_dir)))
 
 # %%
-test_fail(lambda: _check_name('imagenet'), contains='known datasets: cifar10, fashion_mnist, imdb_reviews, mnist, tiny_shakespeare')
+test_fail(lambda: _check_name('imagenet'), contains='known datasets: cifar10, fashion_mnist, imdb_reviews, mnist, omniglot, tiny_shakespeare')
 test_eq(data_dir('/x'), Path('/x'))
 with tempfile.TemporaryDirectory() as d:
     v = Path(d) / 'imdb_reviews' / 'plain_text' / '1.0.0'; v.mkdir(parents=True)
@@ -208,9 +213,11 @@ def _decode(name, split, src, progress):
     if DATASETS[name] == 'labelled_text':
         return {**_pack_texts([as_str(e['text']) for e in examples]),
                 'y': np.array([int(e['label']) for e in examples], dtype=np.int64)}
-    x = np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples])
     y = np.array([int(e['label']) for e in examples], dtype=np.int64)
-    return {'x': x, 'y': y}
+    if DATASETS[name] == 'alphabet_image':
+        return {'x': np.stack([omniglot_ink(e['image']) for e in examples]), 'y': y,
+                'alphabet': np.array([int(e['alphabet']) for e in examples], dtype=np.int64)}
+    return {'x': np.stack([np.asarray(e['image'], dtype=np.uint8) for e in examples]), 'y': y}
 
 # %% [markdown]
 # Labelled texts need another layout. A NumPy array of `str` has one fixed
@@ -244,6 +251,29 @@ test_eq((packed['utf8'].dtype, packed['offsets'].tolist()), (np.uint8, [0, 11, 1
 test_eq(_unpack_texts(**packed).tolist(), texts)
 
 # %% [markdown]
+# Omniglot (B. Lake, R. Salakhutdinov and J. Tenenbaum, 2015) stores its
+# handwritten characters as black-and-white PNGs of 105×105 pixels, with
+# three equal channels. How they decode depends on the decoder: PIL (which
+# TFDS uses without OpenCV) gives 0 for ink and 1 for paper, TensorFlow 0
+# and 255. Only `img > 0` (paper) means the same either way, so that is what
+# we read, and we store one channel in the convention of MNIST: **255 = ink,
+# 0 = paper**, `uint8` of shape (105, 105, 1). A network then sees white
+# strokes on black whichever decoder ran.
+
+# %%
+#| export
+def omniglot_ink(image) -> np.ndarray:
+    "An Omniglot image (105, 105, 3) decoded as 0/1 (PIL) or 0/255 (TensorFlow) -> uint8 (105, 105, 1), 255 = ink."
+    paper = np.asarray(image)[..., :1] > 0
+    return np.where(paper, 0, 255).astype(np.uint8)
+
+# %%
+stroke = np.ones((105, 105, 3), np.uint8); stroke[50, 10:90] = 0           # a horizontal stroke, as PIL decodes it
+test_eq(omniglot_ink(stroke), omniglot_ink(stroke * 255))                  # TensorFlow's 0/255: the same array
+test_eq((omniglot_ink(stroke).shape, omniglot_ink(stroke)[50, 10:90, 0].tolist(), int(omniglot_ink(stroke).sum())),
+        ((105, 105, 1), [255] * 80, 255 * 80))
+
+# %% [markdown]
 # ## `load`
 #
 # A cache file is trusted only when it holds what a load returns: the keys of
@@ -260,6 +290,10 @@ def _read_cache(path: Path, kind: str) -> dict | None:
         with np.load(path) as f: arrays = {k: f[k] for k in f.files}
     except Exception: return None
     if kind == 'text': return arrays if set(arrays) == {'text'} else None
+    if kind == 'alphabet_image':
+        ok = (set(arrays) == {'x', 'y', 'alphabet'} and arrays['x'].ndim == 4 and arrays['y'].ndim == 1
+              and len(arrays['x']) == len(arrays['y']) == len(arrays['alphabet']))
+        return arrays if ok else None
     if kind == 'labelled_text':
         ok = (set(arrays) == {'utf8', 'offsets', 'y'} and arrays['offsets'].ndim == 1 and arrays['y'].ndim == 1
               and len(arrays['offsets']) == len(arrays['y']) + 1 and arrays['offsets'][-1] == len(arrays['utf8']))
@@ -273,21 +307,8 @@ def _mocked() -> bool:
     mod = sys.modules.get('tensorflow_datasets.core.dataset_builder')
     return mod is not None and mod.DatasetBuilder.as_data_source.__module__ != mod.__name__
 
-def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
-         cache: bool = True, cache_dir: str | os.PathLike | None = None,
-         download: bool = False, progress: bool = True):
-    """Load a split of a known dataset as NumPy arrays.
-
-    Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
-    (NHWC) and `y` int64 of shape (N,); a `str` for text datasets; and
-    `(texts, y)` for labelled-text datasets (`imdb_reviews`), with `texts` an
-    object array (N,) of `str` and `y` int64 (N,).
-
-    Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
-    `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
-    Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
-    Touches the network only when `download=True`, which prepares a missing
-    dataset with `prepare` (and so needs TensorFlow, the `data` extra)."""
+def _arrays(name, split, data_dir, cache, cache_dir, download, progress) -> dict:
+    "The decoded arrays of a split, from the cache when it holds them, else from TFDS (then cached)."
     kind = _check_name(name)
     if not isinstance(split, str) or not split.isidentifier():
         raise ValueError(f"split must be a plain split name such as 'train' or 'test', got {split!r}")
@@ -300,9 +321,49 @@ def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None 
             prepare([name], ddir)
         arrays = _read_tfds(name, split, ddir, progress)
         if cache: atomic_savez(path, **arrays)
+    return arrays
+
+def load(name: str, split: str = 'train', *, data_dir: str | os.PathLike | None = None,
+         cache: bool = True, cache_dir: str | os.PathLike | None = None,
+         download: bool = False, progress: bool = True):
+    """Load a split of a known dataset as NumPy arrays.
+
+    Returns `(x, y)` for image datasets, with `x` uint8 of shape (N, H, W, C)
+    (NHWC) and `y` int64 of shape (N,); a `str` for text datasets; and
+    `(texts, y)` for labelled-text datasets (`imdb_reviews`), with `texts` an
+    object array (N,) of `str` and `y` int64 (N,). Omniglot's `x` is
+    (N, 105, 105, 1) with 255 = ink and 0 = paper, `y` the character (0-1622);
+    `load_omniglot_alphabets` gives the alphabet of each example.
+
+    Reads the prepared dataset from `data_dir` (default `$TFDS_DATA_DIR`, else
+    `~/tensorflow_datasets`) through `tfds.data_source`; no TensorFlow needed.
+    Decoded arrays are cached in `cache_dir` as `NAME-SPLIT.npz` (written atomically).
+    Touches the network only when `download=True`, which prepares a missing
+    dataset with `prepare` (and so needs TensorFlow, the `data` extra)."""
+    arrays = _arrays(name, split, data_dir, cache, cache_dir, download, progress)
+    kind = DATASETS[name]
     if kind == 'text': return str(arrays['text'])
     if kind == 'labelled_text': return _unpack_texts(arrays['utf8'], arrays['offsets']), arrays['y']
     return arrays['x'], arrays['y']
+
+def load_omniglot_alphabets(split: str = 'train', *, data_dir: str | os.PathLike | None = None,
+                            cache: bool = True, cache_dir: str | os.PathLike | None = None,
+                            download: bool = False, progress: bool = True) -> np.ndarray:
+    """The alphabet (int64 (N,), 0-49) of each Omniglot example of `split`, aligned with `load('omniglot', split)`.
+
+    `train` holds the 30 "background" alphabets, `test` the 20 "evaluation" ones.
+    The arguments are `load`'s, and the two share one cache file."""
+    return _arrays('omniglot', split, data_dir, cache, cache_dir, download, progress)['alphabet']
+
+def label_names(name: str, feature: str = 'label', data_dir: str | os.PathLike | None = None) -> list[str]:
+    "The names of the values of a class feature of a prepared dataset (TFDS's `FEATURE.labels.txt`), index = value."
+    _check_name(name)
+    ddir = globals()['data_dir'](data_dir)
+    files = [v / f'{feature}.labels.txt' for v in _versions(name, ddir) if (v / f'{feature}.labels.txt').exists()]
+    if not files:
+        if not is_prepared(name, ddir): raise _not_found(name, ddir)
+        raise ValueError(f"dataset {name!r} has no class feature {feature!r} with names in {ddir}")
+    return files[-1].read_text(encoding='utf-8').splitlines()
 
 # %% [markdown]
 # Tests that must run anywhere use TFDS's mock data, which fabricates random
@@ -330,6 +391,24 @@ with tempfile.TemporaryDirectory() as d:              # a cache whose x and y di
     test_eq((len(x), len(y)), (3, 3))
 
 # %% [markdown]
+# TFDS's mock data fabricates examples from a dataset's metadata, and its
+# own test metadata lacks Omniglot's splits; a `dataset_info.json` naming them
+# is all it needs. The fabricated pixels are random bytes, so the strokes
+# come out as 255 wherever the mock drew a 0:
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    meta = Path(d) / 'meta' / 'omniglot' / '3.0.0'; meta.mkdir(parents=True)
+    (meta / 'dataset_info.json').write_text('{"name": "omniglot", "version": "3.0.0", "splits": ['
+                                            '{"name": "train", "shardLengths": ["6"]}, {"name": "test", "shardLengths": ["6"]}]}')
+    with tfds.testing.mock_data(num_examples=6, data_dir=str(meta.parents[1])):
+        x, y = load('omniglot', 'test', cache_dir=d, progress=False)
+    test_eq((x.shape, x.dtype, y.dtype), ((6, 105, 105, 1), np.uint8, np.int64))
+    test_eq(set(np.unique(x)) <= {0, 255}, True)
+    with np.load(Path(d) / 'omniglot-test.npz') as f:     # the cache keeps the alphabets for load_omniglot_alphabets
+        test_eq((sorted(f.files), f['alphabet'].shape, f['alphabet'].dtype), (['alphabet', 'x', 'y'], (6,), np.int64))
+
+# %% [markdown]
 # With the real data (prepared under `TFDS_DATA_DIR`), the first load decodes
 # and caches, and the second reads the cache:
 
@@ -350,6 +429,23 @@ rtr, ltr = load('imdb_reviews', 'train'); rte, lte = load('imdb_reviews', 'test'
 test_eq((len(rtr), len(rte), np.bincount(ltr).tolist(), np.bincount(lte).tolist()), (25000, 25000, [12500] * 2, [12500] * 2))
 print(f"IMDB train {len(rtr):,} reviews, {sum(map(len, rtr)):,} characters; longest {max(map(len, rtr)):,}")
 print(f"label {ltr[0]}: {rtr[0][:150]}...")
+
+# %% [markdown]
+# The real Omniglot: the "background" set (`train`, 30 alphabets, 964
+# characters) and the "evaluation" set (`test`, 20 alphabets, 659
+# characters), each character drawn once by 20 people. A character's strokes
+# cover a small part of its square:
+
+# %%
+#| omniglot
+for split, n, chars, alphabets in (('train', 19280, 964, 30), ('test', 13180, 659, 20)):
+    xo, yo = load('omniglot', split); ao = load_omniglot_alphabets(split)
+    test_eq((xo.shape, len(np.unique(yo)), len(np.unique(ao)), set(np.bincount(yo)[np.unique(yo)])),
+            ((n, 105, 105, 1), chars, alphabets, {20}))
+    print(f"omniglot[{split}]: {xo.shape}, {len(np.unique(yo))} characters in {len(np.unique(ao))} alphabets, "
+          f"ink covers {(xo == 255).mean():.1%} of the pixels")
+names = label_names('omniglot', 'alphabet')
+print(f"{len(names)} alphabets, e.g. {names[ao[0]]!r} (test); character {yo[0]}: {label_names('omniglot')[yo[0]]!r}")
 
 # %% [markdown]
 # How much the cache saves: a first load into an empty cache decodes every
@@ -447,6 +543,192 @@ with tempfile.TemporaryDirectory() as d:
     (v / 'dataset_info.json').write_text('{}'); (v / 'mnist-train.array_record-00000-of-00001').touch()
     test_eq(prepare('mnist', d), [])                                    # prepared already: nothing to fetch
 test_fail(lambda: prepare(['imagenet']), contains='the book uses: mnist, fashion_mnist')
+
+# %% [markdown]
+# ## Images: paintings and photographs
+#
+# Neural style transfer needs a few single images rather than a dataset:
+# three public-domain paintings for the styles and two CC0 photographs for
+# the contents. Each file was made from a public source by one fixed recipe:
+# converted to RGB, shrunk with LANCZOS so that its long side is at most 512
+# pixels (never enlarged), and saved as JPEG of quality 90 (Pillow 13.0.0).
+# `IMAGES` names, for each, its source with that file's SHA-256, the SHA-256
+# of the JPEG the recipe made, and the licence.
+#
+# `load_image` looks for the files in `images_dir`, else `$DLFS_IMAGES_DIR`,
+# else a folder `images` beside the TFDS data directory (where it holds the
+# book's images: CI keeps `../shared/images` beside
+# `../shared/tensorflow_datasets`), else `~/.cache/dl_from_scratch/images`.
+# `download=True` (and `make data`) fetches a missing image's source, checks
+# its SHA-256, and applies the recipe. Another version of Pillow may encode
+# the JPEG with other bytes; that is reported as a warning, since the
+# downloaded source itself was verified.
+
+# %%
+#| export
+_PD = "public domain (artist died over 95 years ago; published before 1930; a faithful reproduction of a 2-D work)"
+IMAGES = {
+    'starry_night': dict(
+        file='starry_night.jpg', sha256='4fe1944f2212fe99d35ce394b9a2d569d5aa502fa673a758393bbff4f94291eb',
+        url='https://raw.githubusercontent.com/jcjohnson/neural-style/07c4b8299f8fbdafec0c514fc820ff1d7ff62e46/'
+            'examples/inputs/starry_night_google.jpg',
+        source_sha256='c31741a09141c2e2d07fc7aa6bdf135c369b804f9433e43fa3ceac19386d1ee6',
+        title='The Starry Night, Vincent van Gogh, 1889', licence=_PD),
+    'great_wave': dict(
+        file='great_wave.jpg', sha256='5fb186e59aa47445a35267bd9c1edc1576704cb0968ff3f266705d2afc3949ec',
+        url='https://raw.githubusercontent.com/lengstrom/fast-style-transfer/0d3d981f7ab948253d355585bdbdfa914247b4d0/'
+            'examples/style/wave.jpg',
+        source_sha256='54f19686bea5117c0bb68ce4425dbed4efafa3e8d7cafe35f0fae80b8223f4be',
+        title='The Great Wave off Kanagawa, Katsushika Hokusai, about 1831', licence=_PD),
+    'monet_cliff_walk_pourville': dict(
+        file='monet_cliff_walk_pourville.jpg', sha256='579d84b8af6e5ee5bf0a58b1542950ed3753d208f5d63d84720e2a04a8bfdd76',
+        url='https://raw.githubusercontent.com/Wang-Jasper/Neural-Style-Transfer/8cab809bb35d3cb000ab3f00c07c8a4e54e6eef7/'
+            'style/monet.jpg',
+        source_sha256='5344922b9c17cb59d21ed91c958ba626461882254a88736b2e4033cdbe64ff97',
+        title='The Cliff Walk at Pourville, Claude Monet, 1882', licence=_PD),
+    'chelsea_cat': dict(
+        file='chelsea_cat.jpg', sha256='2c0357a57121a80b7145db42b093f743c9a0405e33f9e48fd102319a6ce3af89',
+        url='https://raw.githubusercontent.com/scikit-image/scikit-image/v0.26.0/skimage/data/chelsea.png',
+        source_sha256='596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb',
+        title='Chelsea the cat, Stefan van der Walt (scikit-image sample data)',
+        licence='No copyright restrictions. CC0 by the photographer (Stefan van der Walt).'),
+    'coffee': dict(
+        file='coffee.jpg', sha256='a840b5683a576a77d120d1617c341b09aea8e568b2e14234bed16b549261d85e',
+        url='https://raw.githubusercontent.com/scikit-image/scikit-image/v0.26.0/skimage/data/coffee.png',
+        source_sha256='cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7',
+        title='Coffee cup, Rachel Michetti (scikit-image sample data)',
+        licence='No copyright restrictions. CC0 by the photographer (Rachel Michetti).'),
+}
+IMAGE_LONG_SIDE, IMAGE_JPEG_QUALITY = 512, 90       # the recipe that made the files from their sources
+
+def images_dir(path=None) -> Path:
+    """Where the book's images are: `path`, else `$DLFS_IMAGES_DIR`, else `images` beside the TFDS data
+    directory when it holds any of them, else `~/.cache/dl_from_scratch/images`."""
+    if path or os.environ.get('DLFS_IMAGES_DIR'): return Path(path or os.environ['DLFS_IMAGES_DIR']).expanduser()
+    beside = data_dir().parent / 'images'
+    if any((beside / m['file']).exists() for m in IMAGES.values()): return beside
+    return cache_dir() / 'images'
+
+def _check_image_name(name: str) -> dict:
+    if name not in IMAGES: raise ValueError(f"unknown image {name!r}; known images: {', '.join(IMAGES)}")
+    return IMAGES[name]
+
+def _sha256(b: bytes) -> str: return hashlib.sha256(b).hexdigest()
+
+def _resize_long_side(img, size: int):
+    "A PIL image resized with LANCZOS so that its long side is `size` pixels (the other side rounded)."
+    from PIL import Image
+    w, h = img.size
+    s = size / max(w, h)
+    return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+
+def image_from_source(source: bytes) -> bytes:
+    "The recipe: a source image file -> RGB, long side shrunk to at most 512 px with LANCZOS -> JPEG bytes, quality 90."
+    from PIL import Image
+    img = Image.open(io.BytesIO(source)).convert('RGB')
+    if max(img.size) > IMAGE_LONG_SIDE: img = _resize_long_side(img, IMAGE_LONG_SIDE)
+    out = io.BytesIO(); img.save(out, format='JPEG', quality=IMAGE_JPEG_QUALITY)
+    return out.getvalue()
+
+def atomic_write_bytes(path, b: bytes) -> Path:
+    "Write `b` to `path` atomically (a temporary file in the same folder, then `os.replace`)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(b); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.remove(tmp)
+        raise
+    return path
+
+def download_image(name: str, images_dir=None, timeout: float = 30.0) -> Path:
+    """Fetch image `name`'s source, check its SHA-256, make the book's file from it and write it atomically.
+
+    Raises `DatasetDownloadError` when the source cannot be fetched or its SHA-256 differs (nothing is
+    written then); warns when the JPEG made differs from the book's bytes (another Pillow or libjpeg)."""
+    meta = _check_image_name(name)
+    try:
+        with urllib.request.urlopen(meta['url'], timeout=timeout) as r: source = r.read()
+    except OSError as e:
+        raise DatasetDownloadError(
+            f"cannot download image {name!r} from {meta['url']}: {getattr(e, 'reason', None) or e}. Fetching the images "
+            f"needs the network; offline, copy the book's images folder and point DLFS_IMAGES_DIR at it.") from None
+    if _sha256(source) != meta['source_sha256']:
+        raise DatasetDownloadError(f"image {name!r} downloaded from {meta['url']} has SHA-256 {_sha256(source)}, "
+                                   f"expected {meta['source_sha256']}; nothing was written")
+    jpeg = image_from_source(source)
+    if _sha256(jpeg) != meta['sha256']:
+        import PIL
+        warnings.warn(f"{meta['file']}: the verified source re-encoded with Pillow {PIL.__version__} gives SHA-256 "
+                      f"{_sha256(jpeg)}, not the book's {meta['sha256']} (made with Pillow 13.0.0); the pixels may "
+                      f"differ slightly", stacklevel=2)
+    return atomic_write_bytes(globals()['images_dir'](images_dir) / meta['file'], jpeg)
+
+def fetch_images(names=None, images_dir=None, timeout: float = 30.0) -> list[str]:
+    "Download the images `names` (default all of `IMAGES`) that are missing from `images_dir`; returns those fetched."
+    d = globals()['images_dir'](images_dir)
+    todo = [n for n in (names or IMAGES) if not (d / _check_image_name(n)['file']).exists()]
+    for n in tqdm(todo, desc='images', leave=False, disable=len(todo) < 2): download_image(n, d, timeout)
+    return todo
+
+def images_available(images_dir=None) -> bool:
+    "Whether every image of `IMAGES` is in `images_dir` (default as `images_dir()`)."
+    d = globals()['images_dir'](images_dir)
+    return all((d / m['file']).exists() for m in IMAGES.values())
+
+def load_image(name: str, size: int | None = None, *, images_dir=None, download: bool = False) -> np.ndarray:
+    """One of the book's images (see `IMAGES`) as float32 (H, W, 3) in [0, 1].
+
+    `size`: resize (LANCZOS) so that the long side is `size` pixels, the aspect ratio kept; None keeps the
+    file's size (long side 512 or less). A missing file raises `DatasetNotFoundError` unless `download=True`."""
+    from PIL import Image
+    meta = _check_image_name(name)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise ValueError(f"size must be a positive number of pixels or None, got {size!r}")
+    path = globals()['images_dir'](images_dir) / meta['file']
+    if not path.exists():
+        if not download:
+            raise DatasetNotFoundError(
+                f"image {name!r} is not in {path.parent} (no {meta['file']}). Run `make data` (or call "
+                f"load_image({name!r}, download=True)) to download it, or point DLFS_IMAGES_DIR (or images_dir=) at a "
+                f"folder that holds the book's images.")
+        download_image(name, path.parent)
+    with Image.open(path) as f: img = f.convert('RGB')
+    if size is not None: img = _resize_long_side(img, int(size))
+    return np.asarray(img, dtype=np.float32) / 255
+
+DATA_FLAGS = (*BOOK_DATASETS, 'images')     # the test flags of cells that need data: each dataset, and the images
+
+def is_available(flag: str) -> bool:
+    "Whether the data behind test flag `flag` (a dataset of `BOOK_DATASETS`, or 'images') is here."
+    if flag == 'images': return images_available()
+    if flag not in BOOK_DATASETS: raise ValueError(f"unknown data flag {flag!r}; known: {', '.join(DATA_FLAGS)}")
+    return is_prepared(flag)
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    test_fail(lambda: load_image('starry_night', images_dir=d), contains='Run `make data`')
+    test_fail(lambda: load_image('mona_lisa', images_dir=d), contains='known images: starry_night, great_wave')
+    rng = np.random.default_rng(0)                          # a made-up "source": the recipe and the loader on it
+    src = io.BytesIO(); __import__('PIL.Image').Image.fromarray(rng.integers(0, 256, (600, 900, 3), np.uint8)).save(src, 'PNG')
+    atomic_write_bytes(Path(d) / 'coffee.jpg', image_from_source(src.getvalue()))
+    test_eq(load_image('coffee', images_dir=d).shape, (341, 512, 3))       # shrunk to a long side of 512, never more
+    im = load_image('coffee', 100, images_dir=d)
+    test_eq((im.shape, im.dtype, 0 <= im.min(), im.max() <= 1), ((67, 100, 3), np.float32, True, True))
+    test_eq(load_image('coffee', 1024, images_dir=d).shape, (682, 1024, 3))   # `size` may enlarge (from the 512 x 341 file)
+    test_fail(lambda: load_image('coffee', 0, images_dir=d), contains='positive number of pixels')
+
+# %% [markdown]
+# With the book's images present, each file is the one the table describes:
+
+# %%
+#| images
+for name, meta in IMAGES.items():
+    b = (images_dir() / meta['file']).read_bytes()
+    test_eq(_sha256(b), meta['sha256'])
+    print(f"{meta['file']:32s} {load_image(name).shape}  {meta['title']}")
+test_eq(load_image('starry_night', 256).shape, (203, 256, 3))
 
 # %% [markdown]
 # ## Minibatches

@@ -73,7 +73,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert np.load(tmp_path / 'mnist-train.npz')['x'].shape[0] == 3
 
 def test_unknown_dataset_lists_known_names():
-    with pytest.raises(ValueError, match='known datasets: cifar10, fashion_mnist, imdb_reviews, mnist, tiny_shakespeare'):
+    with pytest.raises(ValueError, match='known datasets: cifar10, fashion_mnist, imdb_reviews, mnist, omniglot, tiny_shakespeare'):
         load('imagenet')
 
 def test_bad_split_name():
@@ -356,6 +356,154 @@ def test_data_cells_flags_and_summary(tmp_path, monkeypatch):
     if 'skipped for missing data' in r.stdout:                                  # once the chapters carry their flags
         assert '(run make data)' in r.stdout
         assert run('--flags', TFDS_DATA_DIR=empty, REQUIRE_DATA='1').returncode != 0   # CI: a skip is a failure
-    if all(is_prepared(n) for n in data.BOOK_DATASETS):
+    if all(data.is_available(n) for n in data.DATA_FLAGS):
         r = run('--flags', 'slow', REQUIRE_DATA='1')
-        assert r.returncode == 0 and set(r.stdout.split()) == {'slow', *data.BOOK_DATASETS}
+        assert r.returncode == 0 and set(r.stdout.split()) == {'slow', *data.DATA_FLAGS}
+
+
+def test_data_cells_knows_the_images_and_omniglot_alphabets(tmp_path):
+    nb = data_cells.Notebook(_nb(tmp_path / 'a.ipynb', [
+        "from dl_from_scratch import data\nfrom dl_from_scratch.data import load_image, load_omniglot_alphabets",
+        "im = data.load_image('starry_night', 256)",                          # 2: the images, whatever the name
+        "print(im.shape)",                                                    # 3: through im
+        "a = load_omniglot_alphabets('test')",                                # 4: omniglot
+        "t = load_image('coffee', images_dir='/tmp/x')",                      # 5: a folder of the caller's
+        "test_fail(lambda: load_image('coffee'))"]))                          # 6: expected to fail
+    assert nb.needs == [set(), {'images'}, {'images'}, {'omniglot'}, set(), set()]
+    assert 'images' in data_cells.datasets() and 'images' in data_cells.test_flags()
+
+
+# ---------------------------------------------------------------- Omniglot: one convention for the strokes
+OMNIGLOT_INFO = ('{"name": "omniglot", "version": "3.0.0", "splits": [{"name": "train", "shardLengths": ["5"]}, '
+                 '{"name": "test", "shardLengths": ["5"]}]}')
+
+def _omniglot_mock(tmp_path, n=5):
+    "TFDS's own test metadata lacks Omniglot's splits: a dataset_info.json naming them lets mock_data fabricate examples."
+    meta = tmp_path / 'meta' / 'omniglot' / '3.0.0'; meta.mkdir(parents=True)
+    (meta / 'dataset_info.json').write_text(OMNIGLOT_INFO)
+    return tfds.testing.mock_data(num_examples=n, data_dir=str(tmp_path / 'meta'))
+
+@pytest.mark.parametrize('paper', [1, 255])          # PIL decodes paper as 1, TensorFlow as 255
+def test_omniglot_ink_is_255_whichever_decoder(paper):
+    img = np.full((105, 105, 3), paper, np.uint8); img[10:20, 30] = 0
+    x = data.omniglot_ink(img)
+    assert x.shape == (105, 105, 1) and x.dtype == np.uint8
+    assert (x[10:20, 30] == 255).all() and x.sum() == 255 * 10
+
+def test_mock_omniglot_loads_images_labels_and_alphabets(tmp_path, monkeypatch):
+    monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'empty'))
+    with _omniglot_mock(tmp_path):
+        x, y = load('omniglot', 'train', cache_dir=tmp_path, progress=False)
+        a = data.load_omniglot_alphabets('train', cache_dir=tmp_path, progress=False)
+    assert x.shape == (5, 105, 105, 1) and x.dtype == np.uint8 and set(np.unique(x)) <= {0, 255}
+    assert y.dtype == a.dtype == np.int64 and y.shape == a.shape == (5,) and ((0 <= a) & (a < 50)).all()
+    with np.load(tmp_path / 'omniglot-train.npz') as f: assert set(f.files) == {'x', 'y', 'alphabet'}
+    x2, y2 = load('omniglot', 'train', cache_dir=tmp_path, progress=False)     # outside the mock: the cache answers
+    assert (x2 == x).all() and (y2 == y).all()
+
+def test_omniglot_cache_without_alphabets_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'empty'))
+    atomic_savez(tmp_path / 'omniglot-test.npz', x=np.zeros((5, 105, 105, 1), np.uint8), y=np.zeros(5, np.int64))
+    with _omniglot_mock(tmp_path, 3):
+        assert len(data.load_omniglot_alphabets('test', cache_dir=tmp_path, progress=False)) == 3
+
+def test_absent_omniglot_says_make_data(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match='make data'):
+        data.load_omniglot_alphabets('test', data_dir=tmp_path, cache=False)
+    with pytest.raises(DatasetNotFoundError, match='make data'):
+        data.label_names('omniglot', 'alphabet', data_dir=tmp_path)
+
+@needs('omniglot')
+def test_omniglot_real(tmp_path):
+    for split, n, chars, alphabets in (('train', 19280, 964, 30), ('test', 13180, 659, 20)):
+        x, y = load('omniglot', split); a = data.load_omniglot_alphabets(split)
+        assert x.shape == (n, 105, 105, 1) and len(np.unique(y)) == chars and len(np.unique(a)) == alphabets
+        assert set(np.bincount(y)[np.unique(y)]) == {20}                      # 20 drawers per character
+        assert set(np.unique(x[:50])) == {0, 255} and 0.01 < (x[:200] == 255).mean() < 0.2   # strokes: sparse ink
+        assert all(len(set(a[y == c])) == 1 for c in np.unique(y)[:50])       # a character lives in one alphabet
+    assert set(np.unique(data.load_omniglot_alphabets('train'))).isdisjoint(np.unique(a))   # disjoint alphabets
+    names = data.label_names('omniglot', 'alphabet')
+    assert len(names) == 50 and 'Alphabet_of_the_Magi' in names
+    with pytest.raises(ValueError, match="no class feature 'colour'"): data.label_names('omniglot', 'colour')
+
+
+# ---------------------------------------------------------------- the images of style transfer
+def _png(shape, seed=0) -> bytes:
+    from PIL import Image
+    import io
+    b = io.BytesIO(); Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, np.uint8)).save(b, 'PNG')
+    return b.getvalue()
+
+def test_image_table_names_five_files_with_sources_and_licences():
+    assert list(data.IMAGES) == ['starry_night', 'great_wave', 'monet_cliff_walk_pourville', 'chelsea_cat', 'coffee']
+    for m in data.IMAGES.values():
+        assert m['url'].startswith('https://') and len(m['sha256']) == len(m['source_sha256']) == 64 and m['licence']
+
+def test_images_dir_order(tmp_path, monkeypatch):
+    monkeypatch.delenv('DLFS_IMAGES_DIR', raising=False)
+    monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds')); monkeypatch.setenv('DLFS_CACHE_DIR', str(tmp_path / 'c'))
+    assert data.images_dir() == tmp_path / 'c' / 'images'                   # nothing beside the data: the cache
+    (tmp_path / 'images').mkdir(); (tmp_path / 'images' / 'coffee.jpg').write_bytes(b'')
+    assert data.images_dir() == tmp_path / 'images'                          # beside the TFDS data directory
+    monkeypatch.setenv('DLFS_IMAGES_DIR', str(tmp_path / 'env'))
+    assert data.images_dir() == tmp_path / 'env' and data.images_dir(tmp_path / 'arg') == tmp_path / 'arg'
+
+def test_load_image_missing_names_make_data_and_unknown_lists_known(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r'Run `make data`.*DLFS_IMAGES_DIR'):
+        data.load_image('starry_night', 256, images_dir=tmp_path)
+    with pytest.raises(ValueError, match='known images: starry_night'): data.load_image('mona_lisa', images_dir=tmp_path)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match='positive number of pixels'):
+            data.load_image('coffee', bad, images_dir=tmp_path)
+
+def test_recipe_shrinks_never_enlarges_and_load_image_resizes_the_long_side(tmp_path):
+    from PIL import Image
+    import io
+    big, small = data.image_from_source(_png((600, 900, 3))), data.image_from_source(_png((300, 451, 3)))
+    assert Image.open(io.BytesIO(big)).size == (512, 341) and Image.open(io.BytesIO(small)).size == (451, 300)
+    data.atomic_write_bytes(tmp_path / 'starry_night.jpg', data.image_from_source(_png((1014, 1280, 3))))
+    im = data.load_image('starry_night', 256, images_dir=tmp_path)
+    assert im.shape == (203, 256, 3) and im.dtype == np.float32 and 0 <= im.min() and im.max() <= 1
+    assert data.load_image('starry_night', images_dir=tmp_path).shape == (406, 512, 3)   # as the book's file
+
+def _serve_image(tmp_path, monkeypatch, source: bytes, name='coffee', sha=None):
+    (tmp_path / 'www').mkdir(exist_ok=True); (tmp_path / 'www' / 'src.png').write_bytes(source)
+    server = _Server(tmp_path / 'www')
+    meta = {**data.IMAGES[name], 'url': f'http://127.0.0.1:{server.port}/src.png',
+            'source_sha256': data._sha256(source), 'sha256': sha or data._sha256(data.image_from_source(source))}
+    monkeypatch.setitem(data.IMAGES, name, meta)
+    return server
+
+def test_download_image_checks_the_source_and_writes_the_file(tmp_path, monkeypatch):
+    source = _png((400, 600, 3))
+    with _serve_image(tmp_path, monkeypatch, source) as server:
+        im = data.load_image('coffee', 64, images_dir=tmp_path / 'img', download=True)
+        assert server.paths == ['/src.png'] and im.shape == (43, 64, 3)
+        assert data._sha256((tmp_path / 'img' / 'coffee.jpg').read_bytes()) == data.IMAGES['coffee']['sha256']
+        assert data.fetch_images(['coffee'], tmp_path / 'img') == [] and server.paths == ['/src.png']   # present: not fetched
+        assert sorted(p.name for p in (tmp_path / 'img').iterdir()) == ['coffee.jpg']                # no temporary left
+
+def test_download_image_with_a_wrong_source_writes_nothing(tmp_path, monkeypatch):
+    with _serve_image(tmp_path, monkeypatch, _png((40, 60, 3))):
+        monkeypatch.setitem(data.IMAGES['coffee'], 'source_sha256', '0' * 64)
+        with pytest.raises(DatasetDownloadError, match='expected 0000.*nothing was written'):
+            data.fetch_images(['coffee'], tmp_path / 'img')
+    assert not (tmp_path / 'img').exists() or list((tmp_path / 'img').iterdir()) == []
+
+def test_download_image_warns_when_the_jpeg_bytes_differ(tmp_path, monkeypatch):
+    with _serve_image(tmp_path, monkeypatch, _png((40, 60, 3)), sha='1' * 64):
+        with pytest.warns(UserWarning, match='not the book'):
+            data.download_image('coffee', tmp_path / 'img')
+    assert (tmp_path / 'img' / 'coffee.jpg').exists()
+
+def test_download_image_offline_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.IMAGES, 'coffee', {**data.IMAGES['coffee'], 'url': f'http://127.0.0.1:{_free_port()}/x.png'})
+    with pytest.raises(DatasetDownloadError, match='needs the network.*DLFS_IMAGES_DIR'):
+        data.download_image('coffee', tmp_path, timeout=2)
+
+@pytest.mark.skipif(not data.images_available(), reason=f"the book's images are not in {data.images_dir()}")
+def test_book_images_match_the_table():
+    for name, m in data.IMAGES.items():
+        assert data._sha256((data.images_dir() / m['file']).read_bytes()) == m['sha256']
+    assert data.load_image('starry_night', 256).shape == (203, 256, 3)
+    assert data.load_image('chelsea_cat').shape == (300, 451, 3)

@@ -2,11 +2,12 @@
 
     python tools/data_cells.py --check [NB ...]       # each cell that needs a dataset carries its flag (`#| mnist`), no other does
     python tools/data_cells.py --apply nbs/NN_x.py ...  # write those flags into jupytext twins (idempotent), then sync the pair
-    python tools/data_cells.py --flags [FLAG ...]     # value for `nbdev_test --flags`: FLAG ... plus every prepared dataset
+    python tools/data_cells.py --flags [FLAG ...]     # value for `nbdev_test --flags`: FLAG ... plus every prepared dataset (and images)
     python tools/data_cells.py --summary [FLAG ...]   # after the run: chapters run, cells skipped for missing data
 
 A cell needs dataset NAME when it calls a data entry point (`load('NAME', ...)`, `data.load(...)`,
-`tfds.data_source(...)`, or a function of the notebook that passes its argument on to one), or when it reads a name
+`tfds.data_source(...)`, or a function of the notebook that passes its argument on to one), and needs `images` when it
+calls `load_image(...)` (without `images_dir=`), or when it reads a name
 that such a cell bound or changed (`model.fit(x_train, ...)` changes `model`), transitively. Loads inside
 `with tfds.testing.mock_data(...)` and inside a `test_fail(lambda: ...)` need no prepared data.
 
@@ -28,12 +29,15 @@ ENTRY_NAMES = {'load'}                                  # load(...), as `from dl
 ENTRY_ATTRS = {('data', 'load'), ('tfds', 'data_source'), ('tfds', 'load'), ('tfds', 'builder')}
 NO_DATA_WITH = {'mock_data', 'raises'}                  # `with` blocks whose loads are fabricated or expected to fail
 NO_DATA_CALLS = {'test_fail'}                           # lambdas given to these are expected to fail
+# Entry points that always need the same data, whatever their arguments, unless given the keyword that points
+# them at a folder of the caller's (a test's temporary folder): load_image('starry_night') needs the images.
+FIXED_ENTRIES = {'load_image': ('images', 'images_dir'), 'load_omniglot_alphabets': ('omniglot', 'data_dir')}
 
 
 def datasets() -> tuple[str, ...]:
-    "The dataset names that are flags (every dataset `make data` prepares)."
-    from dl_from_scratch.data import BOOK_DATASETS
-    return BOOK_DATASETS
+    "The data flags: every dataset `make data` prepares, and `images` (the pictures it fetches)."
+    from dl_from_scratch.data import DATA_FLAGS
+    return DATA_FLAGS
 
 
 # ---------------------------------------------------------------- reading notebooks
@@ -67,6 +71,16 @@ def _entry_dataset_arg(call: ast.Call):
     if not hit: return None
     if call.args: return call.args[0]
     return next((k.value for k in call.keywords if k.arg == 'name'), None)
+
+
+def _fixed_entry(call: ast.Call) -> str | None:
+    "The data flag a call to a fixed entry point (`load_image(...)`, `data.load_image(...)`) needs, else None."
+    f = call.func
+    name = f.id if isinstance(f, ast.Name) else f.attr if (
+        isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == 'data') else None
+    if name not in FIXED_ENTRIES: return None
+    flag, folder = FIXED_ENTRIES[name]
+    return None if any(k.arg == folder for k in call.keywords) else flag
 
 
 def _call_name(node) -> str | None:
@@ -203,6 +217,8 @@ class Notebook:
                 loops[n.target.id] = [e.value for e in n.iter.elts]
         found, passed = set(), set()
         for call in _calls_outside_exemptions(tree):
+            fixed = _fixed_entry(call)
+            if fixed: found.add(fixed); continue
             arg = _entry_dataset_arg(call)
             if arg is None and _call_name(call) in self.loaders and isinstance(call.func, ast.Name):
                 k = self.loaders[call.func.id]
@@ -259,8 +275,9 @@ class Notebook:
 
 # ---------------------------------------------------------------- presence of the data, nbdev's view of the run
 def prepared() -> set[str]:
-    from dl_from_scratch.data import is_prepared
-    return {d for d in datasets() if is_prepared(d)}
+    "The data flags whose data is here (datasets prepared, images present)."
+    from dl_from_scratch.data import is_available
+    return {d for d in datasets() if is_available(d)}
 
 
 def notebooks(paths=None) -> list[Path]:
