@@ -54,7 +54,7 @@
 # %%
 #| export
 from __future__ import annotations
-import statistics, time
+import math, statistics, time
 import numpy as np
 from numba import njit, prange
 from dl_from_scratch.core import (resolve_backend, KernelArrays, cuda_kernels, launch, THREADS_PER_BLOCK, cupy_or_none,
@@ -62,7 +62,7 @@ from dl_from_scratch.core import (resolve_backend, KernelArrays, cuda_kernels, l
 
 # %%
 #| hide
-import math, os
+import os
 from dl_from_scratch.core import simulate_cuda_without_gpu, has_cuda, to_numpy
 simulate_cuda_without_gpu()   # no GPU: run the CUDA kernels in Numba's simulator (before numba.cuda is imported)
 import numba
@@ -794,14 +794,17 @@ def plot_roofline(points: dict, card: dict = H100_SXM, ax=None):
     `points` {label: intensity} marked at their attainable rate; returns the axes."""
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(7, 4.2))[1]
-    I = np.logspace(-2, 3, 200)
+    I = np.logspace(-3, 3.5, 200)
     ax.loglog(I, attainable(I, card['peak_fp32'], card['peak_bandwidth']) / 1e12, 'k', label='float32 (CUDA cores)')
     if 'peak_tf32_tensor' in card:
         ax.loglog(I, attainable(I, card['peak_tf32_tensor'], card['peak_bandwidth']) / 1e12, 'k--', lw=1,
                   label='TF32 (tensor cores, dense)')
-    for label, x in points.items():
+    at = {}                                       # points within 1 % of each other share a marker and a label
+    for label, x in points.items(): at.setdefault(round(math.log10(x), 2), (x, []))[1].append(label)
+    for x, labels in at.values():
         y = attainable(x, card['peak_fp32'], card['peak_bandwidth']) / 1e12
-        ax.plot(x, y, 'o'); ax.annotate(label, (x, y), textcoords='offset points', xytext=(5, -12), fontsize=8)
+        ax.plot(x, y, 'o')                        # label up and to the left: above the roof, where nothing is drawn
+        ax.annotate(', '.join(labels), (x, y), textcoords='offset points', xytext=(-6, 5), ha='right', fontsize=8)
     ax.axvline(card['peak_fp32'] / card['peak_bandwidth'], color='grey', lw=0.5)
     ax.set(xlabel='arithmetic intensity (FLOP/byte)', ylabel='attainable TFLOP/s', title=f"Roofline: {card['name']}")
     ax.legend(loc='lower right', fontsize=8)
