@@ -419,6 +419,20 @@ test_close(log_softmax(np.array([[-1e4, 0., 1e4]])), [[-2e4, -1e4, 0.]])
 test_close(softmax(np.array([7., 2., 5.])), [0.8756006, 0.00589975, 0.11849965])   # source 002, ch. 2
 
 # %% [markdown]
+# Source 003 (the deeplearning.ai notes, course 2 week 3) works one softmax
+# by hand for $C = 4$ classes: $z = [5, 2, -1, 3]$, $t = e^z =
+# [148.4, 7.39, 0.368, 20.1]$, $\sum_j t_j = 176.3$, so $a = t/\sum_j t_j =
+# [0.842, 0.042, 0.002, 0.114]$, where the "hard max" would give $[1, 0, 0, 0]$.
+
+# %%
+z_003 = np.array([5., 2., -1., 3.])
+a_003 = softmax(z_003)
+print('t = e^z =', np.round(np.exp(z_003), 3), ' sum', round(float(np.exp(z_003).sum()), 3))
+print('softmax([5, 2, -1, 3]) =', np.round(a_003, 3), ' hard max', (a_003 == a_003.max()).astype(int))
+test_close(np.round(a_003, 3), [0.842, 0.042, 0.002, 0.114], eps=1e-12)
+test_eq((a_003 == a_003.max()).astype(int), [1, 0, 0, 0])
+
+# %% [markdown]
 # Layers and models refer to activations by their Keras names; `get_activation`
 # returns the pair `(f, f_grad)`.
 
@@ -620,6 +634,7 @@ rows = [
     ('Ketkar 4-4: relu([-1,0,1])', '[0, 0, 1]', fmt(relu(v))),
     ('Ketkar 4-4: softmax([-1,0,1])', '[0.0900, 0.2447, 0.6652]', fmt(softmax(v))),
     ('source 002 ch. 2: softmax([7,2,5])', '[0.8756006, 0.00589975, 0.11849965]', fmt(softmax(np.array([7., 2., 5.])), 8)),
+    ('source 003: softmax([5,2,-1,3])', '[0.842, 0.042, 0.002, 0.114]', fmt(softmax(np.array([5., 2., -1., 3.])), 3)),
 ]
 print(f"{'quantity':38s} {'source':38s} ours")
 for q, s, o in rows: print(f"{q:38s} {s:38s} {o}")
@@ -634,6 +649,7 @@ for q, s, o in rows: print(f"{q:38s} {s:38s} {o}")
 # * N. Ketkar, *Deep Learning with Python: A Hands-on Introduction*, Apress 2017, ch. 3 (units and their desirable properties) and listing 4-4.
 # * S. Ravichandiran, *Hands-On Deep Learning Algorithms with Python*, Packt 2019, ch. 1 (activation functions).
 # * *Build Your Own Deep Learning* (source 000), §3.2 (sigmoid plots and tests).
+# * Source 003: study notes on the deeplearning.ai *Improving Deep Neural Networks* course, week 3 (the softmax worked by hand).
 # * K. He, X. Zhang, S. Ren, J. Sun, *Delving Deep into Rectifiers*, ICCV 2015 (PReLU).
 # * B. Xu, N. Wang, T. Chen, M. Li, *Empirical Evaluation of Rectified Activations in Convolutional Network*, 2015 (RReLU, slopes U(1/8, 1/3)).
 # * D.-A. Clevert, T. Unterthiner, S. Hochreiter, *Fast and Accurate Deep Network Learning by Exponential Linear Units*, ICLR 2016.

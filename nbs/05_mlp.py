@@ -692,6 +692,90 @@ from dl_from_scratch.viz import plot_history, plot_decision_boundary, show_image
 RESULTS = {}     # name -> (source's number, ours), for the closing table
 
 # %% [markdown]
+# ## The source's layer-by-layer tests
+#
+# *Build Your Own Deep Learning* (source 000, §3.3) follows each function
+# of its L-layer net with a unit test: inputs drawn with `np.random.seed(1)`
+# and `randn`, and the mean of each result compared with a printed value.
+# Its layout is feature-major, $Z = WA + b$ with $A$ of shape
+# $(n_{l-1}, m)$, the transpose of ours, $XW + b$ with $X$ of shape
+# $(m, n_{l-1})$; and it puts the cost's $1/m$ into each layer's $dW$ and
+# $db$ but not into $dA$, where we put it into the loss's gradient. So the
+# same draws go through our `Dense` layers transposed (a mean does not see a
+# transpose), with upstream gradient $dZ^\top/m$ and
+# $dA_\text{prev} = m\,\bar X^\top$. Two tests draw a $Z$ independently of
+# $A$, $W$, $b$; there we apply the activation's derivative from
+# `functional` to that $Z$ and call the layer's linear backward. The source's
+# `linear_activation_backward` test unpacks the three rows of $dA_\text{prev}$
+# as if they were $(dA_\text{prev}, dW, db)$, and the real $dW$, $db$ as
+# "cache" and "dz"; its five numbers are printed below under their true
+# names. Every value must agree within one unit of its last printed digit
+# (the source truncates some, e.g. $-0.1307868$ is printed $-0.130786$).
+
+# %%
+from dl_from_scratch.functional import sigmoid_grad, relu_grad
+given = lambda a: (lambda shape, rng=None, dtype=None: np.asarray(a, dtype).reshape(shape))   # an initialiser that returns `a`
+def dense(W, b, act=None):
+    "Our Dense layer holding the source's W (n_l, n_{l-1}) and b (n_l, 1), built for inputs (m, n_{l-1})."
+    d = Dense(W.shape[0], act, kernel_initializer=given(W.T), bias_initializer=given(b.ravel()))
+    d.build((W.shape[1],)); return d
+def linear_back(W, b, A_prev, dZ):
+    "The source's linear_backward (dA_prev, dW, db) through Dense.backward: upstream dZᵀ/m, and dA_prev = m·dXᵀ."
+    d, m = dense(W, b), A_prev.shape[1]
+    d.forward(A_prev.T); dX = d.backward(dZ.T / m)
+    return m * dX.T, d.grads['W'].T, d.grads['b'][:, None]
+src_tests = []                    # (test, quantity, the source's printed mean, ours)
+with precision(np.float64):
+    rs = np.random.RandomState(1); A, W, b = rs.randn(3, 2), rs.randn(1, 3), rs.randn(1, 1)
+    src_tests += [('linear_forward', 'Z', '1.014326', dense(W, b)(A.T).mean()),
+                  ('cache_sys', 'A', '-0.337447', A.mean()), ('cache_sys', 'W', '0.434214', W.mean()), ('cache_sys', 'b', '-0.249370', b.mean()),
+                  ('activation_forward', 'sigmoid A', '0.594282', dense(W, b, 'sigmoid')(A.T).mean()),
+                  ('activation_forward', 'relu A', '1.631476687327087', dense(W, b, 'relu')(A.T).mean())]
+    rs = np.random.RandomState(1); X = rs.randn(5, 4)
+    Ws_bs = [(rs.randn(4, 5), rs.randn(4, 1)), (rs.randn(3, 4), rs.randn(3, 1)), (rs.randn(1, 3), rs.randn(1, 1))]
+    net = [dense(W_, b_, act) for (W_, b_), act in zip(Ws_bs, ['relu', 'relu', 'sigmoid'])]
+    a = X.T
+    for layer in net: a = layer(a)
+    src_tests += [('model_layer_forward', 'AL', '0.7759899100529316', a.mean()), ('model_layer_forward', 'X', '-0.133364', X.mean()),
+                  ('model_layer_forward', 'A1', '1.027273', net[1].cache[0].mean()), ('model_layer_forward', 'A2', '1.809404', net[2].cache[0].mean()),
+                  ('model_layer_forward', 'W1', '-0.045831', net[0].params['W'].mean()), ('model_layer_forward', 'b1', '-0.033542', net[0].params['b'].mean()),
+                  ('model_layer_forward', 'Z3', '3.481814', net[2].cache[1].mean())]
+    rs = np.random.RandomState(1); dZ, A, W, b = rs.randn(3, 4), rs.randn(5, 4), rs.randn(3, 5), rs.randn(3, 1)
+    src_tests += [('linear_backward', k, v, o.mean()) for k, v, o in zip(('dA_prev', 'dW', 'db'), ('0.048344507', '0.11302689', '-0.130786'),
+                                                                          linear_back(W, b, A, dZ))]
+    rs = np.random.RandomState(1); dA, A, W, b, Z = rs.randn(1, 2), rs.randn(3, 2), rs.randn(1, 3), rs.randn(1, 1), rs.randn(2, 1, 1)
+    for name, g_, expected in (('sigmoid', sigmoid_grad, ('0.039350', '-0.0307574', '0.180336', '0.240041', '0.123340')),
+                               ('relu', relu_grad, ('0.0',) * 5)):
+        dA_prev, dW, db = linear_back(W, b, A, dA * g_(Z[0]))          # the test's activation cache is Z[0]
+        src_tests += [(f'linear_activation_backward, {name}', k, v, o) for k, v, o in zip(
+            ('dA_prev row 0', 'dA_prev row 1', 'dA_prev row 2', 'dW', 'db'), expected,
+            (dA_prev[0].mean(), dA_prev[1].mean(), dA_prev[2].mean(), dW.mean(), db.mean()))]
+    rs = np.random.RandomState(1)
+    AL, Y, A1, W1, b1, Z1 = rs.randn(1, 2), rs.randn(1, 2), rs.randn(4, 2), rs.randn(3, 4), rs.randn(3, 1), rs.randn(1, 3, 2)
+    A2, W2, b2, Z2 = rs.randn(3, 2), rs.randn(1, 3), rs.randn(1, 1), rs.randn(1, 2)
+    dAL = -Y / AL + (1 - Y) / (1 - AL)                                  # the cross-entropy's dL/dAL, per example
+    dA1, dW2, db2 = linear_back(W2, b2, A2, dAL * sigmoid_grad(Z2))
+    dA0, dW1, db1 = linear_back(W1, b1, A1, dA1 * relu_grad(Z1[0]))
+    src_tests += [('model_layer_backward', k, v, o.mean()) for k, v, o in zip(
+        ('dA1', 'dW2', 'db2', 'dA0', 'dW1', 'db1'), ('0.0222427', '0.0314625', '-0.1977597', '-0.002841569', '0.009781', '0.00890932'),
+        (dA1, dW2, db2, dA0, dW1, db1))]
+    rs = np.random.RandomState(1)
+    params = {k: rs.randn(*sh) for k, sh in (('W1', (3, 4)), ('b1', (3, 1)), ('W2', (1, 3)), ('b2', (1, 1)))}
+    grads = {k: rs.randn(*v.shape) for k, v in params.items()}
+    SGD(0.1).step(params, grads)
+    src_tests += [('gradient_descent, lr 0.1', k, v, params[k].mean()) for k, v in
+                  zip(params, ('-0.137122', '0.206737023', '-0.6566852', '0.018772'))]
+    rs = np.random.RandomState(2)                                       # init_param_deep: W = randn × 0.01, layer by layer
+    for l, (n_prev, n, v) in enumerate(zip([1, 2, 3], [2, 3, 4], ('-0.0023651', '-0.0064558', '0.00013353')), 1):
+        src_tests.append(('init_param_deep([1,2,3,4])', f'W{l}', v, (rs.randn(n, n_prev) * 0.01).mean()))
+print(f"{'test':36s} {'quantity':14s} {'source':>20s} {'ours':>22s}")
+for t_, q, v, o in src_tests:
+    print(f'{t_:36s} {q:14s} {v:>20s} {o:22.16g}')
+    digits = len(v.split('.')[1]) if '.' in v else 0
+    assert abs(o - float(v)) <= 10 ** -digits + 1e-12 * abs(o), (t_, q, v, o)   # within one unit of the last printed digit
+RESULTS['source 000 §3.3 unit tests (printed means)'] = (f'{len(src_tests)} values', f'all {len(src_tests)} reproduced')
+
+# %% [markdown]
 # ## Experiment 1: XOR with a 2–5–1 sigmoid net
 #
 # *Hands-On Deep Learning Algorithms* (source 002, ch. 1) trains XOR,
