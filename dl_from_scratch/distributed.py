@@ -256,8 +256,10 @@ class DataParallel:
             loss, dy, logs = m.compute_loss(y_pred, y[lo:hi])
             m.backward(dy, need_dx=False)
             grads, w, i = m.grads, (hi - lo) / n, 0
-            for k, size in zip(keys, self._sizes):
-                np.multiply(grads[k].ravel(), w, out=flat[i:i + size]); i += size
+            for k, size in zip(keys, self._sizes):        # a frozen layer has no gradient: zeros
+                if k in grads: np.multiply(grads[k].ravel(), w, out=flat[i:i + size])
+                else: flat[i:i + size] = 0
+                i += size
             flat[i:] = [w * float(logs[k]) for k in logs]
         else:
             flat[:] = 0
