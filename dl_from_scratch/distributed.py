@@ -378,14 +378,15 @@ def hogwild_sparsity(indptr, indices, d: int, sample: int = 200, rng=0) -> dict:
     n = len(indptr) - 1
     rows = np.repeat(np.arange(n), np.diff(indptr))
     freq = np.bincount(indices, minlength=d)
+    examples_per_feature = np.bincount(np.unique(rows * d + indices) % d, minlength=d)   # a repeat in a row counts once
     by_feature = np.argsort(indices, kind='stable')           # CSC: the rows of feature j are rows[by_feature[start[j]:start[j+1]]]
     start = np.concatenate([[0], np.cumsum(freq)])
-    rho = 0.0
+    rho, hit = 0.0, np.zeros(n, bool)
     for i in as_rng(rng).choice(n, size=min(sample, n), replace=False):
-        js = np.unique(indices[indptr[i]:indptr[i + 1]])
-        hit = np.unique(np.concatenate([rows[by_feature[start[j]:start[j + 1]]] for j in js]))
-        rho = max(rho, len(hit) / n)
-    return dict(Omega=int(np.diff(indptr).max()), Delta=float(freq.max() / n), rho=rho)
+        hit[:] = False
+        for j in np.unique(indices[indptr[i]:indptr[i + 1]]): hit[rows[by_feature[start[j]:start[j + 1]]]] = True
+        rho = max(rho, float(hit.sum() / n))
+    return dict(Omega=int(np.diff(indptr).max()), Delta=float(examples_per_feature.max() / n), rho=rho)
 
 # %% ../nbs/18b_distributed.ipynb #195ffb74
 def _hogwild_worker(c, bounds, order, indptr, indices, values, y, w, lr, loss):
