@@ -621,8 +621,8 @@ test_eq(ours_rf['block5_conv2'], (140, 16)); test_eq(vgg19_rf['block5_conv2'], (
 # second on two cores. It is trained as chapter 08a trains `vgg_bn`:
 # crops and flips, SGD with Nesterov momentum and the one-cycle rate,
 # weight decay $2.5\times10^{-4}$, batches of 128, on the 50,000 CIFAR-10
-# training images in $[0, 1]$ for 2 epochs (the budget of this chapter's
-# full run; more epochs give a better classifier). Quick mode trains a
+# training images in $[0, 1]$ for one epoch (the budget of this chapter's
+# full run on a shared machine; more epochs give a better classifier). Quick mode trains a
 # much smaller net (widths 4, 8, 8, 8, 8) for one epoch on 512 images.
 
 # %%
@@ -656,7 +656,7 @@ QUICK = True
 # %%
 #| slow
 #| cifar10
-net, t_train = train_feature_net(x_train, y_train, 2, (16, 32, 64, 128, 128))
+net, t_train = train_feature_net(x_train, y_train, 1, (16, 32, 64, 128, 128))
 QUICK = False
 
 # %%
@@ -725,7 +725,7 @@ for c in CONTENTS:
         steps = LONG if (c, s) == ('chelsea_cat', 'starry_night') else STEPS
         t = time.perf_counter()
         out, hist, shots, _ = style_transfer(net, photos[c], paintings[s], steps,
-                                             snapshots=SNAPS + ((LONG,) if steps == LONG else ()))
+                                             snapshots=SNAPS + ((LONG,) if steps == LONG else ()), progress=False)
         runs[c, s] = dict(image=out, history=hist, shots=shots, seconds=time.perf_counter() - t)
         print(f"{c:12} x {s:27}: {steps} steps in {runs[c, s]['seconds']:5.1f} s; loss {hist['loss'][0]:.3g} -> "
               f"{hist['loss'][-1]:.3g} (style {hist['style'][-1]:.3g}, content {hist['content'][-1]:.3g}, "
@@ -791,9 +791,9 @@ print(f"cat x starry night: loss after {min(11, len(h['loss']))} steps {h['loss'
 # %%
 #| images
 #| cifar10
-no_tv, h_no_tv, _, _ = style_transfer(net, cat, starry, STEPS, tv_weight=0.0)
+no_tv, h_no_tv, _, _ = style_transfer(net, cat, starry, STEPS, tv_weight=0.0, progress=False)
 untrained = vgg_bn_net(widths=tuple(l.filters for l in net.layers if isinstance(l, Conv2D))[::2], rng=1)
-rand, h_rand, _, _ = style_transfer(untrained, cat, starry, STEPS)
+rand, h_rand, _, _ = style_transfer(untrained, cat, starry, STEPS, progress=False)
 with_tv = runs['chelsea_cat', 'starry_night']['shots'][SNAPS[-1]]
 fig, axs = plt.subplots(1, 3, figsize=(13, 3.4))
 for a, (title, im) in zip(axs, [('trained net, total variation 30', with_tv), ('trained net, no total variation', no_tv),
@@ -819,7 +819,7 @@ elapsed = time.perf_counter() - T_START
 if elapsed < 600:
     coffee512, wave512 = load_image('coffee', 512), load_image('great_wave', 512)
     t = time.perf_counter()
-    big, h_big, _, _ = style_transfer(net, coffee512, wave512, 123)
+    big, h_big, _, _ = style_transfer(net, coffee512, wave512, 123, progress=False)
     t_big = time.perf_counter() - t
     fig, axs = plt.subplots(1, 2, figsize=(14, 4.8))
     axs[0].imshow(runs['coffee', 'great_wave']['image']); axs[0].set_title(f'{SIZE} px, {STEPS} steps')
