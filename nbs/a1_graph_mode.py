@@ -1,10 +1,7 @@
 # %% [markdown]
 # # Appendix: graph mode, define-then-run
 #
-# > A symbolic graph compiled into functions, as Theano and TensorFlow 1 ran
-# > programs: placeholders, variables, compiled functions with updates,
-# > `ifelse`/`switch`, `scan` and seeded random streams, on the reverse mode of
-# > chapter 02.
+# > Define-then-run graphs evaluated on the tensor tape of `autodiff`: placeholders, variables, compiled functions with updates, gradients, `ifelse`/`switch`, `scan` and seeded random streams, as Theano and TensorFlow 1 ran programs.
 #
 # ## Purpose
 #

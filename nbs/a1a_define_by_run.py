@@ -1,9 +1,7 @@
 # %% [markdown]
 # # Appendix: define-by-run, `Module` and `Parameter`
 #
-# > PyTorch's way of writing a model, on chapter 02's tape: parameters
-# > whose gradients accumulate, modules that register them, `zero_grad`
-# > and `step`; Ketkar's PyTorch demos with their two bugs, shown and fixed.
+# > Define-by-run training on the tensor tape of `autodiff`, as PyTorch writes it: parameters whose gradients accumulate until `zero_grad`, modules that register them, `Linear`, the losses of the demos, and optimizers that step them with the rules of `optim`.
 #
 # ## Purpose
 #
