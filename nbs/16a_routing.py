@@ -486,8 +486,8 @@ g = np.ones((BATCH, 10, 16), np.float32)
 for R in (3, 10):
     row = []
     for be in ('numpy', 'numba'):
-        routing_backward(g, routing_forward(u, R, backend=be)[1], backend=be)          # compile, warm
-        row.append(best_time(lambda: routing_backward(g, routing_forward(u, R, backend=be)[1], backend=be)))
+        if be == 'numba': routing_backward(g, routing_forward(u, R, backend=be)[1], backend=be)   # compiled, warm
+        row.append(best_time(lambda: routing_backward(g, routing_forward(u, R, backend=be)[1], backend=be), repeat=2))
     print(f"{R:2d} iterations, batch {BATCH}: NumPy reference {row[0] * 1e3:6.0f} ms, Numba CPU {row[1] * 1e3:5.0f} ms "
           f"(x{row[0] / row[1]:.1f}) for forward + backward")
 
