@@ -298,14 +298,14 @@ class DecisionTree:
         X = check_array(np.asarray(X, np.float64), 'X', ndim=2, who='DecisionTree.fit')
         y = _class_labels(y, len(X), 'DecisionTree.fit')
         self.n_classes_ = int(y.max()) + 1
-        self.feature, self.threshold, self.left, self.right, self.value, self.gain = [], [], [], [], [], []
+        self.feature, self.threshold, self.left, self.right, self.value, self.gain, self.node_depth = [], [], [], [], [], [], []
         stack = [(np.arange(len(y)), 0, None)]             # (examples of the node, depth, (parent, side))
         while stack:
             idx, depth, link = stack.pop()
             node = len(self.feature)
             if link is not None: getattr(self, link[1])[link[0]] = node
             counts = np.bincount(y[idx], minlength=self.n_classes_)
-            self.value.append(counts)
+            self.value.append(counts); self.node_depth.append(depth)
             split = None
             if (counts > 0).sum() > 1 and len(idx) >= self.min_samples_split and \
                     (self.max_depth is None or depth < self.max_depth):
@@ -320,37 +320,37 @@ class DecisionTree:
             go_left = X[idx, d] <= t
             stack.append((idx[~go_left], depth + 1, (node, 'right')))
             stack.append((idx[go_left], depth + 1, (node, 'left')))
-        for name in ('feature', 'left', 'right'): setattr(self, name, np.array(getattr(self, name)))
+        for name in ('feature', 'left', 'right', 'node_depth'): setattr(self, name, np.array(getattr(self, name)))
         self.threshold, self.gain, self.value = np.array(self.threshold), np.array(self.gain), np.array(self.value)
         return self
 
     @property
     def node_count(self) -> int: return len(self.feature)
 
-    def apply(self, X) -> np.ndarray:
-        "The leaf each row of X (N, D) falls into, (N,): all rows walk down together, one level per step."
+    def apply(self, X, max_depth: int | None = None) -> np.ndarray:
+        """The node each row of X (N, D) ends in, (N,): all rows walk down together, one level per step, to a leaf
+        or to depth `max_depth`. Growth is greedy, so the tree cut at depth d is the tree grown with max_depth=d."""
         X = check_array(np.asarray(X, np.float64), 'X', ndim=2, who='DecisionTree')
+        stop = np.inf if max_depth is None else max_depth
         node = np.zeros(len(X), np.int64)
-        while (active := self.feature[node] >= 0).any():
+        while (active := (self.feature[node] >= 0) & (self.node_depth[node] < stop)).any():
             n = node[active]
             go_left = X[np.flatnonzero(active), self.feature[n]] <= self.threshold[n]
             node[active] = np.where(go_left, self.left[n], self.right[n])
         return node
 
-    def predict_proba(self, X) -> np.ndarray:
-        "Class shares of the leaf of each row, (N, C)."
-        v = self.value[self.apply(X)]
+    def predict_proba(self, X, max_depth: int | None = None) -> np.ndarray:
+        "Class shares of the node each row ends in (see `apply`), (N, C)."
+        v = self.value[self.apply(X, max_depth)]
         return v / v.sum(1, keepdims=True)
 
-    def predict(self, X) -> np.ndarray: return self.value[self.apply(X)].argmax(1)
+    def predict(self, X, max_depth: int | None = None) -> np.ndarray:
+        "The most common training class of the node each row ends in (see `apply`), (N,)."
+        return self.value[self.apply(X, max_depth)].argmax(1)
 
     def depth(self) -> int:
         "Number of splits on the longest path from the root to a leaf."
-        depth = np.zeros(self.node_count, np.int64)
-        for i in range(self.node_count):                  # children are numbered after their parent
-            for c in (self.left[i], self.right[i]):
-                if c >= 0: depth[c] = depth[i] + 1
-        return int(depth.max())
+        return int(self.node_depth.max())
 
 # %% ../nbs/19_classical.ipynb #48f2d269
 def _signs(y, who):

@@ -11,9 +11,9 @@
 # and recall measure, how the PR and ROC curves sweep a threshold, why each
 # split must keep the class shares, how learning curves tell underfitting
 # from overfitting, and how to search hyperparameters (by hand, on a grid, at
-# random). Source 003 (Ng's course) adds that random search should sample
-# scale parameters on a log scale, and reports one deployed model's
-# precision, recall and F1.
+# random). Source 003 adds, from Ng's course, that random search should
+# sample scale parameters on a log scale, and its notes on a deployed
+# model report that model's precision, recall and F1.
 #
 # The module `metrics` holds `accuracy`, `precision_recall_f1`, `f_score`,
 # `threshold_counts`, `roc_curve`, `precision_recall_curve`, `auc`,
@@ -193,8 +193,8 @@ if sklearn:
 #   (recall) on the $y$ axis against the false-positive rate
 #   $\mathrm{FPR}=\mathrm{FP}/N$ on the $x$ axis, from $(0,0)$ to $(1,1)$.
 #   Source 004 (Ketkar, chapter 14) says the ROC curve "plots TPR on X and
-#   FPR on Y"; that is swapped: the convention, and the figure it shows, put
-#   the FPR on the $x$ axis. The area under it (**AUC**) is the probability
+#   FPR on Y"; that is swapped: the convention puts the FPR on the $x$
+#   axis (the middle panel below draws the curve with the text's axes). The area under it (**AUC**) is the probability
 #   that a random positive scores above a random negative; 0.5 is chance;
 # * the **precision-recall curve**: precision against recall, summarised by
 #   the **average precision** $\sum_k (R_k-R_{k-1})P_k$.
@@ -375,7 +375,7 @@ plt.tight_layout(); plt.show()
 # Source 004 asks that training, validation and test sets each be
 # "representative", with the class distribution of the whole. A random split
 # does that only on average: with 5 % positives and ten folds of 40
-# examples, a fold holds two threes on average, but by chance none or five.
+# examples, a fold holds two threes on average, but by chance fewer or more.
 # A **stratified** split shuffles within each class and deals each class out
 # separately: sort the examples by (class, random key) and deal them to the
 # folds like cards, position $\bmod k$. Each class's count then differs by at

@@ -140,6 +140,15 @@ def test_tree_root_gain_is_information_gain():
     t = DecisionTree(max_depth=1).fit(X, y)
     assert t.gain[0] == pytest.approx(information_gain(y, X[:, t.feature[0]] <= t.threshold[0]))
 
+def test_tree_cut_at_depth_is_tree_grown_to_depth():
+    rng = np.random.default_rng(12)
+    X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
+    full = DecisionTree().fit(X, y)
+    for d in (1, 2, 4, 7):
+        grown = DecisionTree(max_depth=d).fit(X, y)
+        np.testing.assert_array_equal(full.predict_proba(X, max_depth=d), grown.predict_proba(X))
+        assert (full.node_depth <= d).sum() == grown.node_count
+
 def test_tree_min_samples_split_and_depth():
     rng = np.random.default_rng(3)
     X, y = rng.normal(size=(300, 2)), rng.integers(0, 2, 300)
