@@ -299,22 +299,24 @@ def _build_reduce(dtype: str, block: int):
         if t == 0: out[cuda.blockIdx.x] = sh[0]
     return block_sums
 
-def reduce_sum(x, backend: str = 'auto', block: int = THREADS_PER_BLOCK):
+def reduce_sum(x, backend: str = 'auto', block: int = THREADS_PER_BLOCK, max_blocks: int = 1024):
     """The sum of a 1-D float array x (n,): 'numpy' (`sum`, pairwise), 'numba' (CPU threads, float64 accumulator)
-    or 'cuda' (two launches of a shared-memory tree: at most `block` blocks of `block` threads, then one block;
-    `block` a power of two <= 1024). Returns a scalar of x's dtype."""
+    or 'cuda' (two launches of a shared-memory tree: up to `max_blocks` blocks of `block` threads, a power of two
+    <= 1024, then one block over their sums). Returns a scalar of x's dtype."""
     be = resolve_backend(x, backend, 'reduce_sum')
     x = check_array(x, 'x', ndim=1, finite=False, who='reduce_sum')
     if x.dtype not in (np.float32, np.float64):
         raise ValueError(f"reduce_sum expected x float32 or float64, got {x.dtype}")
     if not (isinstance(block, (int, np.integer)) and 1 <= block <= 1024 and block & (block - 1) == 0):
         raise ValueError(f"reduce_sum expected block a power of two in [1, 1024], got {block!r}")
+    if not (isinstance(max_blocks, (int, np.integer)) and max_blocks >= 1):
+        raise ValueError(f"reduce_sum expected max_blocks a positive int, got {max_blocks!r}")
     if be == 'numpy': return x.dtype.type(x.sum())
     if be == 'numba': return x.dtype.type(_sum_numba(x))
     ka = KernelArrays('cuda', x)
     dx = ka.put(x)
     k = cuda_kernels(f'gpu.reduce.{x.dtype}.{block}', lambda: _build_reduce(str(x.dtype), int(block)))
-    blocks = max(1, min(block, -(-x.shape[0] // block)))
+    blocks = max(1, min(max_blocks, -(-x.shape[0] // block)))
     partial, total = ka.xp.empty(blocks, x.dtype), ka.xp.empty(1, x.dtype)
     k[blocks, block](dx, partial)
     k[1, block](partial, total)

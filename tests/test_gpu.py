@@ -111,10 +111,11 @@ def test_reduce_sum_parity(n, block, dtype):
     assert type(got) is np.dtype(dtype).type and abs(float(got) - exact) <= tol
 
 
-def test_reduce_sum_grid_stride_covers_more_than_block_squared():
-    "More elements than block x block threads: the grid-stride loop must still visit each one once."
-    x = np.arange(1, 101, dtype=np.float64)                # 100 > 4 blocks x 4 threads
-    assert gpu.reduce_sum(x, 'cuda', block=4) == 5050.0
+def test_reduce_sum_grid_stride_covers_more_than_the_grid():
+    "More elements than threads in the grid, and more block sums than threads in a block: each counted once."
+    x = np.arange(1, 101, dtype=np.float64)                # 100 > 3 blocks x 4 threads; 6 block sums > 4 threads
+    assert gpu.reduce_sum(x, 'cuda', block=4, max_blocks=3) == 5050.0
+    assert gpu.reduce_sum(x, 'cuda', block=4, max_blocks=6) == 5050.0
 
 
 def test_reduce_sum_bad_input():
@@ -124,6 +125,8 @@ def test_reduce_sum_bad_input():
         gpu.reduce_sum(np.ones(3, np.int64))
     with pytest.raises(ValueError, match='rank 1'):
         gpu.reduce_sum(np.ones((2, 2)))
+    with pytest.raises(ValueError, match='max_blocks a positive int, got 0'):
+        gpu.reduce_sum(np.ones(3), max_blocks=0)
 
 
 def test_time_kernel():
