@@ -44,10 +44,10 @@ def why_not() -> str | None:
 def card_limits(info: dict) -> dict:
     "This device's per-SM limits in the form `gpu.occupancy` takes, from its attributes (H100 figures where missing)."
     from numba import cuda
-    from dl_from_scratch.gpu import H100_SXM
+    from dl_from_scratch import gpu
     dev = cuda.get_current_device()
-    get = lambda name, default: getattr(dev, name, None) or default
-    c = dict(H100_SXM)
+    get = lambda name, default: gpu._attribute(dev, name) or default      # None where the driver lacks it
+    c = dict(gpu.H100_SXM)
     c.update(name=info['name'], multiprocessors=info['multiprocessors'], peak_fp32=info['peak_fp32'] or c['peak_fp32'],
              peak_bandwidth=info['peak_bandwidth'] or c['peak_bandwidth'],
              max_threads_per_sm=get('MAX_THREADS_PER_MULTI_PROCESSOR', c['max_threads_per_sm']),

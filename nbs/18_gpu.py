@@ -445,10 +445,10 @@ test_close(fl['kernel'], 60e6 / 3.35e12, eps=1e-12)
 # %% [markdown]
 # **What the run shows.** NumPy added the 5,000,000 pairs in 1.95 ms here (30.8
 # GB/s) and the Numba kernel in 1.69 ms, with a load average of 2.6 on our 2
-# cores, against the source's 9.95 ms for NumPy on a 2.2 GHz Core i7 of 2015. A
+# cores, against the source's 9.95 ms for NumPy on its 2.2 GHz Core i7-4770HQ. A
 # GPU that truly needed the source's 2.03 ms for this kernel would be no faster
 # than two CPU cores today. The three simulator rows time 128 Python threads: they
-# differ by the noise of a loaded machine, not by anything a GPU does (the
+# differ by noise, not by anything a GPU does (the
 # simulator's "device" is host memory, so there is nothing to copy, and every
 # launch has finished when it returns). The result is exact, norm 0.0, as in the
 # source. What a card would show follows from the traffic: on the H100 figures
@@ -605,8 +605,9 @@ print(f"OpenBLAS here: {2 * 500**3 / mm_times['numpy @ (OpenBLAS, CPU), 500 x 50
 # OpenBLAS took 1.46 ms for the 500×500 product here (170.8 GFLOP/s, at a load
 # average of 2.6 on 2 cores) and the Numba CPU loop 4.39 ms. The source prints no
 # time of its own for this listing, only listing 10-2's output again. In the
-# simulator the tiled kernel took 0.96 s and the naive one 0.04 s: the simulator switches Python threads at every
-# `syncthreads`, which costs far more than the loads the tiles save. On a GPU
+# simulator the tiled kernel took 0.96 s and the naive one 0.04 s: the
+# simulator switches Python threads at every `syncthreads`, which costs far
+# more than the loads the tiles save. On a GPU
 # it is the other way round, and only a GPU can say by how much; section 8's
 # script measures both against cuBLAS.
 
@@ -784,7 +785,7 @@ check_matmul()
 # right figure of merit for them is achieved bandwidth as a fraction of $\beta$.
 # Tiling lifts the product to $T/4$; a whole large product, each matrix read
 # once, has $I = 2n^3/(3\cdot4n^2) = n/6$, far right. The TF32 tensor-core roof
-# is 7.4 times higher again, which is how cuBLAS can pass the CUDA-core peak when
+# (dashed) is far higher again, which is how cuBLAS can pass the CUDA-core peak when
 # it is allowed TF32 (PyTorch and CuPy leave float32 products in full float32 by
 # default).
 
