@@ -9,10 +9,10 @@
 # class it has never seen. *Few-shot* learning asks for more: given $k$
 # labelled examples (the *support set*) of each of $n$ new classes, classify
 # new images (the *queries*) among those $n$; this is an $n$-way $k$-shot
-# task. The trick every method here shares is to learn an *embedding*
+# problem. The trick every method here shares is to learn an *embedding*
 # $f_\phi$ in which a simple rule (nearest prototype, attention over the
 # support, a learned comparison) classifies, and to train it on many small
-# tasks drawn from other classes, *episodes* shaped like the test tasks.
+# problems drawn from other classes, *episodes* shaped like the test problems.
 #
 # This chapter builds
 #
@@ -406,8 +406,8 @@ assert losses[-1] < losses[0] / 2 and acc_t > 0.9
 # Source 003's run: MNIST's training digits as pairs, RMSprop, batch 128,
 # 20 epochs, evaluated on the test digits' pairs. The source reports no
 # result. Here the quick version trains one epoch on a fifth of the pairs;
-# the full run below trains three epochs on all of them (the source's 20
-# would take seven times as long).
+# the full run below trains two epochs on all of them (the source's 20
+# would take ten times as long).
 
 # %%
 #| mnist
@@ -426,7 +426,7 @@ print(f"1 epoch on {len(pm) // 5:,} pairs, {time.perf_counter() - t0:.0f} s: los
 #| mnist
 siam = siamese_mlp(rng=0)
 t0 = time.perf_counter()
-siam_loss = train_siamese(siam, xm, pm, sm_, epochs=3, rng=0, progress=False)
+siam_loss = train_siamese(siam, xm, pm, sm_, epochs=2, rng=0, progress=False)
 d_test = pair_distances(siam, xmt, pmt)
 siamese_mnist = dict(epochs=len(siam_loss), seconds=time.perf_counter() - t0, loss=siam_loss[-1],
                      acc=pair_accuracy(d_test, smt), inverted=source_pair_accuracy(d_test, smt))
@@ -933,13 +933,13 @@ print(f"({time.perf_counter() - t0:.0f} s; 100 test episodes per setting)")
 # **The full run.** The prototypical network gets the largest budget, and
 # its 5-way 1-shot accuracy on the test pool is measured every 25 steps
 # (200 episodes each; those evaluations are not counted in its budget).
-# The other four methods get a quarter of its time each: 240 s and 60 s
-# of training, about eleven minutes for the whole chapter on two cores.
+# The other four methods get a quarter of its time each: 200 s and 50 s
+# of training, about nine minutes for the whole chapter on two cores.
 
 # %%
 #| slow
 #| omniglot
-PROTO_SECONDS, OTHER_SECONDS = 240, 60
+PROTO_SECONDS, OTHER_SECONDS = 200, 50
 t0 = time.perf_counter()
 runs = [run_method('prototypical', x_tr, y_tr, x_pool, y_pool, seconds=PROTO_SECONDS, curve_every=25, progress=False)]
 for name in METHODS[1:]:
