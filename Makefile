@@ -42,7 +42,7 @@ setup: $(STAMP)
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -r book/requirements.txt
+	$(BIN)/python -m pip install -q -e '.[dev,dist]' -r book/requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

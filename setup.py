@@ -1,4 +1,4 @@
-"""Packaging from settings.ini, as nbdev's template does, with the extras `dev`, `data`, `cuda` and `bench`."""
+"""Packaging from settings.ini, as nbdev's template does, with the extras `dev`, `data`, `cuda`, `dist` (MPI) and `bench`."""
 from configparser import ConfigParser
 import setuptools
 
@@ -25,6 +25,7 @@ setuptools.setup(
     extras_require={'dev': reqs('dev_requirements'),
                     'data': reqs('data_requirements'),
                     'cuda': reqs('cuda_requirements'),
+                    'dist': reqs('dist_requirements'),
                     'bench': reqs('bench_requirements')},
     zip_safe=False,
     classifiers=['Programming Language :: Python :: 3',
