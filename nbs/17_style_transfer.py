@@ -433,8 +433,7 @@ def feature_extractor(net: Model, names, input_shape) -> Model:
 # feature maps. The net is a chain, so running its layers one by one up to a
 # layer gives that layer's output; we compare at 32×32 (random BatchNorm
 # statistics, so that copying them matters) and check that the extractor
-# runs on a larger image, stops at the deepest layer asked for, and has the
-# receptive fields below.
+# runs on a larger image and stops at the deepest layer asked for.
 
 # %%
 net = vgg_bn_net(widths=(4, 8, 8, 8, 8), rng=0)
