@@ -946,7 +946,7 @@ for label, (M, K, N) in shapes.items():
 # (pooling, dropout, one logit) with Adam at $10^{-3}$ for 10 epochs, then
 # unfreeze the base from layer 100 on and train 10 more epochs with RMSprop
 # at a tenth of the rate. We have no ImageNet weights, so our base is our own:
-# LeNet-5 trained on the MNIST digits 0–4, reused for a new task, the digits
+# LeNet-5 trained on the MNIST digits 0–4, reused for new classes, the digits
 # 5–9, with few labelled images: 20 per class (100 in all), and in the full
 # run also 5 and 100 per class. The base is
 # LeNet-5's convolutional part (two convolutions and poolings, flattened to
@@ -1040,9 +1040,9 @@ transfer = transfer_experiment(base_epochs=3, per_class=(5, 20, 100))
 # (MobileNetV2 from ImageNet to cats and dogs) describes.
 
 # %% [markdown]
-# ## 9. Out of scope: TensorFlow's deployment tools
+# ## 9. Out of scope: TensorFlow's deployment software
 #
-# Source 003 deploys with TensorFlow's own tools. They serve TensorFlow
+# Source 003 deploys with TensorFlow's own programs. They serve TensorFlow
 # graphs, so they are outside a from-scratch book; here is what each does and
 # what stands for it in this one.
 #
@@ -1069,7 +1069,7 @@ transfer = transfer_experiment(base_epochs=3, per_class=(5, 20, 100))
 # save-and-restore accuracies; for quantisation (§43) and fine-tuning (§40)
 # it gives the recipes without results. Its one deployment result, 87.3 %
 # accuracy (precision 82.3, recall 76.7, F1 79.4) of a MobileNet V1 on an
-# Android phone, is for a task and data set it does not name, so nothing can
+# Android phone, is for a problem and data set it does not name, so nothing can
 # be set beside it. The table prints our numbers beside what the source says.
 
 # %%

@@ -264,7 +264,7 @@ def main(argv=None):
     p.add_argument('path'); p.add_argument('--name', default='model'); p.add_argument('--port', type=int, default=8501)
     a = p.parse_args(argv)
     server = PredictionServer(a.path, name=a.name, port=a.port, verbose=True)
-    print(f"serving {a.path} at {server.url} (Ctrl-C stops)")
+    print(f"serving {a.path} at {server.url} (Ctrl-C stops)", flush=True)
     try: server.httpd.serve_forever()
     except KeyboardInterrupt: pass
     finally: server.httpd.server_close()

@@ -1,6 +1,6 @@
 """The prediction server: it starts on a free port of 127.0.0.1 in a thread, answers good requests with the
 plan's outputs, answers every bad one with a 4xx and a message, keeps serving, and stops."""
-import http.client, json, socket, threading
+import http.client, json, signal, socket, subprocess, sys, threading
 import numpy as np
 import pytest
 from dl_from_scratch.layers import Dense, Flatten
@@ -126,3 +126,25 @@ def test_serves_files_and_checks_arguments(model, tmp_path):
 def test_parse_instances_shapes():
     assert parse_instances(b'{"instances": [1.5, 2]}', ()).tolist() == [1.5, 2.0]
     with pytest.raises(ValueError, match='expected a number at instances\\[0\\]'): parse_instances(b'{"instances": [[1]]}', ())
+
+
+def test_command_line_serves_a_checkpoint(model, tmp_path):
+    ckpt = model.save(tmp_path / 'm.npz')
+    p = subprocess.Popen([sys.executable, '-c', 'from dl_from_scratch.serve import main; main()', str(ckpt),
+                          '--name', 'cli', '--port', '0'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()                                   # "serving ... at http://127.0.0.1:PORT/v1/models/cli ..."
+        url = line.split(' at ')[1].split()[0]
+        host, port = url.split('//')[1].split('/')[0].split(':')
+        assert host == '127.0.0.1'
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request('POST', '/v1/models/cli:predict', json.dumps({'instances': np.zeros((1, 4, 4, 1)).tolist()}))
+        r = conn.getresponse()
+        out = json.loads(r.read())
+        assert r.status == 200
+        np.testing.assert_allclose(out['predictions'], model.predict(np.zeros((1, 4, 4, 1), np.float32)), atol=1e-6)
+        conn.close()
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    assert p.returncode == 0
