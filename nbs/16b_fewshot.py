@@ -966,6 +966,68 @@ ax2.set(xlabel='training episodes', ylabel='5-way 1-shot accuracy (%)', title='p
 ax2.legend(fontsize=8); plt.tight_layout()
 
 # %% [markdown]
+# ## What the run shows
+#
+# **The prototypical network** trained for 621 episodes (200 s) and reaches
+# 92.9 ± 0.5 % (5-way 1-shot), 98.5 ± 0.2 % (5-way 5-shot), 80.5 ± 0.4 %
+# (20-way 1-shot) and 94.8 ± 0.2 % (20-way 5-shot), against Snell et al.'s
+# 98.8, 99.7, 96.0 and 98.9 %. The gap is smallest where the problem is
+# easiest (1.2 points at 5-way 5-shot) and largest where it is hardest (15.5
+# points at 20-way 1-shot): a single drawing of each of twenty characters
+# asks the most of the embedding.
+#
+# **What fewer episodes cost.** The curve of 5-way 1-shot accuracy (200
+# episodes per point, on the same test pool) rises from 57.0 % after 25
+# episodes to 83.3 % after 75, 87.9 % after 200 and 92.8 % after 600, and it
+# is still rising, by about a point per hundred episodes at the end. Snell
+# et al. train for many thousands of episodes (they halve the learning rate
+# every 2,000) on 60-way episodes, with a separate model for each number of
+# shots; the remaining gap is what those extra episodes buy, since the
+# embedding, the loss and the optimizer here are theirs.
+#
+# **The other methods** got 50 s each, 162 to 182 steps, and stay far
+# behind: 62 to 69 % at 5-way 1-shot for the siamese network (68.7 %), the
+# triplet loss (62.3 %) and the matching network (66.4 %), while the
+# prototypical network's curve stood at 87.2 % after 175 episodes. So even
+# at equal episodes the prototypical loss learns fastest here, for reasons
+# that the derivations above make visible:
+#
+# - *Siamese and triplet* losses see one pair or one hardest triplet per
+#   image, not a softmax over twenty classes; the gradient of a satisfied
+#   margin is zero, so many images of a batch teach nothing.
+# - *Matching networks* attend with a softmax over cosine similarities, which
+#   lie in $[-1, 1]$: with 100 support images the attention can never be
+#   sharp, the probabilities stay soft and the gradients small (on one fixed
+#   batch above its loss fell only from 1.599 to 0.997 in 8 steps, where the
+#   prototypical loss fell from 3.441 to 0.001). Implementations that train
+#   well usually scale the cosines by a temperature; Vinyals et al. trained
+#   for far longer.
+# - *Relation networks* trained on 5-shot episodes, whose class
+#   representation is the *sum* of five embeddings. A 1-shot class is one
+#   embedding, a fifth of that scale, which the learned module never saw:
+#   33.4 % at 5-way 1-shot against 75.9 % at 5-way 5-shot (11.3 % at 20-way
+#   1-shot, barely above the 5 % of chance). A distance does not care about
+#   scale in this way, which is why one prototypical model serves both shots.
+#   Sung et al. train a model per number of shots.
+#
+# **Source 003's siamese recipe on MNIST** works as intended once the
+# accuracy test is the right way round: after two epochs (21 s) the test
+# pairs are told apart with 96.36 % accuracy by $d < 0.5$; the source's
+# inverted test reports 3.64 % for the same distances, exactly one minus.
+#
+# **How the protocol differs from the papers'.** We use Lake et al.'s split
+# into background and evaluation alphabets; Vinyals et al. (and Snell et
+# al. after them) split the 1,623 characters into 1,200 for training and
+# 423 for testing, with rotations on both sides, so some test characters
+# share alphabets with training ones. Our test characters come from unseen
+# alphabets and are not rotated, and the 1,000 episodes of each setting are
+# drawn from a pool of 100 of them (from 19 alphabets): the intervals
+# measure the spread over episodes from that pool, not over pools or
+# training runs. Each method is one model for all four settings, trained on
+# 20-way 5-shot episodes, for minutes on two CPU cores rather than hours on
+# a GPU.
+
+# %% [markdown]
 # ## References
 #
 # - B. M. Lake, R. Salakhutdinov, J. B. Tenenbaum, *Human-level concept
