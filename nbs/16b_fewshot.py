@@ -864,8 +864,8 @@ print(f"test: {len(x_ev):,} images of {len(np.unique(y_ev))} characters in {len(
       f"pool {len(x_pool):,} images of {len(pool_chars)} characters from {len(np.unique(a_ev[in_pool]))} alphabets")
 test_eq((len(x_tr), len(np.unique(y_tr)), len(x_pool)), (77120, 3856, 2000))
 show_images(np.concatenate([x_bg[np.flatnonzero(y_bg == c)[:1]] for c in np.unique(y_bg)[::97]] +
-                           [x_tr[np.flatnonzero(y_tr == 4 * y_bg[0] + r)[:1]] for r in range(4)])[..., 0], ncols=7, scale=1.2,
-            suptitle='ten background characters at 28×28, and the first one in its four rotations');
+                           [x_tr[np.flatnonzero(y_tr == 4 * np.unique(y_bg)[0] + r)[:1]] for r in range(4)])[..., 0], ncols=7,
+            scale=1.2, suptitle='ten background characters at 28×28, then the first of them in its four rotations');
 
 # %% [markdown]
 # **The training runs.** Every episodic method trains on 20-way, 5-shot
