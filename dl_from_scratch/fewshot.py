@@ -8,7 +8,7 @@ import math, time
 import numpy as np
 from tqdm.auto import tqdm
 from .core import as_rng, check_array, get_dtype
-from .data import load, cache_dir, atomic_savez
+from .data import load, load_omniglot_alphabets, cache_dir, atomic_savez
 from .model import Model, Input, Sequential
 from .layers import Dense, BatchNorm, ReLU, Flatten, Dropout
 from .conv import Conv2D, MaxPool2D
@@ -37,7 +37,6 @@ def downsample(x, size: int = 28) -> np.ndarray:
 def omniglot28(split: str = 'train', *, cache: bool = True, progress: bool = True):
     """Omniglot at 28×28: `(x, y, alphabet)`, x uint8 (N, 28, 28, 1) with 255 = ink, y the character (int64 (N,)),
     alphabet int64 (N,). Downsampled once from `data.load('omniglot', split)` and cached as `omniglot28-SPLIT.npz`."""
-    from dl_from_scratch.data import load_omniglot_alphabets
     path = cache_dir() / f'omniglot28-{split}.npz'
     if cache and path.exists():
         with np.load(path) as f: return f['x'], f['y'], f['alphabet']
@@ -65,9 +64,9 @@ class EpisodeSampler:
         y = np.asarray(y)
         if y.ndim != 1 or y.dtype.kind not in 'iu':
             raise ValueError(f"EpisodeSampler expected integer labels of shape (N,), got {y.dtype} {y.shape}")
-        for v, what in ((n_way, 'n_way'), (k_shot, 'k_shot'), (n_query, 'n_query')):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if what == 'n_query' else 1):
-                raise ValueError(f"EpisodeSampler expected {what} a positive integer, got {v!r}")
+        for v, what, lo in ((n_way, 'n_way', 1), (k_shot, 'k_shot', 1), (n_query, 'n_query', 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"EpisodeSampler expected {what} an integer >= {lo}, got {v!r}")
         classes, counts = np.unique(y, return_counts=True)
         need = k_shot + n_query
         self.classes = classes[counts >= need]

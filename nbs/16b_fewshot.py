@@ -48,7 +48,7 @@ import math, time
 import numpy as np
 from tqdm.auto import tqdm
 from dl_from_scratch.core import as_rng, check_array, get_dtype
-from dl_from_scratch.data import load, cache_dir, atomic_savez
+from dl_from_scratch.data import load, load_omniglot_alphabets, cache_dir, atomic_savez
 from dl_from_scratch.model import Model, Input, Sequential
 from dl_from_scratch.layers import Dense, BatchNorm, ReLU, Flatten, Dropout
 from dl_from_scratch.conv import Conv2D, MaxPool2D
@@ -94,7 +94,6 @@ def downsample(x, size: int = 28) -> np.ndarray:
 def omniglot28(split: str = 'train', *, cache: bool = True, progress: bool = True):
     """Omniglot at 28×28: `(x, y, alphabet)`, x uint8 (N, 28, 28, 1) with 255 = ink, y the character (int64 (N,)),
     alphabet int64 (N,). Downsampled once from `data.load('omniglot', split)` and cached as `omniglot28-SPLIT.npz`."""
-    from dl_from_scratch.data import load_omniglot_alphabets
     path = cache_dir() / f'omniglot28-{split}.npz'
     if cache and path.exists():
         with np.load(path) as f: return f['x'], f['y'], f['alphabet']
@@ -156,9 +155,9 @@ class EpisodeSampler:
         y = np.asarray(y)
         if y.ndim != 1 or y.dtype.kind not in 'iu':
             raise ValueError(f"EpisodeSampler expected integer labels of shape (N,), got {y.dtype} {y.shape}")
-        for v, what in ((n_way, 'n_way'), (k_shot, 'k_shot'), (n_query, 'n_query')):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if what == 'n_query' else 1):
-                raise ValueError(f"EpisodeSampler expected {what} a positive integer, got {v!r}")
+        for v, what, lo in ((n_way, 'n_way', 1), (k_shot, 'k_shot', 1), (n_query, 'n_query', 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"EpisodeSampler expected {what} an integer >= {lo}, got {v!r}")
         classes, counts = np.unique(y, return_counts=True)
         need = k_shot + n_query
         self.classes = classes[counts >= need]
@@ -184,7 +183,7 @@ test_eq([len(set(yy[r])) for r in ep], [1] * 5)                    # a row is on
 test_eq(len(set(yy[ep[:, 0]])), 5); test_eq(len(set(ep.ravel())), 25)   # five classes, no example twice
 test_fail(lambda: EpisodeSampler(yy, 11, 1, 1), contains='needs 11 classes')
 test_fail(lambda: EpisodeSampler(yy, 5, 4, 3), contains='at least 7 examples')
-test_fail(lambda: EpisodeSampler(yy, 0, 1, 1), contains='n_way a positive integer')
+test_fail(lambda: EpisodeSampler(yy, 0, 1, 1), contains='n_way an integer >= 1')
 
 # %% [markdown]
 # ## The embedding: four convolutional blocks

@@ -32,7 +32,7 @@ def test_sampler_covers_every_class_and_skips_small_ones():
     assert seen == set(range(6))
 
 @pytest.mark.parametrize('args,msg', [((11, 1, 1), 'needs 11 classes'), ((5, 5, 2), 'at least 7 examples'),
-                                      ((0, 1, 1), 'n_way a positive integer'), ((2, 1, -1), 'n_query')])
+                                      ((0, 1, 1), 'n_way an integer >= 1'), ((2, 1, -1), 'n_query an integer >= 0')])
 def test_sampler_rejects_impossible_episodes(args, msg):
     with pytest.raises(ValueError, match=msg): EpisodeSampler(np.repeat(np.arange(10), 6), *args)
     with pytest.raises(ValueError, match='integer labels'): EpisodeSampler(np.zeros((3, 2), int), 1, 1, 1)
