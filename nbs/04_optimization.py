@@ -1280,6 +1280,17 @@ plot_decision_boundary(net_83, Xva_m, yva_m, ax=axes[2], s=2, title=f"validation
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
+# At $10^{-4}$ ten thousand single examples take the validation accuracy
+# from 0.726 to 0.909 (0.900 on the training points) and the
+# cross-entropy from 4.444 to 0.236, while the objective only goes from
+# 24.4 to 19.8: it is mostly the penalty $\frac\lambda2\|W\|^2$, which weight
+# decay at $\eta\lambda = 10^{-6}$ per step barely shrinks. Ketkar's loss
+# curves (his Figure 8-13) plot that objective, so they show the penalty
+# more than the classifier. The same rate gave 0.845 after 1000 steps in
+# the comparison above; at its Keras rate of 0.01, SGD reached 0.994 in
+# those 1000 steps.
+
+# %% [markdown]
 # ## Source numbers beside ours
 #
 # Every number this chapter reproduces, from the runs above. "Replica" is the
