@@ -224,6 +224,7 @@ class Tensor(_Differentiable):
     def __matmul__(self, o):
         o = Tensor.lift(o, self); a, b = self.data, o.data
         def vjps(g):
+            if a.ndim == 1 and b.ndim == 1: return g * b, g * a           # a dot product: g is a scalar
             a2 = a[None, :] if a.ndim == 1 else a
             b2 = b[:, None] if b.ndim == 1 else b
             g2 = g

@@ -443,6 +443,7 @@ class Tensor(_Differentiable):
     def __matmul__(self, o):
         o = Tensor.lift(o, self); a, b = self.data, o.data
         def vjps(g):
+            if a.ndim == 1 and b.ndim == 1: return g * b, g * a           # a dot product: g is a scalar
             a2 = a[None, :] if a.ndim == 1 else a
             b2 = b[:, None] if b.ndim == 1 else b
             g2 = g
@@ -507,6 +508,7 @@ cases = {
     'A @ b (b a matrix)': (lambda b: (A @ b).sum(), B),
     '|A v|² (v a vector)': (lambda u: ((A @ u) ** 2).sum(), v),
     'v @ B':              (lambda u: (u @ B).sum() * 2, v),
+    'u · v (two vectors)': (lambda u: (u @ (u * 2.0 + v)) ** 2, v),
     'slicing, fancy idx': (lambda a: (a[1:3, ::2] ** 2).sum() + a[[0, 0, 1]].sum(), A),
     'AᵀA mean':           (lambda a: (a.T @ a).mean(), A),
     'broadcast divide':   (lambda a: (a / (a.sum(axis=0, keepdims=True) + 10)).sum(), A),
