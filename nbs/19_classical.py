@@ -477,7 +477,7 @@ acc_nb = accuracy(y_imdb_test, nb_pred)
 print(f'multinomial naive Bayes on counts: test accuracy {acc_nb:.4f} (train {accuracy(y_imdb, nb_imdb.predict(X_imdb)):.4f}),'
       f' fitted and applied in {time.perf_counter() - t0:.2f} s')
 log_ratio = nb_imdb.feature_log_prob_[1] - nb_imdb.feature_log_prob_[0]      # log P(w|pos) / P(w|neg)
-often = X_imdb.rmatmul(np.ones(len(y_imdb))) >= 50                          # frequent words only
+often = X_imdb.rmatmul(np.ones(len(y_imdb))) >= len(y_imdb) / 50           # words used once per 50 reviews or more
 for name, order in (('most positive', np.argsort(-log_ratio)), ('most negative', np.argsort(log_ratio))):
     print(f'{name}:', ', '.join(vocab_imdb.itos[i] for i in order if often[i])[:100] + ' ...')
 assert acc_nb > 0.75
@@ -493,6 +493,18 @@ if sklearn:
     print(f'scikit-learn MultinomialNB: test accuracy {acc_nb_sk:.4f}; same prediction for {same:.4%} of reviews; '
           f'largest difference of log P(w|c): {np.abs(sk_nb.feature_log_prob_ - nb_imdb.feature_log_prob_).max():.1e}')
     test_close(sk_nb.feature_log_prob_, nb_imdb.feature_log_prob_, eps=1e-9)
+
+# %% [markdown]
+# In the full run (all 25,000 + 25,000 reviews, 50,053 words), naive Bayes
+# reaches a test accuracy of 0.8124, fitted and applied in 0.35 s, beside the
+# 0.8076 of Ketkar's LSTM after one epoch (source 004, chapter 7, a network
+# of 20,000 x 128 embeddings and 128 LSTM units on reviews cut to 80 words).
+# scikit-learn's `MultinomialNB` on the same bags makes the same prediction
+# for every review. Among the words used at least once per 50 reviews, those
+# with the largest likelihood ratios are the verdicts one expects
+# ("superb", "wonderful" against "waste", "pointless", "worst"): each is
+# counted as independent evidence, however often the review repeats it. This book's recurrent chapters train on
+# other tasks, so the networks put beside these baselines are the sources'.
 
 # %% [markdown]
 # ## 4. Decision trees: entropy and information gain
@@ -548,7 +560,7 @@ test_eq(information_gain(speed, road['speed limit']), 1.0); test_eq(information_
 test_fail(lambda: entropy([1, -1]), contains='counts >= 0')
 
 # %% [markdown]
-# The notes round 0.918296 to 0.9184 and then carry the error:
+# The notes round 0.91830 to 0.9184 and then carry the error:
 # $\tfrac34\cdot0.9184 = 0.6888$ and $1-0.6888 = 0.3112$, where the exact
 # values are 0.9183, 0.6887 and 0.3113. The speed limit alone separates
 # slow from fast (gain 1 bit), so a tree puts it at the root and stops.
@@ -741,6 +753,12 @@ if sklearn:
               f'ours {ours[1]} nodes, {ours[3]:.4f}')
 
 # %% [markdown]
+# On 10,000 training digits (full run) the test accuracy rises to 0.8286 at
+# depth 10 and then falls a little as the tree grows on to purity (0.8230,
+# with every training digit right, 1,777 nodes): the overfitting that source
+# 003 warns of. scikit-learn's tree grown to purity scores 0.8291 with the
+# same 1,777 nodes; its depth-4 tree has the same 31 nodes as ours.
+#
 # The two trees need not be identical on MNIST: many cuts tie (pixels that are
 # 0 in the same images), and scikit-learn breaks ties by a random order of
 # the features where ours takes the first. On continuous data the top levels
@@ -887,6 +905,15 @@ if sklearn:
           f'{hinge_objective(svm_imdb.coef_, svm_imdb.intercept_, T_imdb, s_imdb, lam_imdb):.5f}')
 
 # %% [markdown]
+# On all the reviews (full run), 20 epochs of subgradient steps (4.0 s) give
+# a test accuracy of 0.8885, and LIBLINEAR's exact minimiser of the same
+# objective 0.8886. Our objective, 0.32964, stays above LIBLINEAR's
+# 0.32428: the averaged subgradient iterates approach the optimum slowly,
+# but the classifier they give is already as good. TF-IDF and a linear SVM
+# clearly beat naive Bayes on counts (0.8124) and Ketkar's one-epoch LSTM
+# (0.8076).
+
+# %% [markdown]
 # ### A kernel SVM by sequential minimal optimisation
 #
 # The SVM's dual trades $w$ for one multiplier $\alpha_i\in[0,C]$ per example:
@@ -1025,9 +1052,10 @@ if sklearn:
           f'largest difference of f(x) on 500 points: {np.abs(sk_svc.decision_function(grid_pts) - svc.decision_function(grid_pts)).max():.1e}')
 
 # %% [markdown]
-# $C$ and $\gamma$ on the moons: the boundary goes from nearly straight
-# (small $\gamma$) to islands around single points (large $\gamma$ with
-# large $C$; source 003's example values of $C$ include 1000).
+# $C$ and $\gamma$ on the moons: the boundary goes from a smooth curve
+# (small $\gamma$) to one that wraps the points closely (large $\gamma$),
+# and a large $C$ (source 003's example values include 1000) bends it
+# around single points to get every training point right.
 
 # %%
 fig, axes = plt.subplots(2, 3, figsize=(13, 7))
@@ -1065,6 +1093,12 @@ if sklearn:
     print(f'  scikit-learn SVC (LIBSVM, C):           test accuracy {sk49.score(X49_test, y49_test):.4f}, '
           f'{len(sk49.support_)} support vectors in {t_sk:.1f} s')
     test_close(sk49.decision_function(X49_test[:200]), svc49.decision_function(X49_test[:200]), eps=1e-2)
+
+# %% [markdown]
+# On 4,000 training digits (full run) the RBF SVM reaches 0.9854 on the
+# 1,991 test 4s and 9s with 656 support vectors, as LIBSVM does (0.9854, 656
+# support vectors); the linear SVM on the same pixels reaches 0.9643. The
+# SMO loop took 2,919 pair updates, 1.5 s against LIBSVM's 1.0 s in C.
 
 # %% [markdown]
 # ## 6. k-means
@@ -1296,6 +1330,14 @@ if sklearn:
           f'to {diff:.1e}')
 
 # %% [markdown]
+# In the full run (10,000 digits), 150 components keep 94.94 % of the
+# variance, 50 keep 82.57 % and 10 keep 48.95 %. The randomised SVD finds
+# the first 20 components exactly (|cos| 1.00000) but the 150th only
+# roughly (|cos| 0.472): far down the spectrum the variances nearly tie, and
+# four power iterations do not separate such directions; the variance kept
+# (94.9066 % against 94.94 %) barely notices.
+
+# %% [markdown]
 # The eigenfaces recipe then trains a classifier on the whitened
 # projections. Here: the RBF SVM for 4 against 9 on 50 whitened eigen-digit
 # coordinates instead of 784 pixels; and k-means with $k=10$ on the first 50
@@ -1319,6 +1361,15 @@ show_images(np.clip(pca150.inverse_transform(km10.cluster_centers_), 0, 1).resha
 
 
 # %% [markdown]
+# On 50 whitened eigen-digit coordinates the RBF SVM scores 0.9900, above
+# its 0.9854 on the 784 pixels (full run; 1.3 s against 1.5 s): dropping
+# the low-variance directions drops noise too. k-means, given no labels,
+# finds clusters whose most common digit covers 57 % of their members
+# (purity 0.570). The centres show why: two of them are ones (upright and
+# slanted), none is a 5, and the 4 and the 9 look alike; k-means splits the
+# digits by ink, not by class.
+
+# %% [markdown]
 # ## 8. Results beside the sources
 
 # %%
@@ -1339,6 +1390,21 @@ except NameError: pass           # MNIST is not prepared
 w = max(len(r[0]) for r in rows)
 print(f"{'':{w}s}  {'source':24s} ours")
 for r in rows: print(f'{r[0]:{w}s}  {r[1]:24s} {r[2]}')
+
+# %% [markdown]
+# Every worked number of source 003 comes out: the cancer test's 0.08333,
+# Chris and Sara's 0.1667 and 0.25, and the uncomputed "life deal" at
+# 0.5714; the tree's entropies are 1.0, 0.91830, 0.68872 and the gain
+# 0.31128, where the notes print 0.9184, 0.6888 and 0.3112 (a rounding
+# carried through). k-means on the six points finds the centres (1, 2) and
+# (10, 2) with inertia 16, as scikit-learn does with the notes' settings;
+# the notes show no output. On IMDB the two classical baselines match or
+# beat the one-epoch LSTM of source 004 (0.8076): naive Bayes 0.8124 and
+# the linear SVM on TF-IDF 0.8885. Each learner agrees with scikit-learn on
+# the same data: the same naive-Bayes predictions, the same tree to depth 4,
+# the same RBF SVM (656 support vectors, 0.9854), PCA components equal to
+# rounding, and a linear SVM whose objective (0.32964) comes near
+# LIBLINEAR's exact minimum (0.32428) with the same test accuracy to 0.0001.
 
 # %% [markdown]
 # ## References

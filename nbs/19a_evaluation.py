@@ -182,6 +182,15 @@ if sklearn:
     print('scikit-learn:', np.round(sk_prf, 4)); test_close(sk_prf, (P_nb, R_nb, F_nb), eps=1e-12)
 
 # %% [markdown]
+# On the 25,000 test reviews (full run), naive Bayes is more precise than
+# it is complete on positive reviews: precision 0.8588, recall 0.7477,
+# F1 0.7994. The confusion matrix shows the lean: it calls 3,154 positive
+# reviews negative and only 1,536 negative reviews positive. The same
+# figures come from scikit-learn's `precision_recall_fscore_support`. Source
+# 003's deployed model (precision 82.3 %, recall 76.7 %) has the F1 it
+# reports, 79.40 %.
+
+# %% [markdown]
 # ## 3. Curves over all thresholds: ROC and precision-recall
 #
 # A classifier that gives a score $s(x)$ (naive Bayes: the log-odds
@@ -306,6 +315,14 @@ axes[2].set(xlabel='recall', ylabel='precision', title='precision-recall', ylim=
 axes[0].legend(); axes[2].legend(); plt.tight_layout(); plt.show()
 
 # %% [markdown]
+# Naive Bayes's log-odds rank a random positive review above a random
+# negative one with probability 0.8922 (ROC AUC), and its average precision
+# is 0.8765, equal to scikit-learn's `roc_auc_score` and
+# `average_precision_score` (full run). Drawn with Ketkar's axes, the same
+# curve bends below the diagonal, as if the classifier were worse than
+# chance.
+
+# %% [markdown]
 # ## 4. A 95/5 class split
 #
 # Source 004's example: a catalogue of 95 % accessories and 5 % phones. A
@@ -370,12 +387,25 @@ axes[1].set(xlabel='recall', ylabel='precision', title=f'precision-recall (AP {a
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
+# In the full run (20,000 training and 9,000 test digits, 5 % threes),
+# naive Bayes is *less* accurate than the constant answer, 0.9308 against
+# 0.9500, yet it finds 90 % of the threes (recall 0.9044), at the price of
+# many false alarms (precision 0.4124, F1 0.5665). Its ROC AUC, 0.9678,
+# looks excellent; its average precision, 0.8126, says more plainly what the
+# curve shows. Moving the threshold from log-odds 0 to 15.4 trades recall
+# for precision and raises F1 to 0.7459 (precision 0.7925, recall 0.7044):
+# naive Bayes's probabilities are far too confident, because it multiplies
+# 784 pixel "likelihoods" as if they were independent.
+
+# %% [markdown]
 # ## 5. Splits that keep the class shares
 #
 # Source 004 asks that training, validation and test sets each be
 # "representative", with the class distribution of the whole. A random split
 # does that only on average: with 5 % positives and ten folds of 40
-# examples, a fold holds two threes on average, but by chance fewer or more.
+# examples, a fold holds two threes on average, but by chance fewer or more
+# (the first 400 digits of the full run's training set hold 32 threes; ten
+# random folds get from 1 to 7 of them, stratified folds 3 or 4).
 # A **stratified** split shuffles within each class and deals each class out
 # separately: sort the examples by (class, random key) and deal them to the
 # folds like cards, position $\bmod k$. Each class's count then differs by at
@@ -526,6 +556,19 @@ ax.set(xscale='log', yscale='log', xlabel='gamma', ylabel='C', title='validation
 fig.colorbar(sc_, ax=ax); ax.legend(); plt.show()
 
 # %% [markdown]
+# With 500 training digits and 1,000 validation digits (full run), the
+# grid's best validation accuracy is 0.9690 (C = 2.15, gamma = 0.0464), the
+# random search's 0.9770 (C = 14.9, gamma = 0.0289), and on the test digits
+# 0.9684 against 0.9739. The scatter shows the landscape: accuracy is high
+# wherever gamma is below about 0.1 and C is large enough (the smaller gamma,
+# the larger C it needs), and near chance for gamma of 0.3 and above at any
+# C. The grid tried 4 values of gamma and spent four of its 16 trials at
+# gamma = 1, where every C fails; the random search tried 16 values of
+# gamma and found the better corner. One draw of 16 points is not a proof;
+# Bergstra and Bengio's argument is about the expected number of trials
+# that fall in a good region, and it grows with the distinct values tried.
+
+# %% [markdown]
 # ## 7. Cross-validation: choosing the linear SVM's $\lambda$
 #
 # A hyperparameter chosen on the test set makes the test score optimistic;
@@ -556,6 +599,13 @@ score_svm = svm_imdb.decision_function(T_imdb_test)
 acc_svm = accuracy(y_imdb_test, svm_imdb.predict(T_imdb_test))
 print(f'chosen lambda {lam_imdb:g}: test accuracy {acc_svm:.4f}, ROC AUC {roc_auc(y_imdb_test, score_svm):.4f} '
       f'(naive Bayes: {acc_nb:.4f}, {roc_auc(y_imdb_test, score_nb):.4f})')
+
+# %% [markdown]
+# Three-fold cross-validation on the 25,000 training reviews (full run)
+# prefers the weakest penalty tried, $\lambda=10^{-5}$ (0.8801), with
+# $3\cdot10^{-5}$ and $10^{-4}$ close behind and $10^{-3}$ clearly worse
+# (0.8441). Trained on all the training reviews, it scores 0.8897 on the
+# test reviews, with ROC AUC 0.9573 against naive Bayes's 0.8124 and 0.8922.
 
 # %% [markdown]
 # ## 8. Learning curves
@@ -613,8 +663,9 @@ test_fail(lambda: learning_curve(Majority, accuracy, np.zeros((100, 1)), y_lc, N
 sizes = [n for n in LC_SIZES if n <= len(y_imdb)]
 t0 = time.perf_counter()
 lc = {'naive Bayes, counts': learning_curve(lambda X, y: MultinomialNB().fit(X, y), accuracy, X_imdb, y_imdb, X_imdb_test, y_imdb_test, sizes, rng=0),
-      # at least 10 epochs and about 300 steps, so that the small subsets are trained to the end too
-      'linear SVM, TF-IDF': learning_curve(lambda X, y: LinearSVM(lam_imdb, epochs=max(10, 20_000 // len(y)), rng=0).fit(X, y),
+      # at least 10 epochs and 2,000 steps of 64 reviews, so that the small subsets are trained to the end too
+      'linear SVM, TF-IDF': learning_curve(lambda X, y: LinearSVM(lam_imdb, epochs=max(10, int(np.ceil(128_000 / len(y)))),
+                                                                  rng=0).fit(X, y),
                                            accuracy, T_imdb, y_imdb, T_imdb_test, y_imdb_test, sizes, rng=0)}
 print(f'learning curves in {time.perf_counter() - t0:.0f} s')
 print('training reviews ' + ' '.join(f'{n:>7,d}' for n in sizes))
@@ -625,6 +676,17 @@ for k, (name, (tr, va)) in enumerate(lc.items()):
     ax.plot(sizes, tr, 'o--', c=f'C{k}', label=f'{name}: training'); ax.plot(sizes, va, 'o-', c=f'C{k}', label=f'{name}: test')
 ax.set(xscale='log', xlabel='training reviews', ylabel='accuracy', title='learning curves on IMDB'); ax.legend(fontsize=8)
 plt.show()
+
+# %% [markdown]
+# The two curves tell two stories (full run). Naive Bayes's training
+# accuracy falls from 0.9960 to 0.8899 while its test accuracy rises from
+# 0.7259 and flattens near 0.81 from 5,000 reviews on (0.8102, 0.8104,
+# 0.8124): the curves close in and more data barely helps. That is bias: the
+# independence assumption caps what the model can learn. The linear SVM on
+# TF-IDF still gains at every step, from 0.7377 to 0.8897, and its gap to
+# the training accuracy (0.9447 at 25,000) is closing but open: it would
+# still profit from more reviews, and a richer model (bigrams, a network)
+# can use what it cannot.
 
 # %% [markdown]
 # ## 9. Results beside the sources
