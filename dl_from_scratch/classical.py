@@ -432,7 +432,8 @@ class SVC:
 
     changing two multipliers at a time: the pair that violates the optimality conditions most, the second picked by
     the largest decrease of the objective (the second-order choice of Fan, Chen and Lin, 2005, as LIBSVM).
-    Stops when the largest violation falls below `tol`. `kernel`: 'rbf' with `gamma` (a number or 'scale',
+    Stops when the largest violation falls below `tol` or after `max_iter` pair updates (`converged_` says which).
+    `kernel`: 'rbf' with `gamma` (a number or 'scale',
     1/(D var X)), or 'linear'. The kernel matrix is kept whole, so N is at most a few thousand."""
     def __init__(self, C: float = 1.0, kernel: str = 'rbf', gamma='scale', tol: float = 1e-3, max_iter: int = 1_000_000):
         if C <= 0: raise ValueError(f"SVC expected C > 0, got {C}")
@@ -453,14 +454,15 @@ class SVC:
         K, C = self._k(X, X), self.C
         diag = np.diag(K).copy()
         alpha, G = np.zeros(len(s)), -np.ones(len(s))       # G = Q alpha - 1, the gradient of the dual
+        converged = False
         for it in range(self.max_iter):
             v = -s * G
             up = np.where(s > 0, alpha < C, alpha > 0)       # a_i may move so that s_i a_i grows
             low = np.where(s > 0, alpha > 0, alpha < C)
-            if not (up.any() and low.any()): break
+            if not (up.any() and low.any()): converged = True; break
             i = np.flatnonzero(up)[np.argmax(v[up])]
             m, M = v[i], v[low].min()
-            if m - M < self.tol: break
+            if m - M < self.tol: converged = True; break
             b_ = m - v                                       # decrease of the objective per unit step, > 0 on cand
             a_ = diag[i] + diag - 2 * K[i]
             a_ = np.where(a_ > 0, a_, 1e-12)
@@ -469,7 +471,7 @@ class SVC:
             delta = min(b_[j] / a_[j], C - alpha[i] if s[i] > 0 else alpha[i], alpha[j] if s[j] > 0 else C - alpha[j])
             alpha[i] += s[i] * delta; alpha[j] -= s[j] * delta
             G += s * delta * (K[i] - K[j])
-        self.n_iter_ = it
+        self.n_iter_, self.converged_ = it, converged     # converged_: the violation fell below tol
         v = -s * G
         free = (alpha > 0) & (alpha < C)
         # A free multiplier sits on the margin, where -s_i G_i is exactly the bias; without one, the middle of the bounds.
@@ -546,11 +548,12 @@ class KMeans:
         return sq_distances(X, self.cluster_centers_).argmin(1)
 
 # %% ../nbs/19_classical.ipynb #ebf3d8f1
-def svd_flip(U, Vt):
-    "Fix the SVD's signs: each row of Vt (k, D) gets its largest-magnitude entry positive; U (N, k) follows."
+def svd_flip(Vt, U=None):
+    """Fix the SVD's signs: each row of Vt (k, D) gets its largest-magnitude entry positive, and the columns of
+    U (N, k), if given, follow. Returns Vt, or (Vt, U)."""
     signs = np.sign(Vt[np.arange(len(Vt)), np.abs(Vt).argmax(1)])
     signs[signs == 0] = 1
-    return U * signs, Vt * signs[:, None]
+    return Vt * signs[:, None] if U is None else (Vt * signs[:, None], U * signs)
 
 def randomized_svd(A, k: int, n_oversamples: int = 10, n_iter: int = 4, rng=None):
     """The k leading singular triplets of A (N, D) from a random sketch (Halko, Martinsson and Tropp, 2011):
@@ -586,10 +589,10 @@ class PCA:
         if self.method == 'covariance':      # X^T X = V S^2 V^T: eigenvalues S^2, largest first
             S2, V = np.linalg.eigh(Xc.T @ Xc)
             S, Vt = np.sqrt(np.maximum(S2[::-1][:k], 0)), V[:, ::-1][:, :k].T
-            _, Vt = svd_flip(np.zeros((0, k)), Vt)
+            Vt = svd_flip(Vt)
         else:
-            U, S, Vt = np.linalg.svd(Xc, full_matrices=False) if self.method == 'full' else randomized_svd(Xc, k, rng=self.rng)
-            _, Vt = svd_flip(U[:, :k], Vt[:k])
+            _, S, Vt = np.linalg.svd(Xc, full_matrices=False) if self.method == 'full' else randomized_svd(Xc, k, rng=self.rng)
+            Vt = svd_flip(Vt[:k])
         self.components_, self.singular_values_ = Vt, S[:k]
         self.explained_variance_ = S[:k] ** 2 / (len(X) - 1)
         self.explained_variance_ratio_ = self.explained_variance_ / Xc.var(0, ddof=1).sum()

@@ -496,7 +496,7 @@ if sklearn:
 
 # %% [markdown]
 # In the full run (all 25,000 + 25,000 reviews, 50,053 words), naive Bayes
-# reaches a test accuracy of 0.8124, fitted and applied in 0.35 s, beside the
+# reaches a test accuracy of 0.8124, fitted and applied in under a second, beside the
 # 0.8076 of Ketkar's LSTM after one epoch (source 004, chapter 7, a network
 # of 20,000 x 128 embeddings and 128 LSTM units on reviews cut to 80 words).
 # scikit-learn's `MultinomialNB` on the same bags makes the same prediction
@@ -905,7 +905,7 @@ if sklearn:
           f'{hinge_objective(svm_imdb.coef_, svm_imdb.intercept_, T_imdb, s_imdb, lam_imdb):.5f}')
 
 # %% [markdown]
-# On all the reviews (full run), 20 epochs of subgradient steps (4.0 s) give
+# On all the reviews (full run), 20 epochs of subgradient steps (seconds) give
 # a test accuracy of 0.8885, and LIBLINEAR's exact minimiser of the same
 # objective 0.8886. Our objective, 0.32964, stays above LIBLINEAR's
 # 0.32428: the averaged subgradient iterates approach the optimum slowly,
@@ -962,7 +962,8 @@ class SVC:
 
     changing two multipliers at a time: the pair that violates the optimality conditions most, the second picked by
     the largest decrease of the objective (the second-order choice of Fan, Chen and Lin, 2005, as LIBSVM).
-    Stops when the largest violation falls below `tol`. `kernel`: 'rbf' with `gamma` (a number or 'scale',
+    Stops when the largest violation falls below `tol` or after `max_iter` pair updates (`converged_` says which).
+    `kernel`: 'rbf' with `gamma` (a number or 'scale',
     1/(D var X)), or 'linear'. The kernel matrix is kept whole, so N is at most a few thousand."""
     def __init__(self, C: float = 1.0, kernel: str = 'rbf', gamma='scale', tol: float = 1e-3, max_iter: int = 1_000_000):
         if C <= 0: raise ValueError(f"SVC expected C > 0, got {C}")
@@ -983,14 +984,15 @@ class SVC:
         K, C = self._k(X, X), self.C
         diag = np.diag(K).copy()
         alpha, G = np.zeros(len(s)), -np.ones(len(s))       # G = Q alpha - 1, the gradient of the dual
+        converged = False
         for it in range(self.max_iter):
             v = -s * G
             up = np.where(s > 0, alpha < C, alpha > 0)       # a_i may move so that s_i a_i grows
             low = np.where(s > 0, alpha > 0, alpha < C)
-            if not (up.any() and low.any()): break
+            if not (up.any() and low.any()): converged = True; break
             i = np.flatnonzero(up)[np.argmax(v[up])]
             m, M = v[i], v[low].min()
-            if m - M < self.tol: break
+            if m - M < self.tol: converged = True; break
             b_ = m - v                                       # decrease of the objective per unit step, > 0 on cand
             a_ = diag[i] + diag - 2 * K[i]
             a_ = np.where(a_ > 0, a_, 1e-12)
@@ -999,7 +1001,7 @@ class SVC:
             delta = min(b_[j] / a_[j], C - alpha[i] if s[i] > 0 else alpha[i], alpha[j] if s[j] > 0 else C - alpha[j])
             alpha[i] += s[i] * delta; alpha[j] -= s[j] * delta
             G += s * delta * (K[i] - K[j])
-        self.n_iter_ = it
+        self.n_iter_, self.converged_ = it, converged     # converged_: the violation fell below tol
         v = -s * G
         free = (alpha > 0) & (alpha < C)
         # A free multiplier sits on the margin, where -s_i G_i is exactly the bias; without one, the middle of the bounds.
@@ -1033,6 +1035,7 @@ X_sv = rng.normal(size=(120, 2)); y_sv = (X_sv[:, 0] ** 2 + X_sv[:, 1] ** 2 > 1.
 svc = SVC(C=10.0, gamma=1.0, tol=1e-6).fit(X_sv, y_sv)
 a = svc.alpha_
 s_sv = np.where(y_sv == 1, 1.0, -1.0)
+assert svc.converged_ and not SVC(C=10.0, gamma=1.0, max_iter=5).fit(X_sv, y_sv).converged_
 test_close(a @ s_sv, 0.0, eps=1e-9)                                  # sum s_i a_i = 0
 assert ((a >= 0) & (a <= 10.0)).all()
 margin = s_sv * svc.decision_function(X_sv)
@@ -1098,7 +1101,8 @@ if sklearn:
 # On 4,000 training digits (full run) the RBF SVM reaches 0.9854 on the
 # 1,991 test 4s and 9s with 656 support vectors, as LIBSVM does (0.9854, 656
 # support vectors); the linear SVM on the same pixels reaches 0.9643. The
-# SMO loop took 2,919 pair updates, 1.5 s against LIBSVM's 1.0 s in C.
+# SMO loop took 2,919 pair updates; its time, printed above, is a small
+# multiple of LIBSVM's in C.
 
 # %% [markdown]
 # ## 6. k-means
@@ -1220,11 +1224,12 @@ if sklearn:
 
 # %%
 #| export
-def svd_flip(U, Vt):
-    "Fix the SVD's signs: each row of Vt (k, D) gets its largest-magnitude entry positive; U (N, k) follows."
+def svd_flip(Vt, U=None):
+    """Fix the SVD's signs: each row of Vt (k, D) gets its largest-magnitude entry positive, and the columns of
+    U (N, k), if given, follow. Returns Vt, or (Vt, U)."""
     signs = np.sign(Vt[np.arange(len(Vt)), np.abs(Vt).argmax(1)])
     signs[signs == 0] = 1
-    return U * signs, Vt * signs[:, None]
+    return Vt * signs[:, None] if U is None else (Vt * signs[:, None], U * signs)
 
 def randomized_svd(A, k: int, n_oversamples: int = 10, n_iter: int = 4, rng=None):
     """The k leading singular triplets of A (N, D) from a random sketch (Halko, Martinsson and Tropp, 2011):
@@ -1260,10 +1265,10 @@ class PCA:
         if self.method == 'covariance':      # X^T X = V S^2 V^T: eigenvalues S^2, largest first
             S2, V = np.linalg.eigh(Xc.T @ Xc)
             S, Vt = np.sqrt(np.maximum(S2[::-1][:k], 0)), V[:, ::-1][:, :k].T
-            _, Vt = svd_flip(np.zeros((0, k)), Vt)
+            Vt = svd_flip(Vt)
         else:
-            U, S, Vt = np.linalg.svd(Xc, full_matrices=False) if self.method == 'full' else randomized_svd(Xc, k, rng=self.rng)
-            _, Vt = svd_flip(U[:, :k], Vt[:k])
+            _, S, Vt = np.linalg.svd(Xc, full_matrices=False) if self.method == 'full' else randomized_svd(Xc, k, rng=self.rng)
+            Vt = svd_flip(Vt[:k])
         self.components_, self.singular_values_ = Vt, S[:k]
         self.explained_variance_ = S[:k] ** 2 / (len(X) - 1)
         self.explained_variance_ratio_ = self.explained_variance_ / Xc.var(0, ddof=1).sum()
@@ -1362,7 +1367,7 @@ show_images(np.clip(pca150.inverse_transform(km10.cluster_centers_), 0, 1).resha
 
 # %% [markdown]
 # On 50 whitened eigen-digit coordinates the RBF SVM scores 0.9900, above
-# its 0.9854 on the 784 pixels (full run; 1.3 s against 1.5 s): dropping
+# its 0.9854 on the 784 pixels, and faster (full run): dropping
 # the low-variance directions drops noise too. k-means, given no labels,
 # finds clusters whose most common digit covers 57 % of their members
 # (purity 0.570). The centres show why: two of them are ones (upright and

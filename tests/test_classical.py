@@ -251,8 +251,9 @@ def test_randomized_svd_finds_the_leading_triplets():
     U0, S0, Vt0 = np.linalg.svd(A, full_matrices=False)
     np.testing.assert_allclose(S, S0[:5], rtol=1e-8)
     np.testing.assert_allclose(np.abs((Vt * Vt0[:5]).sum(1)), 1, atol=1e-8)
-    _, Vf = svd_flip(U, Vt)
+    Vf, Uf = svd_flip(Vt, U)
     assert (Vf[np.arange(5), np.abs(Vf).argmax(1)] > 0).all()
+    np.testing.assert_allclose(Uf * S @ Vf, U * S @ Vt, atol=1e-10)            # the product is unchanged
 
 def test_pca_rejects_too_many_components():
     with pytest.raises(ValueError, match=r'n_components in \[1, 3\]'):
