@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 from tqdm.auto import tqdm
 from .core import as_rng, check_array
+from .functional import log_softmax
 from .text import tokenize, Vocab
 
 # %% auto #0
@@ -180,10 +181,6 @@ def _class_labels(y, n, who):
     if y.min() < 0: raise ValueError(f"{who} expected labels >= 0, got {y.min()}")
     return y
 
-def _logsumexp(a, axis=-1):
-    m = a.max(axis=axis, keepdims=True)
-    return m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))
-
 class MultinomialNB:
     """Multinomial naive Bayes: a document is a bag of words drawn one by one from its class's word distribution,
     so log P(c | x) = log P(c) + sum_w x_w log P(w | c) + const. P(w | c) = (n_cw + alpha) / (n_c + alpha V),
@@ -215,8 +212,7 @@ class MultinomialNB:
 
     def predict_log_proba(self, X) -> np.ndarray:
         "log P(c | x), (N, C)."
-        jll = self.joint_log_likelihood(X)
-        return jll - _logsumexp(jll)
+        return log_softmax(self.joint_log_likelihood(X), axis=1)
 
     def predict_proba(self, X) -> np.ndarray: return np.exp(self.predict_log_proba(X))
     def predict(self, X) -> np.ndarray: return self.joint_log_likelihood(X).argmax(1)
