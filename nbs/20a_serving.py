@@ -34,7 +34,7 @@
 # %%
 #| export
 from __future__ import annotations
-import argparse, http.server, json, os, threading
+import argparse, http.server, json, os, signal, threading
 import numpy as np
 from dl_from_scratch.quantize import InferencePlan
 
@@ -257,13 +257,19 @@ def load_plan(path) -> InferencePlan:
         if 'not an inference plan' not in str(e): raise
     return InferencePlan.from_checkpoint(path)
 
+def _stop_on_signals():
+    "Make SIGINT (Ctrl-C) and SIGTERM end `serve_forever` cleanly, even where the parent started us with SIGINT ignored."
+    def stop(signum, frame): raise KeyboardInterrupt
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, stop)
+
 def main(argv=None):
-    """Serve a file until interrupted: `main(['MODEL.npz', '--name', 'NAME', '--port', '8501'])`, or from a shell
-    `python -c "from dl_from_scratch.serve import main; main()" MODEL.npz --port 8501`."""
+    """Serve a file until interrupted (Ctrl-C or SIGTERM): `main(['MODEL.npz', '--name', 'NAME', '--port', '8501'])`,
+    or from a shell `python -c "from dl_from_scratch.serve import main; main()" MODEL.npz --port 8501`."""
     p = argparse.ArgumentParser(description='Serve a saved dl_from_scratch model on 127.0.0.1.')
     p.add_argument('path'); p.add_argument('--name', default='model'); p.add_argument('--port', type=int, default=8501)
     a = p.parse_args(argv)
     server = PredictionServer(a.path, name=a.name, port=a.port, verbose=True)
+    _stop_on_signals()             # a shell's background job inherits SIGINT ignored, and Python then never sees Ctrl-C
     print(f"serving {a.path} at {server.url} (Ctrl-C stops)", flush=True)
     try: server.httpd.serve_forever()
     except KeyboardInterrupt: pass

@@ -128,10 +128,13 @@ def test_parse_instances_shapes():
     with pytest.raises(ValueError, match='expected a number at instances\\[0\\]'): parse_instances(b'{"instances": [[1]]}', ())
 
 
-def test_command_line_serves_a_checkpoint(model, tmp_path):
+@pytest.mark.parametrize('stop', [signal.SIGINT, signal.SIGTERM])
+def test_command_line_serves_a_checkpoint(model, tmp_path, stop):
     ckpt = model.save(tmp_path / 'm.npz')
+    # Started as a shell starts a background job, with SIGINT ignored: Ctrl-C must still stop it, as must SIGTERM.
     p = subprocess.Popen([sys.executable, '-c', 'from dl_from_scratch.serve import main; main()', str(ckpt),
-                          '--name', 'cli', '--port', '0'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          '--name', 'cli', '--port', '0'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = p.stdout.readline()                                   # "serving ... at http://127.0.0.1:PORT/v1/models/cli ..."
         url = line.split(' at ')[1].split()[0]
@@ -145,6 +148,6 @@ def test_command_line_serves_a_checkpoint(model, tmp_path):
         np.testing.assert_allclose(out['predictions'], model.predict(np.zeros((1, 4, 4, 1), np.float32)), atol=1e-6)
         conn.close()
     finally:
-        p.send_signal(signal.SIGINT)
+        p.send_signal(stop)
         p.wait(timeout=30)
     assert p.returncode == 0
