@@ -6,13 +6,17 @@
 from __future__ import annotations
 import heapq, math, re, unicodedata
 from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
 import numpy as np
 
 # %% auto #0
-__all__ = ['WORD_RE', 'SPACE', 'standardize', 'tokenize', 'Vocab', 'pad_sequences', 'pretokenize', 'bpe_train_naive', 'bpe_train',
-           'BPE', 'skipgram_pairs', 'cbow_windows', 'softmax_w2v_loss_grad', 'sigmoid', 'binary_w2v_loss_grad',
-           'huffman_tree', 'hs_probability', 'noise_distribution', 'unigram_table', 'keep_probability', 'unit_rows',
-           'nearest', 'analogy', 'pca_2d', 'phrases', 'join_phrases', 'cooccurrence', 'glove_weights',
+__all__ = ['WORD_RE', 'SPACE', 'ANALOGY_SECTIONS_SEMANTIC', 'WORD_SIMILARITY', 'standardize', 'tokenize', 'Vocab',
+           'pad_sequences', 'pretokenize', 'bpe_train_naive', 'bpe_train', 'BPE', 'skipgram_pairs', 'cbow_windows',
+           'softmax_w2v_loss_grad', 'sigmoid', 'binary_w2v_loss_grad', 'huffman_tree', 'hs_probability',
+           'noise_distribution', 'unigram_table', 'keep_probability', 'unit_rows', 'nearest', 'analogy', 'pca_2d',
+           'load_analogies', 'load_word_similarity', 'AnalogyScore', 'evaluate_analogies', 'rankdata', 'spearman',
+           'SimilarityScore', 'evaluate_similarity', 'phrases', 'join_phrases', 'cooccurrence', 'glove_weights',
            'glove_loss_grad', 'glove_train', 'bias_direction', 'neutralize', 'equalize']
 
 # %% ../nbs/12_text.ipynb #f3f5e15e
@@ -355,6 +359,128 @@ def pca_2d(E) -> np.ndarray:
     "Projection (V, 2) of the rows of E onto their first two principal components."
     X = E - E.mean(0)
     return X @ np.linalg.svd(X, full_matrices=False)[2][:2].T
+
+# %% ../nbs/12_text.ipynb #9b068188
+ANALOGY_SECTIONS_SEMANTIC = 5    # questions-words' first five sections are semantic, the nine gram* ones syntactic
+
+def _dataset(name: str) -> Path:
+    "Path of a file shipped in the package's `datasets` folder."
+    import dl_from_scratch
+    return Path(dl_from_scratch.__file__).resolve().parent / 'datasets' / name
+
+def load_analogies(path=None) -> dict:
+    """Mikolov's analogy questions (`questions-words.txt` shipped with the package, or `path` in its format):
+    {section: [(a, b, c, d), ...]} in the file's order, words lowercased."""
+    sections, current = {}, None
+    for line in Path(path or _dataset('questions-words.txt')).read_text(encoding='utf-8').splitlines():
+        if line.startswith(':'):
+            current = sections.setdefault(line[1:].strip(), [])
+        elif line.strip():
+            words = tuple(line.lower().split())
+            if current is None or len(words) != 4:
+                raise ValueError(f"load_analogies expected ': section' headers and lines of 4 words, got {line!r}")
+            current.append(words)
+    return sections
+
+WORD_SIMILARITY = {'wordsim353': 'wordsim353.tsv', 'simlex999': 'simlex999.txt'}
+
+def load_word_similarity(name: str = 'wordsim353') -> list[tuple[str, str, float]]:
+    "Word pairs with their mean human rating (0 to 10): `name` 'wordsim353' (353 pairs) or 'simlex999' (999)."
+    if name not in WORD_SIMILARITY:
+        raise ValueError(f"load_word_similarity expected one of {sorted(WORD_SIMILARITY)}, got {name!r}")
+    pairs = []
+    for line in _dataset(WORD_SIMILARITY[name]).read_text(encoding='utf-8').splitlines():
+        if line.startswith('#') or not line.strip(): continue
+        a, b, score = line.split('\t')
+        pairs.append((a.lower(), b.lower(), float(score)))
+    return pairs
+
+# %% ../nbs/12_text.ipynb #35fd60fb
+class AnalogyScore(NamedTuple):
+    "Questions answered right, asked (all four words known) and in the file, for one section or a group of them."
+    correct: int
+    asked: int
+    total: int
+
+    @property
+    def accuracy(self) -> float: return self.correct / self.asked if self.asked else float('nan')
+
+def _rows(vocab) -> dict:
+    "word -> row of the vectors, for a `Vocab` or a list of words (row i is word i)."
+    return vocab.stoi if hasattr(vocab, 'stoi') else {w: i for i, w in enumerate(vocab)}
+
+def evaluate_analogies(E, vocab, questions=None, restrict_vocab: int | None = 30000, batch: int = 512) -> dict:
+    """Accuracy of 3CosAdd on analogy questions, as gensim's `evaluate_word_analogies` counts it.
+
+    `E` (V, N): word vectors, row i for id i of `vocab` (a `Vocab`, or a list of words ordered by falling
+    frequency). `questions`: {section: [(a, b, c, d), ...]} (default `load_analogies()`). Only the first
+    `restrict_vocab` rows take part (None: all): a question with a word beyond them is not asked, and answers are
+    searched among them, `<pad>`/`<unk>` left out. Returns {section: AnalogyScore, ..., 'semantic', 'syntactic',
+    'total'}, the groups for questions-words' sections (the first five are semantic)."""
+    questions = load_analogies() if questions is None else questions
+    rows = _rows(vocab)
+    n = len(E) if restrict_vocab is None else min(int(restrict_vocab), len(E))
+    En = unit_rows(np.asarray(E, dtype=np.float32)[:n])
+    for special in ('<pad>', '<unk>'):
+        if rows.get(special, n) < n: En[rows[special]] = 0       # never an answer: cosine 0 < any real answer's
+    scores = {}
+    for section, qs in questions.items():
+        ids = np.array([[rows.get(w, n) for w in q] for q in qs], dtype=np.int64).reshape(-1, 4)
+        ids = ids[(ids < n).all(1)]
+        correct = 0
+        for s in range(0, len(ids), batch):
+            a, b, c, d = ids[s:s + batch].T
+            S = (En[b] - En[a] + En[c]) @ En.T                    # (B, n): one product for the batch
+            r = np.arange(len(a))
+            S[r, a] = S[r, b] = S[r, c] = -np.inf
+            correct += int((S.argmax(1) == d).sum())
+        scores[section] = AnalogyScore(correct, len(ids), len(qs))
+    names = list(scores)
+    groups = {'semantic': names[:ANALOGY_SECTIONS_SEMANTIC], 'syntactic': names[ANALOGY_SECTIONS_SEMANTIC:], 'total': names}
+    for g, members in groups.items():
+        scores[g] = AnalogyScore(*(sum(getattr(scores[m], f) for m in members) for f in AnalogyScore._fields))
+    return scores
+
+# %% ../nbs/12_text.ipynb #1114392c
+def rankdata(x) -> np.ndarray:
+    "Ranks 1..n (float64, (n,)) of `x` (n,), tied values given the mean of the ranks they span."
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind='stable')
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])              # first position of each run of ties
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)      # mean of ranks starts+1 .. ends
+    return ranks
+
+def spearman(x, y) -> float:
+    "Spearman's rank correlation of `x` and `y` (n,): the Pearson correlation of their ranks (ties averaged)."
+    rx, ry = rankdata(x), rankdata(y)
+    if len(rx) != len(ry) or len(rx) < 2:
+        raise ValueError(f"spearman expected two arrays of one length >= 2, got {len(rx)} and {len(ry)}")
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float(rx @ ry / np.sqrt((rx @ rx) * (ry @ ry)))
+
+class SimilarityScore(NamedTuple):
+    "Spearman's rho of the cosines against the human ratings, over `pairs` of the `total` pairs (both words known)."
+    spearman: float
+    pairs: int
+    total: int
+
+def evaluate_similarity(E, vocab, pairs, restrict_vocab: int | None = 30000) -> SimilarityScore:
+    """Spearman's rho between the cosines of word pairs and their human ratings, as gensim's `evaluate_word_pairs`.
+
+    `E` (V, N), `vocab` as in `evaluate_analogies`; `pairs`: [(word1, word2, rating), ...] (e.g. from
+    `load_word_similarity`) or a dataset name. Pairs with a word outside the first `restrict_vocab` rows are left out."""
+    pairs = load_word_similarity(pairs) if isinstance(pairs, str) else pairs
+    rows = _rows(vocab)
+    n = len(E) if restrict_vocab is None else min(int(restrict_vocab), len(E))
+    known = [(rows[a], rows[b], s) for a, b, s in pairs if rows.get(a, n) < n and rows.get(b, n) < n]
+    if len(known) < 2:
+        raise ValueError(f"evaluate_similarity expected at least 2 pairs with both words known, got {len(known)}")
+    a, b, human = (np.array(col) for col in zip(*known))
+    En = unit_rows(np.asarray(E, dtype=np.float64))
+    return SimilarityScore(spearman((En[a] * En[b]).sum(1), human), len(known), len(pairs))
 
 # %% ../nbs/12_text.ipynb #23c8ec13
 def phrases(sentences, min_count: int = 25, threshold: float = 50.0) -> dict:

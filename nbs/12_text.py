@@ -36,6 +36,8 @@
 from __future__ import annotations
 import heapq, math, re, unicodedata
 from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
 import numpy as np
 
 # %%
@@ -806,6 +808,218 @@ test_eq([names[i] for i in ids], ['apple', 'orange'])
 P = pca_2d(E)
 test_eq(P.shape, (6, 2))
 test_close(np.abs(P[:, 0] @ P[:, 1]), 0, eps=1e-9)                 # the components are orthogonal
+
+# %% [markdown]
+# ### Benchmarks for word vectors
+#
+# Two public kinds of test score word vectors without a downstream task.
+#
+# **Analogies.** Mikolov et al. (2013a) wrote 19,544 questions "$a$ is to $b$ as $c$ is
+# to $d$" in 14 sections: five *semantic* ones (capitals and countries, currencies,
+# cities and states, family: *Athens Greece Baghdad Iraq*) and nine *syntactic* ones
+# (adjective to adverb, opposites, comparatives, superlatives, participles,
+# nationalities, past tenses, plurals of nouns and of verbs). A question counts as right
+# when the 3CosAdd answer, the word nearest to $\hat e_b - \hat e_a + \hat e_c$ with $a,
+# b, c$ excluded, is exactly $d$. As gensim's `evaluate_word_analogies` does, only the
+# `restrict_vocab` most frequent words take part: a question with a word outside them is
+# left out (and counted as such), and answers are searched among them only. The scores
+# are therefore comparable only at one vocabulary size, which we state with each score.
+# The questions are capitalised (*Athens*); our vocabularies are lowercase, so the
+# questions are lowercased, as gensim's `case_insensitive=True` does.
+#
+# The search is vectorised: a batch of $B$ questions is one $(B, N)\times(N, V)$ product
+# of unit vectors, then one `argmax` per row after the three input words are masked.
+#
+# **Similarity.** WordSim-353 (Finkelstein et al., 2002) and SimLex-999 (Hill et al.,
+# 2015) give pairs of words with the mean of human ratings from 0 to 10. WordSim-353
+# mixes similarity with relatedness (*cup* and *coffee* score high); SimLex-999 rates
+# similarity alone (*clothes* and *closet* score low), which co-occurrence models find
+# harder. The score is Spearman's $\rho$ between the cosines of the pairs and the human
+# ratings: the Pearson correlation of their ranks, ties given the mean of the ranks they
+# span. It asks only that the order be right, not the scale.
+#
+# The three files ship with the package, with their sources and licences
+# (`dl_from_scratch/datasets/README.md`); they are the copies gensim distributes.
+
+# %%
+#| export
+ANALOGY_SECTIONS_SEMANTIC = 5    # questions-words' first five sections are semantic, the nine gram* ones syntactic
+
+def _dataset(name: str) -> Path:
+    "Path of a file shipped in the package's `datasets` folder."
+    import dl_from_scratch
+    return Path(dl_from_scratch.__file__).resolve().parent / 'datasets' / name
+
+def load_analogies(path=None) -> dict:
+    """Mikolov's analogy questions (`questions-words.txt` shipped with the package, or `path` in its format):
+    {section: [(a, b, c, d), ...]} in the file's order, words lowercased."""
+    sections, current = {}, None
+    for line in Path(path or _dataset('questions-words.txt')).read_text(encoding='utf-8').splitlines():
+        if line.startswith(':'):
+            current = sections.setdefault(line[1:].strip(), [])
+        elif line.strip():
+            words = tuple(line.lower().split())
+            if current is None or len(words) != 4:
+                raise ValueError(f"load_analogies expected ': section' headers and lines of 4 words, got {line!r}")
+            current.append(words)
+    return sections
+
+WORD_SIMILARITY = {'wordsim353': 'wordsim353.tsv', 'simlex999': 'simlex999.txt'}
+
+def load_word_similarity(name: str = 'wordsim353') -> list[tuple[str, str, float]]:
+    "Word pairs with their mean human rating (0 to 10): `name` 'wordsim353' (353 pairs) or 'simlex999' (999)."
+    if name not in WORD_SIMILARITY:
+        raise ValueError(f"load_word_similarity expected one of {sorted(WORD_SIMILARITY)}, got {name!r}")
+    pairs = []
+    for line in _dataset(WORD_SIMILARITY[name]).read_text(encoding='utf-8').splitlines():
+        if line.startswith('#') or not line.strip(): continue
+        a, b, score = line.split('\t')
+        pairs.append((a.lower(), b.lower(), float(score)))
+    return pairs
+
+# %%
+questions = load_analogies()
+test_eq(len(questions), 14); test_eq(sum(map(len, questions.values())), 19544)
+test_eq(questions['capital-common-countries'][0], ('athens', 'greece', 'baghdad', 'iraq'))
+test_eq(list(questions)[ANALOGY_SECTIONS_SEMANTIC], 'gram1-adjective-to-adverb')
+ws, sl = load_word_similarity('wordsim353'), load_word_similarity('simlex999')
+test_eq((len(ws), len(sl)), (353, 999)); test_eq(sl[0], ('old', 'new', 1.58))
+test_fail(lambda: load_word_similarity('men'), contains="one of ['simlex999', 'wordsim353'], got 'men'")
+print({k: len(v) for k, v in questions.items()})
+
+# %%
+#| export
+class AnalogyScore(NamedTuple):
+    "Questions answered right, asked (all four words known) and in the file, for one section or a group of them."
+    correct: int
+    asked: int
+    total: int
+
+    @property
+    def accuracy(self) -> float: return self.correct / self.asked if self.asked else float('nan')
+
+def _rows(vocab) -> dict:
+    "word -> row of the vectors, for a `Vocab` or a list of words (row i is word i)."
+    return vocab.stoi if hasattr(vocab, 'stoi') else {w: i for i, w in enumerate(vocab)}
+
+def evaluate_analogies(E, vocab, questions=None, restrict_vocab: int | None = 30000, batch: int = 512) -> dict:
+    """Accuracy of 3CosAdd on analogy questions, as gensim's `evaluate_word_analogies` counts it.
+
+    `E` (V, N): word vectors, row i for id i of `vocab` (a `Vocab`, or a list of words ordered by falling
+    frequency). `questions`: {section: [(a, b, c, d), ...]} (default `load_analogies()`). Only the first
+    `restrict_vocab` rows take part (None: all): a question with a word beyond them is not asked, and answers are
+    searched among them, `<pad>`/`<unk>` left out. Returns {section: AnalogyScore, ..., 'semantic', 'syntactic',
+    'total'}, the groups for questions-words' sections (the first five are semantic)."""
+    questions = load_analogies() if questions is None else questions
+    rows = _rows(vocab)
+    n = len(E) if restrict_vocab is None else min(int(restrict_vocab), len(E))
+    En = unit_rows(np.asarray(E, dtype=np.float32)[:n])
+    for special in ('<pad>', '<unk>'):
+        if rows.get(special, n) < n: En[rows[special]] = 0       # never an answer: cosine 0 < any real answer's
+    scores = {}
+    for section, qs in questions.items():
+        ids = np.array([[rows.get(w, n) for w in q] for q in qs], dtype=np.int64).reshape(-1, 4)
+        ids = ids[(ids < n).all(1)]
+        correct = 0
+        for s in range(0, len(ids), batch):
+            a, b, c, d = ids[s:s + batch].T
+            S = (En[b] - En[a] + En[c]) @ En.T                    # (B, n): one product for the batch
+            r = np.arange(len(a))
+            S[r, a] = S[r, b] = S[r, c] = -np.inf
+            correct += int((S.argmax(1) == d).sum())
+        scores[section] = AnalogyScore(correct, len(ids), len(qs))
+    names = list(scores)
+    groups = {'semantic': names[:ANALOGY_SECTIONS_SEMANTIC], 'syntactic': names[ANALOGY_SECTIONS_SEMANTIC:], 'total': names}
+    for g, members in groups.items():
+        scores[g] = AnalogyScore(*(sum(getattr(scores[m], f) for m in members) for f in AnalogyScore._fields))
+    return scores
+
+# %% [markdown]
+# A check on made-up vectors: four countries and their capitals, where each capital is
+# its country plus one shared "capital of" offset, answer every question; a word beyond
+# `restrict_vocab` takes its questions out of the count; and on random vectors the
+# batched search finds what `analogy` finds one question at a time.
+
+# %%
+rng = np.random.default_rng(0)
+countries = ['france', 'italy', 'spain', 'peru']
+capital = rng.normal(size=8)
+E_toy = np.vstack([np.zeros((2, 8)), rng.normal(size=(4, 8)) * 3, np.zeros((4, 8))])
+E_toy[6:] = E_toy[2:6] + capital
+toy_words = ['<pad>', '<unk>', *countries, 'paris', 'rome', 'madrid', 'lima']
+qs_toy = {'capital': [(c1, p1, c2, p2) for c1, p1 in zip(countries, toy_words[6:])
+                      for c2, p2 in zip(countries, toy_words[6:]) if c1 != c2]}
+sc = evaluate_analogies(E_toy, toy_words, qs_toy, restrict_vocab=None)
+print(sc['capital'], f"accuracy {sc['capital'].accuracy:.2f}")
+test_eq(sc['capital'], AnalogyScore(12, 12, 12)); test_eq(sc['total'], sc['capital'])
+sc = evaluate_analogies(E_toy, toy_words, qs_toy, restrict_vocab=9, batch=5)     # 'lima' (row 9) left out
+test_eq((sc['capital'].correct, sc['capital'].asked), (6, 6))
+E_rand, words_rand = rng.normal(size=(8, 3)), toy_words[2:]     # random vectors: as many right as `analogy` finds
+one_by_one = sum(words_rand[analogy(E_rand, *(words_rand.index(w) for w in q[:3]))[0][0]] == q[3] for q in qs_toy['capital'])
+test_eq(evaluate_analogies(E_rand, words_rand, qs_toy, restrict_vocab=None, batch=5)['capital'].correct, one_by_one)
+print(f"random vectors: {one_by_one} of 12 right")
+
+# %%
+#| export
+def rankdata(x) -> np.ndarray:
+    "Ranks 1..n (float64, (n,)) of `x` (n,), tied values given the mean of the ranks they span."
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind='stable')
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])              # first position of each run of ties
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)      # mean of ranks starts+1 .. ends
+    return ranks
+
+def spearman(x, y) -> float:
+    "Spearman's rank correlation of `x` and `y` (n,): the Pearson correlation of their ranks (ties averaged)."
+    rx, ry = rankdata(x), rankdata(y)
+    if len(rx) != len(ry) or len(rx) < 2:
+        raise ValueError(f"spearman expected two arrays of one length >= 2, got {len(rx)} and {len(ry)}")
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float(rx @ ry / np.sqrt((rx @ rx) * (ry @ ry)))
+
+class SimilarityScore(NamedTuple):
+    "Spearman's rho of the cosines against the human ratings, over `pairs` of the `total` pairs (both words known)."
+    spearman: float
+    pairs: int
+    total: int
+
+def evaluate_similarity(E, vocab, pairs, restrict_vocab: int | None = 30000) -> SimilarityScore:
+    """Spearman's rho between the cosines of word pairs and their human ratings, as gensim's `evaluate_word_pairs`.
+
+    `E` (V, N), `vocab` as in `evaluate_analogies`; `pairs`: [(word1, word2, rating), ...] (e.g. from
+    `load_word_similarity`) or a dataset name. Pairs with a word outside the first `restrict_vocab` rows are left out."""
+    pairs = load_word_similarity(pairs) if isinstance(pairs, str) else pairs
+    rows = _rows(vocab)
+    n = len(E) if restrict_vocab is None else min(int(restrict_vocab), len(E))
+    known = [(rows[a], rows[b], s) for a, b, s in pairs if rows.get(a, n) < n and rows.get(b, n) < n]
+    if len(known) < 2:
+        raise ValueError(f"evaluate_similarity expected at least 2 pairs with both words known, got {len(known)}")
+    a, b, human = (np.array(col) for col in zip(*known))
+    En = unit_rows(np.asarray(E, dtype=np.float64))
+    return SimilarityScore(spearman((En[a] * En[b]).sum(1), human), len(known), len(pairs))
+
+# %% [markdown]
+# Ties are what make ranks subtle: the ratings 1, 2, 2, 3 have ranks 1, 2.5, 2.5, 4. A
+# cosine that orders pairs exactly as the humans do scores 1, whatever its scale; the
+# reverse order scores −1.
+
+# %%
+test_eq(rankdata([1, 2, 2, 3]), [1, 2.5, 2.5, 4]); test_eq(rankdata([5, 5, 5]), [2, 2, 2])
+test_eq(rankdata([3, 1, 2]), [3, 1, 2])
+test_close(spearman([1, 2, 3, 4], [10, 20, 30, 1000]), 1.0); test_close(spearman([1, 2, 3], [3, 2, 1]), -1.0)
+test_fail(lambda: spearman([1], [2]), contains='one length >= 2, got 1 and 1')
+toy_pairs = [('france', 'paris', 9.0), ('italy', 'rome', 9.0), ('france', 'lima', 1.0), ('spain', 'rome', 2.0),
+             ('france', 'snow', 5.0)]                                   # 'snow' is unknown: left out
+E_pairs = E_toy.copy()
+sc = evaluate_similarity(E_pairs, toy_words, toy_pairs, restrict_vocab=None)
+cos = lambda i, j: E_pairs[i] @ E_pairs[j] / np.linalg.norm(E_pairs[i]) / np.linalg.norm(E_pairs[j])
+test_eq(sc.pairs, 4); test_eq(sc.total, 5)
+test_close(sc.spearman, spearman([cos(2, 6), cos(3, 7), cos(2, 9), cos(4, 7)], [9, 9, 1, 2]))
+test_fail(lambda: evaluate_similarity(E_toy, toy_words, toy_pairs[:1]), contains='at least 2 pairs')
+print(sc)
 
 # %% [markdown]
 # ## 10. Phrases

@@ -9,7 +9,9 @@ from dl_from_scratch.text import (standardize, tokenize, Vocab, pad_sequences, p
                                   BPE, skipgram_pairs, cbow_windows, softmax_w2v_loss_grad, binary_w2v_loss_grad,
                                   huffman_tree, hs_probability, noise_distribution, unigram_table, keep_probability,
                                   nearest, analogy, pca_2d, phrases, join_phrases, cooccurrence, glove_weights,
-                                  glove_loss_grad, glove_train, bias_direction, neutralize, equalize, SPACE)
+                                  glove_loss_grad, glove_train, bias_direction, neutralize, equalize, SPACE,
+                                  load_analogies, load_word_similarity, evaluate_analogies, evaluate_similarity,
+                                  rankdata, spearman, AnalogyScore)
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
 
 
@@ -219,3 +221,74 @@ def test_debiasing():
     assert np.allclose([np.linalg.norm(a), np.linalg.norm(b)], 1)
     w = neutralize(E[5], g)
     assert np.isclose(np.linalg.norm(a - w), np.linalg.norm(b - w))
+
+
+# ---------------------------------------------------------------- benchmarks for word vectors
+def test_shipped_benchmarks_load():
+    q = load_analogies()
+    assert len(q) == 14 and sum(map(len, q.values())) == 19544
+    assert all(len(t) == 4 and all(w == w.lower() for w in t) for qs in q.values() for t in qs)
+    assert [len(load_word_similarity(n)) for n in ('wordsim353', 'simlex999')] == [353, 999]
+    with pytest.raises(ValueError, match="got 'men'"): load_word_similarity('men')
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 3)), min_size=3, max_size=30))
+def test_spearman_with_ties_as_scipy(xy):
+    scipy_stats = pytest.importorskip('scipy.stats')
+    x, y = np.array(xy, dtype=float).T
+    assert np.allclose(rankdata(x), scipy_stats.rankdata(x))
+    if np.ptp(x) > 0 and np.ptp(y) > 0:
+        assert np.isclose(spearman(x, y), scipy_stats.spearmanr(x, y).statistic, atol=1e-12)
+
+def _structured_vectors(q, seed=0, noise=0.9):
+    "Random vectors for the words of `q`, each section's answers d = c + one offset + noise: partly right."
+    rng = np.random.default_rng(seed)
+    words = sorted({w for qs in q.values() for t in qs for w in t})
+    row = {w: i for i, w in enumerate(words)}
+    E = rng.normal(size=(len(words), 20))
+    for qs in q.values():
+        offset = rng.normal(size=20)
+        for a, b, c, d in qs[::7]: E[row[d]] = E[row[c]] + offset + noise * rng.normal(size=20)
+    return E, words
+
+def test_analogies_as_gensim(tmp_path):
+    gensim_models = pytest.importorskip('gensim.models')
+    q_all = load_analogies()
+    q = {k: q_all[k][:300] for k in ('capital-common-countries', 'family', 'gram1-adjective-to-adverb')}
+    E, words = _structured_vectors(q)
+    order = np.random.default_rng(1).permutation(len(words))          # a frequency order with words in and out
+    E, words = E[order].astype(np.float32), [words[i] for i in order]
+    kv = gensim_models.KeyedVectors(20); kv.add_vectors(words, E)
+    path = tmp_path / 'questions.txt'
+    path.write_text(''.join(f": {k}\n" + ''.join(' '.join(t) + '\n' for t in ts) for k, ts in q.items()))
+    restrict = len(words) * 3 // 4
+    _, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=restrict)
+    ours = evaluate_analogies(E, words, q, restrict_vocab=restrict, batch=64)
+    for s in sections[:-1]:
+        sc = ours[s['section']]
+        assert (sc.correct, sc.asked) == (len(s['correct']), len(s['correct']) + len(s['incorrect'])), s['section']
+    assert 0 < ours['total'].correct < ours['total'].asked < ours['total'].total
+    assert ours['total'].correct == len(sections[-1]['correct'])
+
+def test_analogy_groups_and_restriction():
+    q = load_analogies()
+    E, words = _structured_vectors(q, noise=0.3)
+    sc = evaluate_analogies(E, words, q, restrict_vocab=None)
+    assert sc['semantic'].asked == sum(sc[k].asked for k in list(q)[:5]) == 8869
+    assert sc['syntactic'].total == 10675 and sc['total'].asked == 19544
+    assert sc['total'] == AnalogyScore(*(a + b for a, b in zip(sc['semantic'], sc['syntactic'])))
+    assert 0.05 < sc['total'].accuracy < 1
+    assert evaluate_analogies(E, words, q, restrict_vocab=10)['total'].asked == 0
+
+def test_similarity_as_gensim():
+    gensim_models = pytest.importorskip('gensim.models')
+    pairs = load_word_similarity('wordsim353')
+    words = sorted({w for a, b, _ in pairs for w in (a, b)})
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(len(words), 10)).astype(np.float32)
+    kv = gensim_models.KeyedVectors(10); kv.add_vectors(words, E)
+    import gensim.test.utils
+    _, (rho, _), oov = kv.evaluate_word_pairs(gensim.test.utils.datapath('wordsim353.tsv'), restrict_vocab=300)
+    ours = evaluate_similarity(E, words, pairs, restrict_vocab=300)
+    assert np.isclose(ours.spearman, rho, atol=1e-6) and np.isclose(100 * (1 - ours.pairs / ours.total), oov)
+    with pytest.raises(ValueError, match='at least 2 pairs'): evaluate_similarity(E, words, pairs[:1])
