@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime, math
 from collections import Counter, namedtuple
 import numpy as np
-from .core import check_array, as_rng, get_array_module
-from .layers import Layer, _who, _shape_of, _check_input, _get_activation
+from .core import check_array, as_rng, get_array_module, resolve_backend
+from .layers import Layer, Dropout, _who, _shape_of, _check_input, _get_activation
+from .kernels import attention as kernels      # the fused softmax and LayerNorm kernels (chapter 13b)
 from .functional import softmax_vjp
 from .model import Model, Input
 from .merge import Add
@@ -19,13 +20,14 @@ from . import init as initializers
 __all__ = ['AttentionCache', 'MHACache', 'LayerNormalization', 'MONTHS', 'WEEKDAYS', 'DATE_FORMATS', 'causal_mask',
            'padding_mask', 'check_mask', 'masked_softmax', 'scaled_dot_product_attention',
            'scaled_dot_product_attention_backward', 'MultiHeadAttention', 'positional_encoding', 'PositionalEncoding',
-           'LayerNorm', 'PositionwiseDense', 'TransformerEncoderBlock', 'TransformerDecoderBlock', 'NoamSchedule',
-           'Attention', 'ngrams', 'modified_precision', 'closest_ref_length', 'brevity_penalty', 'corpus_bleu',
-           'sentence_bleu', 'sequence_score', 'beam_search', 'greedy_search', 'sequence_log_prob', 'blame',
-           'ctc_collapse', 'human_date', 'date_pairs']
+           'layer_norm_reference', 'layer_norm_reference_backward', 'LayerNorm', 'PositionwiseDense',
+           'TransformerEncoderBlock', 'TransformerDecoderBlock', 'NoamSchedule', 'Attention', 'ngrams',
+           'modified_precision', 'closest_ref_length', 'brevity_penalty', 'corpus_bleu', 'sentence_bleu',
+           'sequence_score', 'beam_search', 'greedy_search', 'sequence_log_prob', 'blame', 'ctc_collapse', 'human_date',
+           'date_pairs']
 
 # %% ../nbs/13_attention.ipynb #47c5eb50
-AttentionCache = namedtuple('AttentionCache', 'Q K V A scale')
+AttentionCache = namedtuple('AttentionCache', 'Q K V A scale dropout causal backend', defaults=(None, False, 'numpy'))
 
 def causal_mask(Tq: int, Tk: int | None = None):
     "`(Tq, Tk)` boolean, lower-triangular: query i may attend to keys j <= i (Tk defaults to Tq)."
@@ -64,10 +66,12 @@ def masked_softmax(S, mask=None):
     Z = E.sum(axis=-1, keepdims=True)
     return E / xp.where(Z == 0, 1, Z)
 
-def scaled_dot_product_attention(Q, K, V, mask=None):
+def scaled_dot_product_attention(Q, K, V, mask=None, causal: bool = False, dropout=None, backend: str = 'auto'):
     """softmax(Q Kᵀ/√d_k) V with a mask. `Q` `(..., Tq, d_k)`, `K` `(..., Tk, d_k)`, `V` `(..., Tk, d_v)` with
-    the same leading axes; `mask` broadcastable to `(..., Tq, Tk)`, True where query i may attend to key j.
-    Returns `(O (..., Tq, d_v), cache)`; `cache.A` `(..., Tq, Tk)` holds the attention weights."""
+    the same leading axes; `mask` broadcastable to `(..., Tq, Tk)`, True where query i may attend to key j;
+    `causal=True` also hides keys j > i. `dropout`: a `Dropout` layer applied to the weights (in training).
+    `backend`: 'numpy' (the reference: `masked_softmax`), 'numba' or 'cuda' (the fused kernels of chapter 13b),
+    'auto' (the kernels). Returns `(O (..., Tq, d_v), cache)`; `cache.A` `(..., Tq, Tk)` holds the attention weights."""
     who = 'scaled_dot_product_attention'
     xp = get_array_module(Q)
     if not (Q.ndim == K.ndim == V.ndim >= 2):
@@ -79,16 +83,27 @@ def scaled_dot_product_attention(Q, K, V, mask=None):
         raise ValueError(f"{who} expected Q (..., Tq, d_k), K (..., Tk, d_k), V (..., Tk, d_v) with equal leading "
                          f"axes and d_k, got {tuple(Q.shape)}, {tuple(K.shape)}, {tuple(V.shape)}")
     scale = 1.0 / math.sqrt(Q.shape[-1])
-    S = xp.matmul(Q, xp.swapaxes(K, -1, -2)) * scale
-    A = masked_softmax(S, check_mask(mask, S.shape, who))
-    return xp.matmul(A, V), AttentionCache(Q, K, V, A, scale)
+    S = xp.matmul(Q, xp.swapaxes(K, -1, -2))
+    mask = check_mask(mask, S.shape, who)
+    backend = resolve_backend(S, backend, who)
+    if backend == 'numpy':
+        if causal: mask = causal_mask(*S.shape[-2:]) if mask is None else mask & causal_mask(*S.shape[-2:])
+        A = masked_softmax(S * scale, mask)
+    else:
+        A = kernels.softmax_forward(S, mask, causal, scale, backend, out=S)      # over the scores: no new array
+    Ad = A if dropout is None else dropout.forward(A, training=True)
+    return xp.matmul(Ad, V), AttentionCache(Q, K, V, A, scale, dropout, causal, backend)
 
 def scaled_dot_product_attention_backward(dO, cache: AttentionCache):
     "dL/dO `(..., Tq, d_v)` -> `(dQ, dK, dV)`, shaped as Q, K, V."
-    Q, K, V, A, scale = cache
+    Q, K, V, A, scale, dropout, causal, backend = cache
     xp = get_array_module(dO)
-    dV = xp.matmul(xp.swapaxes(A, -1, -2), dO)
-    dS = softmax_vjp(A, xp.matmul(dO, xp.swapaxes(V, -1, -2))) * scale
+    Ad = A if dropout is None or dropout.cache is None else A * dropout.cache
+    dV = xp.matmul(xp.swapaxes(Ad, -1, -2), dO)
+    dA = xp.matmul(dO, xp.swapaxes(V, -1, -2))
+    if dropout is not None: dA = dropout.backward(dA)
+    if backend == 'numpy': dS = softmax_vjp(A, dA) * scale
+    else: dS = kernels.softmax_backward(A, dA, causal, scale, backend, out=dA)
     return xp.matmul(dS, K), xp.matmul(xp.swapaxes(dS, -1, -2), Q), dV
 
 # %% ../nbs/13_attention.ipynb #8cf90d6c
@@ -113,16 +128,21 @@ class MultiHeadAttention(_KeywordCall, Layer):
     `d_model` defaults to Dq and must be a multiple of `num_heads`. Weights `Wq` `(Dq, d)`, `Wk` `(Dk, d)`,
     `Wv` `(Dv, d)`, `Wo` `(d, d)` and biases `bq`, `bk`, `bv`, `bo` `(d,)`.
     `forward(x, training, mask=None)`: `mask` `(N, Tk)` (False at padded keys) or `(N, Tq, Tk)`;
-    `causal=True` also hides later keys. `attention_weights` `(N, h, Tq, Tk)` holds the last forward's weights.
+    `causal=True` also hides later keys. `dropout`: the rate of dropout on the attention weights in training
+    (Keras's `dropout`). `backend`: the softmax's, as `scaled_dot_product_attention`'s.
+    `attention_weights` `(N, h, Tq, Tk)` holds the last forward's weights (before dropout).
     `backward` returns dL/dx for one input, else a list in the order of the inputs."""
     def __init__(self, num_heads: int, d_model: int | None = None, causal: bool = False, use_bias: bool = True,
-                 kernel_initializer='glorot_uniform', rng=None, name=None):
+                 kernel_initializer='glorot_uniform', rng=None, name=None, dropout: float = 0.0, backend: str = 'auto'):
         super().__init__(name)
         if int(num_heads) < 1: raise ValueError(f"MultiHeadAttention expected num_heads >= 1, got {num_heads}")
         self.num_heads, self.causal, self.use_bias = int(num_heads), bool(causal), bool(use_bias)
         self.d_model = None if d_model is None else self._check_width(int(d_model))
         self.kernel_initializer = initializers.get_initializer(kernel_initializer)
         self.rng = as_rng(rng)
+        self.dropout = Dropout(dropout, rng=self.rng, name='attention_dropout')
+        resolve_backend(np.zeros(0), backend, 'MultiHeadAttention')     # a bad name fails here, not at the first batch
+        self.backend = backend
         self.attention_weights = None
 
     def _check_width(self, d: int) -> int:
@@ -167,7 +187,7 @@ class MultiHeadAttention(_KeywordCall, Layer):
         return q, k, v
 
     def _mask(self, mask, N: int, Tq: int, Tk: int):
-        "The mask as `(N or 1, 1, Tq or 1, Tk)` booleans (one for all heads), the causal mask included."
+        "The mask as `(N, 1, Tq or 1, Tk)` booleans (one for all heads), or None; the causal mask is added later."
         if mask is not None:
             xp = get_array_module(mask)
             mask = xp.asarray(mask)
@@ -177,9 +197,6 @@ class MultiHeadAttention(_KeywordCall, Layer):
                 raise ValueError(f"{_who(self)} expected a mask of shape (N, Tk) = ({N}, {Tk}) for padded keys or "
                                  f"(N, Tq, Tk) = ({N}, {Tq}, {Tk}), got {tuple(mask.shape)}")
             mask = check_mask(mask, (N, self.num_heads, Tq, Tk), _who(self))
-        if self.causal:
-            c = causal_mask(Tq, Tk)
-            mask = c if mask is None else mask & c
         return mask
 
     def forward(self, x, training=False, mask=None):
@@ -191,7 +208,9 @@ class MultiHeadAttention(_KeywordCall, Layer):
             z = z @ p['W' + name]
             if self.use_bias: z = z + p['b' + name]
             return z.reshape(N, z.shape[1], h, d // h).transpose(0, 2, 1, 3)
-        Oh, att = scaled_dot_product_attention(heads(q, 'q'), heads(k, 'k'), heads(v, 'v'), self._mask(mask, N, Tq, Tk))
+        Oh, att = scaled_dot_product_attention(heads(q, 'q'), heads(k, 'k'), heads(v, 'v'), self._mask(mask, N, Tq, Tk),
+                                               self.causal, self.dropout if training and self.dropout.rate else None,
+                                               self.backend)
         O = xp.ascontiguousarray(Oh.transpose(0, 2, 1, 3)).reshape(N, Tq, d)     # concatenate the heads
         y = O @ p['Wo']
         if self.use_bias: y = y + p['bo']
@@ -246,13 +265,30 @@ class PositionalEncoding(Layer):
         return self.scale * dy
 
 # %% ../nbs/13_attention.ipynb #5c2c6685
+def layer_norm_reference(x, gamma, beta, eps: float = 1e-5):
+    "Layer normalisation over the last axis of `x` `(..., D)`: `(y, xhat, s)` with s = 1/sqrt(var + eps) `(..., 1)`."
+    xp = get_array_module(x)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    s = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    xhat = xc * s
+    return xhat * gamma + beta, xhat, s
+
+def layer_norm_reference_backward(dy, xhat, s, gamma):
+    "`(dx, dgamma, dbeta)` from dL/dy `dy` `(..., D)` and the `xhat`, `s` of `layer_norm_reference`."
+    D = xhat.shape[-1]
+    g = dy * gamma
+    dx = s * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, (dy * xhat).reshape(-1, D).sum(axis=0), dy.reshape(-1, D).sum(axis=0)
+
 class LayerNorm(Layer):
     """Layer normalisation over the last axis: `x` `(N, ..., D)` -> `gamma * (x - mean) / sqrt(var + eps) + beta`,
-    statistics per position; `gamma`, `beta` `(D,)`."""
-    def __init__(self, eps: float = 1e-5, name=None):
+    statistics per position; `gamma`, `beta` `(D,)`. `backend`: 'numpy' (`layer_norm_reference`), 'numba' or
+    'cuda' (the fused kernels of chapter 13b), 'auto' (the kernels)."""
+    def __init__(self, eps: float = 1e-5, name=None, backend: str = 'auto'):
         super().__init__(name)
         if not float(eps) > 0: raise ValueError(f"LayerNorm expected eps > 0, got {eps}")
-        self.eps = float(eps)
+        resolve_backend(np.zeros(0), backend, 'LayerNorm')
+        self.eps, self.backend = float(eps), backend
 
     def build(self, input_shape):
         super().build(_free_length(input_shape))
@@ -262,21 +298,19 @@ class LayerNorm(Layer):
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
-        xp = get_array_module(x)
-        xc = x - x.mean(axis=-1, keepdims=True)
-        s = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + self.eps)
-        xhat = xc * s
-        self.cache = (xhat, s)
-        return xhat * self.params['gamma'] + self.params['beta']
+        be = resolve_backend(x, self.backend, _who(self))
+        p = self.params
+        if be == 'numpy': y, xhat, s = layer_norm_reference(x, p['gamma'], p['beta'], self.eps)
+        else: y, xhat, s = kernels.layer_norm_forward(x, p['gamma'], p['beta'], self.eps, be)
+        self.cache = (xhat, s, be)
+        return y
 
     def backward(self, dy, need_dx: bool = True):
-        xhat, s = self.cache
-        D = xhat.shape[-1]
-        self.grads['beta'] = dy.reshape(-1, D).sum(axis=0)
-        self.grads['gamma'] = (dy * xhat).reshape(-1, D).sum(axis=0)
-        if not need_dx: return None
-        g = dy * self.params['gamma']
-        return s * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+        xhat, s, be = self.cache
+        if be == 'numpy': dx, dgamma, dbeta = layer_norm_reference_backward(dy, xhat, s, self.params['gamma'])
+        else: dx, dgamma, dbeta = kernels.layer_norm_backward(dy, xhat, s, self.params['gamma'], be)
+        self.grads['gamma'], self.grads['beta'] = dgamma, dbeta
+        return dx if need_dx else None
 
 LayerNormalization = LayerNorm   # Keras's name
 
@@ -324,29 +358,39 @@ def _feed_forward(x, d_ff: int, rng):
     "The position-wise feed-forward block on a symbolic `(N, T, D)` tensor: ReLU(x W1 + b1) W2 + b2."
     return PositionwiseDense(x.shape[-1], rng=rng, name='ff2')(PositionwiseDense(d_ff, 'relu', rng=rng, name='ff1')(x))
 
-def _sublayer(x, f, norm, norm_first: bool):
-    "A residual sub-layer: `x + f(norm(x))` (pre-norm) or `norm(x + f(x))` (post-norm)."
-    return Add()([x, f(norm(x))]) if norm_first else norm(Add()([x, f(x)]))
+def _sublayer(x, f, norm, norm_first: bool, drop=None):
+    """A residual sub-layer: `x + drop(f(norm(x)))` (pre-norm) or `norm(x + drop(f(x)))` (post-norm), `drop` a
+    `Dropout` layer on the sub-layer's output (None: none)."""
+    out = lambda t: f(t) if drop is None else drop(f(t))
+    return Add()([x, out(norm(x))]) if norm_first else norm(Add()([x, out(x)]))
+
+def _dropouts(rate: float, rng, n: int) -> list:
+    "`n` `Dropout` layers 'drop1'... sharing `rng` for the sub-layers' outputs, or `n` Nones when `rate` is 0."
+    if not 0.0 <= float(rate) < 1.0: raise ValueError(f"expected 0 <= dropout < 1, got {rate}")
+    return [Dropout(rate, rng=rng, name=f'drop{i + 1}') if rate else None for i in range(n)]
 
 class TransformerEncoderBlock(_KeywordCall, Model):
     """Self-attention and a position-wise feed-forward block, each with a residual connection and a LayerNorm
     (after the addition by default, as the paper; `norm_first=True`: before the sub-layer). A `Model`.
     x `(N, T, d)` -> `(N, T, d)`; `forward(x, training, mask=None)` with `mask` `(N, T)` (False at padding) or
-    `(N, T, T)`; `causal=True` for a decoder-only stack."""
+    `(N, T, T)`; `causal=True` for a decoder-only stack. `dropout`: the rate of dropout, in training, on each
+    sub-layer's output before the residual addition and on the attention weights (the paper's 0.1; 0: none)."""
     _key_sep = '_'
     _builds_on_forward = True              # forward builds from the first batch
     get_config = Layer.get_config          # saved by its arguments, which determine the graph
 
     def __init__(self, num_heads: int, d_ff: int, norm_first: bool = False, causal: bool = False, eps: float = 1e-5,
-                 rng=None, name=None):
+                 rng=None, name=None, dropout: float = 0.0):
         super().__init__(name=name or 'encoder_block')
         self.num_heads, self.d_ff, self.norm_first, self.eps, self.rng = int(num_heads), int(d_ff), bool(norm_first), eps, as_rng(rng)
-        self.attention = MultiHeadAttention(num_heads, causal=causal, rng=self.rng, name='mha')
+        self.drops = _dropouts(dropout, self.rng, 2)
+        self.attention = MultiHeadAttention(num_heads, causal=causal, rng=self.rng, name='mha', dropout=dropout)
 
     def build(self, input_shape):
         x = Input(_free_length(input_shape))
-        h = _sublayer(x, self.attention, LayerNorm(self.eps, name='ln1'), self.norm_first)
-        y = _sublayer(h, lambda t: _feed_forward(t, self.d_ff, self.rng), LayerNorm(self.eps, name='ln2'), self.norm_first)
+        d1, d2 = self.drops
+        h = _sublayer(x, self.attention, LayerNorm(self.eps, name='ln1'), self.norm_first, d1)
+        y = _sublayer(h, lambda t: _feed_forward(t, self.d_ff, self.rng), LayerNorm(self.eps, name='ln2'), self.norm_first, d2)
         self._init_graph(x, y)
         return self
 
@@ -358,24 +402,28 @@ class TransformerDecoderBlock(_KeywordCall, Model):
     """Causal self-attention, cross-attention to the encoder's output and a feed-forward block, each with a residual
     connection and a LayerNorm (post-norm, or pre-norm with `norm_first=True`). A `Model` on `[y (N, Ty, d),
     memory (N, Tx, dm)]` -> `(N, Ty, d)`; `forward(x, training, mask=None, memory_mask=None)`: `mask` `(N, Ty)`
-    marks the target's tokens, `memory_mask` `(N, Tx)` the memory's. `backward` returns `[dy, dmemory]`."""
+    marks the target's tokens, `memory_mask` `(N, Tx)` the memory's. `backward` returns `[dy, dmemory]`.
+    `dropout`: as the encoder block's, on the three sub-layers' outputs and both attentions' weights."""
     _key_sep = '_'
     _builds_on_forward = True
     get_config = Layer.get_config
 
-    def __init__(self, num_heads: int, d_ff: int, norm_first: bool = False, eps: float = 1e-5, rng=None, name=None):
+    def __init__(self, num_heads: int, d_ff: int, norm_first: bool = False, eps: float = 1e-5, rng=None, name=None,
+                 dropout: float = 0.0):
         super().__init__(name=name or 'decoder_block')
         self.num_heads, self.d_ff, self.norm_first, self.eps, self.rng = int(num_heads), int(d_ff), bool(norm_first), eps, as_rng(rng)
-        self.self_attention = MultiHeadAttention(num_heads, causal=True, rng=self.rng, name='self_mha')
-        self.cross_attention = MultiHeadAttention(num_heads, rng=self.rng, name='cross_mha')
+        self.drops = _dropouts(dropout, self.rng, 3)
+        self.self_attention = MultiHeadAttention(num_heads, causal=True, rng=self.rng, name='self_mha', dropout=dropout)
+        self.cross_attention = MultiHeadAttention(num_heads, rng=self.rng, name='cross_mha', dropout=dropout)
 
     def build(self, input_shape):
         if not (isinstance(input_shape, list) and len(input_shape) == 2):
             raise ValueError(f"TransformerDecoderBlock expected a list [y (N, Ty, d), memory (N, Tx, dm)], got input shape {input_shape}")
         y, memory = Input(_free_length(input_shape[0])), Input(_free_length(input_shape[1]))
-        h = _sublayer(y, self.self_attention, LayerNorm(self.eps, name='ln1'), self.norm_first)
-        h = _sublayer(h, lambda t: self.cross_attention([t, memory]), LayerNorm(self.eps, name='ln2'), self.norm_first)
-        out = _sublayer(h, lambda t: _feed_forward(t, self.d_ff, self.rng), LayerNorm(self.eps, name='ln3'), self.norm_first)
+        d1, d2, d3 = self.drops
+        h = _sublayer(y, self.self_attention, LayerNorm(self.eps, name='ln1'), self.norm_first, d1)
+        h = _sublayer(h, lambda t: self.cross_attention([t, memory]), LayerNorm(self.eps, name='ln2'), self.norm_first, d2)
+        out = _sublayer(h, lambda t: _feed_forward(t, self.d_ff, self.rng), LayerNorm(self.eps, name='ln3'), self.norm_first, d3)
         self._init_graph([y, memory], out)
         return self
 

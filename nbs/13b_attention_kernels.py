@@ -1,0 +1,483 @@
+# %% [markdown]
+# # Attention kernels: fused softmax and layer normalisation on CPU threads and CUDA
+#
+# > The hot loops of the transformer outside its matrix products, three ways proven equal: the row softmax of attention (scale, padding and causal masks, fully masked rows give zeros) and its backward, and layer normalisation forward and backward, as Numba CPU kernels (one pass per row, rows in parallel, a bit-level float32 exp) and Numba CUDA kernels (one thread per row), beside chapter 13's NumPy references.
+#
+# ## Purpose
+#
+# Chapter 13 builds multi-head attention and the transformer blocks from batched
+# matrix products, with no Python loop over heads or positions. Between the
+# products sit two computations that NumPy can only write as a chain of whole-array
+# operations: the **masked softmax** of the attention scores and **layer
+# normalisation**. Each NumPy operation reads and writes the whole array, so the
+# masked softmax of scores $(N, h, T_q, T_k) = (32, 4, 128, 128)$ (two million
+# numbers, 8 MB in float32) walks 8 MB some ten times: `where` for the mask, the
+# maximum, a subtraction, `exp`, a sum, a division. A kernel that takes one row at a
+# time reads it once, keeps it in the L1 cache (128 numbers) while it computes the
+# maximum, the exponentials and their sum, and writes it once.
+#
+# This notebook writes those kernels as chapter 07 did for im2col and chapter 16a
+# for routing:
+#
+# * the **NumPy references** are chapter 13's (`masked_softmax`, `softmax_vjp`,
+#   `layer_norm_reference` and its backward): the text there derives them;
+# * **Numba CPU kernels**: the same equations as scalar loops over one row,
+#   rows in parallel (`prange`);
+# * **Numba CUDA kernels**: one thread per row, from the same per-row source
+#   (`per_element` and `device_twin`, chapter 00).
+#
+# Chapter 13's layers call these kernels by default (`backend='auto'`: the Numba
+# kernels for NumPy arrays, the CUDA kernels for CuPy arrays) and keep the
+# reference as `backend='numpy'`. The last section times both at the size of the
+# attention benchmark.
+
+# %%
+#| default_exp kernels.attention
+
+# %%
+#| export
+from __future__ import annotations
+import math
+import numpy as np
+from numba import njit, prange
+from dl_from_scratch.core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
+                                  device_twin)
+
+# %%
+#| hide
+import time
+from dl_from_scratch.core import simulate_cuda_without_gpu, set_num_threads
+simulate_cuda_without_gpu()   # no GPU: run the CUDA kernels in Numba's simulator
+from fastcore.test import test_eq, test_fail, test_close
+from dl_from_scratch.attention import masked_softmax, causal_mask, layer_norm_reference, layer_norm_reference_backward
+from dl_from_scratch.functional import softmax_vjp
+set_num_threads(2)
+
+# %% [markdown]
+# ## 1. The equations, row by row
+#
+# **Softmax of the scores.** For one row $s\in\mathbb R^{T_k}$ of the scores
+# $S = QK^\top$ (one query of one head of one sequence), a scale $c = 1/\sqrt{d_k}$
+# and the set $J$ of allowed keys (the padding mask, and $j\le i$ under the causal
+# mask):
+#
+# $$m = \max_{j\in J} s_j,\qquad e_j = \exp\big(c\,(s_j - m)\big)\ (j\in J),\quad e_j = 0\ (j\notin J),\qquad
+#   p_j = e_j \Big/ \sum_k e_k .$$
+#
+# Subtracting the maximum keeps every exponent $\le 0$, so nothing overflows, and one
+# allowed $e_j$ is $\exp(0) = 1$, so the sum is at least 1. A row with no allowed key
+# ($J$ empty) has a sum of 0; chapter 13 gives it all-zero weights, and so do the
+# kernels. Folding the scale into the kernel ($c\,(s_j - m)$ rather than a
+# multiplication of the whole array before it) saves one pass over the scores. Under
+# the causal mask, key $j$ of query $i$ is allowed only for $j\le i$: the kernel stops
+# the row at $i+1$ and writes zeros after it, which halves the exponentials.
+#
+# **Its backward.** With $\bar p = \partial L/\partial p$ for one row (chapter 01's
+# `softmax_vjp`, times the scale):
+#
+# $$\bar s_j = c\,p_j\Big(\bar p_j - \sum_k p_k\,\bar p_k\Big).$$
+#
+# One dot product of the row, then one elementwise pass. A masked $p_j$ is 0, so its
+# score gets no gradient.
+#
+# **Layer normalisation** of one row $x\in\mathbb R^D$ with $\gamma, \beta\in\mathbb R^D$:
+#
+# $$\mu = \tfrac1D\textstyle\sum_j x_j,\quad \sigma^2 = \tfrac1D\sum_j (x_j-\mu)^2,\quad
+#   s = 1/\sqrt{\sigma^2+\epsilon},\quad \hat x_j = (x_j-\mu)\,s,\quad y_j = \gamma_j\hat x_j + \beta_j,$$
+#
+# and backward, with $g_j = \gamma_j\,\partial L/\partial y_j$ (chapter 13, section 4):
+#
+# $$\frac{\partial L}{\partial x_j} = s\Big(g_j - \overline{g} - \hat x_j\,\overline{g\hat x}\Big),\qquad
+#   \frac{\partial L}{\partial\gamma} = \sum_{\text{rows}} \frac{\partial L}{\partial y}\odot\hat x,\qquad
+#   \frac{\partial L}{\partial\beta} = \sum_{\text{rows}} \frac{\partial L}{\partial y}.$$
+#
+# The row statistics take two passes over the row (the mean, then the centred
+# squares: the one-pass $\overline{x^2}-\mu^2$ cancels badly when $|\mu|\gg\sigma$), both
+# in the L1 cache. The two parameter gradients are sums over rows, not rows: the CPU
+# kernel gives each thread a block of rows and its own partial sums, added at the
+# end; the CUDA kernel sums each column in a second launch.
+#
+# ## 2. The per-row steps, written once
+#
+# The kernels work on scores reshaped to four axes $(B, H, T_q, T_k)$ and on a boolean
+# mask of four axes, each of length 1 (broadcast) or the scores' length; `_mask4`
+# below makes both. The steps of one row $(b, h, i)$, compiled for the CPU kernels
+# (inlined) and as CUDA device functions:
+#
+# * `_softmax_shift`: $m$ over the allowed keys, then $c\,(s_j - m)$ at allowed keys
+#   and $-\infty$ at the others; returns where the row ends ($i + 1$ under the causal mask);
+# * the exponentials, in place (next section);
+# * `_softmax_normalise`: the sum, the division, zeros after the row's end (an
+#   all-masked row sums to 0 and becomes all zeros);
+# * `_softmax_backward_row`: $\bar s$ from $p$ and $\bar p$, in place if asked;
+# * `_layer_norm_row` and `_layer_norm_backward_row`: one row of each pass;
+#   `_column_sums`: one column of the parameter gradients over a block of rows.
+#
+# Sums run in float64 registers whatever the arrays' dtype.
+
+# %%
+#| export
+@per_element
+def _softmax_shift(b, h, i, S, mask, causal, scale, P):
+    """Row (b, h, i) of the scores: m = max of the allowed S[b, h, i, j]; P = scale (S - m) where allowed, -inf
+    elsewhere. Returns the row's end: i + 1 under the causal mask (later keys are not looked at), else Tk."""
+    Tk = S.shape[3]
+    end = min(i + 1, Tk) if causal else Tk
+    mb = b if mask.shape[0] > 1 else 0
+    mh = h if mask.shape[1] > 1 else 0
+    mi = i if mask.shape[2] > 1 else 0
+    m = -math.inf
+    for j in range(end):
+        if mask[mb, mh, mi, j] and S[b, h, i, j] > m: m = S[b, h, i, j]
+    for j in range(end):
+        P[b, h, i, j] = scale * (S[b, h, i, j] - m) if mask[mb, mh, mi, j] else -math.inf
+    return end
+
+@per_element
+def _softmax_normalise(b, h, i, end, P):
+    "Row (b, h, i) of exponentials up to `end`: divided by their sum (0 if the sum is 0), zeros from `end` on."
+    z = 0.0
+    for j in range(end): z += P[b, h, i, j]
+    inv = 1.0 / z if z > 0.0 else 0.0
+    for j in range(end): P[b, h, i, j] *= inv
+    for j in range(end, P.shape[3]): P[b, h, i, j] = 0.0
+
+@per_element
+def _softmax_backward_row(b, h, i, end, P, dP, scale, dS):
+    "Row (b, h, i): dS = scale P (dP - sum(P dP)) up to `end` (P is 0 after it); `dS` may be `dP`."
+    a = 0.0
+    for j in range(end): a += P[b, h, i, j] * dP[b, h, i, j]
+    for j in range(end): dS[b, h, i, j] = scale * P[b, h, i, j] * (dP[b, h, i, j] - a)
+    for j in range(end, P.shape[3]): dS[b, h, i, j] = 0.0
+
+@per_element
+def _layer_norm_row(r, x, gamma, beta, eps, y, xhat, s):
+    "Row r of x (M, D): s[r, 0] = 1/sqrt(var + eps), xhat[r] = (x[r] - mean) s, y[r] = gamma xhat[r] + beta."
+    D = x.shape[1]
+    mu = 0.0
+    for j in range(D): mu += x[r, j]
+    mu /= D
+    var = 0.0
+    for j in range(D):
+        c = x[r, j] - mu
+        var += c * c
+    sr = 1.0 / math.sqrt(var / D + eps)
+    s[r, 0] = sr
+    for j in range(D):
+        xh = (x[r, j] - mu) * sr
+        xhat[r, j] = xh
+        y[r, j] = gamma[j] * xh + beta[j]
+
+@per_element
+def _layer_norm_backward_row(r, dy, xhat, s, gamma, dx):
+    "Row r: dx[r] = s (g - mean(g) - xhat mean(g xhat)) with g = gamma dy[r]."
+    D = dy.shape[1]
+    mg, mgx = 0.0, 0.0
+    for j in range(D):
+        g = gamma[j] * dy[r, j]
+        mg += g
+        mgx += g * xhat[r, j]
+    mg /= D
+    mgx /= D
+    for j in range(D): dx[r, j] = s[r, 0] * (gamma[j] * dy[r, j] - mg - xhat[r, j] * mgx)
+
+@per_element
+def _column_sums(j, c, r0, r1, dy, xhat, dgamma, dbeta):
+    "Column j over rows r0..r1-1: dgamma[c, j] = sum of dy xhat, dbeta[c, j] = sum of dy (block c's partial sums)."
+    a, b = 0.0, 0.0
+    for r in range(r0, r1):
+        a += dy[r, j] * xhat[r, j]
+        b += dy[r, j]
+    dgamma[c, j] = a
+    dbeta[c, j] = b
+
+# %% [markdown]
+# ## 3. A float32 exponential the CPU can vectorise
+#
+# The exponentials are most of the softmax's arithmetic. Numba calls the C library's
+# `expf` once per number, which LLVM cannot turn into vector instructions (without
+# Intel's SVML, absent here); NumPy's own `exp` is vectorised. The kernel
+# therefore computes $e^x$ itself, the classic way (Cody and Waite's reduction, the
+# Cephes polynomial):
+#
+# $$n = \operatorname{round}(x\log_2 e),\qquad f = x - n\ln 2\in[-\tfrac12\ln2, \tfrac12\ln2],\qquad
+#   e^x = 2^n\,e^f,$$
+#
+# with $\ln 2$ split into a short high part (exact in $n\ln2_{\text{hi}}$) and a low
+# correction, $e^f = 1 + f + f^2 P(f)$ with a degree-5 polynomial $P$, and $2^n$ made by
+# adding $n$ to the float's exponent bits (a view of the row as int32). Rounding to the
+# nearest integer is the "magic number" trick: $x + 1.5\cdot 2^{23}$ rounds $x$ in the
+# float32 adder, and subtracting the constant gives $n$; the function is compiled
+# without the fast-math reassociation that would cancel the two. Inputs below $-87$
+# (where $e^x$ is below float32's smallest normal number) give 0, and so does
+# $-\infty$, a masked score. Every operation is the same for each element, so LLVM
+# vectorises the loop: 8 numbers per AVX2 instruction.
+#
+# The float64 kernels use `math.exp`: the gradient checks of chapter 13 run in float64
+# and must see the exact function. The CUDA kernels use `math.exp` too (the GPU's
+# exponential is a fast hardware instruction).
+
+# %%
+#| export
+@njit(cache=True, fastmath={'contract'})
+def exp_inplace_f32(p, n):
+    """p[:n] = exp(p[:n]) for a contiguous float32 row `p`, within about one unit in the last place; inputs below
+    -87 (and -inf) give 0. Cody-Waite reduction, the Cephes polynomial, 2^n through the exponent bits."""
+    bits = p.view(np.int32)
+    for j in range(n):
+        x = p[j]
+        v = max(x, np.float32(-87.0))
+        t = v * np.float32(1.4426950408889634)                    # x log2(e)
+        k = (t + np.float32(12582912.0)) - np.float32(12582912.0)  # round to nearest: 1.5 * 2**23
+        f = v - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+        e = ((((((np.float32(1.9875691500e-4) * f + np.float32(1.3981999507e-3)) * f + np.float32(8.3334519073e-3)) * f
+                + np.float32(4.1665795894e-2)) * f + np.float32(1.6666665459e-1)) * f + np.float32(5.0000001201e-1))
+             * f * f + f + np.float32(1.0))
+        under = x < np.float32(-87.0)
+        p[j] = np.float32(0.0) if under else e
+        bits[j] += 0 if under else np.int32(k) << 23                # times 2**k
+
+# %% [markdown]
+# Against NumPy's `exp` (float64 as the truth), on the range a softmax sees:
+
+# %%
+xs = np.concatenate([-np.logspace(-8, np.log10(87), 100_000), [0.0, -86.9, -87.5, -100.0, -np.inf]]).astype(np.float32)
+ex = xs.copy(); exp_inplace_f32(ex, len(ex))
+truth = np.exp(xs.astype(np.float64))
+ok = xs >= -87
+rel = np.abs(ex[ok] - truth[ok]) / truth[ok]
+ulp = np.abs(ex[ok].astype(np.float64) - truth[ok]) / np.spacing(truth[ok].astype(np.float32)).astype(np.float64)
+print(f"max relative error {rel.max():.1e}, max {ulp.max():.2f} units in the last place; exp(-87.5), exp(-100), exp(-inf): {ex[~ok]}")
+assert rel.max() < 2e-7 and (ex[~ok] == 0).all() and ex[xs == 0][0] == 1.0
+part = np.full(8, -1.0, np.float32); exp_inplace_f32(part, 5)
+test_close(part[:5], np.exp(np.float32(-1.0)), eps=1e-7); test_eq(part[5:], -1.0)   # only the first n
+
+# %% [markdown]
+# ## 4. The Numba CPU kernels
+#
+# One row per iteration of a `prange` loop: the $B H T_q = 16{,}384$ rows of the
+# benchmark split into one block per thread. The softmax kernel runs the three steps
+# on each row while it is in the L1 cache; `fast_exp` picks the float32 exponential.
+# The layer-normalisation backward gives each block of rows its own row of partial
+# parameter gradients, so the threads never write the same memory.
+
+# %%
+#| export
+_FM = {'contract', 'reassoc'}   # fused multiply-adds, and sums that may be reordered (vectorised reductions)
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _softmax_forward_numba(S, mask, causal, scale, fast_exp, P):
+    B, H, Tq = S.shape[0], S.shape[1], S.shape[2]
+    for r in prange(B * H * Tq):
+        b, h, i = r // (H * Tq), (r // Tq) % H, r % Tq
+        end = _softmax_shift(b, h, i, S, mask, causal, scale, P)
+        if fast_exp: exp_inplace_f32(P[b, h, i], end)
+        else:
+            for j in range(end): P[b, h, i, j] = math.exp(P[b, h, i, j])
+        _softmax_normalise(b, h, i, end, P)
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _softmax_backward_numba(P, dP, causal, scale, dS):
+    B, H, Tq, Tk = P.shape
+    for r in prange(B * H * Tq):
+        b, h, i = r // (H * Tq), (r // Tq) % H, r % Tq
+        _softmax_backward_row(b, h, i, min(i + 1, Tk) if causal else Tk, P, dP, scale, dS)
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _layer_norm_forward_numba(x, gamma, beta, eps, y, xhat, s):
+    for r in prange(x.shape[0]): _layer_norm_row(r, x, gamma, beta, eps, y, xhat, s)
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _layer_norm_backward_numba(dy, xhat, s, gamma, dx, dgamma, dbeta):
+    M, D = dy.shape
+    blocks = dgamma.shape[0]
+    for c in prange(blocks):
+        r0, r1 = c * M // blocks, (c + 1) * M // blocks
+        for r in range(r0, r1): _layer_norm_backward_row(r, dy, xhat, s, gamma, dx)
+        for j in range(D): _column_sums(j, c, r0, r1, dy, xhat, dgamma, dbeta)
+
+# %% [markdown]
+# ## 5. The CUDA kernels
+#
+# One thread per row for the softmax and its backward and for the two
+# layer-normalisation passes; one thread per column for the parameter gradients.
+# The kernels are built on first use (`core.cuda_kernels`), so importing the package
+# never needs `numba.cuda`.
+
+# %%
+#| exporti
+cuda = None  # numba.cuda, imported by the first CUDA call (a module global: the simulator swaps it in kernels)
+
+def _build_cuda_kernels():
+    "The CUDA kernels of this module (built once, by `core.cuda_kernels`)."
+    global cuda
+    from numba import cuda
+    shift, normalise, sm_back, ln_row, ln_back, col_sums = (device_twin(f) for f in (
+        _softmax_shift, _softmax_normalise, _softmax_backward_row, _layer_norm_row, _layer_norm_backward_row, _column_sums))
+
+    @cuda.jit
+    def softmax_forward(S, mask, causal, scale, P):
+        r = cuda.grid(1)
+        H, Tq = S.shape[1], S.shape[2]
+        if r < S.shape[0] * H * Tq:
+            b, h, i = r // (H * Tq), (r // Tq) % H, r % Tq
+            end = shift(b, h, i, S, mask, causal, scale, P)
+            for j in range(end): P[b, h, i, j] = math.exp(P[b, h, i, j])
+            normalise(b, h, i, end, P)
+
+    @cuda.jit
+    def softmax_backward(P, dP, causal, scale, dS):
+        r = cuda.grid(1)
+        H, Tq, Tk = P.shape[1], P.shape[2], P.shape[3]
+        if r < P.shape[0] * H * Tq:
+            i = r % Tq
+            sm_back(r // (H * Tq), (r // Tq) % H, i, min(i + 1, Tk) if causal else Tk, P, dP, scale, dS)
+
+    @cuda.jit
+    def layer_norm_forward(x, gamma, beta, eps, y, xhat, s):
+        r = cuda.grid(1)
+        if r < x.shape[0]: ln_row(r, x, gamma, beta, eps, y, xhat, s)
+
+    @cuda.jit
+    def layer_norm_backward(dy, xhat, s, gamma, dx):
+        r = cuda.grid(1)
+        if r < dy.shape[0]: ln_back(r, dy, xhat, s, gamma, dx)
+
+    @cuda.jit
+    def column_sums(dy, xhat, dgamma, dbeta):
+        j = cuda.grid(1)
+        if j < dy.shape[1]: col_sums(j, 0, 0, dy.shape[0], dy, xhat, dgamma, dbeta)
+
+    return dict(softmax_forward=softmax_forward, softmax_backward=softmax_backward,
+                layer_norm_forward=layer_norm_forward, layer_norm_backward=layer_norm_backward, column_sums=column_sums)
+
+def _cuda(name):
+    "The CUDA kernel `name` of this module."
+    return cuda_kernels('attention', _build_cuda_kernels)[name]
+
+# %% [markdown]
+# ## 6. The entry points
+#
+# `softmax_forward`, `softmax_backward`, `layer_norm_forward` and `layer_norm_backward`
+# check their arguments, bring the arrays to the kernels' shapes and run one backend:
+# `'auto'` is the CUDA kernels for a CuPy array and the Numba kernels for a NumPy
+# array; `'numba'` and `'cuda'` ask for one. The NumPy references are chapter 13's
+# (`backend='numpy'` of its layers). Scores of any rank $(\dots, T_q, T_k)$ become four
+# axes without a copy when they are contiguous; the mask, broadcastable to the scores'
+# shape, becomes four axes of length 1 or the scores' length (copied only where more
+# than two leading axes must be merged). `out=` lets the caller write the result over
+# an array it no longer needs, such as the scores themselves.
+
+# %%
+#| export
+def _backend(x, backend: str, who: str) -> str:
+    be = resolve_backend(x, backend, who)
+    if be == 'numpy':
+        raise ValueError(f"{who} runs the 'numba' or 'cuda' kernels (or 'auto'); the NumPy reference is chapter 13's "
+                         f"(attention.masked_softmax, functional.softmax_vjp, attention.layer_norm_reference), got 'numpy'")
+    return be
+
+def _four_axes(shape) -> tuple:
+    "`(..., Tq, Tk)` as `(B, H, Tq, Tk)`: leading 1s added, or all leading axes but the last merged into B."
+    lead = tuple(shape[:-2])
+    if len(lead) <= 2: return (1,) * (2 - len(lead)) + lead + tuple(shape[-2:])
+    return (int(np.prod(lead[:-1])), lead[-1]) + tuple(shape[-2:])
+
+def _check_rank(x, name: str, least: int, who: str):
+    "x as a float array of rank >= `least`, else a `ValueError`."
+    x = check_array(x, name, finite=False, who=who)
+    if x.ndim < least: raise ValueError(f"{who} expected {name} of rank >= {least}, got shape {tuple(x.shape)}")
+    return x
+
+def _out(out, like, ka, who: str):
+    "The output array: `out` (checked: `like`'s shape and dtype, contiguous) or a new one."
+    if out is None: return ka.xp.empty(like.shape, like.dtype)
+    if out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{who} expected out of shape {tuple(like.shape)} and dtype {like.dtype}, C-contiguous, "
+                         f"got shape {tuple(out.shape)}, dtype {out.dtype}")
+    return out
+
+def _mask4(mask, shape, xp, who: str):
+    """A boolean `mask` broadcastable to the scores' `shape` `(..., Tq, Tk)` as a contiguous `(B|1, H|1, Tq|1, Tk)`
+    array (all True when `mask` is None)."""
+    if mask is None: return xp.ones((1, 1, 1, shape[-1]), dtype=np.bool_)
+    mask = xp.asarray(mask)
+    fits = (1 <= mask.ndim <= len(shape) and mask.shape[-1] == shape[-1]
+            and all(m in (1, s) for m, s in zip(mask.shape[::-1], shape[::-1])))
+    if not fits:
+        raise ValueError(f"{who} expected a mask that broadcasts to the scores' shape {tuple(shape)} (last axis = the "
+                         f"{shape[-1]} keys), got mask shape {tuple(mask.shape)}")
+    m = mask.reshape((1,) * (len(shape) - mask.ndim) + tuple(mask.shape)).astype(np.bool_, copy=False)
+    if len(shape) > 4 and any(a != 1 for a in m.shape[:-3]):
+        m = xp.broadcast_to(m, tuple(shape[:-2]) + m.shape[-2:])
+    return xp.ascontiguousarray(m.reshape(_four_axes(m.shape)))
+
+def softmax_forward(S, mask=None, causal: bool = False, scale: float = 1.0, backend: str = 'auto', out=None):
+    """P = softmax(scale * S) over the last axis of the scores `S` `(..., Tq, Tk)` (float, contiguous), where the
+    boolean `mask` (broadcastable to S, True: allowed) and, with `causal`, j <= i allow; other weights are 0 and a row
+    with no allowed key is all 0. `out`: an array of S's shape and dtype to write P into (S itself is allowed)."""
+    who = 'softmax_forward'
+    S = _check_rank(S, 'scores S (..., Tq, Tk)', 2, who)
+    be = _backend(S, backend, who)
+    ka = KernelArrays(be, S)
+    S4 = ka.put(S).reshape(_four_axes(S.shape))
+    m4 = _mask4(mask, S.shape, ka.xp, who)
+    P = _out(out, S, ka, who)
+    P4 = P.reshape(S4.shape)
+    if be == 'numba':
+        _softmax_forward_numba(S4, m4, bool(causal), float(scale), S4.dtype == np.float32, P4)
+    else:
+        launch(_cuda('softmax_forward'), S4.shape[0] * S4.shape[1] * S4.shape[2], S4, m4, bool(causal), float(scale), P4)
+    return ka.result(P)
+
+def softmax_backward(P, dP, causal: bool = False, scale: float = 1.0, backend: str = 'auto', out=None):
+    """dL/dS `(..., Tq, Tk)` for P = softmax_forward(S, ..., scale): scale P (dP - rowsum(P dP)). `causal`: P is 0 for
+    j > i (rows end there). `out`: where to write dS (dP itself is allowed)."""
+    who = 'softmax_backward'
+    P = _check_rank(P, 'weights P (..., Tq, Tk)', 2, who)
+    dP = check_array(dP, 'dP', shape=P.shape, finite=False, who=who)
+    be = _backend(P, backend, who)
+    ka = KernelArrays(be, P)
+    shape4 = _four_axes(P.shape)
+    P4, dP4 = ka.put(P).reshape(shape4), ka.put(dP, P.dtype).reshape(shape4)
+    dS = _out(out, P, ka, who)
+    dS4 = dS.reshape(shape4)
+    if be == 'numba': _softmax_backward_numba(P4, dP4, bool(causal), float(scale), dS4)
+    else: launch(_cuda('softmax_backward'), shape4[0] * shape4[1] * shape4[2], P4, dP4, bool(causal), float(scale), dS4)
+    return ka.result(dS)
+
+def layer_norm_forward(x, gamma, beta, eps: float = 1e-5, backend: str = 'auto'):
+    """Layer normalisation over the last axis of `x` `(..., D)` with `gamma`, `beta` `(D,)`:
+    `(y, xhat, s)`, y and xhat shaped as x, s = 1/sqrt(var + eps) `(..., 1)`."""
+    who = 'layer_norm_forward'
+    x = _check_rank(x, 'x (..., D)', 1, who)
+    D = x.shape[-1]
+    be = _backend(x, backend, who)
+    ka = KernelArrays(be, x)
+    gamma, beta = (ka.put(check_array(a, name, shape=(D,), who=who), x.dtype) for a, name in ((gamma, 'gamma'), (beta, 'beta')))
+    x2 = ka.put(x).reshape(-1, D)
+    y, xhat, s = ka.xp.empty_like(x2), ka.xp.empty_like(x2), ka.xp.empty((x2.shape[0], 1), x.dtype)
+    if be == 'numba': _layer_norm_forward_numba(x2, gamma, beta, float(eps), y, xhat, s)
+    else: launch(_cuda('layer_norm_forward'), x2.shape[0], x2, gamma, beta, float(eps), y, xhat, s)
+    return tuple(ka.result(a) for a in (y.reshape(x.shape), xhat.reshape(x.shape), s.reshape(x.shape[:-1] + (1,))))
+
+def layer_norm_backward(dy, xhat, s, gamma, backend: str = 'auto'):
+    """`(dx, dgamma, dbeta)` from dL/dy `dy` `(..., D)` and the `xhat`, `s` of `layer_norm_forward`."""
+    who = 'layer_norm_backward'
+    xhat = _check_rank(xhat, 'xhat (..., D)', 1, who)
+    D = xhat.shape[-1]
+    dy = check_array(dy, 'dy', shape=xhat.shape, finite=False, who=who)
+    s = check_array(s, 's', shape=xhat.shape[:-1] + (1,), finite=False, who=who)
+    be = _backend(xhat, backend, who)
+    ka = KernelArrays(be, xhat)
+    gamma = ka.put(check_array(gamma, 'gamma', shape=(D,), who=who), xhat.dtype)
+    dy2, xhat2, s2 = ka.put(dy, xhat.dtype).reshape(-1, D), ka.put(xhat).reshape(-1, D), ka.put(s).reshape(-1, 1)
+    M = dy2.shape[0]
+    dx = ka.xp.empty_like(dy2)
+    blocks = max(1, min(M, 64)) if be == 'numba' else 1      # the CPU's blocks of rows, each with its partial sums
+    dgamma, dbeta = ka.xp.empty((blocks, D), xhat.dtype), ka.xp.empty((blocks, D), xhat.dtype)
+    if be == 'numba': _layer_norm_backward_numba(dy2, xhat2, s2, gamma, dx, dgamma, dbeta)
+    else:
+        launch(_cuda('layer_norm_backward'), M, dy2, xhat2, s2, gamma, dx)
+        launch(_cuda('column_sums'), D, dy2, xhat2, dgamma, dbeta)
+    return ka.result(dx.reshape(xhat.shape)), ka.result(dgamma.sum(axis=0)), ka.result(dbeta.sum(axis=0))
