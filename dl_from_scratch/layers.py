@@ -11,7 +11,7 @@ from . import init as initializers
 from . import functional as F
 
 # %% auto #0
-__all__ = ['LAYERS', 'Layer', 'SymbolicTensor', 'Node', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
+__all__ = ['LAYERS', 'Layer', 'SymbolicTensor', 'Node', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'GlobalAveragePooling1D', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
 
 # %% ../nbs/05_mlp.ipynb #f426845c
 LAYERS: dict = {}   # class name -> Layer subclass, for rebuilding saved models
@@ -57,12 +57,14 @@ class Layer:
     Shapes: `x` is `(N, *input_shape)`; `input_shape` never includes the batch axis N."""
     _forward_done = False      # set by the first forward; backward before it is an error
     _builds_on_forward = False # True: the subclass's forward builds it (a Sequential model)
+    _forward_takes_mask = False # forward has a `mask` keyword (set for each subclass)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         LAYERS[cls.__name__] = cls
         if 'forward' in cls.__dict__: cls.forward = _guard_forward(cls.__dict__['forward'])
         if 'backward' in cls.__dict__: cls.backward = _guard_backward(cls.__dict__['backward'])
+        cls._forward_takes_mask = 'mask' in inspect.signature(cls.forward).parameters   # a model hands it the mask
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
@@ -128,6 +130,19 @@ class Layer:
         """`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`.
         `need_dx=False` (a model's first layer in training) lets a layer skip dL/dx and return `None`."""
         raise NotImplementedError
+
+    def compute_mask(self, x, mask=None):
+        """The mask of this layer's output, `(N, T)` booleans (True: a real step) or None, from its input `x` and
+        the input's `mask`. By default the mask passes on unchanged, and the masks of several inputs are combined
+        with AND (None counts as all True). A layer that reads or reorders the time axis (a recurrent layer
+        returning its last state, pooling, `Flatten`) returns None; a layer that makes a mask (`Embedding` with
+        `mask_zero`) returns it."""
+        if not isinstance(mask, (list, tuple)): return mask
+        ms = [m for m in mask if m is not None]
+        if not ms or any(m.shape != ms[0].shape for m in ms): return None
+        out = ms[0] != 0
+        for m in ms[1:]: out = out & (m != 0)
+        return out
 
     def _scratch(self) -> dict:
         "This layer's dict of internal work arrays, kept between batches (`core.scratch`)."
@@ -352,6 +367,8 @@ class Flatten(Layer):
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
+    def compute_mask(self, x, mask=None): return None       # the time axis is gone
+
 # %% ../nbs/05_mlp.ipynb #0451f4ae
 class PReLU(Layer):
     "Parametric ReLU with a learnable slope `alpha` `(C,)` per channel (last axis). `(N, ..., C)` -> same shape."
@@ -374,12 +391,33 @@ class PReLU(Layer):
         return dy * F.prelu_grad(x, a)
 
 # %% ../nbs/05_mlp.ipynb #a7f7197e
+def _keep_mask(rng, shape, rate: float, dtype, xp=np):
+    """Inverted-dropout multipliers of `shape` and `dtype`: 0 with probability `rate`, else `1/(1 - rate)`,
+    drawn from `rng` (a NumPy Generator; on the GPU it seeds CuPy's generator)."""
+    dtype = np.dtype(dtype)
+    if xp is np: u = rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32)
+    else: u = xp.random.RandomState(int(rng.integers(2 ** 31))).random_sample(shape, dtype=dtype)
+    return (u >= rate).astype(dtype) / dtype.type(1.0 - rate)
+
 class Embedding(Layer):
     """Lookup `y = W[x]`: integer ids `x` `(N, ...)` in [0, input_dim) -> `(N, ..., output_dim)`;
-    `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient)."""
-    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer='uniform', rng=None, name=None):
+    `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient).
+
+    `mask_zero`: id 0 is padding; `compute_mask` returns `x != 0` `(N, ...)`, which a model hands to the layers
+    that follow (id 0 is then reserved, so `input_dim` must be >= 2). `dropout`: embedding dropout in training,
+    each word type's row of `W` dropped with probability `dropout` for the whole batch, kept rows scaled by
+    `1/(1 - dropout)`; drawn from `rng`."""
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer='uniform', mask_zero: bool = False,
+                 dropout: float = 0.0, rng=None, name=None):
         super().__init__(name)
         self.input_dim, self.output_dim, self.rng = int(input_dim), int(output_dim), as_rng(rng)
+        self.mask_zero, self.dropout = bool(mask_zero), float(dropout)
+        if self.input_dim < 1 or self.output_dim < 1:
+            raise ValueError(f"Embedding expected input_dim >= 1 and output_dim >= 1, got {input_dim} and {output_dim}")
+        if self.mask_zero and self.input_dim < 2:
+            raise ValueError(f"Embedding with mask_zero=True reserves id 0 for padding, so it expected a vocabulary of "
+                             f"input_dim >= 2, got input_dim={input_dim}")
+        if not 0.0 <= self.dropout < 1.0: raise ValueError(f"Embedding expected 0 <= dropout < 1, got {dropout}")
         self.embeddings_initializer = (
             (lambda shape, rng=None, dtype=None: as_rng(rng).uniform(-0.05, 0.05, shape).astype(dtype or get_dtype()))
             if embeddings_initializer == 'uniform' else initializers.get_initializer(embeddings_initializer))
@@ -391,23 +429,60 @@ class Embedding(Layer):
     def output_shape(self, input_shape):
         return (*input_shape, self.output_dim)
 
+    def compute_mask(self, x, mask=None):
+        return x != 0 if self.mask_zero else None
+
     def forward(self, x, training=False):
         shape = (None, *self.input_shape)
         x = check_array(x, 'ids', shape=shape, kind='iu', who='Embedding')
         if x.size and (int(x.min()) < 0 or int(x.max()) >= self.input_dim):
             raise ValueError(f"Embedding expected ids in [0, {self.input_dim}), got values in [{int(x.min())}, {int(x.max())}]")
-        self.cache = x
-        return self.params['W'][x]
+        W = self.params['W']
+        s = None                              # (N, ..., 1): the scale s_v of each position's word, in training
+        if training and self.dropout:
+            s = _keep_mask(self.rng, (self.input_dim,), self.dropout, W.dtype, get_array_module(W))[x][..., None]
+        self.cache = (x, s)
+        return W[x] if s is None else W[x] * s
 
     def backward(self, dy, need_dx: bool = True):
-        x, W = self.cache, self.params['W']
+        (x, s), W = self.cache, self.params['W']
         xp = get_array_module(W)
         dW = xp.zeros_like(W)
-        if xp is np: np.add.at(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+        rows = (dy if s is None else dy * s).reshape(-1, self.output_dim)
+        if xp is np: np.add.at(dW, x.reshape(-1), rows)
         else:
-            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), rows)
         self.grads['W'] = dW
         return None
+
+# %% ../nbs/05_mlp.ipynb #ddda6013
+class GlobalAveragePooling1D(Layer):
+    """Mean over the time axis, `(N, T, D)` -> `(N, D)`. `forward(x, training, mask=None)`: with `mask` `(N, T)`
+    (True at real steps) only the real steps are averaged, `y_n = Σ_t m_nt x_nt / max(Σ_t m_nt, 1)` (a row that is
+    all padding gives zeros)."""
+    def output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"{_who(self)} expected input of rank 3 (N, T, D), got input shape (N, *{tuple(input_shape)})")
+        return (input_shape[1],)
+
+    def compute_mask(self, x, mask=None): return None        # the time axis is gone
+
+    def forward(self, x, training=False, mask=None):
+        x = _check_input(self, x)
+        self.output_shape(x.shape[1:])                          # a sequence, (N, T, D)
+        xp, (N, T) = get_array_module(x), x.shape[:2]
+        if mask is None: w = xp.full((N, T), 1.0 / max(T, 1), x.dtype)
+        else:
+            mask = xp.asarray(mask)
+            if mask.shape != (N, T):
+                raise ValueError(f"{_who(self)} expected mask of shape ({N}, {T}) to match the input, got {tuple(mask.shape)}")
+            m = (mask != 0).astype(x.dtype)
+            w = m / xp.maximum(m.sum(axis=1, keepdims=True), 1)
+        self.cache = w[:, :, None]            # (N, T, 1): each step's weight in its row's mean
+        return (x * self.cache).sum(axis=1)
+
+    def backward(self, dy, need_dx: bool = True):
+        return dy[:, None, :] * self.cache
 
 # %% ../nbs/06_regularization.ipynb #40e48045
 class Regularizer:

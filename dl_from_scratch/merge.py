@@ -201,6 +201,8 @@ class Reshape(Layer):
     def backward(self, dy, need_dx: bool = True):
         return dy.reshape(self.cache)
 
+    def compute_mask(self, x, mask=None): return None       # the time axis may be gone
+
 class Permute(Layer):
     "Permute the axes after the batch axis: `dims` is a permutation of 1..rank (Keras's convention)."
     def __init__(self, dims, name=None):
@@ -224,6 +226,8 @@ class Permute(Layer):
     def backward(self, dy, need_dx: bool = True):
         return dy.transpose(0, *self._inverse)
 
+    def compute_mask(self, x, mask=None): return None       # the time axis may have moved
+
 class RepeatVector(Layer):
     "`(N, D)` -> `(N, n, D)`: the vector repeated `n` times."
     def __init__(self, n: int, name=None):
@@ -243,3 +247,5 @@ class RepeatVector(Layer):
 
     def backward(self, dy, need_dx: bool = True):
         return dy.sum(axis=1)
+
+    def compute_mask(self, x, mask=None): return None       # a new time axis, every step real

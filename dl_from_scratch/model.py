@@ -249,6 +249,11 @@ def _check_positive_int(v, what: str, who: str, minimum: int = 1) -> int:
         raise ValueError(f"{who} expected {what} to be an integer >= {minimum}, got {v!r}")
     return int(v)
 
+def _mask_fits(mask, y) -> bool:
+    """Whether `mask` `(N, T)` can describe output `y`: `y` keeps the mask's axes first and adds features.
+    A layer that reshapes or reduces the time axis without saying so (`compute_mask`) thus ends the mask."""
+    return mask is None or (getattr(y, 'ndim', 0) > mask.ndim and tuple(y.shape[:mask.ndim]) == tuple(mask.shape))
+
 class _Step:
     "One node of the plan: the layer, the slots it reads and writes, and how (lists or single arrays)."
     __slots__ = ('layer', 'ins', 'outs', 'multi_in', 'multi_out', 'from_inputs', 'shared')
@@ -487,25 +492,39 @@ class Model(Layer):
                                  f"got {tuple(s) if s is not None else type(a).__name__}")
         return xs
 
-    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None):
+    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None, mask=None):
         """Run the plan: `x` (array, list or dict) -> output array, or a list for several outputs.
         `layer_kwargs`: {layer: {keyword: value}}, more arguments for those layers' `forward` (a container
-        passes a mask or an initial state on to its recurrent layers)."""
-        vals = [None] * self._n_slots
+        passes an initial state on to its recurrent layers). `mask`: the inputs' masks `(N, T)` (a list for
+        several inputs), or None. Masks travel with the tensors: each layer's `compute_mask` gives the mask of
+        its output, and a layer with one input whose `forward` takes `mask` receives its input's mask (unless
+        `layer_kwargs` gives it one)."""
+        vals, masks = [None] * self._n_slots, [None] * self._n_slots
         for i, a in zip(self._in_slots, self._input_list(x)): vals[i] = a
+        if mask is not None:
+            for i, m in zip(self._in_slots, [mask] if self._single_in else mask): masks[i] = m
         caches, fresh, extra = [], self._fresh_scratch, layer_kwargs or {}
         for s in self._plan:
             l = s.layer
             if fresh or s.shared: l.__dict__.pop('_ws', None)
-            y = l.forward([vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]], training=training,
-                          **extra.get(l, {}))
+            xin = [vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]]
+            m, kw = [masks[i] for i in s.ins] if s.multi_in else masks[s.ins[0]], extra.get(l, {})
+            if m is not None and not s.multi_in and l._forward_takes_mask and 'mask' not in kw: kw = {**kw, 'mask': m}
+            y = l.forward(xin, training=training, **kw)
             caches.append(l.cache)
-            if s.multi_out:
-                for i, v in zip(s.outs, y): vals[i] = v
-            else: vals[s.outs[0]] = y
+            ys = y if s.multi_out else [y]
+            om = l.compute_mask(xin, m)
+            for i, v, mo in zip(s.outs, ys, om if isinstance(om, list) else [om] * len(ys)):
+                vals[i], masks[i] = v, mo if _mask_fits(mo, v) else None
         outs = [vals[i] for i in self._out_slots]
         self.cache = (caches, outs)
+        self._output_mask = [masks[i] for i in self._out_slots]
         return outs[0] if self._single_out else outs
+
+    def compute_mask(self, x, mask=None):
+        "The mask(s) of the outputs, as the last `forward` computed them through the graph."
+        om = self.__dict__.get('_output_mask', [None] * len(self.outputs))
+        return om[0] if self._single_out else om
 
     def backward(self, dy, need_dx: bool = True, layer_kwargs: dict | None = None):
         """`dy` = dL/d(output) (a list for several outputs; `None` for an output the loss ignores) -> dL/dx
@@ -948,10 +967,11 @@ class Sequential(Model):
         for layer in self._stack: shape = tuple(layer.output_shape(shape))
         return shape
 
-    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None):
-        "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."
+    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None, mask=None):
+        """`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use);
+        masks travel along the chain as in `Model.forward`."""
         if not self.built: self.build(tuple(x.shape[1:]))
-        return super().forward(x, training, layer_kwargs)
+        return super().forward(x, training, layer_kwargs, mask)
 
     def _summary_rows(self) -> list:
         "Keras's Sequential summary lists no input layer and has no 'Connected to' column."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import numpy as np
 from .core import check_array, as_rng, get_array_module
-from .layers import Layer, _who
+from .layers import Layer, _who, _keep_mask
 from .model import Model, Sequential, Input
 from .merge import Concatenate, Add, Average
 from . import init as initializers
@@ -62,6 +62,11 @@ class Recurrent(_KeywordCall, Layer):
     * after forward, `final_state` holds the state after the last step; `backward(dy, need_dx=True,
       d_final_state=None)` accepts its gradient and leaves the gradient of the initial state in `d_initial_state`;
     * `go_backwards`: read the sequence from the end (outputs are returned in the original time order);
+    * `dropout`, `recurrent_dropout`: in training, drop units of the input x_t / of h_{t-1} where it enters the
+      recurrent product, with one mask per sequence for all steps (Gal and Ghahramani; Keras's meaning), drawn
+      from `rng`;
+    * in a model, the mask arrives through `compute_mask`: this layer passes it on with `return_sequences`, and
+      ends it otherwise;
     * `kernel_`, `recurrent_` and `bias_regularizer` / `_constraint` act on `Wx`, `Wh` and `b`, as in Keras;
     * `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' (see `kernels.recurrent`).
 
@@ -74,9 +79,12 @@ class Recurrent(_KeywordCall, Layer):
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
-                 backend: str = 'auto', rng=None, name=None):
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0, backend: str = 'auto', rng=None, name=None):
         super().__init__(name)
         if int(units) < 1: raise ValueError(f"{type(self).__name__} expected units >= 1, got {units}")
+        for what, p in (('dropout', dropout), ('recurrent_dropout', recurrent_dropout)):
+            if not 0.0 <= float(p) < 1.0: raise ValueError(f"{type(self).__name__} expected 0 <= {what} < 1, got {p}")
+        self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
         self.units, self.return_sequences, self.go_backwards = int(units), bool(return_sequences), bool(go_backwards)
         self.mask_value, self.backend = mask_value, backend
         self.kernel_initializer = initializers.get_initializer(kernel_initializer)
@@ -109,12 +117,12 @@ class Recurrent(_KeywordCall, Layer):
         T = input_shape[0]
         return (T, self.units) if self.return_sequences else (self.units,)
 
-    def _kernel_forward(self, x, states, mask):
+    def _kernel_forward(self, x, states, mask, h_mask):
         """-> hs (N, T, H), the final states, the kernel's cache. A cell with one state h and weights Wx, Wh, b
         runs its `kernels` pair (forward, backward) of `kernels.recurrent`; the LSTM, with (h, c), overrides this."""
         p = self.params
         hs, cache = self.kernels[0](x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
-                                    workspace=self._scratch())
+                                    workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1],), cache
 
     def _kernel_backward(self, dhs, d_states, cache, need_dx):
@@ -129,10 +137,8 @@ class Recurrent(_KeywordCall, Layer):
         xp = get_array_module(x)
         dt = self.dtype
         x = x.astype(dt, copy=False)
-        N, T, _ = x.shape
-        if mask is None and self.mask_value is not None:
-            mask = ~(x == self.mask_value).all(axis=2)
-        mask = _check_mask(self, mask, N, T)
+        N, T, D = x.shape
+        mask = _check_mask(self, self._mask(x, mask), N, T)
         if initial_state is None:
             states = tuple(xp.zeros((N, self.units), dt) for _ in range(self.n_states))
         else:
@@ -142,12 +148,17 @@ class Recurrent(_KeywordCall, Layer):
             states = tuple(check_array(s, 'initial_state', shape=(N, self.units), who=_who(self)).astype(dt, copy=False)
                            for s in initial_state)
         if N == 0:                  # an empty batch: an empty output, and zero gradients in backward
-            self.final_state, self.cache = states, (None, mask, N, T)
+            self.final_state, self.cache = states, (None, mask, N, T, None)
             return xp.zeros((0, T, self.units) if self.return_sequences else (0, self.units), dt)
+        x_mask = h_mask = None      # dropout's multipliers, (N, D) and (N, H): one per sequence, for every step
+        if training and self.dropout:
+            x_mask = _keep_mask(self.rng, (N, D), self.dropout, dt, xp)
+            x = x * x_mask[:, None, :]
+        if training and self.recurrent_dropout: h_mask = _keep_mask(self.rng, (N, self.units), self.recurrent_dropout, dt, xp)
         if self.go_backwards:
             x = x[:, ::-1]
             if mask is not None: mask = mask[:, ::-1]
-        hs, finals, cache = self._kernel_forward(x, states, mask)
+        hs, finals, cache = self._kernel_forward(x, states, mask, h_mask)
         self.final_state = finals
         if self.return_sequences:
             y = hs if mask is None else hs * mask[:, :, None]
@@ -155,13 +166,22 @@ class Recurrent(_KeywordCall, Layer):
             y = xp.ascontiguousarray(y)
         else:
             y = finals[0]
-        self.cache = (cache, mask, N, T)
+        self.cache = (cache, mask, N, T, x_mask)
         return y
+
+    def _mask(self, x, mask):
+        "The mask of the input `x`: `mask`, or the steps whose features are not all `mask_value` (None if neither)."
+        if mask is None and self.mask_value is not None: return ~(x == self.mask_value).all(axis=2)
+        return mask
+
+    def compute_mask(self, x, mask=None):
+        "The input's mask when every step has an output (`return_sequences`); otherwise None, the sequence is read."
+        return self._mask(x, mask) if self.return_sequences else None
 
     def backward(self, dy, need_dx: bool = True, d_final_state=None):
         """dy: dL/dy (shape of the output) -> dL/dx (N, T, D), or None when `need_dx=False`;
         fills `grads` and `d_initial_state`."""
-        cache, mask, N, T = self.cache
+        cache, mask, N, T, x_mask = self.cache
         xp = get_array_module(dy)
         dt = self.dtype
         H = self.units
@@ -185,7 +205,9 @@ class Recurrent(_KeywordCall, Layer):
         dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache, need_dx)
         self.grads.update(grads)
         self.d_initial_state = d_init
-        return dx[:, ::-1] if self.go_backwards and need_dx else dx
+        if not need_dx: return None
+        if self.go_backwards: dx = dx[:, ::-1]
+        return dx if x_mask is None else dx * x_mask[:, None, :]
 
 # %% ../nbs/11_lstm_gru.ipynb #4e32819b
 class SimpleRNN(Recurrent):
@@ -209,10 +231,10 @@ class LSTM(Recurrent):
         if self.unit_forget_bias: self.params['b'][H:2 * H] += 1
         if self.peepholes: self.add_weight('P', (3, H), 'zeros')
 
-    def _kernel_forward(self, x, states, mask):
+    def _kernel_forward(self, x, states, mask, h_mask):
         p = self.params
         hs, cT, cache = K.lstm_forward(x, states[0], states[1], p['Wx'], p['Wh'], p['b'], peep=p.get('P'),
-                                       mask=mask, backend=self.backend, workspace=self._scratch())
+                                       mask=mask, backend=self.backend, workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1], cT), cache
 
     def _kernel_backward(self, dhs, d_states, cache, need_dx):
@@ -276,8 +298,8 @@ class Bidirectional(_KeywordCall, Model):
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if not self.built: self.build(tuple(x.shape[1:]))
         s_f, s_b = self._split(initial_state)
-        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'mask': mask, 'initial_state': s_f},
-                                                       self.backward_layer: {'mask': mask, 'initial_state': s_b}})
+        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'initial_state': s_f},
+                                                       self.backward_layer: {'initial_state': s_b}}, mask=mask)
         self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
         return y
 
@@ -291,7 +313,7 @@ class Bidirectional(_KeywordCall, Model):
 # %% ../nbs/11_lstm_gru.ipynb #e605555a
 class StackedRNN(_KeywordCall, Sequential):
     """A stack of recurrent layers (each but the last with `return_sequences=True`): a `Sequential` that passes
-    the mask to every layer, so padding is ignored all the way up. Its layers are named 'l0', 'l1', ... (weights
+    the mask up the chain (each layer returns sequences, so passes it on), so padding is ignored all the way up. Its layers are named 'l0', 'l1', ... (weights
     keyed 'l0_Wx', 'l1_fw_Wx' for a `Bidirectional`). x (N, T, D) -> the last layer's output."""
     _key_sep = '_'
     __repr__ = Layer.__repr__
@@ -322,7 +344,7 @@ class StackedRNN(_KeywordCall, Sequential):
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if mask is None and self.mask_value is not None:
             mask = ~(x == self.mask_value).all(axis=2)
-        return super().forward(x, training, None if mask is None else {l: {'mask': mask} for l in self._stack})
+        return super().forward(x, training, mask=mask)
 
     def get_config(self) -> dict:
         "Saved by its arguments (the layers it holds now), which determine the chain."

@@ -101,6 +101,7 @@ from dl_from_scratch.core import precision
 # | `output_shape(input_shape)` | shape of the output, batch axis excluded |
 # | `count_params()` | number of scalars in `params` and `state` (what Keras' `summary` counts) |
 # | `__call__(x, training=False)` | build on first call, then `forward` |
+# | `compute_mask(x, mask)` | the padding mask `(N, T)` of the output (Keras's name): passed on unchanged by default, made by `Embedding(mask_zero=True)`, ended by a layer that reads the whole sequence |
 # | `regularization_loss()`, `regularization_grads()` | the weights' penalties added to the loss, and their gradients |
 # | `apply_constraints()` | project the weights after an update (max-norm, chapter 06) |
 #
@@ -167,12 +168,14 @@ class Layer:
     Shapes: `x` is `(N, *input_shape)`; `input_shape` never includes the batch axis N."""
     _forward_done = False      # set by the first forward; backward before it is an error
     _builds_on_forward = False # True: the subclass's forward builds it (a Sequential model)
+    _forward_takes_mask = False # forward has a `mask` keyword (set for each subclass)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         LAYERS[cls.__name__] = cls
         if 'forward' in cls.__dict__: cls.forward = _guard_forward(cls.__dict__['forward'])
         if 'backward' in cls.__dict__: cls.backward = _guard_backward(cls.__dict__['backward'])
+        cls._forward_takes_mask = 'mask' in inspect.signature(cls.forward).parameters   # a model hands it the mask
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
@@ -238,6 +241,19 @@ class Layer:
         """`dy` = dL/dy `(N, *output_shape)` -> dL/dx `(N, *input_shape)`; fills `self.grads`.
         `need_dx=False` (a model's first layer in training) lets a layer skip dL/dx and return `None`."""
         raise NotImplementedError
+
+    def compute_mask(self, x, mask=None):
+        """The mask of this layer's output, `(N, T)` booleans (True: a real step) or None, from its input `x` and
+        the input's `mask`. By default the mask passes on unchanged, and the masks of several inputs are combined
+        with AND (None counts as all True). A layer that reads or reorders the time axis (a recurrent layer
+        returning its last state, pooling, `Flatten`) returns None; a layer that makes a mask (`Embedding` with
+        `mask_zero`) returns it."""
+        if not isinstance(mask, (list, tuple)): return mask
+        ms = [m for m in mask if m is not None]
+        if not ms or any(m.shape != ms[0].shape for m in ms): return None
+        out = ms[0] != 0
+        for m in ms[1:]: out = out & (m != 0)
+        return out
 
     def _scratch(self) -> dict:
         "This layer's dict of internal work arrays, kept between batches (`core.scratch`)."
@@ -540,6 +556,8 @@ class Flatten(Layer):
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
+    def compute_mask(self, x, mask=None): return None       # the time axis is gone
+
 # %% [markdown]
 # **PReLU** (He et al. 2015) is the one activation with a parameter: a
 # learnable slope $\alpha_c$ per channel (last axis) for negative inputs,
@@ -593,15 +611,64 @@ test_close(rr(xn), -0.2 * np.ones((2, 500)))                             # the m
 # no Python loop). Ids are integers, so there is no gradient to pass down.
 # The text chapters (12 on) use it; Keras' default initialiser is
 # uniform on $[-0.05, 0.05]$.
+#
+# **Padding and masks.** Sentences of different lengths share a batch
+# only once they are padded to one length $T$ with a reserved id, 0. With
+# `mask_zero=True` the layer also reports *which* steps are real: the mask
+# $m_{nt} = [x_{nt} \ne 0]$, of shape $(N, T)$. It is not part of the
+# output; a model (chapters 05a, 05c) asks every layer for the mask of its
+# output with `compute_mask(x, mask)` and hands it to the next layer's
+# `forward(..., mask=...)` when that layer takes one. Elementwise layers
+# pass it on unchanged, a recurrent layer keeps its state over masked
+# steps (chapter 11) and pooling averages over real steps only, so a padded
+# sentence gives the same result as the unpadded one. Id 0 then means
+# padding and nothing else, so a masked vocabulary needs at least two ids.
+#
+# **Embedding dropout.** Gal and Ghahramani (2016, §4) drop *word types*
+# rather than single positions: in a training batch each row $W_v$ is kept
+# with probability $1-p$, the same decision wherever word $v$ occurs, and a
+# kept row is scaled by $1/(1-p)$:
+#
+# $$y_n = s_{x_n} W_{x_n}, \qquad s_v = \frac{b_v}{1-p},\; b_v \sim \text{Bernoulli}(1-p).$$
+#
+# Since $\mathbb{E}[s_v] = 1$, $\mathbb{E}[y_n] = W_{x_n}$: at inference the
+# layer is the plain lookup. The scale is a constant of the batch, so the
+# backward pass is the lookup's with each upstream row scaled,
+# $\bar W_v = s_v \sum_{n:\,x_n = v} \bar y_n$. Dropping the word everywhere
+# at once is the point: the net cannot recover a dropped word from another
+# occurrence in the same sentence (Merity et al. 2017 use it in the AWD-LSTM).
+# `Embedding(..., dropout=p)` does this; `_keep_mask` draws the inverted
+# dropout multipliers, here and in chapter 11's recurrent dropout.
 
 # %%
 #| export
+def _keep_mask(rng, shape, rate: float, dtype, xp=np):
+    """Inverted-dropout multipliers of `shape` and `dtype`: 0 with probability `rate`, else `1/(1 - rate)`,
+    drawn from `rng` (a NumPy Generator; on the GPU it seeds CuPy's generator)."""
+    dtype = np.dtype(dtype)
+    if xp is np: u = rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32)
+    else: u = xp.random.RandomState(int(rng.integers(2 ** 31))).random_sample(shape, dtype=dtype)
+    return (u >= rate).astype(dtype) / dtype.type(1.0 - rate)
+
 class Embedding(Layer):
     """Lookup `y = W[x]`: integer ids `x` `(N, ...)` in [0, input_dim) -> `(N, ..., output_dim)`;
-    `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient)."""
-    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer='uniform', rng=None, name=None):
+    `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient).
+
+    `mask_zero`: id 0 is padding; `compute_mask` returns `x != 0` `(N, ...)`, which a model hands to the layers
+    that follow (id 0 is then reserved, so `input_dim` must be >= 2). `dropout`: embedding dropout in training,
+    each word type's row of `W` dropped with probability `dropout` for the whole batch, kept rows scaled by
+    `1/(1 - dropout)`; drawn from `rng`."""
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer='uniform', mask_zero: bool = False,
+                 dropout: float = 0.0, rng=None, name=None):
         super().__init__(name)
         self.input_dim, self.output_dim, self.rng = int(input_dim), int(output_dim), as_rng(rng)
+        self.mask_zero, self.dropout = bool(mask_zero), float(dropout)
+        if self.input_dim < 1 or self.output_dim < 1:
+            raise ValueError(f"Embedding expected input_dim >= 1 and output_dim >= 1, got {input_dim} and {output_dim}")
+        if self.mask_zero and self.input_dim < 2:
+            raise ValueError(f"Embedding with mask_zero=True reserves id 0 for padding, so it expected a vocabulary of "
+                             f"input_dim >= 2, got input_dim={input_dim}")
+        if not 0.0 <= self.dropout < 1.0: raise ValueError(f"Embedding expected 0 <= dropout < 1, got {dropout}")
         self.embeddings_initializer = (
             (lambda shape, rng=None, dtype=None: as_rng(rng).uniform(-0.05, 0.05, shape).astype(dtype or get_dtype()))
             if embeddings_initializer == 'uniform' else initializers.get_initializer(embeddings_initializer))
@@ -613,21 +680,29 @@ class Embedding(Layer):
     def output_shape(self, input_shape):
         return (*input_shape, self.output_dim)
 
+    def compute_mask(self, x, mask=None):
+        return x != 0 if self.mask_zero else None
+
     def forward(self, x, training=False):
         shape = (None, *self.input_shape)
         x = check_array(x, 'ids', shape=shape, kind='iu', who='Embedding')
         if x.size and (int(x.min()) < 0 or int(x.max()) >= self.input_dim):
             raise ValueError(f"Embedding expected ids in [0, {self.input_dim}), got values in [{int(x.min())}, {int(x.max())}]")
-        self.cache = x
-        return self.params['W'][x]
+        W = self.params['W']
+        s = None                              # (N, ..., 1): the scale s_v of each position's word, in training
+        if training and self.dropout:
+            s = _keep_mask(self.rng, (self.input_dim,), self.dropout, W.dtype, get_array_module(W))[x][..., None]
+        self.cache = (x, s)
+        return W[x] if s is None else W[x] * s
 
     def backward(self, dy, need_dx: bool = True):
-        x, W = self.cache, self.params['W']
+        (x, s), W = self.cache, self.params['W']
         xp = get_array_module(W)
         dW = xp.zeros_like(W)
-        if xp is np: np.add.at(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+        rows = (dy if s is None else dy * s).reshape(-1, self.output_dim)
+        if xp is np: np.add.at(dW, x.reshape(-1), rows)
         else:
-            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), dy.reshape(-1, self.output_dim))
+            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), rows)
         self.grads['W'] = dW
         return None
 
@@ -640,9 +715,82 @@ with precision(np.float64):
     emb.forward(ids); emb.backward(g)
     err = rel_error(emb.grads['W'], numerical_grad(lambda _: float((emb.forward(ids) * g).sum()), emb.params['W']))
     print('Embedding dW relative error', err); assert err < 1e-6
+    # embedding dropout, with the draw fixed by reseeding: rows dropped whole, dW checked numerically
+    embd = Embedding(7, 3, dropout=0.5, rng=0); embd.build((3,))
+    def fwd_d(): embd.rng = np.random.default_rng(5); return embd.forward(ids, training=True)
+    yd = fwd_d(); embd.backward(g)
+    err = rel_error(embd.grads['W'], numerical_grad(lambda _: float((fwd_d() * g).sum()), embd.params['W']))
+    print('Embedding dropout dW relative error', err); assert err < 1e-6
+    kept = (yd != 0).all(-1)
+    test_eq(kept[0, 0], kept[0, 2]); test_eq(kept[0, 0], kept[1, 2])          # id 1 at three places: one decision
+    test_close(yd[kept], 2 * embd.params['W'][ids][kept])                     # kept rows scaled by 1/(1-p)
+    test_eq(embd.forward(ids), embd.params['W'][ids])                         # inference: the plain lookup
 test_eq(emb.count_params(), 21)
 test_fail(lambda: emb(np.array([[7, 0, 0]])), contains='ids in [0, 7)')
 test_fail(lambda: emb(np.array([[0.5, 0, 0]])), contains='dtype')
+test_eq(Embedding(7, 3, mask_zero=True).compute_mask(ids), ids != 0)
+test_eq(emb.compute_mask(ids), None)
+test_fail(lambda: Embedding(1, 3, mask_zero=True), contains='input_dim >= 2, got input_dim=1')
+test_fail(lambda: Embedding(7, 3, dropout=1.0), contains='0 <= dropout < 1')
+
+# %% [markdown]
+# Averaging a sentence's embeddings is the simplest sentence model (the
+# averaged-embedding baseline of chapter 12). With a mask it averages over
+# the real words only, $y_n = \sum_t m_{nt} x_{nt} / \sum_t m_{nt}$, so the
+# padding neither adds zeros to the sum nor counts in the length; the
+# backward pass spreads $\bar y_n$ over the real steps with the same weights,
+# $\bar x_{nt} = m_{nt}\bar y_n / \sum_{t'} m_{nt'}$. The output has no time
+# axis, so the mask ends here.
+
+# %%
+#| export
+class GlobalAveragePooling1D(Layer):
+    """Mean over the time axis, `(N, T, D)` -> `(N, D)`. `forward(x, training, mask=None)`: with `mask` `(N, T)`
+    (True at real steps) only the real steps are averaged, `y_n = Σ_t m_nt x_nt / max(Σ_t m_nt, 1)` (a row that is
+    all padding gives zeros)."""
+    def output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"{_who(self)} expected input of rank 3 (N, T, D), got input shape (N, *{tuple(input_shape)})")
+        return (input_shape[1],)
+
+    def compute_mask(self, x, mask=None): return None        # the time axis is gone
+
+    def forward(self, x, training=False, mask=None):
+        x = _check_input(self, x)
+        self.output_shape(x.shape[1:])                          # a sequence, (N, T, D)
+        xp, (N, T) = get_array_module(x), x.shape[:2]
+        if mask is None: w = xp.full((N, T), 1.0 / max(T, 1), x.dtype)
+        else:
+            mask = xp.asarray(mask)
+            if mask.shape != (N, T):
+                raise ValueError(f"{_who(self)} expected mask of shape ({N}, {T}) to match the input, got {tuple(mask.shape)}")
+            m = (mask != 0).astype(x.dtype)
+            w = m / xp.maximum(m.sum(axis=1, keepdims=True), 1)
+        self.cache = w[:, :, None]            # (N, T, 1): each step's weight in its row's mean
+        return (x * self.cache).sum(axis=1)
+
+    def backward(self, dy, need_dx: bool = True):
+        return dy[:, None, :] * self.cache
+
+# %%
+from dl_from_scratch.gradcheck import check_layer_grad
+class _WithMask:
+    "`forward(x, training)` of `layer` with a fixed mask, for `check_layer_grad`."
+    def __init__(self, layer, mask): self.layer, self.mask, self.params, self.grads = layer, mask, layer.params, layer.grads
+    def __call__(self, x, training=False): return self.forward(x, training)
+    def forward(self, x, training=False): return self.layer.forward(x, training, mask=self.mask)
+    def backward(self, dy): return self.layer.backward(dy)
+xs = np.random.default_rng(1).normal(size=(3, 5, 4)); mk = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+gap = GlobalAveragePooling1D()
+test_close(gap(xs), xs.mean(1)); test_eq(gap.output_shape((None, 4)), (4,))
+y = gap.forward(xs, mask=mk)
+test_close(y[0], xs[0, :3].mean(0)); test_close(y[1], xs[1].mean(0)); test_eq(y[2], np.zeros(4))
+test_close(gap.forward(np.concatenate([xs[:1, :3], np.zeros((1, 2, 4))], 1), mask=mk[:1])[0], xs[0, :3].mean(0))  # padding ignored
+for m in (None, mk):
+    errs = check_layer_grad(_WithMask(GlobalAveragePooling1D(), m), xs)
+    assert max(errs.values()) < 1e-6, errs
+test_eq(gap.compute_mask(xs, mk), None)
+test_fail(lambda: gap.forward(xs, mask=mk[:, :4]), contains='mask of shape (3, 5)')
 
 # %% [markdown]
 # ## Gradient checks

@@ -408,6 +408,11 @@ def _check_positive_int(v, what: str, who: str, minimum: int = 1) -> int:
         raise ValueError(f"{who} expected {what} to be an integer >= {minimum}, got {v!r}")
     return int(v)
 
+def _mask_fits(mask, y) -> bool:
+    """Whether `mask` `(N, T)` can describe output `y`: `y` keeps the mask's axes first and adds features.
+    A layer that reshapes or reduces the time axis without saying so (`compute_mask`) thus ends the mask."""
+    return mask is None or (getattr(y, 'ndim', 0) > mask.ndim and tuple(y.shape[:mask.ndim]) == tuple(mask.shape))
+
 class _Step:
     "One node of the plan: the layer, the slots it reads and writes, and how (lists or single arrays)."
     __slots__ = ('layer', 'ins', 'outs', 'multi_in', 'multi_out', 'from_inputs', 'shared')
@@ -646,25 +651,39 @@ class Model(Layer):
                                  f"got {tuple(s) if s is not None else type(a).__name__}")
         return xs
 
-    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None):
+    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None, mask=None):
         """Run the plan: `x` (array, list or dict) -> output array, or a list for several outputs.
         `layer_kwargs`: {layer: {keyword: value}}, more arguments for those layers' `forward` (a container
-        passes a mask or an initial state on to its recurrent layers)."""
-        vals = [None] * self._n_slots
+        passes an initial state on to its recurrent layers). `mask`: the inputs' masks `(N, T)` (a list for
+        several inputs), or None. Masks travel with the tensors: each layer's `compute_mask` gives the mask of
+        its output, and a layer with one input whose `forward` takes `mask` receives its input's mask (unless
+        `layer_kwargs` gives it one)."""
+        vals, masks = [None] * self._n_slots, [None] * self._n_slots
         for i, a in zip(self._in_slots, self._input_list(x)): vals[i] = a
+        if mask is not None:
+            for i, m in zip(self._in_slots, [mask] if self._single_in else mask): masks[i] = m
         caches, fresh, extra = [], self._fresh_scratch, layer_kwargs or {}
         for s in self._plan:
             l = s.layer
             if fresh or s.shared: l.__dict__.pop('_ws', None)
-            y = l.forward([vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]], training=training,
-                          **extra.get(l, {}))
+            xin = [vals[i] for i in s.ins] if s.multi_in else vals[s.ins[0]]
+            m, kw = [masks[i] for i in s.ins] if s.multi_in else masks[s.ins[0]], extra.get(l, {})
+            if m is not None and not s.multi_in and l._forward_takes_mask and 'mask' not in kw: kw = {**kw, 'mask': m}
+            y = l.forward(xin, training=training, **kw)
             caches.append(l.cache)
-            if s.multi_out:
-                for i, v in zip(s.outs, y): vals[i] = v
-            else: vals[s.outs[0]] = y
+            ys = y if s.multi_out else [y]
+            om = l.compute_mask(xin, m)
+            for i, v, mo in zip(s.outs, ys, om if isinstance(om, list) else [om] * len(ys)):
+                vals[i], masks[i] = v, mo if _mask_fits(mo, v) else None
         outs = [vals[i] for i in self._out_slots]
         self.cache = (caches, outs)
+        self._output_mask = [masks[i] for i in self._out_slots]
         return outs[0] if self._single_out else outs
+
+    def compute_mask(self, x, mask=None):
+        "The mask(s) of the outputs, as the last `forward` computed them through the graph."
+        om = self.__dict__.get('_output_mask', [None] * len(self.outputs))
+        return om[0] if self._single_out else om
 
     def backward(self, dy, need_dx: bool = True, layer_kwargs: dict | None = None):
         """`dy` = dL/d(output) (a list for several outputs; `None` for an output the loss ignores) -> dL/dx
@@ -1075,11 +1094,11 @@ test_fail(lambda: Model(a, np.zeros(2)), contains='expected outputs to be symbol
 
 # %% [markdown]
 # A graph carries arrays and nothing else. A layer whose `forward` takes
-# more than its input (chapter 11's recurrent layers take a mask and an
-# initial state) gets it through `layer_kwargs={layer: {keyword: value}}`,
+# more than its input (chapter 11's recurrent layers take an initial
+# state) gets it through `layer_kwargs={layer: {keyword: value}}`,
 # which `forward` and `backward` hand to that layer at each of its nodes;
-# chapter 11's `Bidirectional` and `StackedRNN` are models that pass their
-# mask on this way. A model used as a layer also answers for its layers'
+# chapter 11's `Bidirectional` is a model that passes its initial states on
+# this way. A model used as a layer also answers for its layers'
 # penalties (`regularizers`, `regularization_grads()`, keyed as `params`),
 # their `constraints`, and `zero_grads()`.
 
@@ -1159,10 +1178,11 @@ class Sequential(Model):
         for layer in self._stack: shape = tuple(layer.output_shape(shape))
         return shape
 
-    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None):
-        "`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use)."
+    def forward(self, x, training: bool = False, layer_kwargs: dict | None = None, mask=None):
+        """`x` `(N, *input_shape)` -> output `(N, *output_shape())` through every layer (builds on first use);
+        masks travel along the chain as in `Model.forward`."""
         if not self.built: self.build(tuple(x.shape[1:]))
-        return super().forward(x, training, layer_kwargs)
+        return super().forward(x, training, layer_kwargs, mask)
 
     def _summary_rows(self) -> list:
         "Keras's Sequential summary lists no input layer and has no 'Connected to' column."
@@ -1223,6 +1243,44 @@ test_eq(mb.backward(dyb, need_dx=False), None)
 for (n, k), v in g_full.items(): test_eq({l.name: l for l in mb.layers}[n].grads[k], v)
 mf = Sequential([Flatten(), Dense(3)], input_shape=(2, 5)); mf.forward(xb.reshape(3, 2, 5))
 test_eq(mf.backward(r.standard_normal((3, 3)), need_dx=False).shape, (3, 2, 5))
+
+# %% [markdown]
+# **Masks travel with the tensors.** Padded sequences carry a mask
+# $(N, T)$ beside the array (chapter 05's `Embedding(mask_zero=True)` makes
+# one), as in Keras. `forward` keeps one mask per tensor slot: after each
+# layer it asks `compute_mask(x, mask)` for the mask of the output, and a
+# layer with one input whose `forward` has a `mask` keyword (a recurrent
+# layer, `GlobalAveragePooling1D`, attention) gets its input's mask. A mask
+# that no longer fits the output (the output lost the time axis, or a layer
+# reshaped it) is dropped, so a layer that knows nothing of masks cannot
+# pass on a wrong one. Nothing of this runs in `backward`: a layer that uses
+# the mask keeps it in its cache. Without a mask every slot holds `None`
+# and the arrays are computed exactly as before. A model used as a layer
+# takes `forward(x, mask=...)` for its inputs and reports its outputs' masks.
+
+# %%
+from dl_from_scratch.layers import Embedding, GlobalAveragePooling1D, Flatten
+class Spy(Layer):
+    "The identity, recording the mask it was handed."
+    def forward(self, x, training=False, mask=None): self.cache, self.seen = True, mask; return x
+    def backward(self, dy, need_dx=True): return dy
+ids = np.array([[3, 1, 4, 0, 0], [5, 9, 2, 6, 5]])            # post-padded with id 0
+spy = Spy()
+bag = Sequential([Embedding(10, 4, mask_zero=True, rng=0), spy, GlobalAveragePooling1D(), Dense(1, rng=1)],
+                 input_shape=(None,))                        # sequences of any length
+p = bag.predict(ids)
+test_eq(spy.seen, ids != 0)                                   # the Embedding's mask reached the next layer
+test_close(p[0], bag.predict(ids[:1, :3])[0], eps=1e-6)       # padding changes nothing
+test_eq(bag.compute_mask(ids), None)                          # the pooled output has no time axis
+x3 = Input((5,)); h3 = Embedding(10, 4, mask_zero=True, rng=0)(x3)
+fm = Model(x3, [Spy()(h3), Flatten()(h3)])
+fm.forward(ids); test_eq(fm.compute_mask(ids), [ids != 0, None])      # Flatten ends the mask
+from dl_from_scratch.losses import BinaryCrossentropy
+W_pad = bag.layers[0].params['W'][0].copy()
+bag.compile(BinaryCrossentropy(from_logits=True), Adam(0.01), ['accuracy'])
+bag.fit(ids, np.array([0, 1]), epochs=3, batch_size=2, verbose=0); bag.evaluate(ids, np.array([0, 1]))
+test_eq(bag.layers[0].params['W'][0], W_pad)                 # the padding row got no gradient
+test_close(bag.predict(ids)[0], bag.predict(ids[:1, :3])[0], eps=1e-6)
 
 # %% [markdown]
 # `fit` on a linearly separable toy set must reach 100% training accuracy,

@@ -309,6 +309,9 @@ test_fail(lambda: Concatenate()([a, b[:, :2]]), contains='equal shapes except on
 # time step, chapter 13); each copy's gradient flows back to the same
 # vector, so the backward pass sums over the $n$ copies. `dims` counts from
 # 1, as in Keras: `Permute((2, 1))` swaps the two axes after the batch.
+# All three end a padding mask (chapter 05a), as Keras's do: after them the
+# time axis is gone, moved, or new. The merge layers above keep Keras's
+# rule instead: the output's mask is the AND of the inputs' masks.
 
 # %%
 #| export
@@ -341,6 +344,8 @@ class Reshape(Layer):
     def backward(self, dy, need_dx: bool = True):
         return dy.reshape(self.cache)
 
+    def compute_mask(self, x, mask=None): return None       # the time axis may be gone
+
 class Permute(Layer):
     "Permute the axes after the batch axis: `dims` is a permutation of 1..rank (Keras's convention)."
     def __init__(self, dims, name=None):
@@ -364,6 +369,8 @@ class Permute(Layer):
     def backward(self, dy, need_dx: bool = True):
         return dy.transpose(0, *self._inverse)
 
+    def compute_mask(self, x, mask=None): return None       # the time axis may have moved
+
 class RepeatVector(Layer):
     "`(N, D)` -> `(N, n, D)`: the vector repeated `n` times."
     def __init__(self, n: int, name=None):
@@ -384,6 +391,8 @@ class RepeatVector(Layer):
     def backward(self, dy, need_dx: bool = True):
         return dy.sum(axis=1)
 
+    def compute_mask(self, x, mask=None): return None       # a new time axis, every step real
+
 # %%
 from dl_from_scratch.gradcheck import check_layer_grad
 with precision(np.float64):
@@ -396,6 +405,10 @@ test_eq(Permute((2, 1))(np.arange(6.).reshape(1, 2, 3))[0], np.arange(6.).reshap
 test_eq(RepeatVector(2)(np.array([[1., 2.]]))[0], [[1., 2.], [1., 2.]])
 test_fail(lambda: Reshape((3, -1))(np.zeros((1, 4, 5))), contains='cannot reshape (None, 4, 5)')
 test_fail(lambda: Permute((1, 1)), contains='permutation')
+m2 = np.array([[True, False], [True, True]])
+test_eq(Reshape((2, -1)).compute_mask(r.standard_normal((2, 2, 3)), m2), None)
+test_eq(Add().compute_mask([None, None], [m2, None]), m2)
+test_eq(Concatenate().compute_mask([None, None], [m2, ~m2]), np.zeros((2, 2), bool))
 # %% [markdown]
 # ## Graphs, gradient-checked
 #

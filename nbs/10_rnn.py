@@ -418,6 +418,17 @@ def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
     M = _time_mask(mask, N, T, xp, dt)
     return be, ka, dt, X1, XW, M
 
+def _h_mask(h_mask, N, H, xp, dt, who):
+    """Recurrent dropout's multipliers `h_mask` (N, H) of h_{t-1} where it enters the recurrent products (one draw
+    for all steps), as a contiguous array on the loop's device; None (no recurrent dropout) stays None."""
+    if h_mask is None: return None
+    check_array(h_mask, 'h_mask', shape=(N, H), who=who)
+    return xp.ascontiguousarray(xp.asarray(h_mask, dtype=dt))
+
+def _h_in(Hs, Hm):
+    "The recurrent products' inputs of all steps, (T, N, H): h_{t-1}, or Hm⊙h_{t-1} with recurrent dropout."
+    return Hs[:-1] if Hm is None else Hs[:-1] * Hm
+
 def _results(cache, *arrays):
     "`arrays` on the side the forward pass's input came from (`KernelArrays.result`); None stays None."
     return tuple(None if a is None else cache['arrays'].result(a) for a in arrays)
@@ -437,11 +448,12 @@ def _finish_backward(xp, cache, dA, Wx, need_dx=True):
     dx = xp.ascontiguousarray((dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)) if need_dx else None
     return dx, xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
 
-def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
+def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_mask=None):
     """Elman RNN over a whole sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
 
     x (N, T, D); h0 (N, H); Wx (D, H); Wh (H, H); b (H,); mask (N, T) of 0/1 or None
-    (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H).
+    (a masked step keeps the previous state); h_mask (N, H) or None: recurrent dropout, h_{t-1} Wh becomes
+    (h_mask⊙h_{t-1}) Wh at every step. Returns `(hs, cache)` with hs (N, T, H).
     `workspace`: a dict (a layer's own) that keeps the large internal arrays between calls, forward and
     backward (`core.scratch`): no fresh pages each batch. A cache is then good until the next call with it."""
     _check_seq(x, h0, Wx, Wh, b, mask, 1, 'rnn_forward')
@@ -452,17 +464,18 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     fwd, _ = _steps(be, 'rnn')
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
     R = xp.empty((N, H), dt)
+    Hm = _h_mask(h_mask, N, H, xp, dt, 'rnn_forward'); Hd = None if Hm is None else xp.empty((N, H), dt)
     for t in range(T):
-        xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
+        xp.matmul(Hs[t] if Hm is None else xp.multiply(Hs[t], Hm, out=Hd), Wh, out=R)   # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
+    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Hm=Hm, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache     # Hs is fresh: the caller keeps hs
 
 def rnn_backward(dhs, cache, need_dx=True):
     """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
     final state to dhs[:, -1]). Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`
     (a model's first layer: nothing uses dL/dx)."""
-    Hs, M, Wh, Wx = cache['Hs'], cache['M'], cache['Wh'], cache['Wx']
+    Hs, M, Hm, Wh, Wx = cache['Hs'], cache['M'], cache['Hm'], cache['Wh'], cache['Wx']
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
     check_array(dhs, 'dhs', shape=(N, T, H), who='rnn_backward')
@@ -474,8 +487,9 @@ def rnn_backward(dhs, cache, need_dx=True):
     for t in range(T - 1, -1, -1):
         bwd(N * H, dH[t], dcarry, drec, Hs[t + 1], M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)             # dL/dh_{t-1} through the recurrence
+        if Hm is not None: drec *= Hm               # ... which read Hm⊙h_{t-1}
     dh0 = dcarry + drec
-    dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, H)
+    dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, H)
     dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
     return _results(cache, dx, dh0, dWx, dWh, db)
 

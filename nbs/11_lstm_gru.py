@@ -39,7 +39,7 @@ from dl_from_scratch.gradcheck import rel_error, numerical_grad, check_layer_gra
 from dl_from_scratch import optim, viz, data
 import pathlib
 from dl_from_scratch.kernels.recurrent import (_FM, _sig, _sig_nb, _tanh_nb, _check_seq, _setup, _finish_backward,
-                                               _results, _time_major, _steps, _NP, _NB, _CUDA_BUILD)
+                                               _results, _time_major, _steps, _h_mask, _h_in, _NP, _NB, _CUDA_BUILD)
 from dl_from_scratch.core import scratch, per_element, device_twin
 
 # %% [markdown]
@@ -295,13 +295,14 @@ _CUDA_BUILD['lstm'] = _build_lstm_cuda
 
 # %%
 #| export kernels.recurrent
-def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', workspace=None):
+def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', workspace=None, h_mask=None):
     """LSTM over a whole sequence (gate columns i, f, g, o):
     i = σ(x Wx_i + h Wh_i + p_i⊙c_{t-1} + b_i), f likewise, g = tanh(...), c_t = f⊙c_{t-1} + i⊙g,
     o = σ(... + p_o⊙c_t), h_t = o⊙tanh(c_t).
 
     x (N, T, D); h0, c0 (N, H); Wx (D, 4H); Wh (H, 4H); b (4H,); peep (3, H) or None (no peepholes);
-    mask (N, T) or None. Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H).
+    mask (N, T) or None; h_mask (N, H) or None: recurrent dropout, as in `rnn_forward`.
+    Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H).
     `workspace`: a dict that keeps the internal arrays between calls, as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
     check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
@@ -315,17 +316,18 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
     Cs = scratch(ws, 'Cs', (T + 1, N, H), dt, xp); Cs[0] = xp.asarray(c0, dtype=dt)
     Gs, TC = scratch(ws, 'Gs', (T, N, 4 * H), dt, xp), scratch(ws, 'TC', (T, N, H), dt, xp)  # masked rows: never read
     R = scratch(ws, 'R', (N, 4 * H), dt, xp)
+    Hm = _h_mask(h_mask, N, H, xp, dt, 'lstm_forward'); Hd = None if Hm is None else xp.empty((N, H), dt)
     for t in range(T):
-        xp.matmul(Hs[t], Wh, out=R)
+        xp.matmul(Hs[t] if Hm is None else xp.multiply(Hs[t], Hm, out=Hd), Wh, out=R)
         fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
-    cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
+    cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, Hm=Hm, peep=peep is not None,
                  Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws, arrays=ka)
     return (*_results(cache, Hs[1:].transpose(1, 0, 2), Cs[T].copy()), cache)   # Hs is fresh, Cs scratch: cT is copied out
 
 def lstm_backward(dhs, dcT, cache, need_dx=True):
     """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
     Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and dx None when not `need_dx`."""
-    Hs, Cs, Gs, TC, M, P = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P'))
+    Hs, Cs, Gs, TC, M, P, Hm = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='lstm_backward')
@@ -338,8 +340,9 @@ def lstm_backward(dhs, dcT, cache, need_dx=True):
     for t in range(T - 1, -1, -1):
         bwd(N * H, dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)
+        if Hm is not None: drec *= Hm
     dh0 = dcarry + drec
-    dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
+    dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
     dpeep = None
     if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
         dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
@@ -567,12 +570,13 @@ _CUDA_BUILD['gru'] = _build_gru_cuda
 
 # %%
 #| export kernels.recurrent
-def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
+def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_mask=None):
     """GRU over a whole sequence (columns z, r, n):
     z = σ(x Wx_z + h_{t-1} Wh_z + b_z), r likewise, n = tanh(x Wx_n + (r⊙h_{t-1}) Wh_n + b_n),
     h_t = z⊙h_{t-1} + (1-z)⊙n.
 
-    x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
+    x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None; h_mask (N, H) or None:
+    recurrent dropout, h_{t-1} replaced by h_mask⊙h_{t-1} in both products (not in z⊙h_{t-1}).
     Returns `(hs, cache)` with hs (N, T, H). `workspace`: as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
     be, ka, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward', workspace)
@@ -583,19 +587,21 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
     ZR, NN, RH = (scratch(ws, k, (T, N, g * H), dt, xp) for k, g in (('ZR', 2), ('NN', 1), ('RH', 1)))
     R1, R2 = scratch(ws, 'R1', (N, 2 * H), dt, xp), scratch(ws, 'R2', (N, H), dt, xp)
+    Hm = _h_mask(h_mask, N, H, xp, dt, 'gru_forward'); Hd = None if Hm is None else xp.empty((N, H), dt)
     for t in range(T):
-        xp.matmul(Hs[t], Wzr, out=R1)
-        f1(N * H, XW[t], R1, Hs[t], ZR[t], RH[t])
+        hd = Hs[t] if Hm is None else xp.multiply(Hs[t], Hm, out=Hd)    # what the products read
+        xp.matmul(hd, Wzr, out=R1)
+        f1(N * H, XW[t], R1, hd, ZR[t], RH[t])
         xp.matmul(RH[t], Wn, out=R2)
         f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
-    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn,
+    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Hm=Hm, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn,
                  ws=ws, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache
 
 def gru_backward(dhs, cache, need_dx=True):
     """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db),
     dx None when not `need_dx`."""
-    Hs, ZR, NN, RH, M = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M'))
+    Hs, ZR, NN, RH, M, Hm = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
@@ -608,11 +614,13 @@ def gru_backward(dhs, cache, need_dx=True):
     for t in range(T - 1, -1, -1):
         b1(N * H, dH[t], dcarry, drec, Hs[t], ZR[t], NN[t], M[t], dZR[t], dN[t])
         xp.matmul(dN[t], WnT, out=drh)             # dL/d(r⊙h_{t-1})
+        if Hm is not None: drh *= Hm                # r⊙Hm⊙h_{t-1}: b2's h_{t-1} and r see drh⊙Hm
         b2(N * H, drh, Hs[t], ZR[t], M[t], dcarry, dZR[t])
         xp.matmul(dZR[t], WzrT, out=drec)          # dL/dh_{t-1} through z and r
+        if Hm is not None: drec *= Hm
     dh0 = dcarry + drec
     TN = T * N
-    dWh = xp.concatenate([Hs[:-1].reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
+    dWh = xp.concatenate([_h_in(Hs, Hm).reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
                           RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
     dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
     dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
@@ -691,6 +699,30 @@ assert all(a < 1e-8 and b_ > 1e-2 and c_ > 1e-2 for _, a, b_, c_ in rows)
 # out, and reading backwards. Sequences are $(N, T, D)$; $T$ may change from batch to batch, but a
 # sequence needs at least one step (an empty *batch* is fine: its output is empty). The work arrays
 # kept between batches are kept per thread, so several threads may run inference on one layer.
+#
+# **Masks.** Inside a model the mask arrives by itself: chapter 05's `Embedding(mask_zero=True)`
+# makes it, the model hands it to every layer whose `forward` takes one (chapter 05a), and a
+# recurrent layer's `compute_mask` passes it on when the layer returns sequences and ends it when
+# the layer returns its last state. A masked step keeps the state, so padding at the end changes
+# nothing, and padding at the front leaves the initial state untouched until the first word; a
+# layer reading backwards (`go_backwards`) meets end-padding first and likewise starts at the last
+# real word.
+#
+# **Dropout inside the recurrence.** Dropping different units of $h_{t-1}$ at every step destroys
+# the memory the recurrence is there to carry. Gal and Ghahramani (2016) derive instead one mask per
+# *sequence*, the same at every step, for the input and for the recurrent state, as Keras's
+# `dropout` and `recurrent_dropout` do: in a training batch draw $m_x \in \{0, \tfrac{1}{1-p_x}\}^{N\times D}$
+# and $m_h \in \{0, \tfrac{1}{1-p_h}\}^{N\times H}$ once, and use
+#
+# $$a_t = (m_x \odot x_t) W_x + (m_h \odot h_{t-1}) W_h + b .$$
+#
+# $m_h$ touches only the product: the LSTM's cell $c_{t-1}$ and the GRU's carry $z \odot h_{t-1}$
+# use the state itself (the GRU's candidate reads $r \odot m_h \odot h_{t-1}$). The masks are
+# constants of the batch, so backpropagation through time changes in three places:
+# $\bar W_h = \sum_t (m_h \odot h_{t-1})^\top \bar a_t$, the recurrent gradient
+# $\bar h_{t-1} \mathrel{+}= (\bar a_t W_h^\top) \odot m_h$, and $\bar x_t = m_x \odot (\bar a_t W_x^\top)$.
+# The kernels take $m_h$ as `h_mask` (one multiplication before the per-step product, one after the
+# backward one); $m_x$ is applied to the whole input before the kernel. At inference both are off.
 
 # %%
 #| export
@@ -698,7 +730,7 @@ from __future__ import annotations
 import threading
 import numpy as np
 from dl_from_scratch.core import check_array, as_rng, get_array_module
-from dl_from_scratch.layers import Layer, _who
+from dl_from_scratch.layers import Layer, _who, _keep_mask
 from dl_from_scratch.model import Model, Sequential, Input
 from dl_from_scratch.merge import Concatenate, Add, Average
 from dl_from_scratch import init as initializers
@@ -754,6 +786,11 @@ class Recurrent(_KeywordCall, Layer):
     * after forward, `final_state` holds the state after the last step; `backward(dy, need_dx=True,
       d_final_state=None)` accepts its gradient and leaves the gradient of the initial state in `d_initial_state`;
     * `go_backwards`: read the sequence from the end (outputs are returned in the original time order);
+    * `dropout`, `recurrent_dropout`: in training, drop units of the input x_t / of h_{t-1} where it enters the
+      recurrent product, with one mask per sequence for all steps (Gal and Ghahramani; Keras's meaning), drawn
+      from `rng`;
+    * in a model, the mask arrives through `compute_mask`: this layer passes it on with `return_sequences`, and
+      ends it otherwise;
     * `kernel_`, `recurrent_` and `bias_regularizer` / `_constraint` act on `Wx`, `Wh` and `b`, as in Keras;
     * `backend`: 'auto' | 'numpy' | 'numba' | 'cuda' (see `kernels.recurrent`).
 
@@ -766,9 +803,12 @@ class Recurrent(_KeywordCall, Layer):
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
-                 backend: str = 'auto', rng=None, name=None):
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0, backend: str = 'auto', rng=None, name=None):
         super().__init__(name)
         if int(units) < 1: raise ValueError(f"{type(self).__name__} expected units >= 1, got {units}")
+        for what, p in (('dropout', dropout), ('recurrent_dropout', recurrent_dropout)):
+            if not 0.0 <= float(p) < 1.0: raise ValueError(f"{type(self).__name__} expected 0 <= {what} < 1, got {p}")
+        self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
         self.units, self.return_sequences, self.go_backwards = int(units), bool(return_sequences), bool(go_backwards)
         self.mask_value, self.backend = mask_value, backend
         self.kernel_initializer = initializers.get_initializer(kernel_initializer)
@@ -801,12 +841,12 @@ class Recurrent(_KeywordCall, Layer):
         T = input_shape[0]
         return (T, self.units) if self.return_sequences else (self.units,)
 
-    def _kernel_forward(self, x, states, mask):
+    def _kernel_forward(self, x, states, mask, h_mask):
         """-> hs (N, T, H), the final states, the kernel's cache. A cell with one state h and weights Wx, Wh, b
         runs its `kernels` pair (forward, backward) of `kernels.recurrent`; the LSTM, with (h, c), overrides this."""
         p = self.params
         hs, cache = self.kernels[0](x, states[0], p['Wx'], p['Wh'], p['b'], mask=mask, backend=self.backend,
-                                    workspace=self._scratch())
+                                    workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1],), cache
 
     def _kernel_backward(self, dhs, d_states, cache, need_dx):
@@ -821,10 +861,8 @@ class Recurrent(_KeywordCall, Layer):
         xp = get_array_module(x)
         dt = self.dtype
         x = x.astype(dt, copy=False)
-        N, T, _ = x.shape
-        if mask is None and self.mask_value is not None:
-            mask = ~(x == self.mask_value).all(axis=2)
-        mask = _check_mask(self, mask, N, T)
+        N, T, D = x.shape
+        mask = _check_mask(self, self._mask(x, mask), N, T)
         if initial_state is None:
             states = tuple(xp.zeros((N, self.units), dt) for _ in range(self.n_states))
         else:
@@ -834,12 +872,17 @@ class Recurrent(_KeywordCall, Layer):
             states = tuple(check_array(s, 'initial_state', shape=(N, self.units), who=_who(self)).astype(dt, copy=False)
                            for s in initial_state)
         if N == 0:                  # an empty batch: an empty output, and zero gradients in backward
-            self.final_state, self.cache = states, (None, mask, N, T)
+            self.final_state, self.cache = states, (None, mask, N, T, None)
             return xp.zeros((0, T, self.units) if self.return_sequences else (0, self.units), dt)
+        x_mask = h_mask = None      # dropout's multipliers, (N, D) and (N, H): one per sequence, for every step
+        if training and self.dropout:
+            x_mask = _keep_mask(self.rng, (N, D), self.dropout, dt, xp)
+            x = x * x_mask[:, None, :]
+        if training and self.recurrent_dropout: h_mask = _keep_mask(self.rng, (N, self.units), self.recurrent_dropout, dt, xp)
         if self.go_backwards:
             x = x[:, ::-1]
             if mask is not None: mask = mask[:, ::-1]
-        hs, finals, cache = self._kernel_forward(x, states, mask)
+        hs, finals, cache = self._kernel_forward(x, states, mask, h_mask)
         self.final_state = finals
         if self.return_sequences:
             y = hs if mask is None else hs * mask[:, :, None]
@@ -847,13 +890,22 @@ class Recurrent(_KeywordCall, Layer):
             y = xp.ascontiguousarray(y)
         else:
             y = finals[0]
-        self.cache = (cache, mask, N, T)
+        self.cache = (cache, mask, N, T, x_mask)
         return y
+
+    def _mask(self, x, mask):
+        "The mask of the input `x`: `mask`, or the steps whose features are not all `mask_value` (None if neither)."
+        if mask is None and self.mask_value is not None: return ~(x == self.mask_value).all(axis=2)
+        return mask
+
+    def compute_mask(self, x, mask=None):
+        "The input's mask when every step has an output (`return_sequences`); otherwise None, the sequence is read."
+        return self._mask(x, mask) if self.return_sequences else None
 
     def backward(self, dy, need_dx: bool = True, d_final_state=None):
         """dy: dL/dy (shape of the output) -> dL/dx (N, T, D), or None when `need_dx=False`;
         fills `grads` and `d_initial_state`."""
-        cache, mask, N, T = self.cache
+        cache, mask, N, T, x_mask = self.cache
         xp = get_array_module(dy)
         dt = self.dtype
         H = self.units
@@ -877,7 +929,9 @@ class Recurrent(_KeywordCall, Layer):
         dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache, need_dx)
         self.grads.update(grads)
         self.d_initial_state = d_init
-        return dx[:, ::-1] if self.go_backwards and need_dx else dx
+        if not need_dx: return None
+        if self.go_backwards: dx = dx[:, ::-1]
+        return dx if x_mask is None else dx * x_mask[:, None, :]
 
 
 # %%
@@ -903,10 +957,10 @@ class LSTM(Recurrent):
         if self.unit_forget_bias: self.params['b'][H:2 * H] += 1
         if self.peepholes: self.add_weight('P', (3, H), 'zeros')
 
-    def _kernel_forward(self, x, states, mask):
+    def _kernel_forward(self, x, states, mask, h_mask):
         p = self.params
         hs, cT, cache = K.lstm_forward(x, states[0], states[1], p['Wx'], p['Wh'], p['b'], peep=p.get('P'),
-                                       mask=mask, backend=self.backend, workspace=self._scratch())
+                                       mask=mask, backend=self.backend, workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1], cT), cache
 
     def _kernel_backward(self, dhs, d_states, cache, need_dx):
@@ -989,8 +1043,8 @@ class Bidirectional(_KeywordCall, Model):
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if not self.built: self.build(tuple(x.shape[1:]))
         s_f, s_b = self._split(initial_state)
-        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'mask': mask, 'initial_state': s_f},
-                                                       self.backward_layer: {'mask': mask, 'initial_state': s_b}})
+        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'initial_state': s_f},
+                                                       self.backward_layer: {'initial_state': s_b}}, mask=mask)
         self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
         return y
 
@@ -1014,7 +1068,7 @@ test_eq(bi(x1[:, :2]).shape, (2, 2, 2))                                         
 #| export
 class StackedRNN(_KeywordCall, Sequential):
     """A stack of recurrent layers (each but the last with `return_sequences=True`): a `Sequential` that passes
-    the mask to every layer, so padding is ignored all the way up. Its layers are named 'l0', 'l1', ... (weights
+    the mask up the chain (each layer returns sequences, so passes it on), so padding is ignored all the way up. Its layers are named 'l0', 'l1', ... (weights
     keyed 'l0_Wx', 'l1_fw_Wx' for a `Bidirectional`). x (N, T, D) -> the last layer's output."""
     _key_sep = '_'
     __repr__ = Layer.__repr__
@@ -1045,7 +1099,7 @@ class StackedRNN(_KeywordCall, Sequential):
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if mask is None and self.mask_value is not None:
             mask = ~(x == self.mask_value).all(axis=2)
-        return super().forward(x, training, None if mask is None else {l: {'mask': mask} for l in self._stack})
+        return super().forward(x, training, mask=mask)
 
     def get_config(self) -> dict:
         "Saved by its arguments (the layers it holds now), which determine the chain."

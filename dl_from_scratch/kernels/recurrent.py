@@ -216,6 +216,17 @@ def _setup(x, h0, Wx, b, mask, backend, who, ws=None):
     M = _time_mask(mask, N, T, xp, dt)
     return be, ka, dt, X1, XW, M
 
+def _h_mask(h_mask, N, H, xp, dt, who):
+    """Recurrent dropout's multipliers `h_mask` (N, H) of h_{t-1} where it enters the recurrent products (one draw
+    for all steps), as a contiguous array on the loop's device; None (no recurrent dropout) stays None."""
+    if h_mask is None: return None
+    check_array(h_mask, 'h_mask', shape=(N, H), who=who)
+    return xp.ascontiguousarray(xp.asarray(h_mask, dtype=dt))
+
+def _h_in(Hs, Hm):
+    "The recurrent products' inputs of all steps, (T, N, H): h_{t-1}, or Hm⊙h_{t-1} with recurrent dropout."
+    return Hs[:-1] if Hm is None else Hs[:-1] * Hm
+
 def _results(cache, *arrays):
     "`arrays` on the side the forward pass's input came from (`KernelArrays.result`); None stays None."
     return tuple(None if a is None else cache['arrays'].result(a) for a in arrays)
@@ -235,11 +246,12 @@ def _finish_backward(xp, cache, dA, Wx, need_dx=True):
     dx = xp.ascontiguousarray((dA2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2)) if need_dx else None
     return dx, xp.ascontiguousarray(dW1[:D]), dW1[D].copy()
 
-def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
+def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_mask=None):
     """Elman RNN over a whole sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
 
     x (N, T, D); h0 (N, H); Wx (D, H); Wh (H, H); b (H,); mask (N, T) of 0/1 or None
-    (a masked step keeps the previous state). Returns `(hs, cache)` with hs (N, T, H).
+    (a masked step keeps the previous state); h_mask (N, H) or None: recurrent dropout, h_{t-1} Wh becomes
+    (h_mask⊙h_{t-1}) Wh at every step. Returns `(hs, cache)` with hs (N, T, H).
     `workspace`: a dict (a layer's own) that keeps the large internal arrays between calls, forward and
     backward (`core.scratch`): no fresh pages each batch. A cache is then good until the next call with it."""
     _check_seq(x, h0, Wx, Wh, b, mask, 1, 'rnn_forward')
@@ -250,17 +262,18 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     fwd, _ = _steps(be, 'rnn')
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
     R = xp.empty((N, H), dt)
+    Hm = _h_mask(h_mask, N, H, xp, dt, 'rnn_forward'); Hd = None if Hm is None else xp.empty((N, H), dt)
     for t in range(T):
-        xp.matmul(Hs[t], Wh, out=R)                  # the one product per step
+        xp.matmul(Hs[t] if Hm is None else xp.multiply(Hs[t], Hm, out=Hd), Wh, out=R)   # the one product per step
         fwd(N * H, XW[t], R, Hs[t], M[t], Hs[t + 1])  # the fused elementwise step
-    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
+    cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Hm=Hm, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache     # Hs is fresh: the caller keeps hs
 
 def rnn_backward(dhs, cache, need_dx=True):
     """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
     final state to dhs[:, -1]). Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`
     (a model's first layer: nothing uses dL/dx)."""
-    Hs, M, Wh, Wx = cache['Hs'], cache['M'], cache['Wh'], cache['Wx']
+    Hs, M, Hm, Wh, Wx = cache['Hs'], cache['M'], cache['Hm'], cache['Wh'], cache['Wx']
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
     check_array(dhs, 'dhs', shape=(N, T, H), who='rnn_backward')
@@ -272,8 +285,9 @@ def rnn_backward(dhs, cache, need_dx=True):
     for t in range(T - 1, -1, -1):
         bwd(N * H, dH[t], dcarry, drec, Hs[t + 1], M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)             # dL/dh_{t-1} through the recurrence
+        if Hm is not None: drec *= Hm               # ... which read Hm⊙h_{t-1}
     dh0 = dcarry + drec
-    dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, H)
+    dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, H)
     dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
     return _results(cache, dx, dh0, dWx, dWh, db)
 
@@ -418,13 +432,14 @@ _NB['lstm'] = (_lstm_fwd_nb, _lstm_bwd_nb)
 _CUDA_BUILD['lstm'] = _build_lstm_cuda
 
 # %% ../../nbs/11_lstm_gru.ipynb #09ac7441
-def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', workspace=None):
+def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', workspace=None, h_mask=None):
     """LSTM over a whole sequence (gate columns i, f, g, o):
     i = σ(x Wx_i + h Wh_i + p_i⊙c_{t-1} + b_i), f likewise, g = tanh(...), c_t = f⊙c_{t-1} + i⊙g,
     o = σ(... + p_o⊙c_t), h_t = o⊙tanh(c_t).
 
     x (N, T, D); h0, c0 (N, H); Wx (D, 4H); Wh (H, 4H); b (4H,); peep (3, H) or None (no peepholes);
-    mask (N, T) or None. Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H).
+    mask (N, T) or None; h_mask (N, H) or None: recurrent dropout, as in `rnn_forward`.
+    Returns `(hs, cT, cache)`: hs (N, T, H), cT (N, H).
     `workspace`: a dict that keeps the internal arrays between calls, as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 4, 'lstm_forward')
     check_array(c0, 'c0', shape=(N, H), who='lstm_forward')
@@ -438,17 +453,18 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
     Cs = scratch(ws, 'Cs', (T + 1, N, H), dt, xp); Cs[0] = xp.asarray(c0, dtype=dt)
     Gs, TC = scratch(ws, 'Gs', (T, N, 4 * H), dt, xp), scratch(ws, 'TC', (T, N, H), dt, xp)  # masked rows: never read
     R = scratch(ws, 'R', (N, 4 * H), dt, xp)
+    Hm = _h_mask(h_mask, N, H, xp, dt, 'lstm_forward'); Hd = None if Hm is None else xp.empty((N, H), dt)
     for t in range(T):
-        xp.matmul(Hs[t], Wh, out=R)
+        xp.matmul(Hs[t] if Hm is None else xp.multiply(Hs[t], Hm, out=Hd), Wh, out=R)
         fwd(N * H, XW[t], R, Cs[t], Hs[t], P, M[t], Gs[t], Cs[t + 1], Hs[t + 1], TC[t])
-    cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, peep=peep is not None,
+    cache = dict(backend=be, x1=X1, Hs=Hs, Cs=Cs, Gs=Gs, TC=TC, M=M, P=P, Hm=Hm, peep=peep is not None,
                  Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws, arrays=ka)
     return (*_results(cache, Hs[1:].transpose(1, 0, 2), Cs[T].copy()), cache)   # Hs is fresh, Cs scratch: cT is copied out
 
 def lstm_backward(dhs, dcT, cache, need_dx=True):
     """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
     Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and dx None when not `need_dx`."""
-    Hs, Cs, Gs, TC, M, P = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P'))
+    Hs, Cs, Gs, TC, M, P, Hm = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='lstm_backward')
@@ -461,8 +477,9 @@ def lstm_backward(dhs, dcT, cache, need_dx=True):
     for t in range(T - 1, -1, -1):
         bwd(N * H, dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)
+        if Hm is not None: drec *= Hm
     dh0 = dcarry + drec
-    dWh = Hs[:-1].reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
+    dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
     dpeep = None
     if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
         dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
@@ -632,12 +649,13 @@ _NB['gru'] = (_gru_fwd1_nb, _gru_fwd2_nb, _gru_bwd1_nb, _gru_bwd2_nb)
 _CUDA_BUILD['gru'] = _build_gru_cuda
 
 # %% ../../nbs/11_lstm_gru.ipynb #2af0215d
-def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
+def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_mask=None):
     """GRU over a whole sequence (columns z, r, n):
     z = σ(x Wx_z + h_{t-1} Wh_z + b_z), r likewise, n = tanh(x Wx_n + (r⊙h_{t-1}) Wh_n + b_n),
     h_t = z⊙h_{t-1} + (1-z)⊙n.
 
-    x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None.
+    x (N, T, D); h0 (N, H); Wx (D, 3H); Wh (H, 3H); b (3H,); mask (N, T) or None; h_mask (N, H) or None:
+    recurrent dropout, h_{t-1} replaced by h_mask⊙h_{t-1} in both products (not in z⊙h_{t-1}).
     Returns `(hs, cache)` with hs (N, T, H). `workspace`: as in `rnn_forward`."""
     N, T, D, H = _check_seq(x, h0, Wx, Wh, b, mask, 3, 'gru_forward')
     be, ka, dt, X1, XW, M = _setup(x, h0, Wx, b, mask, backend, 'gru_forward', workspace)
@@ -648,19 +666,21 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None):
     Hs = xp.empty((T + 1, N, H), dt); Hs[0] = xp.asarray(h0, dtype=dt)
     ZR, NN, RH = (scratch(ws, k, (T, N, g * H), dt, xp) for k, g in (('ZR', 2), ('NN', 1), ('RH', 1)))
     R1, R2 = scratch(ws, 'R1', (N, 2 * H), dt, xp), scratch(ws, 'R2', (N, H), dt, xp)
+    Hm = _h_mask(h_mask, N, H, xp, dt, 'gru_forward'); Hd = None if Hm is None else xp.empty((N, H), dt)
     for t in range(T):
-        xp.matmul(Hs[t], Wzr, out=R1)
-        f1(N * H, XW[t], R1, Hs[t], ZR[t], RH[t])
+        hd = Hs[t] if Hm is None else xp.multiply(Hs[t], Hm, out=Hd)    # what the products read
+        xp.matmul(hd, Wzr, out=R1)
+        f1(N * H, XW[t], R1, hd, ZR[t], RH[t])
         xp.matmul(RH[t], Wn, out=R2)
         f2(N * H, XW[t], R2, Hs[t], ZR[t], M[t], NN[t], Hs[t + 1])
-    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn,
+    cache = dict(backend=be, x1=X1, Hs=Hs, ZR=ZR, NN=NN, RH=RH, M=M, Hm=Hm, Wx=xp.asarray(Wx, dtype=dt), Wzr=Wzr, Wn=Wn,
                  ws=ws, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache
 
 def gru_backward(dhs, cache, need_dx=True):
     """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db),
     dx None when not `need_dx`."""
-    Hs, ZR, NN, RH, M = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M'))
+    Hs, ZR, NN, RH, M, Hm = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
@@ -673,11 +693,13 @@ def gru_backward(dhs, cache, need_dx=True):
     for t in range(T - 1, -1, -1):
         b1(N * H, dH[t], dcarry, drec, Hs[t], ZR[t], NN[t], M[t], dZR[t], dN[t])
         xp.matmul(dN[t], WnT, out=drh)             # dL/d(r⊙h_{t-1})
+        if Hm is not None: drh *= Hm                # r⊙Hm⊙h_{t-1}: b2's h_{t-1} and r see drh⊙Hm
         b2(N * H, drh, Hs[t], ZR[t], M[t], dcarry, dZR[t])
         xp.matmul(dZR[t], WzrT, out=drec)          # dL/dh_{t-1} through z and r
+        if Hm is not None: drec *= Hm
     dh0 = dcarry + drec
     TN = T * N
-    dWh = xp.concatenate([Hs[:-1].reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
+    dWh = xp.concatenate([_h_in(Hs, Hm).reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
                           RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
     dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
     dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
