@@ -34,7 +34,7 @@ from __future__ import annotations
 import math, types
 import numpy as np
 from numba import njit, prange, get_num_threads
-from dl_from_scratch.core import resolve_backend
+from dl_from_scratch.core import resolve_backend, cuda_kernels, launch
 from dl_from_scratch.text import _check_window
 
 # %%
@@ -73,6 +73,9 @@ from dl_from_scratch.gradcheck import numerical_grad, rel_error
 #    one SGD step on the negative-sampling loss of chapter 12 (section 7).
 # 4. The learning rate falls linearly from $\alpha_0$ to $10^{-4}\alpha_0$ over the slice's
 #    passes.
+# 5. Optionally (`docs`, section 7), the vector of the word's *document*, one more row of
+#    $W_\text{in}$, predicts $w$ too, by the same update: PV-DBOW, the doc2vec model of
+#    Le and Mikolov (2014), trained together with the word vectors.
 #
 # **Random numbers.** All three versions use one tiny generator, Marsaglia's 32-bit
 # *xorshift*, kept in an `int64` and masked to 32 bits, so that Python integers, Numba's
@@ -99,12 +102,19 @@ def _softplus1(x):
     "log(1 + e^x) of a scalar, without overflow: -log(sigmoid(-x))."
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
+def _sigmoid_softplus(f, label):
+    """(sigmoid(f), the target's loss -log P(label | f)) from one exponential: the loss is softplus(-f) for
+    label 1 and softplus(f) for label 0, and softplus(+-f) = max(+-f, 0) + log(1 + e^-|f|)."""
+    z = math.exp(-abs(f))
+    s = 1.0 / (1.0 + z) if f >= 0 else z / (1.0 + z)
+    return s, max(-f if label == 1.0 else f, 0.0) + math.log1p(z)
+
 def _chunk_seed(seed, c):
     "Nonzero 32-bit starting state of worker c's generator."
     r = (seed * 1000003 + c * 7919 + 12345) & 0xFFFFFFFF
     return r if r != 0 else 1
 
-_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_chunk_seed')
+_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_sigmoid_softplus', '_chunk_seed')   # the sigmoid and softplus alone: ch18b
 _PY = {name: globals()[name] for name in _SCALARS}          # the Python versions, for the reference
 
 # %%
@@ -115,6 +125,10 @@ assert len(seen) == 10000 and all(0 < v < 2**32 for v in seen)
 test_eq(_xorshift32(1), 270369)                              # Marsaglia's first step from 1
 test_close(_sigmoid1(-800.0), 0.0, eps=1e-300); test_close(_softplus1(800.0), 800.0)
 test_close(_softplus1(-3.0), np.log1p(np.exp(-3.0)), eps=1e-15)
+for f in (-800.0, -3.0, 0.0, 2.5, 800.0):
+    for label in (1.0, 0.0):
+        s_, l_ = _sigmoid_softplus(f, label)
+        test_close(s_, _sigmoid1(f), eps=1e-15); test_close(l_, _softplus1(-f if label else f), eps=1e-12)
 
 # %% [markdown]
 # ## 2. The NumPy reference
@@ -128,43 +142,51 @@ def _bounds(n, chunks):
     "Start of each of `chunks` slices of n words, and n: int64 (chunks + 1,)."
     return np.linspace(0, n, chunks + 1).astype(np.int64)
 
-def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed):
+def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs=None):
     """NumPy reference of skip-gram negative-sampling training (updates W_in, W_out (V, N) in place).
-    Returns (loss (chunks,), pairs (chunks,)): each worker's summed loss and its number of pairs."""
-    xs, sig, softplus, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid1', '_softplus1', '_chunk_seed'))
+    `docs` (optional, like `corpus`): the row of W_in holding each word's document vector, which also predicts
+    the word (PV-DBOW). Returns (loss (chunks,), pairs (chunks,)): each worker's summed loss and its pairs."""
+    xs, sig_loss, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid_softplus', '_chunk_seed'))
     bounds = _bounds(len(corpus), chunks)
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
+
+    def pair(c, x, w, a, r):
+        "3. Row x of W_in predicts word w against `negatives` noise words: one SGD step. Returns the generator state."
+        h = W_in[x]                                             # the input vector (a view)
+        e = np.zeros_like(h)
+        for k in range(negatives + 1):
+            if k == 0: t, label = w, 1.0
+            else:
+                r = xs(r)
+                t = int(table[r % len(table)])
+                if t == w: continue
+                label = 0.0
+            s, l = sig_loss(float(h @ W_out[t]), label)
+            loss[c] += l
+            g = a * (label - s)
+            e += g * W_out[t]
+            W_out[t] += g * h
+        h += e
+        pairs[c] += 1
+        return r
+
     for c in range(chunks):
         lo, hi = int(bounds[c]), int(bounds[c + 1])
         r = seed_of(seed, c)
         for ep in range(epochs):
-            kept = []
-            for w in corpus[lo:hi].tolist():                    # 1. subsample
+            kept = []                                           # positions of the kept words
+            for i in range(lo, hi):                             # 1. subsample
                 r = xs(r)
-                if keep[w] * 65536.0 > (r & 0xFFFF): kept.append(w)
+                if keep[corpus[i]] * 65536.0 > (r & 0xFFFF): kept.append(i)
             n = len(kept)
-            for i, w in enumerate(kept):
+            for i, p in enumerate(kept):
+                w = int(corpus[p])
                 a = alpha * max(1e-4, 1.0 - (ep + i / n) / epochs)   # 4. linear decay
                 r = xs(r)
                 b = window - r % window                         # 2. reduced window, 1..window
                 for j in range(max(0, i - b), min(n, i + b + 1)):
-                    if j == i: continue
-                    h = W_in[kept[j]]                           # 3. the neighbour's input vector (a view)
-                    e = np.zeros_like(h)
-                    for k in range(negatives + 1):
-                        if k == 0: t, label = w, 1.0
-                        else:
-                            r = xs(r)
-                            t = int(table[r % len(table)])
-                            if t == w: continue
-                            label = 0.0
-                        f = float(h @ W_out[t])
-                        loss[c] += softplus(-f) if label else softplus(f)
-                        g = a * (label - sig(f))
-                        e += g * W_out[t]
-                        W_out[t] += g * h
-                    h += e
-                    pairs[c] += 1
+                    if j != i: r = pair(c, int(corpus[kept[j]]), w, a, r)
+                if docs is not None: r = pair(c, int(docs[p]), w, a, r)    # 5. the document predicts the word
     return loss, pairs
 
 # %% [markdown]
@@ -200,73 +222,89 @@ assert e_h < 1e-6 and e_U < 1e-6
 #
 # The worker's loop is written once more, in scalar form for the compilers: loops over
 # the $N$ components instead of vector operations, a slice of a shared buffer instead of a
-# Python list for the kept words, a row of a shared array `e` for the accumulated input
-# gradient. The CPU kernel runs the workers in a `prange` loop, one per thread at a time,
-# all writing to the same `W_in` and `W_out` without locks; the CUDA kernel runs one
-# worker per GPU thread. The helpers it calls (`_xorshift32`, ...) are looked up as module
-# globals when it is compiled: Numba's CPU versions for the CPU kernel, and for CUDA a
-# copy of the function whose globals are the device versions, so the loop's source exists
-# once.
+# Python list for the kept positions, a row of a shared array `e` for the accumulated input
+# gradient. One pair's update is a function of its own, `_sgns_pair`, called for the
+# neighbours and for the document. The CPU kernel runs the workers in a `prange` loop, one
+# per thread at a time, all writing to the same `W_in` and `W_out` without locks; the CUDA
+# kernel runs one worker per GPU thread. The helpers they call (`_xorshift32`,
+# `_sgns_pair`, ...) are looked up as module globals when they are compiled: Numba's CPU
+# versions for the CPU kernel, and for CUDA copies of the functions whose globals are the
+# device versions, so each loop's source exists once.
+#
+# Two details make the CPU kernel fast. The dot product and the updates run in the
+# weights' own precision (`g` is cast to `W_in.dtype`, as NumPy does with a Python float
+# times a float32 array), and the kernel is compiled with `fastmath`, which lets LLVM
+# reorder the sum of the dot product and so use SIMD registers: the sum then differs from
+# the reference's in the last bits, well within the parity tolerances below.
 
 # %%
 #| export
-def _sgns_worker(c, corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
-                 buf, e, loss, pairs):
-    "Worker c of skip-gram negative-sampling training: the loop of `sgns_reference`, in scalars."
-    lo, hi = bounds[c], bounds[c + 1]
+def _sgns_pair(c, x, w, W_in, W_out, table, negatives, a, r, e, loss):
+    "Worker c: row x of W_in predicts word w against `negatives` noise words, one SGD step at rate a; returns r."
     N, T = W_in.shape[1], table.shape[0]
+    for d in range(N): e[c, d] = 0.0
+    for k in range(negatives + 1):
+        if k == 0:
+            t = w; label = 1.0
+        else:
+            r = _xorshift32(r)
+            t = table[r % T]
+            if t == w: continue
+            label = 0.0
+        f = W_in.dtype.type(0.0)
+        for d in range(N): f += W_in[x, d] * W_out[t, d]
+        s, l = _sigmoid_softplus(float(f), label)
+        loss[c] += l
+        g = W_in.dtype.type(a * (label - s))
+        for d in range(N):
+            e[c, d] += g * W_out[t, d]
+            W_out[t, d] += g * W_in[x, d]
+    for d in range(N): W_in[x, d] += e[c, d]
+    return r
+
+def _sgns_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
+                 buf, e, loss, pairs):
+    "Worker c of skip-gram negative-sampling training (PV-DBOW too if `docs` is not empty): `sgns_reference`'s loop."
+    lo, hi = bounds[c], bounds[c + 1]
     r = _chunk_seed(seed, c)
     for ep in range(epochs):
         n = 0
-        for i in range(lo, hi):                              # 1. subsample into buf[lo:lo + n]
-            w = corpus[i]
+        for i in range(lo, hi):                              # 1. subsample: positions into buf[lo:lo + n]
             r = _xorshift32(r)
-            if keep[w] * 65536.0 > (r & 0xFFFF):
-                buf[lo + n] = w; n += 1
+            if keep[corpus[i]] * 65536.0 > (r & 0xFFFF):
+                buf[lo + n] = i; n += 1
         for i in range(n):
-            w = buf[lo + i]
+            w = corpus[buf[lo + i]]
             a = alpha * max(1e-4, 1.0 - (ep + i / n) / epochs)
             r = _xorshift32(r)
             b = window - r % window
             for j in range(max(0, i - b), min(n, i + b + 1)):
-                if j == i: continue
-                x = buf[lo + j]
-                for d in range(N): e[c, d] = 0.0
-                for k in range(negatives + 1):
-                    if k == 0:
-                        t = w; label = 1.0
-                    else:
-                        r = _xorshift32(r)
-                        t = table[r % T]
-                        if t == w: continue
-                        label = 0.0
-                    f = 0.0
-                    for d in range(N): f += W_in[x, d] * W_out[t, d]
-                    loss[c] += _softplus1(-f) if label == 1.0 else _softplus1(f)
-                    g = a * (label - _sigmoid1(f))
-                    for d in range(N):
-                        e[c, d] += g * W_out[t, d]
-                        W_out[t, d] += g * W_in[x, d]
-                for d in range(N): W_in[x, d] += e[c, d]
+                if j != i:
+                    r = _sgns_pair(c, corpus[buf[lo + j]], w, W_in, W_out, table, negatives, a, r, e, loss)
+                    pairs[c] += 1
+            if docs.shape[0] > 0:
+                r = _sgns_pair(c, docs[buf[lo + i]], w, W_in, W_out, table, negatives, a, r, e, loss)
                 pairs[c] += 1
 
 # CPU: the helpers compiled with njit (inlined into the worker), the worker with njit, the workers in a prange.
-for _name in _SCALARS: globals()[_name] = njit(cache=True, inline='always')(_PY[_name])
-_sgns_worker_nb = njit(cache=True)(_sgns_worker)
+_PY['_sgns_pair'] = _sgns_pair
+for _name in _SCALARS + ('_sgns_pair',): globals()[_name] = njit(cache=True, inline='always', fastmath=True)(_PY[_name])
+_sgns_worker_nb = njit(cache=True, fastmath=True)(_sgns_worker)
 
 @njit(parallel=True, cache=True)
-def _sgns_numba(corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss, pairs):
+def _sgns_numba(corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss,
+                pairs):
     for c in prange(len(bounds) - 1):
-        _sgns_worker_nb(c, corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
+        _sgns_worker_nb(c, corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
                         buf, e, loss, pairs)
 
 # %%
-def raw_kernel_run(launch, W_in, W_out, corpus=np.array([0, 1, 2, 1, 0]), chunks=2):
+def raw_kernel_run(run_kernel, W_in, W_out, corpus=np.array([0, 1, 2, 1, 0]), chunks=2):
     "Call a kernel directly on a tiny corpus (window 1, 1 negative, 2 epochs); returns (W_in, W_out, pairs)."
     W_in, W_out = W_in.copy(), W_out.copy()
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
-    launch(corpus, _bounds(len(corpus), chunks), np.ones(V), W_in, W_out, np.array([3, 2]), 1, 1, 2, 0.1, 0,
-           np.empty(len(corpus), np.int64), np.zeros((chunks, N)), loss, pairs)
+    run_kernel(corpus, np.empty(0, np.int64), _bounds(len(corpus), chunks), np.ones(V), W_in, W_out, np.array([3, 2]),
+               1, 1, 2, 0.1, 0, np.empty(len(corpus), np.int64), np.zeros((chunks, N)), loss, pairs)
     return W_in, W_out, pairs
 
 R_in, R_out = W_in0.copy(), W_out0.copy()
@@ -282,24 +320,26 @@ test_eq(pairs_nb, pairs_ref); test_close(K_in, R_in, eps=1e-12); test_close(K_ou
 
 # %%
 #| export
-_CUDA = {}
+def _build_cuda():
+    "The CUDA kernel: one thread per worker, running the worker's loop as a device function."
+    global cuda
+    from numba import cuda       # a module global: the CUDA simulator swaps it for its own `cuda`
+    dev = {name: cuda.jit(device=True)(_PY[name]) for name in _SCALARS}
+    on_device = lambda f: cuda.jit(device=True)(types.FunctionType(f.__code__, {**globals(), **dev}, f.__name__ + '_cuda'))
+    dev['_sgns_pair'] = on_device(_PY['_sgns_pair'])
+    worker = on_device(_sgns_worker)
+
+    @cuda.jit
+    def sgns(corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss, pairs):
+        c = cuda.grid(1)
+        if c < bounds.shape[0] - 1:
+            worker(c, corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
+                   buf, e, loss, pairs)
+    return {'sgns': sgns}
 
 def _sgns_cuda():
-    "The CUDA kernel (built once): one thread per worker, running the worker's loop as a device function."
-    global cuda
-    if 'sgns' not in _CUDA:
-        from numba import cuda       # a module global: the CUDA simulator swaps it for its own `cuda`
-        dev = {name: cuda.jit(device=True)(_PY[name]) for name in _SCALARS}
-        worker = cuda.jit(device=True)(types.FunctionType(_sgns_worker.__code__, {**globals(), **dev}, '_sgns_worker_cuda'))
-
-        @cuda.jit
-        def kernel(corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss, pairs):
-            c = cuda.grid(1)
-            if c < bounds.shape[0] - 1:
-                worker(c, corpus, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
-                       buf, e, loss, pairs)
-        _CUDA['sgns'] = kernel
-    return _CUDA['sgns']
+    "The CUDA kernel, built on first use and kept by `core.cuda_kernels`."
+    return cuda_kernels('word2vec', _build_cuda)['sgns']
 
 # %%
 K_in, K_out, pairs_cu = raw_kernel_run(lambda *a: _sgns_cuda()[2, 1](*a), W_in0, W_out0)   # 2 blocks of one worker
@@ -318,13 +358,15 @@ if numba.config.ENABLE_CUDASIM: test_close(K_in, R_in, eps=1e-12); test_close(K_
 # %%
 #| export
 def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives: int = 5, epochs: int = 1,
-               alpha: float = 0.025, chunks: int | None = None, seed: int = 0, backend: str = 'auto'):
+               alpha: float = 0.025, chunks: int | None = None, seed: int = 0, docs=None, backend: str = 'auto'):
     """Train skip-gram with negative sampling on `corpus` (1-D int ids < V), updating W_in and W_out (V, N) in place.
 
     `table`: noise-word table (int, from `text.unigram_table`); `keep` (V,): subsampling keep probabilities
     (default all ones); `window` >= 1 words on each side; `negatives` noise words per pair; `alpha` the starting
     learning rate (decays linearly to 1e-4 alpha); `chunks` workers (default: Numba's threads on the CPU, one per
-    ~1,000 words on CUDA, 1 for NumPy). Returns (mean loss per pair, number of pairs)."""
+    ~1,000 words on CUDA, 1 for NumPy). `docs` (like `corpus`, optional): for each word, the row of W_in that holds
+    its document's vector, trained to predict the word too (PV-DBOW beside skip-gram); those rows should be
+    outside `table`. Returns (mean loss per pair, number of pairs)."""
     be = resolve_backend(W_in, backend)
     corpus = np.ascontiguousarray(_check_window(corpus, window, 'sgns_train'))
     if W_in.ndim != 2 or W_out.shape != W_in.shape or W_in.dtype != W_out.dtype or W_in.dtype.kind != 'f':
@@ -340,6 +382,11 @@ def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives
     if keep.shape != (V,): raise ValueError(f"sgns_train expected keep of shape ({V},), got {keep.shape}")
     if not isinstance(negatives, (int, np.integer)) or negatives < 0:
         raise ValueError(f"sgns_train expected negatives a non-negative integer, got {negatives!r}")
+    if docs is not None:
+        docs = np.ascontiguousarray(docs)
+        if docs.shape != corpus.shape or docs.dtype.kind not in 'iu' or docs.min() < 0 or docs.max() >= V:
+            raise ValueError(f"sgns_train expected docs: integer rows in [0, {V}) of shape {corpus.shape}, got "
+                             f"{docs.dtype} {docs.shape}")
     if chunks is None:
         chunks = {'numpy': 1, 'numba': get_num_threads(), 'cuda': max(1, len(corpus) // 1000)}[be]
     chunks = int(min(chunks, len(corpus) // (window + 1)))
@@ -348,15 +395,13 @@ def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
     args = (window, negatives, epochs, alpha, seed)
     if be == 'numpy':
-        loss, pairs = sgns_reference(corpus, W_in, W_out, table, keep, *args[:4], chunks, seed)
+        loss, pairs = sgns_reference(corpus, W_in, W_out, table, keep, *args[:4], chunks, seed, docs)
     else:
         buf, e = np.empty(len(corpus), np.int64), np.zeros((chunks, W_in.shape[1]), W_in.dtype)
-        if be == 'numba':
-            _sgns_numba(corpus.astype(np.int64), bounds, keep, W_in, W_out, table, *args, buf, e, loss, pairs)
-        else:
-            kernel, tpb = _sgns_cuda(), min(64, chunks)
-            kernel[(chunks + tpb - 1) // tpb, tpb](corpus.astype(np.int64), bounds, keep, W_in, W_out, table, *args,
-                                                   buf, e, loss, pairs)
+        kernel_args = (corpus.astype(np.int64), np.empty(0, np.int64) if docs is None else docs.astype(np.int64),
+                       bounds, keep, W_in, W_out, table, *args, buf, e, loss, pairs)
+        if be == 'numba': _sgns_numba(*kernel_args)
+        else: launch(_sgns_cuda(), chunks, *kernel_args)
     return float(loss.sum() / max(pairs.sum(), 1)), int(pairs.sum())
 
 # %% [markdown]
@@ -417,8 +462,8 @@ if numba.config.ENABLE_CUDASIM:
     ref = train_with('numpy', np.float64, chunks=3)
     W_in, W_out = start_weights(30, 8, np.float64)
     loss, pairs, bounds = np.zeros(3), np.zeros(3, np.int64), np.linspace(0, len(corpus), 4).astype(np.int64)
-    _sgns_cuda()[3, 1](corpus.astype(np.int64), bounds, keep, W_in, W_out, table.astype(np.int64), 3, 3, 2, 0.05, 7,
-                       np.empty(len(corpus), np.int64), np.zeros((3, 8)), loss, pairs)
+    _sgns_cuda()[3, 1](corpus.astype(np.int64), np.empty(0, np.int64), bounds, keep, W_in, W_out, table.astype(np.int64),
+                       3, 3, 2, 0.05, 7, np.empty(len(corpus), np.int64), np.zeros((3, 8)), loss, pairs)
     print(f"cuda, 3 workers in turn: largest weight difference {max(np.abs(W_in - ref[0]).max(), np.abs(W_out - ref[1]).max()):.1e}")
     test_eq(pairs.sum(), ref[3]); test_close(W_in, ref[0], eps=1e-10); test_close(W_out, ref[1], eps=1e-10)
 

@@ -22,8 +22,9 @@ def weights(V, N, dtype, seed=0):
 
 def run(backend, corpus, V=24, N=5, dtype=np.float64, threads=1, **kw):
     W_in, W_out = weights(V, N, dtype)
-    counts = np.bincount(corpus, minlength=V) + 1
-    args = dict(table=unigram_table(counts, 500), keep=keep_probability(counts, t=0.03), window=2, negatives=2,
+    counts = np.bincount(corpus, minlength=24) + 1          # the words; rows past 24 hold document vectors
+    keep = np.r_[keep_probability(counts, t=0.03), np.ones(V - len(counts))]
+    args = dict(table=unigram_table(counts, 500), keep=keep, window=2, negatives=2,
                 epochs=2, alpha=0.05, seed=3)
     args.update(kw)
     old = numba.get_num_threads(); numba.set_num_threads(threads)
@@ -44,13 +45,29 @@ def test_numba_on_one_thread_reproduces_the_reference(n, chunks, window, negativ
     np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12)
     assert np.isclose(got[2], ref[2], rtol=1e-12)
 
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(3, 10), chunks=st.integers(1, 3), n_docs=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_document_vectors_numba_reproduces_the_reference(n, chunks, n_docs, seed):
+    corpus = corpus_of(n, seed=seed % 89)
+    docs = 24 + np.sort(np.random.default_rng(seed).integers(n_docs, size=len(corpus)))    # rows 24.. of W_in
+    kw = dict(V=24 + n_docs, chunks=chunks, docs=docs, seed=seed)
+    ref, got = run('numpy', corpus, **kw), run('numba', corpus, **kw)
+    plain = run('numpy', corpus, V=24 + n_docs, chunks=chunks, seed=seed)
+    assert got[3] == ref[3] > plain[3]                                 # one more pair per kept word
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12)
+    assert not np.allclose(ref[0][24:], weights(24 + n_docs, 5, np.float64)[0][24:])    # the document rows moved
+    np.testing.assert_array_equal(ref[1][24:], weights(24 + n_docs, 5, np.float64)[1][24:])   # never a target
+
 @pytest.mark.parametrize('dtype,tol', [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_cuda_one_worker_reproduces_the_reference(dtype, tol):
     corpus = corpus_of(6)
-    ref, got = run('numpy', corpus, dtype=dtype, chunks=1), run('cuda', corpus, dtype=dtype, chunks=1)
-    assert got[3] == ref[3] and got[0].dtype == dtype
-    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=tol)
-    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=tol)
+    docs = 24 + np.arange(len(corpus)) // 12
+    for kw in (dict(), dict(V=24 + docs.max() - 23, docs=docs)):
+        ref, got = run('numpy', corpus, dtype=dtype, chunks=1, **kw), run('cuda', corpus, dtype=dtype, chunks=1, **kw)
+        assert got[3] == ref[3] and got[0].dtype == dtype
+        np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=tol)
+        np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=tol)
 
 @pytest.mark.skipif(not numba.config.ENABLE_CUDASIM, reason='blocks run in turn only in the simulator')
 def test_cuda_workers_in_turn_reproduce_the_reference():
@@ -61,7 +78,7 @@ def test_cuda_workers_in_turn_reproduce_the_reference():
     R_in, R_out = W_in.copy(), W_out.copy()
     loss_r, pairs_r = sgns_reference(corpus, R_in, R_out, table, keep, 2, 2, 2, 0.05, chunks, 3)
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
-    _sgns_cuda()[chunks, 1](corpus.astype(np.int64), _bounds(len(corpus), chunks), keep, W_in, W_out,
+    _sgns_cuda()[chunks, 1](corpus.astype(np.int64), np.empty(0, np.int64), _bounds(len(corpus), chunks), keep, W_in, W_out,
                             table.astype(np.int64), 2, 2, 2, 0.05, 3, np.empty(len(corpus), np.int64),
                             np.zeros((chunks, N)), loss, pairs)
     assert (pairs == pairs_r).all()
@@ -101,6 +118,8 @@ def test_one_update_is_one_sgd_step_on_the_checked_loss():
     (dict(table=np.array([7])), 'table of ids'), (dict(keep=np.ones(3)), r'keep of shape \(6,\)'),
     (dict(negatives=-2), 'negatives a non-negative integer'),
     (dict(W_out=np.zeros((6, 3))), 'of one shape'),
+    (dict(docs=np.zeros(5, int)), r'docs: integer rows in \[0, 6\) of shape \(18,\)'),
+    (dict(docs=np.full(18, 6)), r'docs: integer rows in \[0, 6\)'),
 ])
 def test_bad_input(kw, match):
     args = dict(corpus=np.arange(6).repeat(3), W_in=np.zeros((6, 4)), W_out=np.zeros((6, 4)), table=np.arange(6), window=5)
