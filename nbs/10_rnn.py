@@ -520,8 +520,9 @@ test_eq(ref_h[0, 4:], np.broadcast_to(ref_h[0, 3], (2, 5)))   # padded steps car
 # \bar h_t\rangle$ in float64 (random $\bar h$), for every argument, with the mask on:
 
 # %%
-def _check_rnn_grads(backend):
+def _check_rnn_grads(backend, h_mask=None):
     args, dhs = _rnn_problem(dtype=np.float64, seed=1)
+    args['h_mask'] = h_mask
     names = ['x', 'h0', 'Wx', 'Wh', 'b']
     hs, c = rnn_forward(**args, backend=backend)
     grads = dict(zip(names, rnn_backward(dhs, c)))
@@ -536,6 +537,9 @@ for be in ('numpy', 'numba'):
     errs = _check_rnn_grads(be)
     print(be, {k: f'{v:.1e}' for k, v in errs.items()})
     assert max(errs.values()) < 1e-6, errs
+# recurrent dropout (chapter 11): h_{t-1} enters the product as h_mask⊙h_{t-1}, one mask (N, H) for all steps
+errs = _check_rnn_grads('numpy', h_mask=np.random.default_rng(2).choice([0.0, 2.0], size=(3, 5)))
+assert max(errs.values()) < 1e-6, errs
 
 # %% [markdown]
 # Bad input fails early, naming what was expected and what came:

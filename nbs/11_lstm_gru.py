@@ -1127,6 +1127,7 @@ class _Masked:
     def backward(self, dy): return self.layer.backward(dy)
     params = property(lambda self: self.layer.params)
     grads = property(lambda self: self.layer.grads)
+    rng = property(lambda self: self.layer.rng, lambda self, r: setattr(self.layer, 'rng', r))  # reseeded: fixed dropout
 
 N, T, D, H = 3, 5, 4, 3
 rng = np.random.default_rng(0)
@@ -1192,6 +1193,49 @@ for pad in ('post', 'pre'):
 test_close(LSTM(H, rng=0, mask_value=0.)(np.concatenate([x3, np.zeros((1, 4, D), np.float32)], 1)), LSTM(H, rng=0)(x3), eps=1e-6)
 
 # %% [markdown]
+# **In a model the mask comes from the embedding.** Source 003's check: a review padded with id 0,
+# at the front or at the back, must get the prediction of the review alone, here with both kinds of
+# recurrent dropout in the layer (off at inference). The same weights without the mask read the
+# padding as a word and do not pass:
+
+# %%
+from dl_from_scratch.layers import Embedding, Dense
+from dl_from_scratch.model import Sequential
+reviews = [np.array([4, 9, 2, 7, 3]), np.array([8, 1])]
+def pad_to(seqs, T, side):
+    "Id sequences padded with 0 to length T, at the back ('post') or the front ('pre')."
+    return np.stack([np.pad(s, (0, T - len(s)) if side == 'post' else (T - len(s), 0)) for s in seqs])
+print(f"{'layer':25s} {'masked: pre':>12s} {'post':>8s} {'unmasked: pre':>14s} {'post':>8s}")
+with precision(np.float64):
+    for cell in (SimpleRNN, LSTM, GRU):
+        for bi in (False, True):
+            rnn = cell(8, dropout=0.2, recurrent_dropout=0.2, rng=1)
+            model = Sequential([Embedding(10, 6, mask_zero=True, rng=0), Bidirectional(rnn) if bi else rnn,
+                                Dense(1, rng=2)], input_shape=(None,))
+            alone = np.concatenate([model.predict(r[None]) for r in reviews])
+            gap = lambda: [np.abs(model.predict(pad_to(reviews, 9, side)) - alone).max() for side in ('pre', 'post')]
+            masked = gap()
+            model.layers[0].mask_zero = False                   # the same weights, padding read as a word
+            unmasked = gap()
+            name = f"Bidirectional({cell.__name__})" if bi else cell.__name__
+            print(f"{name:25s} {masked[0]:12.1e} {masked[1]:8.1e} {unmasked[0]:14.1e} {unmasked[1]:8.1e}")
+            assert max(masked) < 1e-6 and min(unmasked) > 1e-4
+
+# %% [markdown]
+# Dropout and recurrent dropout are gradient-checked like the rest, in training mode, with the
+# draw held fixed by reseeding the layer's generator before every forward pass:
+
+# %%
+with precision(np.float64):
+    for make in (SimpleRNN, LSTM, GRU):
+        for rs in (False, True):
+            layer = make(H, dropout=0.3, recurrent_dropout=0.4, return_sequences=rs, go_backwards=rs, rng=0)
+            errs = check_layer_grad(_Masked(layer, mask), x)
+            assert max(errs.values()) < 1e-6, (layer, errs)
+    y_train, y_test = layer(x, training=True), layer(x)
+    assert np.abs(y_train - y_test).max() > 1e-3                 # on in training, off at inference
+
+# %% [markdown]
 # **Bad input** raises a `ValueError` that names the expected and the actual shape:
 
 # %%
@@ -1206,6 +1250,7 @@ test_fail(lambda: layer(np.zeros((2, 5, 3), np.float32), initial_state=(np.zeros
 test_fail(lambda: layer(np.zeros((2, 5, 3), np.float32), mask=np.full((2, 5), 0.5)), contains='0/1')
 test_fail(lambda: Bidirectional(np.zeros(3)), contains='SimpleRNN, LSTM or GRU')
 test_fail(lambda: StackedRNN([LSTM(3), LSTM(3)]), contains='return_sequences=True')
+test_fail(lambda: LSTM(3, recurrent_dropout=1.0), contains='0 <= recurrent_dropout < 1')
 test_fail(lambda: layer(np.zeros((2, 0, 3), np.float32)), contains='at least one time step, input of shape (N, T >= 1, D), got input shape (2, 0, 3)')
 test_eq(layer(np.zeros((0, 5, 3), np.float32)).shape, (0, 4))                      # an empty batch: an empty output
 test_eq(layer.backward(np.zeros((0, 4), np.float32)).shape, (0, 5, 3))
