@@ -1,0 +1,146 @@
+"""One BiLSTM epoch on IMDB reviews, float32, CPU: source 000's net (Embedding 64 -> Bidirectional(LSTM 64) ->
+Dense 64 ReLU -> Dense 1 logit, Adam 1e-4, batches of 64) built from the package's layers against the same net in
+PyTorch, on the same threads and the same padded batches.
+
+    python benchmarks/sentiment.py [--n 8000] [--repeat 3] [--threads 2]     # or: make bench
+
+The first `--n` training reviews, encoded with chapter 12's BPE (8,000 ids, trained on them), in batches of 64
+sorted by length in windows (`sentiment.length_batches`), post-padded, no mask (as source 000). One timed epoch =
+forward, loss, backward and an Adam update for every batch; the median of `--repeat` epochs per side is reported,
+after one untimed batch (Numba's compile). PyTorch runs in a fresh process without the variables the package sets
+for itself (`GOMP_SPINCOUNT`), as its users run it. Goal: ours <= 1.2x PyTorch's time.
+"""
+from __future__ import annotations
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+# Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+import numpy as np
+
+BATCH = 64
+
+
+def prepare(n: int, path: str) -> dict:
+    "Encode the first `n` training reviews and save the padded batches to `path` (.npz); returns their sizes."
+    from dl_from_scratch.data import load
+    from dl_from_scratch.text import BPE, pad_sequences
+    from dl_from_scratch.sentiment import length_batches, padded_steps
+    texts, y = load('imdb_reviews', 'train', progress=False)
+    texts, y = texts[:n], y[:n]
+    bpe = BPE.train(texts, vocab_size=8000)
+    seqs = [bpe.encode(t) for t in texts]
+    lengths = np.array([len(s) for s in seqs])
+    batches = length_batches(lengths, BATCH, rng=0)
+    arrays = {}
+    for i, b in enumerate(batches):
+        arrays[f'x{i}'] = pad_sequences([seqs[j] for j in b], padding='post', truncating='post')
+        arrays[f'y{i}'] = y[b, None].astype(np.float32)
+    np.savez(path, vocab_size=len(bpe), n_batches=len(batches), **arrays)
+    return dict(reviews=len(seqs), tokens=int(lengths.sum()), steps=padded_steps(lengths, batches), batches=len(batches),
+                vocab=len(bpe))
+
+
+def _batches(path):
+    d = np.load(path)
+    return int(d['vocab_size']), [(d[f'x{i}'], d[f'y{i}']) for i in range(int(d['n_batches']))]
+
+
+def ours_epochs(path: str, repeat: int) -> list[float]:
+    "Seconds of `repeat` epochs of the package's net over the saved batches."
+    from dl_from_scratch.model import Sequential
+    from dl_from_scratch.layers import Embedding, Dense
+    from dl_from_scratch.rnn import LSTM, Bidirectional
+    from dl_from_scratch.losses import BinaryCrossentropy
+    from dl_from_scratch.optim import Adam
+    V, batches = _batches(path)
+    net = Sequential([Embedding(V, 64, rng=0), Bidirectional(LSTM(64, rng=1)), Dense(64, activation='relu', rng=2),
+                      Dense(1, rng=3)], input_shape=(None,))
+    net.compile(BinaryCrossentropy(from_logits=True), Adam(1e-4), ['accuracy'])
+    net.train_step(batches[0])                                   # compile the kernels
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for b in batches: net.train_step(b)
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def torch_epochs(path: str, repeat: int, threads: int) -> list[float]:
+    "Seconds of `repeat` epochs of the same net in PyTorch (nn.LSTM, bidirectional; final states concatenated)."
+    import torch                     # first: its OpenMP starts with the environment as given
+    torch.set_num_threads(threads)
+    nn = torch.nn
+    V, batches = _batches(path)
+    batches = [(torch.as_tensor(x), torch.as_tensor(y)) for x, y in batches]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.lstm = nn.Embedding(V, 64), nn.LSTM(64, 64, batch_first=True, bidirectional=True)
+            self.d1, self.d2 = nn.Linear(128, 64), nn.Linear(64, 1)
+        def forward(self, x):
+            _, (h, _) = self.lstm(self.emb(x))                   # h: (2, N, 64), forward then backward direction
+            return self.d2(torch.relu(self.d1(torch.cat([h[0], h[1]], 1))))
+
+    torch.manual_seed(0)
+    net = Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    def step(x, y):
+        opt.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        opt.step()
+    step(*batches[0])
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for b in batches: step(*b)
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def torch_in_own_process(path: str, repeat: int, threads: int) -> list[float] | None:
+    "`torch_epochs` in a fresh Python without the package's own variables; None when torch is not installed."
+    import dl_from_scratch
+    env = {k: v for k, v in os.environ.items() if k not in dl_from_scratch.ENV_SET_BY_PACKAGE}
+    with tempfile.TemporaryDirectory() as d:
+        code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import sentiment; "
+                f"json.dump(sentiment.torch_epochs({path!r}, {repeat}, {threads}), open({d + '/t.json'!r}, 'w'))")
+        r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+        if r.returncode:
+            if "No module named 'torch'" in r.stderr: return None
+            raise RuntimeError(r.stderr[-3000:])
+        return json.load(open(d + '/t.json'))
+
+
+def main(n: int = 8000, repeat: int = 3, threads: int = 2) -> dict:
+    from dl_from_scratch.core import set_num_threads
+    set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, 'batches.npz')
+        t0 = time.perf_counter()
+        info = prepare(n, path)
+        t_prep = time.perf_counter() - t0
+        theirs = torch_in_own_process(path, repeat, threads)
+        ours = ours_epochs(path, repeat)
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    print(f"\n== one BiLSTM epoch on IMDB (source 000's net), float32, CPU, {threads} threads; "
+          f"load average {load:.1f} on {os.cpu_count()} cores ==")
+    print(f"{info['reviews']:,} reviews, {info['tokens']:,} subwords ({info['vocab']:,} BPE ids), {info['batches']} batches "
+          f"of {BATCH} sorted by length, {info['steps']:,} padded steps; prepared in {t_prep:.0f} s")
+    mo = statistics.median(ours)
+    print(f"ours    {mo:6.1f} s per epoch (median of {', '.join(f'{t:.1f}' for t in ours)})")
+    if theirs is None:
+        print("torch not installed: no PyTorch column")
+        return dict(ours=mo)
+    mt = statistics.median(theirs)
+    print(f"PyTorch {mt:6.1f} s per epoch (median of {', '.join(f'{t:.1f}' for t in theirs)})")
+    print(f"ours / PyTorch = {mo / mt:.2f}x (goal <= 1.2x)")
+    return dict(ours=mo, torch=mt, ratio=mo / mt, **info)
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--n', type=int, default=8000, help='training reviews in the epoch (default 8000)')
+    p.add_argument('--repeat', type=int, default=3, help='epochs timed per side; the median is reported')
+    p.add_argument('--threads', type=int, default=2, help='threads for Numba, OpenBLAS and PyTorch')
+    a = p.parse_args()
+    main(a.n, a.repeat, a.threads)
