@@ -167,7 +167,7 @@ def scaled_dot_product_attention(Q, K, V, mask=None, causal: bool = False, dropo
         raise ValueError(f"{who} expected Q (..., Tq, d_k), K (..., Tk, d_k), V (..., Tk, d_v) with equal leading "
                          f"axes and d_k, got {tuple(Q.shape)}, {tuple(K.shape)}, {tuple(V.shape)}")
     scale = 1.0 / math.sqrt(Q.shape[-1])
-    S = xp.matmul(Q, xp.swapaxes(K, -1, -2))
+    with kernels.one_blas_thread(): S = xp.matmul(Q, xp.swapaxes(K, -1, -2))      # many small products (13b)
     mask = check_mask(mask, S.shape, who)
     backend = resolve_backend(S, backend, who)
     if backend == 'numpy':
@@ -176,19 +176,21 @@ def scaled_dot_product_attention(Q, K, V, mask=None, causal: bool = False, dropo
     else:
         A = kernels.softmax_forward(S, mask, causal, scale, backend, out=S)      # over the scores: no new array
     Ad = A if dropout is None else dropout.forward(A, training=True)
-    return xp.matmul(Ad, V), AttentionCache(Q, K, V, A, scale, dropout, causal, backend)
+    with kernels.one_blas_thread(): O = xp.matmul(Ad, V)
+    return O, AttentionCache(Q, K, V, A, scale, dropout, causal, backend)
 
 def scaled_dot_product_attention_backward(dO, cache: AttentionCache):
     "dL/dO `(..., Tq, d_v)` -> `(dQ, dK, dV)`, shaped as Q, K, V."
     Q, K, V, A, scale, dropout, causal, backend = cache
     xp = get_array_module(dO)
     Ad = A if dropout is None or dropout.cache is None else A * dropout.cache
-    dV = xp.matmul(xp.swapaxes(Ad, -1, -2), dO)
-    dA = xp.matmul(dO, xp.swapaxes(V, -1, -2))
+    with kernels.one_blas_thread():
+        dV = xp.matmul(xp.swapaxes(Ad, -1, -2), dO)
+        dA = xp.matmul(dO, xp.swapaxes(V, -1, -2))
     if dropout is not None: dA = dropout.backward(dA)
     if backend == 'numpy': dS = softmax_vjp(A, dA) * scale
     else: dS = kernels.softmax_backward(A, dA, causal, scale, backend, out=dA)
-    return xp.matmul(dS, K), xp.matmul(xp.swapaxes(dS, -1, -2), Q), dV
+    with kernels.one_blas_thread(): return xp.matmul(dS, K), xp.matmul(xp.swapaxes(dS, -1, -2), Q), dV
 
 # %% [markdown]
 # The weights are a probability distribution over the allowed keys, a
@@ -365,34 +367,36 @@ class MultiHeadAttention(_KeywordCall, Layer):
         xp = get_array_module(q)
         p, (N, Tq, _), Tk = self.params, q.shape, k.shape[1]
         h, d = self.num_heads, self.d_model
-        def heads(z, name):              # (N, T, D) -> projected and split (N, h, T, d/h)
-            z = z @ p['W' + name]
-            if self.use_bias: z = z + p['b' + name]
-            return z.reshape(N, z.shape[1], h, d // h).transpose(0, 2, 1, 3)
+        def heads(z, name):              # (N, T, D) -> projected and split (N, h, T, d/h), a view
+            z = z.reshape(-1, z.shape[-1]) @ p['W' + name]       # one product of N T rows, not N of T rows
+            if self.use_bias: z += p['b' + name]
+            return z.reshape(N, -1, h, d // h).transpose(0, 2, 1, 3)
         Oh, att = scaled_dot_product_attention(heads(q, 'q'), heads(k, 'k'), heads(v, 'v'), self._mask(mask, N, Tq, Tk),
                                                self.causal, self.dropout if training and self.dropout.rate else None,
                                                self.backend)
-        O = xp.ascontiguousarray(Oh.transpose(0, 2, 1, 3)).reshape(N, Tq, d)     # concatenate the heads
+        O = xp.ascontiguousarray(Oh.transpose(0, 2, 1, 3)).reshape(N * Tq, d)    # concatenate the heads
         y = O @ p['Wo']
-        if self.use_bias: y = y + p['bo']
+        if self.use_bias: y += p['bo']
         self.attention_weights = att.A
         self.cache = MHACache((q, k, v), att, O)
-        return y
+        return y.reshape(N, Tq, d)
 
     def backward(self, dy, need_dx: bool = True):
         (q, k, v), att, O = self.cache
-        p, (N, Tq, d), h = self.params, O.shape, self.num_heads
+        p, d, h = self.params, self.d_model, self.num_heads
+        N, Tq = q.shape[:2]
         flat = lambda z: z.reshape(-1, z.shape[-1])
-        self.grads['Wo'] = flat(O).T @ flat(dy)
-        if self.use_bias: self.grads['bo'] = flat(dy).sum(axis=0)
+        dy = flat(dy)
+        self.grads['Wo'] = O.T @ dy
+        if self.use_bias: self.grads['bo'] = dy.sum(axis=0)
         dOh = (dy @ p['Wo'].T).reshape(N, Tq, h, d // h).transpose(0, 2, 1, 3)
         dQh, dKh, dVh = scaled_dot_product_attention_backward(dOh, att)
         dx = {}
         for name, z, dzh in (('q', q, dQh), ('k', k, dKh), ('v', v, dVh)):
-            dz = dzh.transpose(0, 2, 1, 3).reshape(N, -1, d)                    # merge the heads
-            self.grads['W' + name] = flat(z).T @ flat(dz)
-            if self.use_bias: self.grads['b' + name] = flat(dz).sum(axis=0)
-            dx[name] = dz @ p['W' + name].T
+            dz = dzh.transpose(0, 2, 1, 3).reshape(-1, d)                       # merge the heads (a copy)
+            self.grads['W' + name] = flat(z).T @ dz
+            if self.use_bias: self.grads['b' + name] = dz.sum(axis=0)
+            dx[name] = (dz @ p['W' + name].T).reshape(N, -1, z.shape[-1])
         if not isinstance(self.input_shape, list): return dx['q'] + dx['k'] + dx['v']
         if len(self.input_shape) == 2: return [dx['q'], dx['k'] + dx['v']]
         return [dx['q'], dx['v'], dx['k']]
@@ -638,8 +642,9 @@ class PositionwiseDense(Layer):
 
     def forward(self, x, training=False):
         x = _check_input(self, x)
-        z = x @ self.params['W']
-        if self.use_bias: z = z + self.params['b']
+        z = x.reshape(-1, x.shape[-1]) @ self.params['W']          # one product of all positions
+        if self.use_bias: z += self.params['b']
+        z = z.reshape(*x.shape[:-1], self.units)
         self.cache = (x, z)
         return z if self.activation is None else self._g(z)
 
@@ -649,7 +654,7 @@ class PositionwiseDense(Layer):
         dz2 = dz.reshape(-1, self.units)
         self.grads['W'] = x.reshape(-1, x.shape[-1]).T @ dz2
         if self.use_bias: self.grads['b'] = dz2.sum(axis=0)
-        return dz @ self.params['W'].T if need_dx else None
+        return (dz2 @ self.params['W'].T).reshape(x.shape) if need_dx else None
 
 # %%
 with precision(np.float64):

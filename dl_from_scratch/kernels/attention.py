@@ -11,7 +11,8 @@ from ..core import (check_array, resolve_backend, KernelArrays, cuda_kernels, la
                                   device_twin)
 
 # %% auto #0
-__all__ = ['exp_inplace_f32', 'softmax_forward', 'softmax_backward', 'layer_norm_forward', 'layer_norm_backward']
+__all__ = ['exp_inplace_f32', 'one_blas_thread', 'softmax_forward', 'softmax_backward', 'layer_norm_forward',
+           'layer_norm_backward']
 
 # %% ../../nbs/13b_attention_kernels.ipynb #96e12d68
 @per_element
@@ -23,26 +24,25 @@ def _softmax_shift(b, h, i, S, mask, causal, scale, P):
     mb = b if mask.shape[0] > 1 else 0
     mh = h if mask.shape[1] > 1 else 0
     mi = i if mask.shape[2] > 1 else 0
-    m = -math.inf
+    m = np.float32(-math.inf)                  # float32 constants: float32 arithmetic for float32 scores
+    for j in range(end): m = max(m, S[b, h, i, j] if mask[mb, mh, mi, j] else np.float32(-math.inf))
     for j in range(end):
-        if mask[mb, mh, mi, j] and S[b, h, i, j] > m: m = S[b, h, i, j]
-    for j in range(end):
-        P[b, h, i, j] = scale * (S[b, h, i, j] - m) if mask[mb, mh, mi, j] else -math.inf
+        P[b, h, i, j] = scale * (S[b, h, i, j] - m) if mask[mb, mh, mi, j] else np.float32(-math.inf)
     return end
 
 @per_element
 def _softmax_normalise(b, h, i, end, P):
     "Row (b, h, i) of exponentials up to `end`: divided by their sum (0 if the sum is 0), zeros from `end` on."
-    z = 0.0
+    z = np.float32(0.0)
     for j in range(end): z += P[b, h, i, j]
-    inv = 1.0 / z if z > 0.0 else 0.0
+    inv = np.float32(1.0) / z if z > 0.0 else np.float32(0.0)
     for j in range(end): P[b, h, i, j] *= inv
     for j in range(end, P.shape[3]): P[b, h, i, j] = 0.0
 
 @per_element
 def _softmax_backward_row(b, h, i, end, P, dP, scale, dS):
     "Row (b, h, i): dS = scale P (dP - sum(P dP)) up to `end` (P is 0 after it); `dS` may be `dP`."
-    a = 0.0
+    a = np.float32(0.0)
     for j in range(end): a += P[b, h, i, j] * dP[b, h, i, j]
     for j in range(end): dS[b, h, i, j] = scale * P[b, h, i, j] * (dP[b, h, i, j] - a)
     for j in range(end, P.shape[3]): dS[b, h, i, j] = 0.0
@@ -51,10 +51,10 @@ def _softmax_backward_row(b, h, i, end, P, dP, scale, dS):
 def _layer_norm_row(r, x, gamma, beta, eps, y, xhat, s):
     "Row r of x (M, D): s[r, 0] = 1/sqrt(var + eps), xhat[r] = (x[r] - mean) s, y[r] = gamma xhat[r] + beta."
     D = x.shape[1]
-    mu = 0.0
+    mu = np.float32(0.0)
     for j in range(D): mu += x[r, j]
     mu /= D
-    var = 0.0
+    var = np.float32(0.0)
     for j in range(D):
         c = x[r, j] - mu
         var += c * c
@@ -69,7 +69,7 @@ def _layer_norm_row(r, x, gamma, beta, eps, y, xhat, s):
 def _layer_norm_backward_row(r, dy, xhat, s, gamma, dx):
     "Row r: dx[r] = s (g - mean(g) - xhat mean(g xhat)) with g = gamma dy[r]."
     D = dy.shape[1]
-    mg, mgx = 0.0, 0.0
+    mg, mgx = np.float32(0.0), np.float32(0.0)
     for j in range(D):
         g = gamma[j] * dy[r, j]
         mg += g
@@ -81,7 +81,7 @@ def _layer_norm_backward_row(r, dy, xhat, s, gamma, dx):
 @per_element
 def _column_sums(j, c, r0, r1, dy, xhat, dgamma, dbeta):
     "Column j over rows r0..r1-1: dgamma[c, j] = sum of dy xhat, dbeta[c, j] = sum of dy (block c's partial sums)."
-    a, b = 0.0, 0.0
+    a, b = np.float32(0.0), np.float32(0.0)
     for r in range(r0, r1):
         a += dy[r, j] * xhat[r, j]
         b += dy[r, j]
@@ -192,6 +192,32 @@ def _cuda(name):
     return cuda_kernels('attention', _build_cuda_kernels)[name]
 
 # %% ../../nbs/13b_attention_kernels.ipynb #6c287ec9
+import contextlib, ctypes, functools, glob, os
+
+@functools.cache
+def _openblas_threads():
+    "(set, get) of the thread count of NumPy's bundled OpenBLAS through its C API, or None if it is not found."
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
+        dll = ctypes.CDLL(lib)
+        for suffix in ('64_', ''):
+            for prefix in ('scipy_openblas', 'openblas'):
+                set_, get = (getattr(dll, f'{prefix}_{op}_num_threads{suffix}', None) for op in ('set', 'get'))
+                if set_ is not None and get is not None: return set_, get
+    return None
+
+@contextlib.contextmanager
+def one_blas_thread():
+    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
+    fns = _openblas_threads()
+    if fns is None:
+        yield; return
+    set_, get = fns
+    n = get()
+    set_(1)
+    try: yield
+    finally: set_(n)
+
+# %% ../../nbs/13b_attention_kernels.ipynb #1b66e928
 def _backend(x, backend: str, who: str) -> str:
     be = resolve_backend(x, backend, who)
     if be == 'numpy':
@@ -231,7 +257,7 @@ def _mask4(mask, shape, xp, who: str):
                          f"{shape[-1]} keys), got mask shape {tuple(mask.shape)}")
     m = mask.reshape((1,) * (len(shape) - mask.ndim) + tuple(mask.shape)).astype(np.bool_, copy=False)
     if len(shape) > 4 and any(a != 1 for a in m.shape[:-3]):
-        m = xp.broadcast_to(m, tuple(shape[:-2]) + m.shape[-2:])
+        m = xp.broadcast_to(m, tuple(shape[:-2]) + m.shape[-2:]).copy()         # merged axes need real copies
     return xp.ascontiguousarray(m.reshape(_four_axes(m.shape)))
 
 def softmax_forward(S, mask=None, causal: bool = False, scale: float = 1.0, backend: str = 'auto', out=None):
@@ -247,9 +273,9 @@ def softmax_forward(S, mask=None, causal: bool = False, scale: float = 1.0, back
     P = _out(out, S, ka, who)
     P4 = P.reshape(S4.shape)
     if be == 'numba':
-        _softmax_forward_numba(S4, m4, bool(causal), float(scale), S4.dtype == np.float32, P4)
+        _softmax_forward_numba(S4, m4, bool(causal), S4.dtype.type(scale), S4.dtype == np.float32, P4)
     else:
-        launch(_cuda('softmax_forward'), S4.shape[0] * S4.shape[1] * S4.shape[2], S4, m4, bool(causal), float(scale), P4)
+        launch(_cuda('softmax_forward'), S4.shape[0] * S4.shape[1] * S4.shape[2], S4, m4, bool(causal), S4.dtype.type(scale), P4)
     return ka.result(P)
 
 def softmax_backward(P, dP, causal: bool = False, scale: float = 1.0, backend: str = 'auto', out=None):
@@ -264,8 +290,9 @@ def softmax_backward(P, dP, causal: bool = False, scale: float = 1.0, backend: s
     P4, dP4 = ka.put(P).reshape(shape4), ka.put(dP, P.dtype).reshape(shape4)
     dS = _out(out, P, ka, who)
     dS4 = dS.reshape(shape4)
-    if be == 'numba': _softmax_backward_numba(P4, dP4, bool(causal), float(scale), dS4)
-    else: launch(_cuda('softmax_backward'), shape4[0] * shape4[1] * shape4[2], P4, dP4, bool(causal), float(scale), dS4)
+    sc = P4.dtype.type(scale)
+    if be == 'numba': _softmax_backward_numba(P4, dP4, bool(causal), sc, dS4)
+    else: launch(_cuda('softmax_backward'), shape4[0] * shape4[1] * shape4[2], P4, dP4, bool(causal), sc, dS4)
     return ka.result(dS)
 
 def layer_norm_forward(x, gamma, beta, eps: float = 1e-5, backend: str = 'auto'):
@@ -279,8 +306,8 @@ def layer_norm_forward(x, gamma, beta, eps: float = 1e-5, backend: str = 'auto')
     gamma, beta = (ka.put(check_array(a, name, shape=(D,), who=who), x.dtype) for a, name in ((gamma, 'gamma'), (beta, 'beta')))
     x2 = ka.put(x).reshape(-1, D)
     y, xhat, s = ka.xp.empty_like(x2), ka.xp.empty_like(x2), ka.xp.empty((x2.shape[0], 1), x.dtype)
-    if be == 'numba': _layer_norm_forward_numba(x2, gamma, beta, float(eps), y, xhat, s)
-    else: launch(_cuda('layer_norm_forward'), x2.shape[0], x2, gamma, beta, float(eps), y, xhat, s)
+    if be == 'numba': _layer_norm_forward_numba(x2, gamma, beta, x2.dtype.type(eps), y, xhat, s)
+    else: launch(_cuda('layer_norm_forward'), x2.shape[0], x2, gamma, beta, x2.dtype.type(eps), y, xhat, s)
     return tuple(ka.result(a) for a in (y.reshape(x.shape), xhat.reshape(x.shape), s.reshape(x.shape[:-1] + (1,))))
 
 def layer_norm_backward(dy, xhat, s, gamma, backend: str = 'auto'):
