@@ -329,12 +329,16 @@ def unigram_table(counts, size: int = 10**6, power: float = 0.75) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, (np.arange(size) + 0.5) / size, side='right'), len(cdf) - 1).astype(np.int32)
 
 # %% ../nbs/12_text.ipynb #629c613d
-def keep_probability(counts, t: float = 1e-5) -> np.ndarray:
-    "Probability (float64, (V,)) of keeping each occurrence of each word under subsampling: min(1, sqrt(t / f(w)))."
+def keep_probability(counts, t: float = 1e-5, rule: str = 'paper') -> np.ndarray:
+    """Probability (float64, (V,)) of keeping each occurrence of each word under subsampling: min(1, sqrt(t / f(w)))
+    by the paper's `rule`, min(1, sqrt(t / f(w)) + t / f(w)) by word2vec.c's (`rule='word2vec.c'`, as gensim)."""
+    if rule not in ('paper', 'word2vec.c'):
+        raise ValueError(f"keep_probability expected rule 'paper' or 'word2vec.c', got {rule!r}")
     counts = np.asarray(counts, dtype=np.float64)
     f = counts / counts.sum()
     with np.errstate(divide='ignore'):
-        return np.minimum(1.0, np.sqrt(t / f))
+        r = t / f
+        return np.minimum(1.0, np.sqrt(r) + (r if rule == 'word2vec.c' else 0.0))
 
 # %% ../nbs/12_text.ipynb #57fa8c5d
 def unit_rows(E) -> np.ndarray:

@@ -744,12 +744,16 @@ test_eq(share[:2], [0, 0])
 
 # %%
 #| export
-def keep_probability(counts, t: float = 1e-5) -> np.ndarray:
-    "Probability (float64, (V,)) of keeping each occurrence of each word under subsampling: min(1, sqrt(t / f(w)))."
+def keep_probability(counts, t: float = 1e-5, rule: str = 'paper') -> np.ndarray:
+    """Probability (float64, (V,)) of keeping each occurrence of each word under subsampling: min(1, sqrt(t / f(w)))
+    by the paper's `rule`, min(1, sqrt(t / f(w)) + t / f(w)) by word2vec.c's (`rule='word2vec.c'`, as gensim)."""
+    if rule not in ('paper', 'word2vec.c'):
+        raise ValueError(f"keep_probability expected rule 'paper' or 'word2vec.c', got {rule!r}")
     counts = np.asarray(counts, dtype=np.float64)
     f = counts / counts.sum()
     with np.errstate(divide='ignore'):
-        return np.minimum(1.0, np.sqrt(t / f))
+        r = t / f
+        return np.minimum(1.0, np.sqrt(r) + (r if rule == 'word2vec.c' else 0.0))
 
 # %%
 counts = np.array([60_000, 5_000, 50, 3])
@@ -757,6 +761,11 @@ keep = keep_probability(counts, t=1e-3)
 print('f(w)', np.round(counts / counts.sum(), 5), '-> discard', np.round(1 - keep, 3))
 test_close(1 - keep[0], 1 - np.sqrt(1e-3 / (60_000 / counts.sum())), eps=1e-12)
 test_eq(keep[2:], [1.0, 1.0])
+keep_c = keep_probability(counts, t=1e-3, rule='word2vec.c')                # (sqrt(f/t) + 1) t/f = sqrt(t/f) + t/f
+f0 = 60_000 / counts.sum()
+test_close(keep_c[0], (np.sqrt(f0 / 1e-3) + 1) * 1e-3 / f0, eps=1e-12); assert (keep_c >= keep).all()
+print('word2vec.c keeps', np.round(keep_c, 3), 'where the paper keeps', np.round(keep, 3))
+test_fail(lambda: keep_probability(counts, rule='gensim'), contains="rule 'paper' or 'word2vec.c', got 'gensim'")
 
 # %% [markdown]
 # ## 9. Using word vectors

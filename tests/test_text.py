@@ -162,6 +162,9 @@ def test_unigram_table_and_subsampling():
     f = counts[1:] / counts.sum()
     assert np.allclose(keep, np.minimum(1, np.sqrt(1e-3 / f))) and keep[0] == 1 and keep[-1] < 0.05
     with pytest.raises(ValueError, match='positive count'): noise_distribution([0, 0])
+    c_keep = keep_probability(counts[1:], t=1e-3, rule='word2vec.c')   # word2vec.c: (sqrt(f/t) + 1) t/f
+    assert np.allclose(c_keep, np.minimum(1, (np.sqrt(f / 1e-3) + 1) * 1e-3 / f)) and (c_keep >= keep).all()
+    with pytest.raises(ValueError, match="rule 'paper' or 'word2vec.c'"): keep_probability(counts, rule='x')
 
 def test_nearest_analogy_pca():
     E = np.array([[1., 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.1], [0, 0, 1]])
