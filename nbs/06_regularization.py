@@ -34,7 +34,7 @@ from dl_from_scratch.core import as_rng, get_dtype
 # %%
 #| hide
 from fastcore.test import test_eq, test_close, test_fail
-from dl_from_scratch.layers import Layer, Activation, _check_input, _who
+from dl_from_scratch.layers import Layer, Activation, _check_input, _who, _keep_mask
 from dl_from_scratch.core import get_array_module
 
 # %% [markdown]
@@ -329,10 +329,7 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self.cache = None
             return x
-        xp, keep = get_array_module(x), 1.0 - self.rate
-        if xp is np: u = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32)
-        else: u = xp.random.RandomState(int(self.rng.integers(2 ** 31))).random_sample(x.shape, dtype=x.dtype)
-        mask = (u >= self.rate).astype(x.dtype) / x.dtype.type(keep)
+        mask = _keep_mask(self.rng, x.shape, self.rate, x.dtype, get_array_module(x))   # chapter 05's draw
         self.cache = mask
         return x * mask
 
