@@ -253,7 +253,7 @@ ulp = np.abs(ex[ok].astype(np.float64) - truth[ok]) / np.spacing(truth[ok].astyp
 print(f"max relative error {rel.max():.1e}, max {ulp.max():.2f} units in the last place; exp(-87.5), exp(-100), exp(-inf): {ex[~ok]}")
 assert rel.max() < 2e-7 and (ex[~ok] == 0).all() and ex[xs == 0][0] == 1.0
 part = np.full(8, -1.0, np.float32); exp_inplace_f32(part, 5)
-test_close(part[:5], np.exp(np.float32(-1.0)), eps=1e-7); test_eq(part[5:], -1.0)   # only the first n
+test_close(part[:5], np.exp(np.float32(-1.0)), eps=1e-7); test_eq(part[5:], np.full(3, -1.0, np.float32))   # only the first n
 
 # %% [markdown]
 # ## 4. The Numba CPU kernels
@@ -365,9 +365,8 @@ def _cuda(name):
 # the four of the backward are $N h = 128$ small products each ($128\times 32$ by
 # $32\times 128$, or $128\times128$ by $128\times 32$), which NumPy's `matmul` hands
 # to OpenBLAS one at a time. OpenBLAS splits each across its threads, and on two
-# cores waking and joining them costs more than the half of a product they save:
-# the batch of products ran faster on one thread than on two (section 9 measures
-# it). `one_blas_thread()` sets OpenBLAS to one thread for the products inside it and
+# cores waking and joining them can cost more than the half of a product they save
+# (the cell below times the batch both ways). `one_blas_thread()` sets OpenBLAS to one thread for the products inside it and
 # back afterwards (a call into the library, well under a microsecond); the large
 # projections $XW$ keep both threads.
 
@@ -403,6 +402,19 @@ with one_blas_thread():
     inside = _openblas_threads()[1]()
 test_eq(inside, 1)
 test_eq(_openblas_threads()[1](), 2)          # restored
+
+def median_ms(f, repeat=9):
+    "Median wall time of f() in milliseconds, after one untimed run."
+    f(); ts = []
+    for _ in range(repeat):
+        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(ts))
+
+Qh = np.random.default_rng(0).standard_normal((32, 128, 128), dtype=np.float32).reshape(32, 128, 4, 32).transpose(0, 2, 1, 3)
+products = lambda: np.matmul(Qh, Qh.swapaxes(-1, -2))          # S = Q K^T for 32 x 4 heads
+two = median_ms(products)
+with one_blas_thread(): one = median_ms(products)
+print(f"Q K^T, 128 products of 128x32 by 32x128 (float32): {two:.2f} ms on two BLAS threads, {one:.2f} ms on one")
 
 # %% [markdown]
 # ## 7. The entry points
@@ -531,3 +543,105 @@ def layer_norm_backward(dy, xhat, s, gamma, backend: str = 'auto'):
         launch(_cuda('layer_norm_backward'), M, dy2, xhat2, s2, gamma, dx)
         launch(_cuda('column_sums'), D, dy2, xhat2, dgamma, dbeta)
     return ka.result(dx.reshape(xhat.shape)), ka.result(dgamma.sum(axis=0)), ka.result(dbeta.sum(axis=0))
+
+# %% [markdown]
+# ## 8. Parity
+#
+# Every backend against chapter 13's reference, forward and backward, in float64 to
+# rounding and in float32 to its precision, on scores of two to five axes with masks
+# broadcast along different axes (padding masks `(N, 1, 1, T_k)`, full masks, none),
+# with and without the causal mask, fully masked rows included; then layer
+# normalisation on rows whose mean is far from 0. (`tests/test_attention_kernels.py`
+# draws many more shapes with hypothesis.)
+
+# %%
+def softmax_parity(shape, mask_shape, causal, dtype, backend, seed=0):
+    "Largest differences (forward, backward) of `backend` from the reference, on random scores."
+    r = np.random.default_rng(seed)
+    S = (r.standard_normal(shape) * 3).astype(dtype)
+    mask = None if mask_shape is None else r.random(mask_shape) < 0.6
+    full = mask
+    if causal: full = causal_mask(*shape[-2:]) if mask is None else mask & causal_mask(*shape[-2:])
+    P0 = masked_softmax(S * 0.5, full)
+    P = softmax_forward(S, mask, causal, 0.5, backend)
+    dP = r.standard_normal(shape).astype(dtype)
+    return float(np.abs(P - P0).max()), float(np.abs(softmax_backward(P, dP, causal, 0.5, backend) - softmax_vjp(P0, dP) * 0.5).max())
+
+cases = [((4, 6), None), ((2, 3, 5, 7), (2, 1, 1, 7)), ((2, 3, 5, 7), (2, 3, 5, 7)), ((3, 5, 5), (5, 5)),
+         ((2, 2, 2, 3, 4), (2, 1, 1, 1, 4)), ((1, 1, 3, 3), (1, 1, 3, 3))]
+for dtype, tol in ((np.float64, 1e-14), (np.float32, 1e-6)):
+    worst = 0.0
+    for shape, mshape in cases:
+        for causal in (False, True):
+            for be in ('numba', 'cuda'):
+                worst = max(worst, *softmax_parity(shape, mshape, causal, dtype, be))
+    print(f"softmax, {np.dtype(dtype).name}: largest difference from the reference {worst:.1e} over {len(cases)} shapes x causal x 2 backends")
+    assert worst < tol
+
+P = softmax_forward(np.ones((1, 1, 2, 3)), np.array([[True, False, True], [False, False, False]]), backend='numba')
+test_eq(P[0, 0, 1], np.zeros(3)); test_close(P[0, 0, 0], [0.5, 0, 0.5], eps=1e-15)     # a fully masked row is 0
+
+r = np.random.default_rng(1)
+for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-4)):
+    x = (r.standard_normal((3, 5, 16)) + 100).astype(dtype)                        # a mean far from 0
+    gamma, beta, dy = (r.standard_normal(16).astype(dtype), r.standard_normal(16).astype(dtype),
+                       r.standard_normal(x.shape).astype(dtype))
+    ref = layer_norm_reference(x, gamma, beta)
+    refb = layer_norm_reference_backward(dy, ref[1], ref[2], gamma)
+    for be in ('numba', 'cuda'):
+        out = layer_norm_forward(x, gamma, beta, 1e-5, be)
+        back = layer_norm_backward(dy, out[1], out[2], gamma, be)
+        err = max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30)) for a, b in zip(out + back, ref + refb))
+        assert err < tol, (dtype, be, err)
+    print(f"LayerNorm, {np.dtype(dtype).name}: numba and cuda equal the reference (relative difference < {tol:g})")
+
+# %% [markdown]
+# Bad input is refused with a message that names what was expected:
+
+# %%
+test_fail(lambda: softmax_forward(np.zeros((2, 3, 4)), np.ones((3, 5), bool)), contains='broadcasts')
+test_fail(lambda: softmax_forward(np.zeros(4)), contains='rank >= 2')
+test_fail(lambda: softmax_forward(np.zeros((2, 3)), backend='numpy'), contains="reference is chapter 13")
+test_fail(lambda: softmax_forward(np.zeros((2, 3)), out=np.zeros((3, 2))), contains='out of shape')
+test_fail(lambda: softmax_backward(np.zeros((2, 3)), np.zeros((2, 4))), contains='dP of shape (2, 3)')
+test_fail(lambda: layer_norm_forward(np.zeros((2, 4)), np.ones(3), np.zeros(4)), contains='gamma of shape (4,)')
+
+# %% [markdown]
+# ## 9. Speed
+#
+# At the size of the attention benchmark: $N = 32$ sequences of $T = 128$ tokens,
+# $d_{\text{model}} = 128$ and 4 heads, so scores of shape $(32, 4, 128, 128)$ and
+# $32\cdot128 = 4{,}096$ rows of 128 numbers for the layer normalisation; float32, two
+# threads, the median of several runs. `benchmarks/attention.py` holds the timing
+# code: its second table times the kernels alone against chapter 13's NumPy
+# references, and its first times the whole multi-head self-attention layer
+# (forward in training mode and backward, causal) and a pre-norm encoder block on
+# both backends against PyTorch's `nn.MultiheadAttention` and an `nn.TransformerEncoderLayer`
+# of the same shape. The quick version below times the kernels alone on a quarter of
+# the batch; the full run runs the benchmark.
+
+# %%
+import importlib.util, pathlib
+ROOT = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / 'benchmarks').is_dir() and (p / 'nbs').is_dir())
+spec = importlib.util.spec_from_file_location('bench_attention', ROOT / 'benchmarks' / 'attention.py')
+bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+bench.B = 8                     # the quick version: a quarter of the batch, the kernels only
+for name, f_ref, f_k in bench.kernel_steps():
+    t_ref, t_k = bench.median_time(f_ref, 3), bench.median_time(f_k, 3)
+    print(f"{name:26} NumPy {t_ref * 1e3:6.2f} ms, Numba {t_k * 1e3:5.2f} ms")
+
+# %%
+#| slow
+bench.B = 32
+rows = bench.main(repeat=15, threads=2)
+
+# %% [markdown]
+# ## References
+#
+# * A. Vaswani et al., *Attention Is All You Need*, NeurIPS 2017: scaled dot-product attention, the masks,
+#   layer normalisation in the residual blocks.
+# * J. L. Ba, J. R. Kiros, G. E. Hinton, *Layer Normalization*, arXiv:1607.06450, 2016.
+# * W. J. Cody, W. Waite, *Software Manual for the Elementary Functions*, Prentice-Hall, 1980: the
+#   reduction of the argument of exp; S. L. Moshier, *Cephes Mathematical Library* (`expf.c`): the polynomial.
+# * Chapter 13 of this book: the derivations and the NumPy references; chapter 00: the kernel house
+#   (`resolve_backend`, `per_element`, `device_twin`, `cuda_kernels`).
