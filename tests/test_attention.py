@@ -187,6 +187,88 @@ def test_decoder_block_gradcheck(norm_first):
     assert len(e) == 26 and max(e.values()) < TOL, e
 
 
+class FixedDropout(WithKeywords):
+    "A layer whose dropout masks are the same at every forward: the generator's state is put back before each call."
+    def __init__(self, layer, rng, **kw):
+        super().__init__(layer, **kw)
+        self.rng, self.state = rng, rng.bit_generator.state
+    def __call__(self, a, training=False):
+        self.rng.bit_generator.state = self.state; return super().__call__(a, training)
+    def forward(self, a, training=False):
+        self.rng.bit_generator.state = self.state; return super().forward(a, training)
+
+
+def dropout_grad_errors(layer, xs, **kw):
+    "Gradient check of `layer` in training with dropout active and the masks fixed (key biases checked as zero)."
+    with precision(np.float64):
+        e = check_graph_grad(FixedDropout(layer, layer.rng, **kw), xs)
+    for k in [k for k in e if k.endswith('bk')]:
+        assert np.abs(layer.grads[k]).max() < 1e-12, k
+        del e[k]
+    return e
+
+
+def test_mha_dropout_gradcheck_and_masks_weights():
+    with precision(np.float64):
+        mha = MultiHeadAttention(2, causal=True, rng=4, dropout=0.4)
+        x = r.standard_normal((2, 5, 6))
+        e = dropout_grad_errors(mha, [x], mask=np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool))
+        assert max(e.values()) < TOL, e
+        y_train = mha.forward(x, training=True)
+        A = mha.attention_weights                          # before dropout; the dropped weights are 0 or A / 0.6
+        Ad = A * mha.dropout.cache
+        assert ((Ad == 0) | np.isclose(Ad, A / 0.6)).all() and (Ad[A > 0] == 0).any()
+        y_test = mha(x)
+        assert np.abs(y_train - y_test).max() > 1e-3      # dropout acted in training
+
+
+@pytest.mark.parametrize('norm_first', [False, True])
+def test_block_dropout_gradcheck(norm_first):
+    "Both blocks with dropout 0.3 on the sub-layers' outputs and the attention weights, the masks fixed by the seed."
+    with precision(np.float64):
+        enc = TransformerEncoderBlock(2, 12, norm_first=norm_first, rng=0, dropout=0.3)
+        e = dropout_grad_errors(enc, [r.standard_normal((2, 4, 8))], mask=np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool))
+        assert len(e) == 16 and max(e.values()) < TOL, e
+        dec = TransformerDecoderBlock(2, 12, norm_first=norm_first, rng=1, dropout=0.3)
+        e = dropout_grad_errors(dec, [r.standard_normal((2, 3, 8)), r.standard_normal((2, 4, 6))])
+        assert len(e) == 26 and max(e.values()) < TOL, e
+
+
+def test_block_dropout_only_in_training():
+    "Inference ignores dropout: the same weights give the same output with and without it; training differs."
+    with precision(np.float64):
+        x = r.standard_normal((3, 5, 8))
+        plain = TransformerEncoderBlock(2, 16, norm_first=True, rng=0)
+        drop = TransformerEncoderBlock(2, 16, norm_first=True, rng=0, dropout=0.5)
+        y = plain(x)
+        drop(x)
+        for k in plain.params: drop.params[k][...] = plain.params[k]
+        np.testing.assert_array_equal(drop(x), y)
+        np.testing.assert_array_equal(drop.forward(x, training=False), y)
+        assert np.abs(drop.forward(x, training=True) - y).max() > 1e-3
+        np.testing.assert_array_equal(plain.forward(x, training=True), y)     # dropout 0: training is inference
+    assert sorted(drop.params) == sorted(plain.params)                          # dropout adds no weights
+    with pytest.raises(ValueError, match='dropout'): TransformerEncoderBlock(2, 16, dropout=1.0)
+    with pytest.raises(ValueError, match='rate'): MultiHeadAttention(2, dropout=-0.1)
+
+
+def test_model_with_dropout_blocks_saves_and_loads(tmp_path):
+    inp = Input((None, 8))
+    h = TransformerEncoderBlock(2, 16, norm_first=True, rng=0, dropout=0.25)(inp)
+    g = TransformerDecoderBlock(2, 16, rng=1, dropout=0.1)([h, h])
+    model = Model(inp, PositionwiseDense(3, rng=2)(g))
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    y = model.predict(x)
+    model.save(tmp_path / 'm.npz')
+    loaded = Model.load(tmp_path / 'm.npz')
+    np.testing.assert_array_equal(loaded.predict(x), y)
+    rates = sorted(l.drops[0].rate for l in loaded.layers if isinstance(l, (TransformerEncoderBlock, TransformerDecoderBlock)))
+    assert rates == [0.1, 0.25]
+    mhas = [l for b in loaded.layers if isinstance(b, (TransformerEncoderBlock, TransformerDecoderBlock))
+            for l in b.layers if isinstance(l, MultiHeadAttention)]
+    assert sorted(m.dropout.rate for m in mhas) == [0.1, 0.1, 0.25]
+
+
 def test_blocks_respect_masks():
     with precision(np.float64):
         x, m = r.standard_normal((2, 4, 8)), np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
