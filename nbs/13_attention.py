@@ -18,7 +18,8 @@
 #
 # 1. scaled dot-product attention $\operatorname{softmax}(QK^\top/\sqrt{d_k})V$
 #    with padding and causal masks, and multi-head attention with batched
-#    matrix products (no Python loop over heads or positions);
+#    matrix products (no Python loop over heads or positions), whose softmax
+#    and layer normalisation run as the fused kernels that chapter 13b derives;
 # 2. sinusoidal positional encoding, layer normalisation, the position-wise
 #    feed-forward block, encoder and decoder blocks (post-norm and pre-norm),
 #    and the warm-up learning-rate schedule of the transformer paper;
@@ -108,6 +109,15 @@ QUICK = True              # the slow cells below set it to False
 # The softmax step is chapter 01's `softmax_vjp`; masked weights are 0, so
 # their scores get no gradient. Every product is a batched `matmul` over
 # leading axes $(N, h)$: batch and heads cost no Python loop.
+#
+# The code below is the reference, `backend='numpy'`. The masked softmax
+# and its backward are a chain of whole-array NumPy operations, each a pass
+# over all $N h T_q T_k$ scores; chapter 13b writes them as fused kernels
+# (one pass per row, on CPU threads and in CUDA), proves them equal to this
+# reference, and times them. `backend='auto'`, the default of the function
+# and the layers, runs those kernels (Numba for NumPy arrays, CUDA for CuPy
+# arrays). `causal=True` applies the causal mask without building it: the
+# kernels stop each row at the query's own position.
 
 # %%
 #| export
@@ -266,7 +276,10 @@ for name, S in (('QK^T', raw), ('QK^T/sqrt(d_k)', raw / math.sqrt(512))):
 # ($Q = K = V = x$, and the gradient with respect to $x$ is the sum of the
 # three), or a list `[query, value]` or `[query, value, key]`. Its `mask` is
 # `(N, T_k)` (padding of the keys) or `(N, T_q, T_k)`; `causal=True` adds the
-# causal mask.
+# causal mask; `dropout=` drops attention weights in training (Keras's
+# argument; section 4). Each projection is one product of all $N T$
+# positions, a `(N T, D)` by `(D, d)` matrix: a product per sequence
+# would make $N$ smaller calls to BLAS.
 
 # %%
 #| export
@@ -438,10 +451,10 @@ class WithKeywords:
     def forward(self, a, training=False): return self.layer.forward(a, training, **self.kw)
     def backward(self, g): return self.layer.backward(g)
 
-def grad_errors(layer, xs, **kw):
-    """check_graph_grad of `layer` (forward's keywords `kw` bound), with every key bias (names ending 'bk') checked
-    as an exact zero instead: its relative error would compare rounding noise with rounding noise."""
-    e = check_graph_grad(WithKeywords(layer, **kw), xs)
+def grad_errors(layer, xs, wrap=WithKeywords, **kw):
+    """check_graph_grad of `layer` (forward's keywords `kw` bound by `wrap`), with every key bias (names ending 'bk')
+    checked as an exact zero instead: its relative error would compare rounding noise with rounding noise."""
+    e = check_graph_grad(wrap(layer, **kw), xs)
     for k in [k for k in e if k.endswith('bk')]:
         assert np.abs(layer.grads[k]).max() < 1e-12, (k, layer.grads[k])
         del e[k]
@@ -557,7 +570,9 @@ plt.show()
 #
 # the bars being means over the $d$ features. (The package's `layers` has
 # batch and group normalisation but no layer normalisation, so `LayerNorm`
-# lives here.)
+# lives here.) `layer_norm_reference` and its backward are these formulas in
+# NumPy; `LayerNorm` runs them with `backend='numpy'` and chapter 13b's
+# one-pass-per-row kernels otherwise.
 #
 # The **position-wise feed-forward block** applies the same two-layer net
 # to every position: $\operatorname{FFN}(x) = \max(0, xW_1 + b_1)W_2 + b_2$,
@@ -801,6 +816,52 @@ with precision(np.float64):
     test_close(dec([yd2, xe])[:, :2], o1[:, :2], eps=1e-12)
 print(sorted(enc.params)[:6], '...', f'{enc.count_params()} parameters')
 test_eq(enc.count_params(), 4 * (8 * 8 + 8) + 2 * 2 * 8 + (8 * 16 + 16) + (16 * 8 + 8))
+
+# %% [markdown]
+# **Dropout.** The paper regularises with dropout ($P_{\text{drop}} = 0.1$
+# for the base model) on the output of each sub-layer, before it is added
+# to the residual path, and on the sums of embeddings and positional
+# codes; implementations also drop attention weights (Keras's and
+# PyTorch's `dropout=` of their attention layers). The blocks' `dropout=`
+# does both: chapter 06's inverted `Dropout` on each sub-layer's output,
+# and on the attention weights $A$ before they multiply $V$ (the backward
+# then uses the dropped weights for $\partial L/\partial V$ and passes
+# $\partial L/\partial A$ through the same mask before the softmax). It acts
+# in training only; at inference a block with dropout is the same function
+# as one without. The default is 0, which adds no layer at all.
+#
+# A gradient check needs the same masks at every forward pass, so the
+# check below puts the random generator's state back before each one.
+# Then inference with dropout equals the block without it, weight for
+# weight, and training does not.
+
+# %%
+class FixedDropout(WithKeywords):
+    "A layer whose dropout masks are the same at every forward: its generator's state is put back before each call."
+    def __init__(self, layer, **kw):
+        super().__init__(layer, **kw)
+        self.state = layer.rng.bit_generator.state
+    def __call__(self, a, training=False):
+        self.layer.rng.bit_generator.state = self.state; return super().__call__(a, training)
+    def forward(self, a, training=False):
+        self.layer.rng.bit_generator.state = self.state; return super().forward(a, training)
+
+with precision(np.float64):
+    for norm_first in (False, True):
+        enc = TransformerEncoderBlock(2, 16, norm_first=norm_first, rng=0, dropout=0.3)
+        e = grad_errors(enc, [xe], wrap=FixedDropout, mask=m_e)
+        dec = TransformerDecoderBlock(2, 16, norm_first=norm_first, rng=1, dropout=0.3)
+        e2 = grad_errors(dec, [r.standard_normal((2, 3, 8)), xe], wrap=FixedDropout, memory_mask=m_e)
+        print(f"dropout 0.3, {'pre' if norm_first else 'post'}-norm: encoder block max rel. error {max(e.values()):.1e}, "
+              f"decoder block {max(e2.values()):.1e}")
+        assert max(e.values()) < 1e-6 and max(e2.values()) < 1e-6
+    plain, drop = TransformerEncoderBlock(2, 16, rng=0), TransformerEncoderBlock(2, 16, rng=0, dropout=0.5)
+    y_plain = plain(xe); drop(xe)
+    for k in plain.params: drop.params[k][...] = plain.params[k]
+    test_eq(drop(xe), y_plain)                                          # inference: no dropout
+    print(f"dropout 0.5, same weights: inference differs by {np.abs(drop(xe) - y_plain).max():.1e}, "
+          f"training by {np.abs(drop.forward(xe, training=True) - y_plain).max():.2f}")
+    assert np.abs(drop.forward(xe, training=True) - y_plain).max() > 1e-2
 
 # %% [markdown]
 # ### Learning-rate warm-up
