@@ -470,9 +470,16 @@ for mode in ('max', 'avg'):
 #   for LLVM's vectoriser, which wants 32 numbers at a time; both loops are
 #   written in blocks of fixed length (16 for the copy, whose last block may
 #   overlap the one before, 8 for the sums), which it does turn into vector
-#   instructions. That pays most when the data sit in cache, less inside a
+#   instructions (`_copy_run`, `_add_run`). A window that overlaps the left or
+#   right padding is one such run too: its taps inside the image are contiguous,
+#   so they are copied (or added) in one run and the padding's places are
+#   zeroed around it, rather than tap by tap with a test per number (a 4×4
+#   window at stride 2 on 16 columns overlaps the padding in 2 of its 8
+#   positions). That pays most when the data sit in cache, less inside a
 #   training step, where they come from memory. A 3×3, 32-channel layer at
 #   batch 64 has 75 MB of columns: memory speed bounds both loops there.
+#   col2im can start its sums from a bias instead of zero (`bias=`), which a
+#   transposed convolution (07a) uses to add its bias without a pass of its own.
 # * **Numba CUDA** (`cuda.jit`): one thread per output element; col2im is
 #   a *gather* there (each thread sums the column entries copied from its
 #   pixel), because thousands of threads scattering into the same pixels would
@@ -561,6 +568,23 @@ test_eq([_window_span(i, 2, 1, 3, 5) for i in range(3)], [2, 3, 2])   # padding 
 
 # %%
 #| export
+@njit(cache=True, inline='always')
+def _copy_run(d, s, L):
+    "d[:L] = s[:L], in 16-wide blocks (the last one overlapping: copying twice is harmless) that LLVM vectorises."
+    if L >= 16:
+        for q0 in range(0, L - 15, 16):
+            for q in range(q0, q0 + 16): d[q] = s[q]
+        for q in range(L - 16, L): d[q] = s[q]
+    else:
+        for q in range(L): d[q] = s[q]
+
+@njit(cache=True, inline='always')
+def _add_run(d, s, L):
+    "d[:L] += s[:L], in blocks of 8 that LLVM turns into vector adds (a run of 30 alone is not)."
+    for q0 in range(0, L - L % 8, 8):
+        for q in range(q0, q0 + 8): d[q] += s[q]
+    for q in range(L - L % 8, L): d[q] += s[q]
+
 @njit(parallel=True, cache=True)
 def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, dh=1, dw=1):
     N, H, W, C = x.shape
@@ -573,16 +597,13 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, dh=1, dw=1):
                 h, base = i * sh + dh * m - pt, m * kw * C
                 if h < 0 or h >= H:                      # a padding row: zeros, never materialised
                     for q in range(kw * C): cols[row, base + q] = 0
-                elif dw == 1 and w0 >= 0 and w0 + kw <= W:   # inside: one contiguous copy
-                    L = kw * C
-                    if L >= 16:        # in 16-wide blocks, the last one overlapping: copying twice is harmless
-                        d, s = cols[row, base:base + L], xr[n, h, w0 * C:w0 * C + L]
-                        for q0 in range(0, L - 15, 16):
-                            for q in range(q0, q0 + 16): d[q] = s[q]
-                        for q in range(L - 16, L): d[q] = s[q]
-                    else:
-                        for q in range(L): cols[row, base + q] = xr[n, h, w0 * C + q]
-                else:                                    # overlaps the left/right padding, or dilated
+                elif dw == 1:          # the taps l0 <= l < l1 inside the image are one contiguous run
+                    l0 = min(kw, max(0, -w0))
+                    l1 = max(l0, min(kw, W - w0))
+                    for q in range(l0 * C): cols[row, base + q] = 0          # left padding
+                    for q in range(l1 * C, kw * C): cols[row, base + q] = 0  # right padding
+                    _copy_run(cols[row, base + l0 * C:base + l1 * C], xr[n, h, (w0 + l0) * C:(w0 + l1) * C], (l1 - l0) * C)
+                else:                                    # dilated: tap by tap
                     for l in range(kw):
                         w = w0 + dw * l
                         for c in range(C):
@@ -590,23 +611,24 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, dh=1, dw=1):
     return cols
 
 @njit(parallel=True, cache=True)
-def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1):
+def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1, bias=None):
     dx = np.empty((N, H, W * C), cols.dtype)
     L = kw * C                           # one window row: kw*C numbers, contiguous in cols (and in dx when dw = 1)
     for r in prange(N * H):              # a gather by image row: no two threads write one pixel
         n, h = r // H, r % H
         acc = np.zeros(W * C, cols.dtype)
+        if bias is not None:             # start from the bias: no pass of its own
+            for w in range(W):
+                for c in range(C): acc[w * C + c] = bias[c]
         for m in range(kh):              # the window rows i that read image row h through kernel row m
             i = _window_index(h + pt - dh * m, sh, OH)
             if i < 0: continue
             for j in range(OW):
                 row, w0, base = (n * OH + i) * OW + j, j * sw - pl, m * L
-                if dw == 1 and w0 >= 0 and w0 + kw <= W:
-                    d, s = acc[w0 * C:w0 * C + L], cols[row, base:base + L]
-                    if L >= 8:           # blocks of 8 that LLVM turns into vector adds; a run of 30 alone is not
-                        for q0 in range(0, L - L % 8, 8):
-                            for q in range(q0, q0 + 8): d[q] += s[q]
-                    for q in range(L - L % 8 if L >= 8 else 0, L): d[q] += s[q]
+                if dw == 1:              # the taps inside the image: one contiguous run
+                    l0, l1 = max(0, -w0), min(kw, W - w0)
+                    if l1 > l0:
+                        _add_run(acc[(w0 + l0) * C:(w0 + l1) * C], cols[row, base + l0 * C:base + l1 * C], (l1 - l0) * C)
                 else:
                     for l in range(kw):
                         w = w0 + dw * l
@@ -1002,21 +1024,33 @@ def im2col(x, kernel_size, strides=1, padding=0, backend: str = 'auto', out=None
     out[:, :shape[1]] = ka.result(cols)
     return out
 
-def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto', dilation=1):
+def col2im(cols, x_shape, kernel_size, strides=1, padding=0, backend: str = 'auto', dilation=1, bias=None):
     """Adjoint of `im2col`: cols (N*OH*OW, KH*KW*C) -> dx (N, H, W, C) = x_shape, each entry the sum
-    of the column entries that were copied from it."""
+    of the column entries that were copied from it. `cols` may have more columns (a work array with wider
+    rows, as `im2col`'s `out`): those past KH*KW*C are ignored. `bias` (C,): added to every pixel (a
+    transposed convolution's bias; the Numba kernel starts its sums from it instead of making a pass of its own)."""
     N, H, W, C = (int(s) for s in x_shape)
     kh, kw = _pair(kernel_size, 'kernel_size')
     dh, dw = _pair(dilation, 'dilation')
     sh, sw, pt, pb, pl, pr, OH, OW = _geometry((N, H, W, C), (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'col2im')
-    check_array(cols, 'cols', shape=(N * OH * OW, kh * kw * C), finite=False, who='col2im')
+    check_array(cols, 'cols', ndim=2, finite=False, who='col2im')
+    if cols.shape[0] != N * OH * OW or cols.shape[1] < kh * kw * C:
+        raise ValueError(f"col2im expected cols of shape {(N * OH * OW, kh * kw * C)}, got {tuple(cols.shape)} "
+                         f"(more columns are allowed: those past {kh * kw * C} are ignored)")
+    if bias is not None: check_array(bias, 'bias', shape=(C,), finite=False, who='col2im')
     be = resolve_backend(cols, backend, 'col2im')
-    if be == 'numpy': return _col2im_numpy(cols, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh, dw)
-    if be == 'numba': return _col2im_numba(np.ascontiguousarray(cols), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
-    ka = KernelArrays(be, cols)
-    dx = ka.xp.empty((N, H, W, C), cols.dtype)
-    launch(_cuda('col2im'), dx.size, ka.put(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
-    return ka.result(dx)
+    if be == 'numba':
+        b = None if bias is None else np.ascontiguousarray(bias, cols.dtype)
+        return _col2im_numba(np.ascontiguousarray(cols), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw, b)
+    cols = cols[:, :kh * kw * C]
+    if be == 'numpy': dx = _col2im_numpy(cols, (N, H, W, C), kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh, dw)
+    else:
+        ka = KernelArrays(be, cols)
+        dx = ka.xp.empty((N, H, W, C), cols.dtype)
+        launch(_cuda('col2im'), dx.size, ka.put(cols), dx, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw)
+        dx = ka.result(dx)
+    if bias is not None: dx += get_array_module(dx).asarray(bias, dx.dtype)
+    return dx
 
 def _pool_geometry(x_shape, pool_size, strides, padding, who):
     kh, kw = _pair(pool_size, 'pool_size')
@@ -1131,6 +1165,8 @@ dcols = dy.reshape(-1, 4) @ w.reshape(-1, 4).T
 dxs = {be: col2im(dcols, x.shape, backend=be, **geom) for be in ('numpy', 'numba', 'cuda')}
 dx_ref, dw_ref, _ = conv2d_naive_backward(dy, x, w, (2, 3), (1, 0, 2, 1))
 for be in dxs: test_close(dxs[be], dx_ref, eps=1e-5)
+b3 = r.normal(size=3).astype(np.float32)        # col2im starting from a bias: col2im + bias, on every backend
+for be in dxs: test_close(col2im(dcols, x.shape, backend=be, bias=b3, **geom), dxs['numpy'] + b3, eps=1e-5)
 test_close((cols['numpy'].T @ dy.reshape(-1, 4)).reshape(w.shape), dw_ref, eps=1e-4)
 pool = dict(pool_size=3, strides=2, padding=(1, 1, 1, 1))
 ym, im = maxpool2d_forward(x, backend='numpy', **pool)
@@ -1187,7 +1223,12 @@ test_fail(lambda: im2col(np.zeros((1, 4, 4, 1)), 3, backend='tpu'), contains='ba
 # each slice is multiplied while it is still in cache. `conv2d_im2col_forward` and
 # `conv2d_im2col_backward` run the products slice by slice through a work array `cols` that the
 # caller keeps (its rows decide the slice: $n$ images of $OH\cdot OW$ rows each). Backward builds
-# each slice's columns again from $x$, unless `cols` still holds the whole batch's.
+# each slice's columns again from $x$, unless `cols` still holds the whole batch's. The columns'
+# gradient $d\,\text{cols}$ may go into `cols` itself: each slice's $dW$ product has read the columns
+# before $\delta W^\top$ overwrites them, so a layer needs one work array, not two, and a step's
+# products and copies touch half as much memory. The work array may also be wider than the
+# products need (rows padded to whole cache lines, 07a); the products read its first $K'$ columns
+# through a view, and im2col and col2im leave or ignore the rest.
 
 # %%
 #| export
@@ -1202,24 +1243,27 @@ def conv2d_im2col_forward(x, Wb, cols, kernel_size, strides=1, padding=0, dilati
     """Convolution as products of columns and weights: x (N, H, W, C), Wb (K', F) -> z (N*OH*OW, F) =
     cols(x) @ Wb, with K = KH*KW*C and K' = K, or K + 1 when Wb's last row is the bias and `cols` the work
     array (n*OH*OW, K') whose last column holds ones (the bias trick). `cols` sets the slice: n images at a
-    time (n <= N). `padding` as in `im2col` (explicit or 'same'/'valid')."""
+    time (n <= N); it may have more columns than K' (rows padded to whole cache lines), of which the products
+    read the first K'. `padding` as in `im2col` (explicit or 'same'/'valid')."""
     xp, N = get_array_module(x), x.shape[0]
     kh, kw = _pair(kernel_size, 'kernel_size')
     dh, dw = _pair(dilation, 'dilation')
     OH, OW = _geometry(x.shape, (kh - 1) * dh + 1, (kw - 1) * dw + 1, strides, padding, 'conv2d_im2col_forward')[6:]
     z = xp.empty((N * OH * OW, Wb.shape[1]), x.dtype)
     for s, e, c in _im2col_slices(N, cols, OH * OW):
-        xp.matmul(im2col(x[s:e], kernel_size, strides, padding, backend, out=c, dilation=dilation), Wb,
-                  out=z[s * OH * OW:e * OH * OW])
+        c = im2col(x[s:e], kernel_size, strides, padding, backend, out=c, dilation=dilation)
+        xp.matmul(c[:, :Wb.shape[0]], Wb, out=z[s * OH * OW:e * OH * OW])
     return z
 
 def conv2d_im2col_backward(dz, cols, Wm, x_shape, kernel_size, strides=1, padding=0, dilation=1,
-                           backend: str = 'auto', x=None, need_dx: bool = True, dcols=None):
+                           backend: str = 'auto', x=None, need_dx: bool = True, dcols=None, width=None):
     """Gradients of `conv2d_im2col_forward`, in its slices: dz (N*OH*OW, F) -> (dWb (K', F), dx (N, H, W, C)
-    or None when not `need_dx`); dWb's last row is db when `cols` carries the ones column.
+    or None when not `need_dx`); dWb's last row is db when `cols` carries the ones column. `width`: K', the
+    columns of `cols` the products read (default: all of them).
     `x`: None when `cols` still holds the whole batch's columns; else the input, whose columns are built
     again slice by slice. `Wm` (K, F): the kernel without the bias row. `dcols`: an optional work array
-    (at least as many rows as `cols`, K columns) for the columns' gradient."""
+    (at least as many rows as `cols`, K columns or more) for the columns' gradient; it may be `cols` itself,
+    whose slice the weight gradient has read by then (its columns past K are left as they are)."""
     xp, N, K = get_array_module(dz), x_shape[0], Wm.shape[0]
     rows = dz.shape[0] // N                                              # OH*OW
     if need_dx and dcols is None: dcols = xp.empty((cols.shape[0], K), dz.dtype)
@@ -1228,10 +1272,11 @@ def conv2d_im2col_backward(dz, cols, Wm, x_shape, kernel_size, strides=1, paddin
         if x is not None:                                                # slices: build the columns again
             c = im2col(x[s:e], kernel_size, strides, padding, backend, out=c, dilation=dilation)
         dzc = dz[s * rows:e * rows]
-        g = c.T @ dzc                                                    # [dW; db] with the bias column
+        g = c[:, :width].T @ dzc                                         # [dW; db] with the bias column
         dW = g if dW is None else dW + g
         if need_dx:
-            dc = xp.matmul(dzc, Wm.T, out=dcols[:(e - s) * rows])
+            dc = dcols[:(e - s) * rows]
+            xp.matmul(dzc, Wm.T, out=dc[:, :K])
             piece = col2im(dc, (e - s, *x_shape[1:]), kernel_size, strides, padding, backend, dilation=dilation)
             if e - s == N: dx = piece
             else:
@@ -1256,6 +1301,14 @@ for n in (5, 2):                           # the whole batch in one slice, and s
     test_close(dWb[:27].reshape(ws.shape), dw_ref, eps=1e-12); test_close(dWb[27], db_ref, eps=1e-12)
     test_close(dx, dx_ref, eps=1e-12)
 test_eq(conv2d_im2col_backward(dzs.reshape(-1, 4), cols_s, ws.reshape(27, 4), xs.shape, **geom_s, x=xs, need_dx=False)[1], None)
+for n in (5, 2):                           # a work array with wider rows (32 columns), d cols written over the columns
+    cols_w = np.ones((n * rows, 32))
+    test_close(conv2d_im2col_forward(xs, Wb, cols_w, **geom_s).reshape(zs.shape), zs, eps=1e-12)
+    dWb, dx = conv2d_im2col_backward(dzs.reshape(-1, 4), cols_w, ws.reshape(27, 4), xs.shape, **geom_s,
+                                     x=None if n == 5 else xs, dcols=cols_w, width=28)
+    test_close(dWb[:27].reshape(ws.shape), dw_ref, eps=1e-12); test_close(dWb[27], db_ref, eps=1e-12)
+    test_close(dx, dx_ref, eps=1e-12)
+    test_eq(cols_w[:, 27:], np.ones((n * rows, 5)))                    # the ones column (and the padding) kept
 
 # %% [markdown]
 # ## Direct convolution for thin layers

@@ -69,6 +69,14 @@ from dl_from_scratch.gradcheck import check_layer_grad
 # bias of $F$ numbers to every row. With NumPy's broadcasting that pass loops over rows of only $F$
 # numbers (6 in LeNet's first layer), which is slow for so little work.
 #
+# Two more details of the workspace. Its rows are padded to whole 64-byte cache lines
+# (`_line_width`: LeNet's second layer has $150 + 1$ columns, kept in rows of 160 numbers), so
+# that every row starts at the same place in a cache line and im2col's copies into it are not
+# split across lines at a different place in each row; the products read the first $K + 1$
+# columns through a view. And backward writes $d\,\text{cols} = \delta W^\top$ over the columns
+# once $dW$ has read them: one work array instead of two, half the memory a step runs through. A
+# second `backward` after the same `forward` builds the columns again from the input.
+#
 # The initialiser is Glorot uniform with Keras's fans for a kernel,
 # $\text{fan}_\text{in} = KH\cdot KW\cdot C$ and $\text{fan}_\text{out} = KH\cdot KW\cdot F$
 # (`init.compute_fans`). `padding` is `'valid'`, `'same'`, an int, a pair or
@@ -97,6 +105,14 @@ from dl_from_scratch.gradcheck import check_layer_grad
 
 # %%
 #| export
+def _line_width(k: int, like) -> int:
+    """Columns of a work array whose rows hold k numbers: k rounded up to whole 64-byte cache lines on the CPU
+    (LeNet's 151 columns of float32 become 160), k on a GPU: a row of 151 numbers would start at a different
+    place in its cache line each time, and im2col's copies into it would straddle lines."""
+    if get_array_module(like) is not np: return k
+    per_line = max(1, 64 // like.dtype.itemsize)
+    return -(-k // per_line) * per_line
+
 class Conv2DCache(NamedTuple):
     "What `Conv2D.backward` needs, tagged with the path that filled it: 'empty', 'direct' or 'im2col'."
     path: str
@@ -107,6 +123,7 @@ class Conv2DCache(NamedTuple):
     Wp: int = 0               # ... and their padded width
     cols: object = None       # 'im2col': the work array of columns (the whole batch's, or the last slice's) ...
     x: object = None          # ... and the input when it ran in slices: backward builds their columns again
+    source: object = None     # ... the input, for a second backward: the first writes d cols over the columns
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation) over NHWC images.
@@ -219,13 +236,14 @@ class Conv2D(Layer):
         Wm = self.params['W'].reshape(K, F)
         Wb = xp.concatenate([Wm, self.params['b'][None]]) if self.use_bias else Wm
         n = self._images_per_chunk(x, OH * OW * (K + self.use_bias))
-        # (n*OH*OW, K), or (n*OH*OW, K + 1) whose last column stays 1: the bias trick
-        cols = self._workspace('cols', (n * OH * OW, K + self.use_bias), x, fill=1 if self.use_bias else None)
+        # (n*OH*OW, K), or (n*OH*OW, K + 1) whose column K stays 1: the bias trick; rows padded to cache lines
+        cols = self._workspace('cols', (n * OH * OW, _line_width(K + self.use_bias, x)), x,
+                               fill=1 if self.use_bias else None)
         z = conv2d_im2col_forward(x, Wb, cols, self.kernel_size, self.strides, pad, self.dilation_rate,
                                   self.backend).reshape(N, OH, OW, F)
         if self.activation == 'relu': z = xp.maximum(z, 0, out=z)  # in place; backward needs only y > 0, which is z > 0
         # one slice: its columns are kept for backward; several: backward builds them again from x
-        self.cache = Conv2DCache('im2col', x.shape, pad, z, cols=cols, x=None if n == N else x)
+        self.cache = Conv2DCache('im2col', x.shape, pad, z, cols=cols, x=None if n == N else x, source=x)
         return z
 
     def _images_per_chunk(self, x, per_image: int) -> int:
@@ -257,9 +275,12 @@ class Conv2D(Layer):
         d2 = dz.reshape(-1, self.filters)                                   # delta as (N*OH*OW, F)
         Wm = self.params['W'].reshape(-1, self.filters)
         K = Wm.shape[0]
-        dcols = self._workspace('dcols', (c.cols.shape[0], K), d2) if need_dx else None
+        # d cols go into the columns' own work array, which the weight gradient has finished with (its column
+        # of ones, past K, stays): half the memory, and what a step touches stays in cache
         dW, dx = conv2d_im2col_backward(d2, c.cols, Wm, c.x_shape, self.kernel_size, self.strides, c.padding,
-                                        self.dilation_rate, self.backend, x=c.x, need_dx=need_dx, dcols=dcols)
+                                        self.dilation_rate, self.backend, x=c.x, need_dx=need_dx,
+                                        dcols=c.cols if need_dx else None, width=K + self.use_bias)
+        if need_dx: self.cache = c._replace(x=c.source)     # the columns are gone: build them again if asked
         self.grads['W'] = dW[:K].reshape(self.params['W'].shape)              # [dW; db]: the bias column's row is db
         if self.use_bias: self.grads['b'] = dW[K].copy()
         return dx
@@ -313,6 +334,8 @@ dya = np.random.default_rng(4).random(ca(xa).shape, dtype=np.float32)
 ca(xa); cb(xa)
 test_close(cb.backward(dya), ca.backward(dya), eps=1e-5)
 for k in ('W', 'b'): test_close(cb.grads[k], ca.grads[k], eps=1e-5 * np.abs(ca.grads[k]).max())   # float32 sums of 576 terms
+dxa, dWa = ca.backward(dya), ca.grads['W'].copy()          # backward wrote d cols over the columns: a second one
+test_close(ca.backward(dya), dxa, eps=1e-6); test_close(ca.grads['W'], dWa, eps=1e-6)   # builds them again
 test_fail(lambda: Conv2D(6, 5, strides=2, algorithm='direct'), contains="algorithm='direct' needs strides (1, 1), got (2, 2)")
 test_fail(lambda: Conv2D(6, 5, algorithm='fft'), contains="algorithm 'auto', 'im2col' or 'direct', got 'fft'")
 
@@ -791,7 +814,12 @@ test_fail(lambda: gap(np.zeros((2, 5, 3))), contains='rank 4')
 # that this is the adjoint of maps that output size back to $H$ with TensorFlow's padding rule,
 # $p_\text{total} = \max((H-1)s + KH - OH, 0)$, the smaller half at the top; output rows that no
 # window reaches are zero. Since the work is im2col and col2im, the Numba and CUDA kernels of chapter
-# 07 run it.
+# 07 run it. The columns $x\,W^\top$ of forward and $\operatorname{im2col}(\delta)$ of backward have
+# the same shape, $(N\cdot H\cdot W, KH\cdot KW\cdot F)$, and are never needed at the same time, so
+# they share one work array kept between batches (8 MB for 64 images of $8\times8\times64$ through a
+# $4\times4$ kernel to 32 filters); col2im starts its sums from the bias rather than adding it in a
+# pass of its own; and $db$ is the product of a vector of ones and $\delta$ (`_sum_rows`), which
+# reads $\delta$ once at memory speed where NumPy's sum down rows of 32 numbers does not.
 
 # %%
 #| export
@@ -863,22 +891,37 @@ class Conv2DTranspose(Layer):
         x = x if x.dtype == self.dtype else x.astype(self.dtype)
         N, H, W, C = x.shape
         (OH, OW, F), pad = self._geometry((H, W))
-        cols = x.reshape(-1, C) @ self.params['W'].reshape(-1, C).T             # (N*H*W, KH*KW*F)
-        z = col2im(cols, (N, OH, OW, F), self.kernel_size, self.strides, pad, self.backend)
-        if self.use_bias: z += self.params['b']
+        xp = get_array_module(x)
+        cols = self._columns(x)                                                  # (N*H*W, KH*KW*F)
+        xp.matmul(x.reshape(-1, C), self.params['W'].reshape(-1, C).T, out=cols)
+        z = col2im(cols, (N, OH, OW, F), self.kernel_size, self.strides, pad, self.backend,
+                   bias=self.params['b'] if self.use_bias else None)
         self.cache = (x, pad, z)
         return z if self.activation is None else self._g(z)
+
+    def _columns(self, x):
+        """The work array of columns, (N*H*W, KH*KW*F), kept between batches and per thread: forward's x W^T,
+        then backward's im2col of the gradient (8 MB for 64 images of 8x8x64 through a 4x4 kernel to 32 filters)."""
+        ws = self._scratch().setdefault(threading.get_ident(), {})
+        return scratch(ws, 'cols', (x.shape[0] * x.shape[1] * x.shape[2], self.params['W'].size // x.shape[3]),
+                       x.dtype, get_array_module(x))
 
     def backward(self, dy, need_dx: bool = True):
         "`need_dx=False` skips dL/dx and returns `None`."
         x, pad, z = self.cache
         dz = dy if self.activation is None else dy * self._g_grad(z)
-        C = x.shape[3]
+        C, xp = x.shape[3], get_array_module(dz)
         Wm = self.params['W'].reshape(-1, C)                                     # (KH*KW*F, C)
-        dcols = im2col(dz, self.kernel_size, self.strides, pad, self.backend)     # (N*H*W, KH*KW*F)
+        dcols = im2col(dz, self.kernel_size, self.strides, pad, self.backend, out=self._columns(x))
         self.grads['W'] = (dcols.T @ x.reshape(-1, C)).reshape(self.params['W'].shape)
-        if self.use_bias: self.grads['b'] = dz.reshape(-1, self.filters).sum(axis=0)
+        if self.use_bias: self.grads['b'] = _sum_rows(dz.reshape(-1, self.filters))
         return (dcols @ Wm).reshape(x.shape) if need_dx else None
+
+def _sum_rows(a):
+    """a (R, F) -> its column sums (F,), as the product ones (R,) @ a: a matrix-vector product reads the rows
+    at memory speed, where NumPy's `a.sum(axis=0)` down rows of a few numbers does not."""
+    xp = get_array_module(a)
+    return xp.ones(a.shape[0], a.dtype) @ a
 
 # %% [markdown]
 # The output sizes are Keras's for `'valid'` and `'same'`, strides 1 and 2, with and without
@@ -919,6 +962,11 @@ try:
                                               torch.from_numpy(ct.params['b']), stride=2, padding=1)
     test_close(y, yt.permute(0, 2, 3, 1).numpy(), eps=1e-12)
 except ImportError: pass
+a = np.random.default_rng(12).normal(size=(1000, 32)); test_close(_sum_rows(a), a.sum(axis=0), eps=1e-10)
+ct = Conv2DTranspose(3, 4, strides=2, padding='same', rng=0); x = r.normal(size=(2, 5, 5, 2)).astype(np.float32)
+y = ct(x); dy = r.normal(size=y.shape).astype(np.float32)
+dx1 = ct.backward(dy); dW1 = ct.grads['W'].copy()   # forward's and backward's columns share a work array:
+test_close(ct.backward(dy), dx1, eps=1e-6); test_close(ct.grads['W'], dW1, eps=1e-6); test_close(ct.forward(x), y, eps=1e-6)
 ct = Conv2DTranspose(32, 4, strides=2, padding='same'); ct.build((8, 8, 64)); test_eq(ct.count_params(), 4 * 4 * 32 * 64 + 32)
 test_eq(ct.params['W'].shape, (4, 4, 32, 64))
 test_eq(ct(np.zeros((1, 8, 8, 64), np.float32)).dtype, np.float32)

@@ -215,6 +215,41 @@ def test_conv2d_regularizer_and_constraint_use_the_layer_base():
     assert Conv2D(4, 3, rng=0).regularization_loss() == 0.0
 
 
+@pytest.mark.parametrize('layer_fn', [
+    lambda: Conv2D(3, 3, padding='same', rng=0, algorithm='im2col'),
+    lambda: Conv2DTranspose(3, 4, strides=2, padding='same', rng=0),
+])
+def test_a_second_backward_gives_the_same_gradients(layer_fn):
+    """Backward writes the columns' gradient over the columns (Conv2D) or the gradient's columns over forward's
+    (Conv2DTranspose), in one work array: a second backward after one forward must still be right."""
+    r = np.random.default_rng(3)
+    x = r.normal(size=(3, 6, 5, 2)).astype(np.float32)
+    layer = layer_fn()
+    y = layer(x)
+    dy1, dy2 = r.normal(size=(2, *y.shape)).astype(np.float32)
+    dx1 = layer.backward(dy1); g1 = {k: v.copy() for k, v in layer.grads.items()}
+    dx2 = layer.backward(dy2); g2 = {k: v.copy() for k, v in layer.grads.items()}
+    np.testing.assert_allclose(layer.backward(dy1), dx1, rtol=1e-6, atol=1e-6)
+    for k in g1: np.testing.assert_allclose(layer.grads[k], g1[k], rtol=1e-5, atol=1e-5)
+    fresh = layer_fn(); fresh(x); fresh.params['W'][...] = layer.params['W']
+    fresh.forward(x); np.testing.assert_allclose(fresh.backward(dy2), dx2, rtol=1e-6, atol=1e-6)
+    for k in g2: np.testing.assert_allclose(fresh.grads[k], g2[k], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.forward(x), y, rtol=1e-6, atol=1e-6)     # forward is unchanged by backward
+
+
+def test_conv2d_columns_rows_fill_whole_cache_lines():
+    "The work array of columns has rows of whole 64-byte lines on the CPU; the products read only K + 1 of them."
+    from dl_from_scratch.conv import _line_width
+    assert _line_width(151, np.zeros(1, np.float32)) == 160 and _line_width(151, np.zeros(1)) == 152
+    assert _line_width(160, np.zeros(1, np.float32)) == 160 and _line_width(1, np.zeros(1, np.float32)) == 16
+    layer = Conv2D(16, 5, rng=0, algorithm='im2col')
+    x = np.random.default_rng(4).normal(size=(2, 14, 14, 6)).astype(np.float32)
+    layer(x)
+    assert layer.cache.cols.shape == (2 * 10 * 10, 160)
+    assert (layer.cache.cols[:, 150] == 1).all()                              # the bias trick's column of ones
+    np.testing.assert_allclose(layer(x), K.conv2d_naive_forward(x, layer.params['W'], layer.params['b']), rtol=1e-4, atol=1e-4)
+
+
 def test_backward_need_dx_false_skips_dx_and_keeps_param_grads():
     "The model's first layer is asked `need_dx=False` in training: it returns None and the same W, b gradients."
     r = np.random.default_rng(3)

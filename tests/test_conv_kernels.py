@@ -198,6 +198,25 @@ def test_im2col_into_a_wider_out_keeps_the_extra_columns():
         K.im2col(x, 3, 2, 1, out=np.empty((18, 26), np.float32))
 
 
+def test_col2im_reads_a_wider_cols_and_adds_a_bias():
+    """Every backend ignores the columns of `cols` past KH*KW*C (a work array with wider rows, contiguous or a
+    view) and, given `bias`, returns col2im(cols) + bias; windows clipped by padding on both sides included."""
+    r = np.random.default_rng(2)
+    geom = ((4, 3), (2, 1), (1, 2, 2, 1))                   # taps overlap the left and the right padding
+    x_shape = (2, 6, 5, 3)                                  # OH = (6 + 3 - 4) // 2 + 1 = 3, OW = 5 + 3 - 3 + 1 = 6
+    c = r.normal(size=(2 * 3 * 6, 4 * 3 * 3))
+    wide = np.concatenate([c, np.full((36, 5), np.nan)], axis=1)
+    b = r.normal(size=3)
+    want = K.col2im(c, x_shape, *geom, 'numpy')
+    for be in ('numpy', 'numba', 'cuda'):
+        np.testing.assert_allclose(K.col2im(wide, x_shape, *geom, be), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(K.col2im(wide[:, :37], x_shape, *geom, be, bias=b), want + b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r'expected bias of shape \(3,\), got \(4,\)'):
+        K.col2im(c, x_shape, *geom, bias=np.zeros(4))
+    with pytest.raises(ValueError, match=r'expected cols of shape \(36, 36\), got \(36, 35\)'):
+        K.col2im(c[:, :35], x_shape, *geom)
+
+
 def test_string_padding_matches_explicit():
     x = np.random.default_rng(0).normal(size=(1, 7, 6, 2))
     np.testing.assert_array_equal(K.im2col(x, 4, 2, 'same'), K.im2col(x, 4, 2, K.resolve_padding('same', (7, 6), 4, 2)))
