@@ -37,7 +37,7 @@
 # %%
 #| export
 from __future__ import annotations
-import math
+import contextlib, ctypes, functools, glob, math, os
 import numpy as np
 from numba import njit, prange
 from dl_from_scratch.core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
@@ -372,8 +372,6 @@ def _cuda(name):
 
 # %%
 #| export
-import contextlib, ctypes, functools, glob, os
-
 @functools.cache
 def _openblas_threads():
     "(set, get) of the thread count of NumPy's bundled OpenBLAS through its C API, or None if it is not found."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13b_attention_kernels.ipynb #ae47129b
 from __future__ import annotations
-import math
+import contextlib, ctypes, functools, glob, math, os
 import numpy as np
 from numba import njit, prange
 from ..core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
@@ -192,8 +192,6 @@ def _cuda(name):
     return cuda_kernels('attention', _build_cuda_kernels)[name]
 
 # %% ../../nbs/13b_attention_kernels.ipynb #6c287ec9
-import contextlib, ctypes, functools, glob, os
-
 @functools.cache
 def _openblas_threads():
     "(set, get) of the thread count of NumPy's bundled OpenBLAS through its C API, or None if it is not found."
