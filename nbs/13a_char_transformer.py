@@ -328,7 +328,7 @@ def train_lm(model, ids, val_ids, N: int, T: int, peak_lr: float, seconds: float
     probe = lambda: float(SparseCategoricalCrossentropy(from_logits=True).value_and_grad(model.predict(Xv[pick]), Yv[pick])[0])
     log = {'time': [], 'loss': [], 'probe_time': [0.0], 'probe_loss': [probe()]}
     clock, step, next_probe = 0.0, 0, budget / probes
-    with tqdm(total=round(budget), unit='s' if steps is None else 'step', desc=model.name, mininterval=30,
+    with tqdm(total=budget if steps is None else steps, unit='s' if steps is None else 'step', desc=model.name, mininterval=30,
               file=sys.stdout) as bar:
         while spent(clock, step) < budget:
             t0 = time.perf_counter()
