@@ -256,6 +256,9 @@ part = np.full(8, -1.0, np.float32); exp_inplace_f32(part, 5)
 test_close(part[:5], np.exp(np.float32(-1.0)), eps=1e-7); test_eq(part[5:], np.full(3, -1.0, np.float32))   # only the first n
 
 # %% [markdown]
+# In the full run the largest error was $8.1\times10^{-8}$ relative, 0.97 units in the last
+# place of float32, over $[-87, 0]$; below $-87$ and at $-\infty$ the result is exactly 0.
+#
 # ## 4. The Numba CPU kernels
 #
 # One row per iteration of a `prange` loop: the $B H T_q = 16{,}384$ rows of the
@@ -415,6 +418,9 @@ with one_blas_thread(): one = median_ms(products)
 print(f"Q K^T, 128 products of 128x32 by 32x128 (float32): {two:.2f} ms on two BLAS threads, {one:.2f} ms on one")
 
 # %% [markdown]
+# In the full run the 128 products took 5.12 ms on two BLAS threads and 3.58 ms on
+# one: the second thread made them slower.
+#
 # ## 7. The entry points
 #
 # `softmax_forward`, `softmax_backward`, `layer_norm_forward` and `layer_norm_backward`
@@ -632,6 +638,30 @@ for name, f_ref, f_k in bench.kernel_steps():
 #| slow
 bench.B = 32
 rows = bench.main(repeat=15, threads=2)
+
+# %% [markdown]
+# **What the full run measured** (two threads, load average 3.6 on the two cores).
+# The kernels alone: the causal softmax took 3.59 ms against the reference's 28.77 ms
+# (8.0 times faster), its backward 2.34 ms against 4.42 ms (1.9 times), layer
+# normalisation 0.22 ms against 1.16 ms forward (5.4 times) and 0.95 ms against 1.60 ms
+# backward (1.7 times). The reference's softmax makes seven passes over the 8 MB of
+# scores (the scale, the mask's `where`, the maximum, the subtraction, `exp`, the sum,
+# the division) and the kernel one, and it skips the masked half of each row; the
+# backward is only three NumPy passes, so fusing it saves less.
+#
+# The whole layer, forward and backward: our multi-head self-attention took 33.52 ms
+# against PyTorch's 32.64 ms, 1.03 times PyTorch's time, within the goal of 1.2; on
+# the NumPy reference it took 47.98 ms. The pre-norm encoder block took 72.84 ms
+# against 55.49 ms, 1.31 times, over the goal. What the block adds to the attention
+# is the feed-forward layer and two layer normalisations. The feed-forward layer's
+# two products of $4{,}096\times128$ by $128\times512$ and back, and their four
+# backward products, carry 1.3 times the multiply-adds of the whole attention layer;
+# ours are OpenBLAS calls on two threads, the same as NumPy's, and the layer
+# normalisations are now a small part (the table above). The gap of the block is in
+# those products and the elementwise passes around them (the bias, ReLU, the residual
+# sums and their gradients), which this book leaves as NumPy operations. The timings
+# come from a small machine shared with other work, where single runs vary by
+# $\pm30\,\%$; the benchmark reports medians of 15 runs for that reason.
 
 # %% [markdown]
 # ## References
