@@ -660,6 +660,10 @@ class PositionwiseDense(Layer):
         z = x.reshape(-1, x.shape[-1]) @ self.params['W']          # one product of all positions
         if self.use_bias: z += self.params['b']
         z = z.reshape(*x.shape[:-1], self.units)
+        if self.activation == 'relu':          # in place: relu'(relu(z)) = relu'(z), so the output serves backward
+            z = get_array_module(z).maximum(z, 0, out=z)
+            self.cache = (x, z)
+            return z
         self.cache = (x, z)
         return z if self.activation is None else self._g(z)
 
