@@ -18,7 +18,7 @@
 #
 # The chapter adds no module: it composes the package's layers with
 # chapter 05c's functional `Model`, trains them through `Model.train_step`,
-# and keeps its few helpers (a window sampler, a windowed evaluation, a
+# and keeps its few functions (a window sampler, a windowed evaluation, a
 # sampler of text) in the notebook.
 
 # %%
@@ -382,7 +382,7 @@ print(f"{len(text_train):,} training and {len(text_val):,} validation characters
 # more weights than the transformer. Both train on batches of $N = 16$ windows
 # of 128 characters, 2,048 characters a step, for 7.5 minutes each. On
 # the two cores a transformer step at this size takes a few tenths of a
-# second (most of it in the attention's batched products, forward and
+# second (much of it in the attention's batched products, forward and
 # backward), an LSTM step less; a batch of 16 rather than 32 gives the
 # transformer about twice as many, noisier, steps in its budget.
 #
@@ -468,7 +468,7 @@ if QUICK: print('(quick mode: tiny models, 200 steps each, on 100,000 characters
 # time. Neither model overfits (the training and validation curves stay
 # together, with no dropout), and both are still improving when the
 # budget runs out, the transformer a little faster; a longer budget
-# would narrow the gap, but this chapter does not measure by how much.
+# might narrow the gap, but this chapter does not measure it.
 #
 # So on two CPU cores and at this size, the recurrent model is the better
 # use of seven and a half minutes. That does not contradict the
@@ -489,10 +489,10 @@ if QUICK: print('(quick mode: tiny models, 200 steps each, on 100,000 characters
 # Chapter 10's Elman RNN is trained on the same text and its validation
 # perplexity is printed there. It is not measured the same way: chapter
 # 10 reads the validation text as long streams with the state carried
-# across, so each character is predicted from everything before it,
-# while here every character is predicted from between 64 and 127
-# characters of context (after the first window) and the LSTM starts each
-# window from a zero state. The two numbers are of the same kind but not
+# across, so each character is predicted from all the characters before
+# it in its stream, while here every character after the first window is
+# predicted from 65 to 128 characters and the LSTM starts each window from
+# a zero state. The two numbers are of the same kind but not
 # strictly comparable.
 #
 # Samples, two from each model at temperature 0.8, each continuing a
