@@ -476,8 +476,8 @@ print("source 004: loss 0.4391, accuracy 0.8076 (165 s per epoch)")
 if N_REVIEWS is None: test_eq(net_004.count_params(), 2691713)
 
 # %% [markdown]
-# The parameters agree to the unit (2,691,713, as the source's listing
-# implies). The training epoch agrees too: loss 0.5343 and accuracy 0.7294
+# The parameters agree to the unit with the count of the source's layers
+# (2,691,713). The training epoch agrees too: loss 0.5343 and accuracy 0.7294
 # on the training batches against the source's 0.5286 and 0.7347. On the test
 # reviews ours is better, 0.8364 and loss 0.3839 against 0.8076 and 0.4391.
 # The data differ in small ways: Keras's `imdb.load_data` comes with its own
@@ -518,8 +518,7 @@ print(f"test: loss {res_003['loss']:.4f}, accuracy {res_003['accuracy']:.4f} aft
 # tutorial reports about 0.86; they took 12.6 minutes. The curve is not
 # smooth: in epoch 4 the training loss rose from 0.4372 to 0.5756 and the
 # accuracy on the first 2,000 test reviews fell from 0.8280 to 0.7255, and it
-# took two epochs to recover, an upset that Adam at $10^{-4}$ without
-# gradient clipping allows. By epoch 10 the training accuracy (0.9392) runs
+# took two epochs to recover (the recipe clips no gradient). By epoch 10 the training accuracy (0.9392) runs
 # well ahead of the test subset's (0.8540): more epochs would overfit. The
 # parameters, 714,369, are 640,000 for the embedding and the same 74,369 as
 # source 000's net above it; the tutorial does not print a count.
@@ -589,8 +588,7 @@ for name, order in (('positive', np.argsort(-g_score)), ('negative', np.argsort(
 # The sentiment words come first, as expected, and then the reviewers' own
 # marks: '7', '8', '9' and the bigram '7 /' (as in "7/10") are positive,
 # '4', '1' and '4 /' negative. Bigrams carry what single words cannot:
-# 'the worst', 'waste of', 'not even', 'at all' (mostly "not ... at all") on
-# the negative side, 'a must', 'watch it', 'my favorite' on the positive.
+# 'the worst', 'waste of', 'not even', 'at all' on the negative side, 'a must', 'watch it', 'my favorite' on the positive.
 #
 # ## 8. Comparison
 #
