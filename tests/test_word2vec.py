@@ -59,6 +59,14 @@ def test_document_vectors_numba_reproduces_the_reference(n, chunks, n_docs, seed
     assert not np.allclose(ref[0][24:], weights(24 + n_docs, 5, np.float64)[0][24:])    # the document rows moved
     np.testing.assert_array_equal(ref[1][24:], weights(24 + n_docs, 5, np.float64)[1][24:])   # never a target
 
+@pytest.mark.parametrize('backend', ['numpy', 'numba', 'cuda'])
+def test_without_the_loss_the_same_weights(backend):
+    corpus = corpus_of(5)
+    with_loss, without = run(backend, corpus, chunks=1), run(backend, corpus, chunks=1, compute_loss=False)
+    assert np.isnan(without[2]) and not np.isnan(with_loss[2]) and without[3] == with_loss[3]
+    np.testing.assert_allclose(without[0], with_loss[0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(without[1], with_loss[1], rtol=0, atol=1e-15)
+
 @pytest.mark.parametrize('dtype,tol', [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_cuda_one_worker_reproduces_the_reference(dtype, tol):
     corpus = corpus_of(6)
@@ -79,7 +87,7 @@ def test_cuda_workers_in_turn_reproduce_the_reference():
     loss_r, pairs_r = sgns_reference(corpus, R_in, R_out, table, keep, 2, 2, 2, 0.05, chunks, 3)
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
     _sgns_cuda()[chunks, 1](corpus.astype(np.int64), np.empty(0, np.int64), _bounds(len(corpus), chunks), keep, W_in, W_out,
-                            table.astype(np.int64), 2, 2, 2, 0.05, 3, np.empty(len(corpus), np.int64),
+                            table.astype(np.int64), 2, 2, 2, 0.05, 3, True, np.empty(len(corpus), np.int64),
                             np.zeros((chunks, N)), loss, pairs)
     assert (pairs == pairs_r).all()
     np.testing.assert_allclose(loss, loss_r, rtol=1e-12)

@@ -51,11 +51,13 @@ def _bounds(n, chunks):
     "Start of each of `chunks` slices of n words, and n: int64 (chunks + 1,)."
     return np.linspace(0, n, chunks + 1).astype(np.int64)
 
-def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs=None):
+def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs=None,
+                   compute_loss=True):
     """NumPy reference of skip-gram negative-sampling training (updates W_in, W_out (V, N) in place).
     `docs` (optional, like `corpus`): the row of W_in holding each word's document vector, which also predicts
-    the word (PV-DBOW). Returns (loss (chunks,), pairs (chunks,)): each worker's summed loss and its pairs."""
-    xs, sig_loss, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid_softplus', '_chunk_seed'))
+    the word (PV-DBOW). Returns (loss (chunks,), pairs (chunks,)): each worker's summed loss (zeros without
+    `compute_loss`) and its pairs."""
+    xs, sig, sig_loss, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid1', '_sigmoid_softplus', '_chunk_seed'))
     bounds = _bounds(len(corpus), chunks)
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
 
@@ -70,8 +72,11 @@ def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, 
                 t = int(table[r % len(table)])
                 if t == w: continue
                 label = 0.0
-            s, l = sig_loss(float(h @ W_out[t]), label)
-            loss[c] += l
+            f = float(h @ W_out[t])
+            if compute_loss:
+                s, l = sig_loss(f, label)
+                loss[c] += l
+            else: s = sig(f)
             g = a * (label - s)
             e += g * W_out[t]
             W_out[t] += g * h
@@ -99,7 +104,7 @@ def sgns_reference(corpus, W_in, W_out, table, keep, window, negatives, epochs, 
     return loss, pairs
 
 # %% ../../nbs/12a_word2vec.ipynb #6ecc1c69
-def _sgns_pair(c, x, w, W_in, W_out, table, negatives, a, r, e, loss):
+def _sgns_pair(c, x, w, W_in, W_out, table, negatives, a, r, compute_loss, e, loss):
     "Worker c: row x of W_in predicts word w against `negatives` noise words, one SGD step at rate a; returns r."
     N, T = W_in.shape[1], table.shape[0]
     for d in range(N): e[c, d] = 0.0
@@ -113,8 +118,10 @@ def _sgns_pair(c, x, w, W_in, W_out, table, negatives, a, r, e, loss):
             label = 0.0
         f = W_in.dtype.type(0.0)
         for d in range(N): f += W_in[x, d] * W_out[t, d]
-        s, l = _sigmoid_softplus(float(f), label)
-        loss[c] += l
+        if compute_loss:
+            s, l = _sigmoid_softplus(float(f), label)
+            loss[c] += l
+        else: s = _sigmoid1(float(f))
         g = W_in.dtype.type(a * (label - s))
         for d in range(N):
             e[c, d] += g * W_out[t, d]
@@ -123,7 +130,7 @@ def _sgns_pair(c, x, w, W_in, W_out, table, negatives, a, r, e, loss):
     return r
 
 def _sgns_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
-                 buf, e, loss, pairs):
+                 compute_loss, buf, e, loss, pairs):
     "Worker c of skip-gram negative-sampling training (PV-DBOW too if `docs` is not empty): `sgns_reference`'s loop."
     lo, hi = bounds[c], bounds[c + 1]
     r = _chunk_seed(seed, c)
@@ -140,10 +147,10 @@ def _sgns_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, window, nega
             b = window - r % window
             for j in range(max(0, i - b), min(n, i + b + 1)):
                 if j != i:
-                    r = _sgns_pair(c, corpus[buf[lo + j]], w, W_in, W_out, table, negatives, a, r, e, loss)
+                    r = _sgns_pair(c, corpus[buf[lo + j]], w, W_in, W_out, table, negatives, a, r, compute_loss, e, loss)
                     pairs[c] += 1
             if docs.shape[0] > 0:
-                r = _sgns_pair(c, docs[buf[lo + i]], w, W_in, W_out, table, negatives, a, r, e, loss)
+                r = _sgns_pair(c, docs[buf[lo + i]], w, W_in, W_out, table, negatives, a, r, compute_loss, e, loss)
                 pairs[c] += 1
 
 # CPU: the helpers compiled with njit (inlined into the worker), the worker with njit, the workers in a prange.
@@ -152,11 +159,11 @@ for _name in _SCALARS + ('_sgns_pair',): globals()[_name] = njit(cache=True, inl
 _sgns_worker_nb = njit(cache=True, fastmath=True)(_sgns_worker)
 
 @njit(parallel=True, cache=True)
-def _sgns_numba(corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss,
-                pairs):
+def _sgns_numba(corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, compute_loss,
+                buf, e, loss, pairs):
     for c in prange(len(bounds) - 1):
         _sgns_worker_nb(c, corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
-                        buf, e, loss, pairs)
+                        compute_loss, buf, e, loss, pairs)
 
 # %% ../../nbs/12a_word2vec.ipynb #5db1cb82
 def _build_cuda():
@@ -169,11 +176,12 @@ def _build_cuda():
     worker = on_device(_sgns_worker)
 
     @cuda.jit
-    def sgns(corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, buf, e, loss, pairs):
+    def sgns(corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed, compute_loss,
+             buf, e, loss, pairs):
         c = cuda.grid(1)
         if c < bounds.shape[0] - 1:
             worker(c, corpus, docs, bounds, keep, W_in, W_out, table, window, negatives, epochs, alpha, seed,
-                   buf, e, loss, pairs)
+                   compute_loss, buf, e, loss, pairs)
     return {'sgns': sgns}
 
 def _sgns_cuda():
@@ -182,7 +190,8 @@ def _sgns_cuda():
 
 # %% ../../nbs/12a_word2vec.ipynb #1dbd54fc
 def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives: int = 5, epochs: int = 1,
-               alpha: float = 0.025, chunks: int | None = None, seed: int = 0, docs=None, backend: str = 'auto'):
+               alpha: float = 0.025, chunks: int | None = None, seed: int = 0, docs=None, compute_loss: bool = True,
+               backend: str = 'auto'):
     """Train skip-gram with negative sampling on `corpus` (1-D int ids < V), updating W_in and W_out (V, N) in place.
 
     `table`: noise-word table (int, from `text.unigram_table`); `keep` (V,): subsampling keep probabilities
@@ -190,7 +199,8 @@ def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives
     learning rate (decays linearly to 1e-4 alpha); `chunks` workers (default: Numba's threads on the CPU, one per
     ~1,000 words on CUDA, 1 for NumPy). `docs` (like `corpus`, optional): for each word, the row of W_in that holds
     its document's vector, trained to predict the word too (PV-DBOW beside skip-gram); those rows should be
-    outside `table`. Returns (mean loss per pair, number of pairs)."""
+    outside `table`. Returns (mean loss per pair, number of pairs); the loss costs an exp and a log per target,
+    and `compute_loss=False` skips it (the mean loss is then nan; the weights come out the same)."""
     be = resolve_backend(W_in, backend)
     corpus = np.ascontiguousarray(_check_window(corpus, window, 'sgns_train'))
     if W_in.ndim != 2 or W_out.shape != W_in.shape or W_in.dtype != W_out.dtype or W_in.dtype.kind != 'f':
@@ -219,11 +229,11 @@ def sgns_train(corpus, W_in, W_out, table, keep=None, window: int = 5, negatives
     loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
     args = (window, negatives, epochs, alpha, seed)
     if be == 'numpy':
-        loss, pairs = sgns_reference(corpus, W_in, W_out, table, keep, *args[:4], chunks, seed, docs)
+        loss, pairs = sgns_reference(corpus, W_in, W_out, table, keep, *args[:4], chunks, seed, docs, compute_loss)
     else:
         buf, e = np.empty(len(corpus), np.int64), np.zeros((chunks, W_in.shape[1]), W_in.dtype)
         kernel_args = (corpus.astype(np.int64), np.empty(0, np.int64) if docs is None else docs.astype(np.int64),
-                       bounds, keep, W_in, W_out, table, *args, buf, e, loss, pairs)
+                       bounds, keep, W_in, W_out, table, *args, bool(compute_loss), buf, e, loss, pairs)
         if be == 'numba': _sgns_numba(*kernel_args)
         else: launch(_sgns_cuda(), chunks, *kernel_args)
-    return float(loss.sum() / max(pairs.sum(), 1)), int(pairs.sum())
+    return float(loss.sum() / max(pairs.sum(), 1)) if compute_loss else float('nan'), int(pairs.sum())
