@@ -418,7 +418,7 @@ with one_blas_thread(): one = median_ms(products)
 print(f"Q K^T, 128 products of 128x32 by 32x128 (float32): {two:.2f} ms on two BLAS threads, {one:.2f} ms on one")
 
 # %% [markdown]
-# In the full run the 128 products took 5.12 ms on two BLAS threads and 3.58 ms on
+# In the full run the 128 products took 6.12 ms on two BLAS threads and 3.36 ms on
 # one: the second thread made them slower.
 #
 # ## 7. The entry points
@@ -640,19 +640,21 @@ bench.B = 32
 rows = bench.main(repeat=15, threads=2)
 
 # %% [markdown]
-# **What the full run measured** (two threads, load average 3.6 on the two cores).
-# The kernels alone: the causal softmax took 3.59 ms against the reference's 28.77 ms
-# (8.0 times faster), its backward 2.34 ms against 4.42 ms (1.9 times), layer
-# normalisation 0.22 ms against 1.16 ms forward (5.4 times) and 0.95 ms against 1.60 ms
-# backward (1.7 times). The reference's softmax makes seven passes over the 8 MB of
+# **What the full run measured** (two threads, load average 3.8 on the two cores).
+# The kernels alone: the causal softmax took 1.34 ms against the reference's 30.44 ms
+# (22.7 times faster), its backward 0.72 ms against 4.31 ms (6.0 times), layer
+# normalisation 0.29 ms against 1.14 ms forward (3.9 times) and 0.98 ms against 2.08 ms
+# backward (2.1 times). (The quick table before it, a quarter of the batch and three
+# runs each, is too short to compare: in this run it even put the small LayerNorm
+# kernels behind NumPy.) The reference's softmax makes seven passes over the 8 MB of
 # scores (the scale, the mask's `where`, the maximum, the subtraction, `exp`, the sum,
 # the division) and the kernel one, and it skips the masked half of each row; the
 # backward is only three NumPy passes, so fusing it saves less.
 #
-# The whole layer, forward and backward: our multi-head self-attention took 33.52 ms
-# against PyTorch's 32.64 ms, 1.03 times PyTorch's time, within the goal of 1.2; on
-# the NumPy reference it took 47.98 ms. The pre-norm encoder block took 72.84 ms
-# against 55.49 ms, 1.31 times, over the goal. What the block adds to the attention
+# The whole layer, forward and backward: our multi-head self-attention took 38.10 ms
+# against PyTorch's 35.14 ms, 1.08 times PyTorch's time, within the goal of 1.2; on
+# the NumPy reference it took 54.48 ms. The pre-norm encoder block took 78.68 ms
+# against 61.78 ms, 1.27 times, over the goal (106.08 ms on the reference). What the block adds to the attention
 # is the feed-forward layer and two layer normalisations. The feed-forward layer's
 # two products of $4{,}096\times128$ by $128\times512$ and back, and their four
 # backward products, carry 1.3 times the multiply-adds of the whole attention layer;
