@@ -649,18 +649,19 @@ rows = bench.main(repeat=15, threads=2)
 # kernels behind NumPy.) The reference's softmax makes seven passes over the 8 MB of
 # scores (the scale, the mask's `where`, the maximum, the subtraction, `exp`, the sum,
 # the division) and the kernel one, and it skips the masked half of each row; the
-# backward is only three NumPy passes, so fusing it saves less.
+# backward's reference is five simpler passes (no mask, no exponential), so fusing
+# it saves less.
 #
 # The whole layer, forward and backward: our multi-head self-attention took 38.10 ms
 # against PyTorch's 35.14 ms, 1.08 times PyTorch's time, within the goal of 1.2; on
 # the NumPy reference it took 54.48 ms. The pre-norm encoder block took 78.68 ms
-# against 61.78 ms, 1.27 times, over the goal (106.08 ms on the reference). What the block adds to the attention
-# is the feed-forward layer and two layer normalisations. The feed-forward layer's
+# against 61.78 ms, 1.27 times, over the goal (106.08 ms on the reference). What the
+# block adds to the attention is the feed-forward layer and two layer normalisations. The feed-forward layer's
 # two products of $4{,}096\times128$ by $128\times512$ and back, and their four
 # backward products, carry 1.3 times the multiply-adds of the whole attention layer;
 # ours are OpenBLAS calls on two threads, the same as NumPy's, and the layer
-# normalisations are now a small part (the table above). The gap of the block is in
-# those products and the elementwise passes around them (the bias, ReLU, the residual
+# normalisations are now a small part (the kernels' table). The gap of the block must
+# then lie in those products and the elementwise passes around them (the bias, ReLU, the residual
 # sums and their gradients), which this book leaves as NumPy operations. The timings
 # come from a small machine shared with other work, where single runs vary by
 # $\pm30\,\%$; the benchmark reports medians of 15 runs for that reason.
