@@ -1396,6 +1396,13 @@ test_eq(ctc_collapse([3, 3, 0, 3, 5, 5, 0], blank=0), [3, 3, 5])
 # century 1950–2049 that contains it. The training set has 10,000 pairs;
 # the test set 1,000 drawn with another seed, none of whose inputs occurs
 # in the training set.
+#
+# A real translation corpus (WMT's or the Tatoeba sentence pairs of the
+# TensorFlow tutorials) would be the next step, but none of the datasets
+# this book reads offline is one: they are MNIST, Fashion-MNIST, CIFAR-10,
+# tiny Shakespeare, the IMDB reviews and Omniglot. So the dates stand in
+# for translation here, and BLEU is checked against sacrebleu on a random
+# corpus (section 6).
 
 # %%
 #| export
