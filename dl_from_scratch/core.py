@@ -10,8 +10,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['BACKENDS', 'THREADS_PER_BLOCK', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda',
            'on_device', 'get_array_module', 'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu',
-           'scratch', 'set_num_threads', 'resolve_backend', 'KernelArrays', 'cuda_kernels', 'launch_config', 'launch',
-           'per_element', 'device_twin', 'check_array']
+           'scratch', 'openblas_threads', 'set_num_threads', 'resolve_backend', 'KernelArrays', 'cuda_kernels',
+           'launch_config', 'launch', 'per_element', 'device_twin', 'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -118,16 +118,25 @@ def scratch(ws: dict | None, name: str, shape, dtype, xp=np, fill=None):
     return a
 
 # %% ../nbs/00_core.ipynb #061e3a79
-import sys, ctypes, glob
+import sys, ctypes, glob, functools
+
+@functools.cache
+def openblas_threads():
+    """`(set, get)`: the C functions that set and read the thread count of NumPy's bundled OpenBLAS, or None
+    if it is not found. Looked up once; `set(n)` takes effect for the next product."""
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
+        dll = ctypes.CDLL(lib)
+        for suffix in ('64_', ''):
+            for prefix in ('scipy_openblas', 'openblas'):
+                set_, get = (getattr(dll, f'{prefix}_{op}_num_threads{suffix}', None) for op in ('set', 'get'))
+                if set_ is not None and get is not None: return set_, get
+    return None
 
 def _openblas_set_num_threads(n: int) -> bool:
     "Set OpenBLAS's thread count through its C API (NumPy's bundled library). False if it was not found."
-    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
-        for sym in ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads', 'openblas_set_num_threads'):
-            fn = getattr(ctypes.CDLL(lib), sym, None)
-            if fn is not None:
-                fn(ctypes.c_int(n)); return True
-    return False
+    fns = openblas_threads()
+    if fns is not None: fns[0](ctypes.c_int(n))
+    return fns is not None
 
 def set_num_threads(n: int | None = None) -> int:
     """Use `n` threads (default: all cores) in Numba's parallel kernels, OpenBLAS (NumPy's products) and,

@@ -245,16 +245,25 @@ test_eq(scratch(None, 'cols', (5, 3), np.float64) is ws['cols'], False) # no dic
 
 # %%
 #| export
-import sys, ctypes, glob
+import sys, ctypes, glob, functools
+
+@functools.cache
+def openblas_threads():
+    """`(set, get)`: the C functions that set and read the thread count of NumPy's bundled OpenBLAS, or None
+    if it is not found. Looked up once; `set(n)` takes effect for the next product."""
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
+        dll = ctypes.CDLL(lib)
+        for suffix in ('64_', ''):
+            for prefix in ('scipy_openblas', 'openblas'):
+                set_, get = (getattr(dll, f'{prefix}_{op}_num_threads{suffix}', None) for op in ('set', 'get'))
+                if set_ is not None and get is not None: return set_, get
+    return None
 
 def _openblas_set_num_threads(n: int) -> bool:
     "Set OpenBLAS's thread count through its C API (NumPy's bundled library). False if it was not found."
-    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
-        for sym in ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads', 'openblas_set_num_threads'):
-            fn = getattr(ctypes.CDLL(lib), sym, None)
-            if fn is not None:
-                fn(ctypes.c_int(n)); return True
-    return False
+    fns = openblas_threads()
+    if fns is not None: fns[0](ctypes.c_int(n))
+    return fns is not None
 
 def set_num_threads(n: int | None = None) -> int:
     """Use `n` threads (default: all cores) in Numba's parallel kernels, OpenBLAS (NumPy's products) and,
@@ -276,6 +285,7 @@ test_eq(set_num_threads(1), 1); test_eq(numba.get_num_threads(), 1)
 set_num_threads(_before)
 test_fail(lambda: set_num_threads(10_000), contains='set_num_threads expected')
 assert _openblas_set_num_threads(_before) == bool(glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')))
+if openblas_threads() is not None: test_eq(openblas_threads()[1](), _before)   # the getter reads what was set
 
 # %%
 #| slow

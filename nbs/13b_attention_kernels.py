@@ -37,11 +37,11 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib, ctypes, functools, glob, math, os
+import contextlib, math
 import numpy as np
 from numba import njit, prange
 from dl_from_scratch.core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
-                                  device_twin)
+                                  device_twin, openblas_threads)
 
 # %%
 #| hide
@@ -375,21 +375,10 @@ def _cuda(name):
 
 # %%
 #| export
-@functools.cache
-def _openblas_threads():
-    "(set, get) of the thread count of NumPy's bundled OpenBLAS through its C API, or None if it is not found."
-    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
-        dll = ctypes.CDLL(lib)
-        for suffix in ('64_', ''):
-            for prefix in ('scipy_openblas', 'openblas'):
-                set_, get = (getattr(dll, f'{prefix}_{op}_num_threads{suffix}', None) for op in ('set', 'get'))
-                if set_ is not None and get is not None: return set_, get
-    return None
-
 @contextlib.contextmanager
 def one_blas_thread():
     "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
-    fns = _openblas_threads()
+    fns = openblas_threads()                       # chapter 00's (set, get) of OpenBLAS's thread count
     if fns is None:
         yield; return
     set_, get = fns
@@ -400,9 +389,9 @@ def one_blas_thread():
 
 # %%
 with one_blas_thread():
-    inside = _openblas_threads()[1]()
+    inside = openblas_threads()[1]()
 test_eq(inside, 1)
-test_eq(_openblas_threads()[1](), 2)          # restored
+test_eq(openblas_threads()[1](), 2)          # restored
 
 def median_ms(f, repeat=9):
     "Median wall time of f() in milliseconds, after one untimed run."
@@ -418,7 +407,7 @@ with one_blas_thread(): one = median_ms(products)
 print(f"Q K^T, 128 products of 128x32 by 32x128 (float32): {two:.2f} ms on two BLAS threads, {one:.2f} ms on one")
 
 # %% [markdown]
-# In the full run the 128 products took 6.12 ms on two BLAS threads and 3.36 ms on
+# In the full run the 128 products took 5.90 ms on two BLAS threads and 2.98 ms on
 # one: the second thread made them slower.
 #
 # ## 7. The entry points
@@ -640,27 +629,27 @@ bench.B = 32
 rows = bench.main(repeat=15, threads=2)
 
 # %% [markdown]
-# **What the full run measured** (two threads, load average 3.8 on the two cores).
-# The kernels alone: the causal softmax took 1.34 ms against the reference's 30.44 ms
-# (22.7 times faster), its backward 0.72 ms against 4.31 ms (6.0 times), layer
-# normalisation 0.29 ms against 1.14 ms forward (3.9 times) and 0.98 ms against 2.08 ms
-# backward (2.1 times). (The quick table before it, a quarter of the batch and three
-# runs each, is too short to compare: in this run it even put the small LayerNorm
-# kernels behind NumPy.) The reference's softmax makes seven passes over the 8 MB of
+# **What the full run measured** (two threads, load average 1.2 on the two cores).
+# The kernels alone: the causal softmax took 1.44 ms against the reference's 27.87 ms
+# (19.4 times faster), its backward 0.83 ms against 4.53 ms (5.5 times), layer
+# normalisation 0.22 ms against 1.10 ms forward (5.0 times) and 0.72 ms against 1.63 ms
+# backward (2.3 times). (The quick table before it, a quarter of the batch and three
+# runs each, is too short to compare ratios from: on a busy machine it has even put
+# the small LayerNorm kernels behind NumPy.) The reference's softmax makes seven passes over the 8 MB of
 # scores (the scale, the mask's `where`, the maximum, the subtraction, `exp`, the sum,
 # the division) and the kernel one, and it skips the masked half of each row; the
 # backward's reference is five simpler passes (no mask, no exponential), so fusing
 # it saves less.
 #
-# The whole layer, forward and backward: our multi-head self-attention took 38.10 ms
-# against PyTorch's 35.14 ms, 1.08 times PyTorch's time, within the goal of 1.2; on
-# the NumPy reference it took 54.48 ms. The pre-norm encoder block took 78.68 ms
-# against 61.78 ms, 1.27 times, over the goal (106.08 ms on the reference). What the
-# block adds to the attention is the feed-forward layer and two layer normalisations. The feed-forward layer's
+# The whole layer, forward and backward: our multi-head self-attention took 31.98 ms
+# against PyTorch's 33.71 ms, 0.95 times PyTorch's time, within the goal of 1.2; on
+# the NumPy reference it took 47.38 ms. The pre-norm encoder block took 61.91 ms
+# against 53.80 ms, 1.15 times, within the goal but with less to spare (90.28 ms on
+# the reference). What the block adds to the attention is the feed-forward layer and two layer normalisations. The feed-forward layer's
 # two products of $4{,}096\times128$ by $128\times512$ and back, and their four
 # backward products, carry 1.3 times the multiply-adds of the whole attention layer;
 # ours are OpenBLAS calls on two threads, the same as NumPy's, and the layer
-# normalisations are now a small part (the kernels' table). The gap of the block must
+# normalisations are now a small part (the kernels' table). The block's larger ratio must
 # then lie in those products and the elementwise passes around them (the bias, ReLU, the residual
 # sums and their gradients), which this book leaves as NumPy operations. The timings
 # come from a small machine shared with other work, where single runs vary by

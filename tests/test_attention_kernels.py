@@ -116,7 +116,8 @@ def test_bad_input():
 
 
 def test_one_blas_thread_restores_the_count():
-    fns = K._openblas_threads()
+    from dl_from_scratch.core import openblas_threads
+    fns = openblas_threads()
     if fns is None: pytest.skip("NumPy's OpenBLAS not found")
     before = fns[1]()
     with K.one_blas_thread(): assert fns[1]() == 1

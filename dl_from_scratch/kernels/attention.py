@@ -4,11 +4,11 @@
 
 # %% ../../nbs/13b_attention_kernels.ipynb #ae47129b
 from __future__ import annotations
-import contextlib, ctypes, functools, glob, math, os
+import contextlib, math
 import numpy as np
 from numba import njit, prange
 from ..core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
-                                  device_twin)
+                                  device_twin, openblas_threads)
 
 # %% auto #0
 __all__ = ['exp_inplace_f32', 'one_blas_thread', 'softmax_forward', 'softmax_backward', 'layer_norm_forward',
@@ -192,21 +192,10 @@ def _cuda(name):
     return cuda_kernels('attention', _build_cuda_kernels)[name]
 
 # %% ../../nbs/13b_attention_kernels.ipynb #6c287ec9
-@functools.cache
-def _openblas_threads():
-    "(set, get) of the thread count of NumPy's bundled OpenBLAS through its C API, or None if it is not found."
-    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')):
-        dll = ctypes.CDLL(lib)
-        for suffix in ('64_', ''):
-            for prefix in ('scipy_openblas', 'openblas'):
-                set_, get = (getattr(dll, f'{prefix}_{op}_num_threads{suffix}', None) for op in ('set', 'get'))
-                if set_ is not None and get is not None: return set_, get
-    return None
-
 @contextlib.contextmanager
 def one_blas_thread():
     "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
-    fns = _openblas_threads()
+    fns = openblas_threads()                       # chapter 00's (set, get) of OpenBLAS's thread count
     if fns is None:
         yield; return
     set_, get = fns
