@@ -12,12 +12,12 @@ alone against their NumPy references at the same sizes. PyTorch runs in a proces
 OpenMP spin setting this package makes for itself (see benchmarks/conv.py). Without torch its columns are left out.
 """
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, os, sys
 # Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import median_time
+from _timing import median_time, in_clean_process
 
 B, T, D, HEADS, D_FF = 32, 128, 128, 4, 512
 
@@ -96,18 +96,8 @@ def torch_times(repeat: int, threads: int) -> dict:
 
 
 def torch_in_own_process(repeat: int, threads: int) -> dict:
-    """`torch_times` in a fresh Python without the variables the package set for itself (`GOMP_SPINCOUNT`):
-    PyTorch with its own defaults, as its users run it. {} when torch is not installed."""
-    import dl_from_scratch
-    env = {k: v for k, v in os.environ.items() if k not in dl_from_scratch.ENV_SET_BY_PACKAGE}
-    with tempfile.TemporaryDirectory() as d:
-        code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-                f"import attention; json.dump(attention.torch_times({repeat}, {threads}), open({d + '/t.json'!r}, 'w'))")
-        r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
-        if r.returncode:
-            if "No module named 'torch'" in r.stderr: return {}
-            raise RuntimeError(r.stderr[-3000:])
-        return json.load(open(d + '/t.json'))
+    "`torch_times` in a fresh process (`_timing.in_clean_process`); {} when torch is not installed."
+    return in_clean_process('attention', f'torch_times({repeat}, {threads})') or {}
 
 
 def main(repeat: int = 7, threads: int = 2) -> list[dict]:

@@ -19,7 +19,7 @@ import os, sys
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import median_time
+from _timing import median_time, in_clean_process
 
 CASES = [  # name, N, H, W, C, F, k, stride, padding
     ('LeNet conv1 1->6 5x5 28x28', 128, 28, 28, 1, 6, 5, 1, 'valid'),
@@ -229,19 +229,8 @@ def torch_times(cases, repeat, threads, lenet) -> dict:
 
 
 def torch_in_own_process(cases, repeat, threads, lenet) -> dict:
-    """`torch_times` in a fresh Python without the variables the package set for itself (`GOMP_SPINCOUNT`):
-    PyTorch with its own defaults, as its users run it. {} when torch is not installed."""
-    import json, subprocess, tempfile, dl_from_scratch
-    env = {k: v for k, v in os.environ.items() if k not in dl_from_scratch.ENV_SET_BY_PACKAGE}
-    with tempfile.TemporaryDirectory() as d:
-        code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import conv; "
-                f"json.dump(conv.torch_times({list(cases)!r}, {repeat}, {threads}, {lenet}), "
-                f"open({d + '/t.json'!r}, 'w'))")
-        r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
-        if r.returncode:
-            if 'No module named \'torch\'' in r.stderr: return {}
-            raise RuntimeError(r.stderr[-3000:])
-        return json.load(open(d + '/t.json'))
+    "`torch_times` in a fresh process (`_timing.in_clean_process`); {} when torch is not installed."
+    return in_clean_process('conv', f'torch_times({list(cases)!r}, {repeat}, {threads}, {lenet})') or {}
 
 
 def cuda_table(repeat, torch, cases=CASES):

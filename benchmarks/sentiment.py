@@ -11,10 +11,12 @@ after one untimed batch (Numba's compile). PyTorch runs in a fresh process witho
 for itself (`GOMP_SPINCOUNT`), as its users run it. Goal: ours <= 1.2x PyTorch's time.
 """
 from __future__ import annotations
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, os, statistics, sys, tempfile, time
 # Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import in_clean_process
 
 BATCH = 64
 
@@ -98,17 +100,8 @@ def torch_epochs(path: str, repeat: int, threads: int) -> list[float]:
 
 
 def torch_in_own_process(path: str, repeat: int, threads: int) -> list[float] | None:
-    "`torch_epochs` in a fresh Python without the package's own variables; None when torch is not installed."
-    import dl_from_scratch
-    env = {k: v for k, v in os.environ.items() if k not in dl_from_scratch.ENV_SET_BY_PACKAGE}
-    with tempfile.TemporaryDirectory() as d:
-        code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import sentiment; "
-                f"json.dump(sentiment.torch_epochs({path!r}, {repeat}, {threads}), open({d + '/t.json'!r}, 'w'))")
-        r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
-        if r.returncode:
-            if "No module named 'torch'" in r.stderr: return None
-            raise RuntimeError(r.stderr[-3000:])
-        return json.load(open(d + '/t.json'))
+    "`torch_epochs` in a fresh process (`_timing.in_clean_process`); None when torch is not installed."
+    return in_clean_process('sentiment', f'torch_epochs({path!r}, {repeat}, {threads})')
 
 
 def main(n: int = 8000, repeat: int = 3, threads: int = 2) -> dict:

@@ -12,6 +12,7 @@ from dl_from_scratch.losses import BinaryCrossentropy
 from dl_from_scratch.optim import Adam
 from dl_from_scratch.rnn import SimpleRNN, LSTM, GRU, Bidirectional, StackedRNN
 from dl_from_scratch.kernels import recurrent as K
+from test_rnn import Masked              # check_layer_grad's adapter: a layer called with a fixed mask
 
 V, E, H = 12, 5, 4
 CELLS = {'rnn': SimpleRNN, 'lstm': LSTM, 'gru': GRU}
@@ -103,21 +104,6 @@ def test_gradients_embedding_lstm_dense_with_mask():
             assert err < 1e-6, (k, err)
         assert not grads['embedding/W'][0].any()           # the padding id gets no gradient
         assert grads['embedding/W'][1:].any()
-
-class Masked:
-    "check_layer_grad adapter: a fixed mask, and the layer's rng (reseeded by check_layer_grad before every forward)."
-    def __init__(self, layer, mask): self.layer, self.mask = layer, mask
-    def __call__(self, x, training=False): return self.layer(x, training, mask=self.mask)
-    def forward(self, x, training=False): return self.layer.forward(x, training, mask=self.mask)
-    def backward(self, dy): return self.layer.backward(dy)
-    params = property(lambda self: self.layer.params)
-    grads = property(lambda self: self.layer.grads)
-    @property
-    def rng(self): return getattr(self.layer, 'rng', None)
-    @rng.setter
-    def rng(self, r):
-        for l in ([self.layer.forward_layer, self.layer.backward_layer] if isinstance(self.layer, Bidirectional) else [self.layer]):
-            l.rng = r
 
 @pytest.mark.parametrize('cell', list(CELLS))
 @pytest.mark.parametrize('return_sequences', [False, True])

@@ -11,13 +11,19 @@ from dl_from_scratch.rnn import SimpleRNN, LSTM, GRU, Bidirectional, StackedRNN
 N, T, D, H = 3, 5, 4, 3
 
 class Masked:
-    "check_layer_grad adapter: call the layer with a fixed mask."
+    "check_layer_grad adapter: a fixed mask, and the layer's rng (reseeded by check_layer_grad before every forward)."
     def __init__(self, layer, mask): self.layer, self.mask = layer, mask
     def __call__(self, x, training=False): return self.layer(x, training, mask=self.mask)
     def forward(self, x, training=False): return self.layer.forward(x, training, mask=self.mask)
     def backward(self, dy): return self.layer.backward(dy)
     params = property(lambda self: self.layer.params)
     grads = property(lambda self: self.layer.grads)
+    @property
+    def rng(self): return getattr(self.layer, 'rng', None)
+    @rng.setter
+    def rng(self, r):
+        for l in ([self.layer.forward_layer, self.layer.backward_layer] if isinstance(self.layer, Bidirectional) else [self.layer]):
+            l.rng = r
 
 def data(seed=0):
     rng = np.random.default_rng(seed)
