@@ -19,7 +19,7 @@ import os, sys
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import median_time, in_clean_process
+from _timing import median_time, in_clean_process, CleanProcess, interleaved
 
 CASES = [  # name, N, H, W, C, F, k, stride, padding
     ('LeNet conv1 1->6 5x5 28x28', 128, 28, 28, 1, 6, 5, 1, 'valid'),
@@ -98,7 +98,8 @@ def _torch_step(torch, x, dy, w, b, s, pad_t, device='cpu'):
     return step
 
 
-def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, threads: int | None = None) -> list[dict]:
+def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, threads: int | None = None,
+         rounds: int = 0) -> list[dict]:
     import numba, os
     if threads: set_threads(threads)
     from dl_from_scratch.core import has_cuda
@@ -139,7 +140,49 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
         try: import torch as _torch
         except ImportError: _torch = None
         rows += cuda_table(repeat, _torch, cases)
+    if rounds and torch: rows += interleaved_table(repeat, rounds, threads, cases)
     if lenet: rows.append(lenet_epoch(theirs.get('lenet', float('nan'))))
+    return rows
+
+
+_TORCH_STEPS = {}   # case name -> PyTorch step, built once in the clean process
+
+
+def torch_case(name: str, repeat: int, threads: int) -> float:
+    "PyTorch's median seconds of the case `name` (either table), in the clean process that `interleaved_table` keeps."
+    import torch
+    torch.set_num_threads(threads)
+    if name not in _TORCH_STEPS:
+        conv, other = {c[0]: c for c in CASES}, {c[0]: c for c in LAYER_CASES}
+        if name in conv:
+            x, dy, w, b, pad_t = _case_data(*conv[name][1:])
+            _TORCH_STEPS[name] = _torch_step(torch, x, dy, w, b, conv[name][7], pad_t)
+        else: _TORCH_STEPS[name] = _torch_layer_step(torch, *other[name][1:])
+    return median_time(_TORCH_STEPS[name], repeat)
+
+
+def interleaved_table(repeat: int, rounds: int, threads: int, cases=CASES) -> list[dict]:
+    """Every case of both tables again, ours and PyTorch's alternately: `rounds` blocks of `repeat` runs per side,
+    PyTorch in one clean process that stays alive. The ratio is the median of the per-round ratios, with their
+    range; on a shared machine this is the fairer comparison, as a passing load weighs on both sides alike."""
+    print(f"\n== the same cases, ours and PyTorch alternating ({rounds} rounds of {repeat} runs a side) ==")
+    head = f"{'case':<34}{'ours ms':>10}{'torch ms':>10}{'vs torch':>10}{'range':>14}"
+    print(head); print('-' * len(head))
+    rows = []
+    with CleanProcess('conv') as proc:
+        for case in [c[:1] + ('conv',) + c[1:] for c in cases] + list(LAYER_CASES):
+            name, kind = case[:2]
+            step = _ours(*_case_data(*case[2:])[:2], *case[6:10], 'numba') if kind == 'conv' else \
+                _ours_layer(*case[1:], 'numba')
+            step()                                                     # compile
+            mine, peer, ratio = interleaved(lambda: median_time(step, repeat),
+                                            lambda: proc(f'torch_case({name!r}, {repeat}, {threads})'), rounds)
+            ratios = [m / t for m, t in zip(mine, peer)]
+            rows.append(dict(case=name + ' (alternating)', numba=statistics.median(mine), torch=statistics.median(peer),
+                             ratio=ratio))
+            print(f"{name:<34}{rows[-1]['numba']*1e3:>10.2f}{rows[-1]['torch']*1e3:>10.2f}{ratio:>9.2f}x"
+                  f"{f'{min(ratios):.2f}-{max(ratios):.2f}x':>14}")
+    print("vs torch: the median over the rounds of our time / PyTorch's in the same round; range: its lowest and highest.")
     return rows
 
 
@@ -328,5 +371,7 @@ if __name__ == '__main__':
     p.add_argument('--no-naive', action='store_true', help='skip the (slow) naive loops')
     p.add_argument('--lenet', action='store_true', help='also time one LeNet-5 MNIST epoch against PyTorch')
     p.add_argument('--threads', type=int, default=None, help='threads for Numba, OpenBLAS and PyTorch (default: Numba\'s)')
+    p.add_argument('--rounds', type=int, default=0,
+                   help='also time every case alternating with a PyTorch process kept alive, in this many rounds')
     a = p.parse_args()
-    main(a.repeat, not a.no_naive, a.lenet, threads=a.threads)
+    main(a.repeat, not a.no_naive, a.lenet, threads=a.threads, rounds=a.rounds)
