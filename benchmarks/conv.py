@@ -103,7 +103,6 @@ def main(repeat: int = 5, naive: bool = True, lenet: bool = False, cases=CASES, 
     import numba, os
     if threads: set_threads(threads)
     from dl_from_scratch.core import has_cuda
-    from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
     threads = numba.get_num_threads()
     theirs = torch_in_own_process(cases, repeat, threads, lenet)     # {} without torch
     torch = bool(theirs)
@@ -243,7 +242,7 @@ def _torch_layer_step(torch, kind, N, H, W, C, F, k, s, pad):
 
 def layers_table(repeat, theirs, cases=LAYER_CASES) -> list[dict]:
     "Depthwise and transposed convolution, forward + backward: ours (Numba, and the NumPy reference) against PyTorch."
-    print(f"\n== other convolution layers, forward + backward, float32, CPU ==")
+    print("\n== other convolution layers, forward + backward, float32, CPU ==")
     head = f"{'case':<34}{'numba ms':>10}{'numpy ms':>10}{'torch ms':>10}{'vs torch':>10}"
     print(head); print('-' * len(head))
     rows = []
@@ -280,7 +279,7 @@ def cuda_table(repeat, torch, cases=CASES):
     "The CUDA path (CuPy arrays, cuBLAS, Numba CUDA kernels) against PyTorch CUDA."
     import cupy as cp
     from dl_from_scratch.kernels.conv import resolve_padding, conv_output_size
-    print(f"\n== conv2d forward + backward, float32, CUDA ==")
+    print("\n== conv2d forward + backward, float32, CUDA ==")
     print(f"{'case':<30}{'ours ms':>10}{'torch ms':>10}{'vs torch':>10}")
     rows = []
     for name, N, H, W, C, F, k, s, pad in cases:
