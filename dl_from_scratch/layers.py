@@ -6,12 +6,14 @@
 from __future__ import annotations
 import functools, inspect
 import numpy as np
-from .core import check_array, as_rng, get_dtype, get_array_module, to_device
+from numba import njit
+from .core import (check_array, as_rng, get_dtype, get_array_module, to_device, on_device, resolve_backend,
+                                  KernelArrays, cuda_kernels, launch)
 from . import init as initializers
 from . import functional as F
 
 # %% auto #0
-__all__ = ['LAYERS', 'Layer', 'SymbolicTensor', 'Node', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'Embedding', 'GlobalAveragePooling1D', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
+__all__ = ['LAYERS', 'Layer', 'SymbolicTensor', 'Node', 'Dense', 'Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax', 'Flatten', 'PReLU', 'scatter_rows', 'Embedding', 'GlobalAveragePooling1D', 'BatchNormalization', 'Regularizer', 'L2', 'L1', 'L1L2', 'get_regularizer', 'Constraint', 'MaxNorm', 'get_constraint', 'Dropout', 'BatchNorm', 'GroupNorm']
 
 # %% ../nbs/05_mlp.ipynb #f426845c
 LAYERS: dict = {}   # class name -> Layer subclass, for rebuilding saved models
@@ -399,6 +401,52 @@ def _keep_mask(rng, shape, rate: float, dtype, xp=np):
     else: u = xp.random.RandomState(int(rng.integers(2 ** 31))).random_sample(shape, dtype=dtype)
     return (u >= rate).astype(dtype) / dtype.type(1.0 - rate)
 
+# Embedding's backward pass adds each upstream row into the row of its id. `np.add.at` does it (the reference),
+# but it is a general indexed ufunc and slow for this; the Numba loop adds the same rows in the same order
+# (row i before row i+1, element by element), so it gives the same bits. The CUDA kernel adds with atomics:
+# their order, and so the last bits of a repeated id's sum, vary from run to run.
+@njit(cache=True)
+def _scatter_rows_nb(dW, ids, rows):
+    for i in range(ids.shape[0]):
+        w, r = dW[ids[i]], rows[i]
+        for j in range(r.shape[0]): w[j] += r[j]
+
+def _build_scatter_cuda():
+    "The CUDA kernel of `scatter_rows`, one thread per element of `rows` (built once, by `core.cuda_kernels`)."
+    global cuda
+    from numba import cuda   # a module global: the simulator swaps it for its fake `cuda`
+
+    @cuda.jit
+    def scatter(dW, ids, rows):
+        k = cuda.grid(1)
+        n, D = rows.shape
+        if k < n * D:
+            i = k // D; j = k % D
+            cuda.atomic.add(dW, (ids[i], j), rows[i, j])
+    return {'scatter_rows': scatter}
+
+def scatter_rows(dW, ids, rows, backend: str = 'auto'):
+    """Add row `rows[i]` into row `ids[i]` of `dW` for every i, repeated ids summed, and return `dW`.
+    dW (V, D); ids (n,) integers in [0, V); rows (n, D). `backend`: 'numpy' is `np.add.at` (`cupyx.scatter_add`
+    on the GPU), 'numba' the CPU loop (the same sums in the same order as 'numpy': the same bits, in place),
+    'cuda' one thread per element with atomic adds; 'auto' picks 'cuda' for a CuPy `dW`, else 'numba'."""
+    be = resolve_backend(dW, backend, 'scatter_rows')
+    check_array(dW, 'dW', ndim=2, finite=False, who='scatter_rows')
+    check_array(ids, 'ids', ndim=1, kind='iu', who='scatter_rows')
+    check_array(rows, 'rows', shape=(ids.shape[0], dW.shape[1]), finite=False, who='scatter_rows')
+    if be == 'numba':
+        _scatter_rows_nb(dW, ids, rows)
+    elif be == 'numpy':
+        if on_device(dW):
+            import cupyx; cupyx.scatter_add(dW, ids, rows)
+        else: np.add.at(dW, ids, rows)
+    else:
+        ka = KernelArrays(be, dW)
+        d = ka.put(dW)
+        launch(cuda_kernels('embedding', _build_scatter_cuda)['scatter_rows'], rows.size, d, ka.put(ids), ka.put(rows, d.dtype))
+        dW = ka.result(d)
+    return dW
+
 class Embedding(Layer):
     """Lookup `y = W[x]`: integer ids `x` `(N, ...)` in [0, input_dim) -> `(N, ..., output_dim)`;
     `W` `(input_dim, output_dim)`. `backward` fills `grads['W']` and returns None (ids have no gradient).
@@ -447,12 +495,8 @@ class Embedding(Layer):
     def backward(self, dy, need_dx: bool = True):
         (x, s), W = self.cache, self.params['W']
         xp = get_array_module(W)
-        dW = xp.zeros_like(W)
         rows = (dy if s is None else dy * s).reshape(-1, self.output_dim)
-        if xp is np: np.add.at(dW, x.reshape(-1), rows)
-        else:
-            import cupyx; cupyx.scatter_add(dW, x.reshape(-1), rows)
-        self.grads['W'] = dW
+        self.grads['W'] = scatter_rows(xp.zeros_like(W), x.reshape(-1), rows)
         return None
 
 # %% ../nbs/05_mlp.ipynb #ddda6013

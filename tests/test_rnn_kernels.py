@@ -126,3 +126,38 @@ def test_cuda_on_device(cell):
         if r is None: continue
         assert isinstance(a, cp.ndarray)
         np.testing.assert_allclose(cp.asnumpy(a), r, rtol=1e-4, atol=1e-4)
+
+
+# ---- the embedding's backward scatter (`layers.scatter_rows`), which feeds the recurrent nets' first layer ----
+from hypothesis import given, settings, strategies as st, HealthCheck
+from dl_from_scratch.layers import scatter_rows
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(st.integers(1, 9), st.integers(0, 60), st.integers(1, 7), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**31))
+def test_scatter_rows_backends_agree(V, n, D, dtype, seed):
+    """Numba = np.add.at bit for bit (the same sums in the same order, repeated ids included); CUDA (atomic adds,
+    in the simulator without a GPU) = np.add.at to rounding; every backend = the per-id sums."""
+    rng = np.random.default_rng(seed)
+    ids, rows = rng.integers(0, V, n), rng.normal(size=(n, D)).astype(dtype)
+    start = rng.normal(size=(V, D)).astype(dtype)                 # adds into what dW holds
+    ref = scatter_rows(start.copy(), ids, rows, backend='numpy')
+    got = scatter_rows(start.copy(), ids, rows, backend='numba')
+    assert got.dtype == dtype and np.array_equal(got.view(np.uint8), ref.view(np.uint8))
+    cu = to_numpy(scatter_rows(start.copy(), ids, rows, backend='cuda'))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cu, ref, rtol=tol, atol=tol)
+    per_id = start + np.stack([rows[ids == v].sum(0) for v in range(V)])
+    np.testing.assert_allclose(ref, per_id, rtol=tol, atol=tol)
+
+def test_scatter_rows_is_embeddings_backward_and_checks_input():
+    from dl_from_scratch.layers import Embedding
+    e = Embedding(50, 8, rng=0); ids = np.random.default_rng(1).integers(0, 50, (16, 30))
+    dy = np.random.default_rng(2).normal(size=(16, 30, 8)).astype(np.float32)
+    e(ids); e.backward(dy)
+    ref = np.zeros((50, 8), np.float32); np.add.at(ref, ids.reshape(-1), dy.reshape(-1, 8))
+    assert np.array_equal(e.grads['W'].view(np.uint8), ref.view(np.uint8))
+    with pytest.raises(ValueError, match=r'rows of shape \(3, 8\), got \(3, 7\)'):
+        scatter_rows(np.zeros((50, 8)), np.arange(3), np.zeros((3, 7)))
+    with pytest.raises(ValueError, match=r'ids with dtype kind'): scatter_rows(np.zeros((50, 8)), np.zeros(3), np.zeros((3, 8)))
+    with pytest.raises(ValueError, match=r'dW of rank 2'): scatter_rows(np.zeros(50), np.arange(3), np.zeros((3, 8)))
