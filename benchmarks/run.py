@@ -12,7 +12,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ['data', 'conv', 'rnn', 'model']
-ARGS = {'conv': ['--lenet']}      # the conv table, then one LeNet-5 MNIST epoch against PyTorch
+ARGS = {'conv': ['--lenet', '--rounds', '5'],    # the conv tables, alternating with PyTorch, and a LeNet-5 epoch
+        'word2vec': ['--rounds', '3']}           # and our kernel alternating with gensim
 
 
 def main():

@@ -18,7 +18,7 @@ kernel, a table look-up in gensim) and without (gensim's default, the baseline o
 column is skipped.
 """
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse, os, time
 from collections import Counter
 # Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
@@ -109,6 +109,8 @@ def main(argv=None):
     p.add_argument('--reviews', type=int, default=None, help='first N training reviews (default: all 25,000)')
     p.add_argument('--epochs', type=int, default=2)
     p.add_argument('--threads', type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument('--rounds', type=int, default=0,
+                   help='then time both (without the loss) alternately, this many rounds each')
     a = p.parse_args(argv)
     rows = run(a.reviews, a.epochs, a.threads)
     base = rows[-1]['rate'] if len(rows) > 1 else None
@@ -124,6 +126,22 @@ def main(argv=None):
         gap = 100 * (rows[1]['analogies']['total'].accuracy - rows[-1]['analogies']['total'].accuracy)
         print(f"goal >= 1.0x gensim's words/s (both without the loss): {rows[1]['rate'] / base:.2f}x; "
               f"analogy accuracy within 2 points: {gap:+.1f} points")
+    if a.rounds and base: alternating(a.reviews, a.epochs, a.threads, a.rounds)
+
+
+def alternating(n_reviews, epochs, threads, rounds):
+    """Our kernel and gensim trained alternately, `rounds` times each, both without the loss: the words per second
+    of each and the median of the per-round ratios. A load that comes and goes then weighs on both alike."""
+    from _timing import interleaved
+    sentences, vocab = load_corpus(n_reviews)
+    def seconds_per_word(result): return result[1] / result[2]
+    mine, theirs, ratio = interleaved(lambda: seconds_per_word(train_ours(sentences, vocab, epochs, threads)),
+                                      lambda: seconds_per_word(train_gensim(sentences, epochs, threads)), rounds)
+    speed = sorted(t / m for m, t in zip(mine, theirs))
+    print(f"\nalternating, {rounds} rounds: ours {', '.join(f'{1 / m:,.0f}' for m in mine)} words/s; "
+          f"gensim {', '.join(f'{1 / t:,.0f}' for t in theirs)} words/s")
+    print(f"ours / gensim words per second: median {1 / ratio:.2f}x (rounds from {speed[0]:.2f}x to {speed[-1]:.2f}x); "
+          f"goal >= 1.0x")
 
 
 if __name__ == '__main__':
