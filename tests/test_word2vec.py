@@ -1,13 +1,14 @@
-"""Skip-gram negative-sampling kernels: the Numba CPU kernel on one thread and the CUDA kernel (in the simulator
-without a GPU) reproduce the NumPy reference; parallel runs agree statistically; one update is one SGD step on the
-gradient-checked loss; bad input is refused."""
+"""word2vec kernels (skip-gram and CBOW, negative sampling and hierarchical softmax, PV-DBOW and PV-DM): the Numba
+CPU kernel on one thread and the CUDA kernel (in the simulator without a GPU) reproduce the NumPy reference; parallel
+runs agree statistically; one update is one SGD step on the gradient-checked loss; training separates topics; bad
+input is refused."""
 import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dl_from_scratch.kernels.word2vec import sgns_train, sgns_reference, _sgns_cuda, _bounds
-from dl_from_scratch.text import unigram_table, keep_probability, binary_w2v_loss_grad
+from dl_from_scratch.kernels.word2vec import sgns_train, word2vec_train, word2vec_reference, _w2v_cuda, _kernel_args
+from dl_from_scratch.text import unigram_table, keep_probability, binary_w2v_loss_grad, huffman_tree
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
 
 
@@ -20,8 +21,8 @@ def weights(V, N, dtype, seed=0):
     rng = np.random.default_rng(seed)
     return ((rng.random((V, N)) - 0.5) / N).astype(dtype), ((rng.random((V, N)) - 0.5) / N).astype(dtype)
 
-def run(backend, corpus, V=24, N=5, dtype=np.float64, threads=1, **kw):
-    W_in, W_out = weights(V, N, dtype)
+def run(backend, corpus, V=24, N=5, dtype=np.float64, threads=1, W=None, **kw):
+    W_in, W_out = weights(V, N, dtype) if W is None else W
     counts = np.bincount(corpus, minlength=24) + 1          # the words; rows past 24 hold document vectors
     keep = np.r_[keep_probability(counts, t=0.03), np.ones(V - len(counts))]
     args = dict(table=unigram_table(counts, 500), keep=keep, window=2, negatives=2,
@@ -84,11 +85,10 @@ def test_cuda_workers_in_turn_reproduce_the_reference():
     table, keep = unigram_table(counts, 500), keep_probability(counts, t=0.03)
     W_in, W_out = weights(V, N, np.float64)
     R_in, R_out = W_in.copy(), W_out.copy()
-    loss_r, pairs_r = sgns_reference(corpus, R_in, R_out, table, keep, 2, 2, 2, 0.05, chunks, 3)
-    loss, pairs = np.zeros(chunks), np.zeros(chunks, np.int64)
-    _sgns_cuda()[chunks, 1](corpus.astype(np.int64), np.empty(0, np.int64), _bounds(len(corpus), chunks), keep, W_in, W_out,
-                            table.astype(np.int64), 2, 2, 2, 0.05, 3, True, np.empty(len(corpus), np.int64),
-                            np.zeros((chunks, N)), loss, pairs)
+    loss_r, pairs_r = word2vec_reference(corpus, R_in, R_out, table, keep, 2, 2, 2, 0.05, chunks, 3)
+    args = _kernel_args(corpus, W_in, W_out, table, keep, 2, 2, 2, 0.05, chunks, 3)
+    _w2v_cuda()[chunks, 1](*args)
+    loss, pairs = args[-2:]
     assert (pairs == pairs_r).all()
     np.testing.assert_allclose(loss, loss_r, rtol=1e-12)
     np.testing.assert_allclose(W_in, R_in, rtol=0, atol=1e-12)
@@ -125,7 +125,7 @@ def test_one_update_is_one_sgd_step_on_the_checked_loss():
     (dict(corpus=np.array([0, 99] * 10)), r'ids in \[0, 6\)'),
     (dict(table=np.array([7])), 'table of ids'), (dict(keep=np.ones(3)), r'keep of shape \(6,\)'),
     (dict(negatives=-2), 'negatives a non-negative integer'),
-    (dict(W_out=np.zeros((6, 3))), 'of one shape'),
+    (dict(W_out=np.zeros((6, 3))), 'of one shape'), (dict(W_out=np.zeros((6, 4), np.float32)), 'of one dtype'),
     (dict(docs=np.zeros(5, int)), r'docs: integer rows in \[0, 6\) of shape \(18,\)'),
     (dict(docs=np.full(18, 6)), r'docs: integer rows in \[0, 6\)'),
 ])
@@ -134,3 +134,158 @@ def test_bad_input(kw, match):
     args.update(kw)
     with pytest.raises(ValueError, match=match):
         sgns_train(**args)
+
+
+# CBOW, hierarchical softmax and PV-DM: the same kernels, other modes.
+
+def mode_kwargs(mode, corpus, V=24):
+    "word2vec_train's arguments for `mode` on `corpus` (ids < V): (rows of W_in, rows of W_out, keyword arguments)."
+    counts = np.bincount(corpus, minlength=V) + 1
+    tree = huffman_tree(counts)
+    kw = {'cbow': dict(cbow=True), 'hs': dict(tree=tree, table=None), 'cbow-hs': dict(cbow=True, tree=tree, table=None),
+          'pv-dm': dict(cbow=True, docs=V + np.arange(len(corpus)) // 6)}[mode]
+    rows_in = V + (len(corpus) // 6 + 1 if mode == 'pv-dm' else 0)
+    return rows_in, V - 1 if 'tree' in kw else rows_in, kw
+
+def run_mode(backend, mode, corpus, dtype=np.float64, threads=1, **kw):
+    rows_in, rows_out, mkw = mode_kwargs(mode, corpus)
+    W_in, W_out = weights(rows_in, 5, dtype)
+    return run(backend, corpus, V=rows_in, dtype=dtype, threads=threads, W=(W_in, W_out[:rows_out].copy()), **mkw, **kw)
+
+MODES = ['cbow', 'hs', 'cbow-hs', 'pv-dm']
+
+@pytest.mark.parametrize('mode', MODES)
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(3, 10), chunks=st.integers(1, 3), window=st.integers(1, 3), negatives=st.integers(0, 3),
+       seed=st.integers(0, 2**31 - 1))
+def test_other_modes_numba_reproduces_the_reference(mode, n, chunks, window, negatives, seed):
+    corpus = corpus_of(n, seed=seed % 83)
+    kw = dict(chunks=chunks, window=window, negatives=negatives, seed=seed)
+    ref, got = run_mode('numpy', mode, corpus, **kw), run_mode('numba', mode, corpus, **kw)
+    assert got[3] == ref[3] > 0
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12)
+    assert np.isclose(got[2], ref[2], rtol=1e-12)
+
+@pytest.mark.parametrize('mode', MODES)
+def test_other_modes_cuda_reproduces_the_reference(mode):
+    corpus = corpus_of(5)
+    ref, got = run_mode('numpy', mode, corpus, chunks=1), run_mode('cuda', mode, corpus, chunks=1)
+    assert got[3] == ref[3]
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12)
+    if numba.config.ENABLE_CUDASIM:                             # several workers, run in turn by the simulator
+        rows_in, rows_out, mkw = mode_kwargs(mode, corpus)
+        W_in, W_out = weights(rows_in, 5, np.float64)
+        W_out = W_out[:rows_out].copy()
+        R_in, R_out = W_in.copy(), W_out.copy()
+        table = None if 'tree' in mkw else unigram_table(np.bincount(corpus, minlength=24) + 1, 500)
+        mkw.pop('table', None)
+        keep = np.ones(rows_in)
+        _, pairs_r = word2vec_reference(corpus, R_in, R_out, table, keep, 2, 2, 2, 0.05, 3, 3, **mkw)
+        args = _kernel_args(corpus, W_in, W_out, table, keep, 2, 2, 2, 0.05, 3, 3, **mkw)
+        _w2v_cuda()[3, 1](*args)
+        assert (args[-1] == pairs_r).all()
+        np.testing.assert_allclose(W_in, R_in, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(W_out, R_out, rtol=0, atol=1e-12)
+
+def test_cbow_counts_one_example_per_word_and_pv_dm_never_targets_documents():
+    corpus = corpus_of(6)
+    cbow = run_mode('numpy', 'cbow', corpus, keep=np.ones(24), chunks=1, epochs=1)
+    assert cbow[3] == len(corpus)                                # every word has a neighbour: one example each
+    pv = run_mode('numpy', 'pv-dm', corpus, chunks=1, epochs=1)
+    rows_in, _, _ = mode_kwargs('pv-dm', corpus)
+    start_in, start_out = weights(rows_in, 5, np.float64)
+    assert not np.allclose(pv[0][24:], start_in[24:])            # the document rows trained
+    np.testing.assert_array_equal(pv[1][24:], start_out[24:])   # but never as targets
+
+@pytest.mark.parametrize('backend', ['numpy', 'numba', 'cuda'])
+def test_cbow_and_hs_steps_are_sgd_on_the_checked_loss(backend):
+    rng = np.random.default_rng(5)
+    W_in, W_out = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    A, B = W_in.copy(), W_out.copy()
+    # CBOW on [0, 1, 2], window 1, noise word 3: first example: 1 predicts 0; second: the mean of 0 and 2 predicts 1
+    word2vec_train(np.array([0, 1, 2]), A, B, np.array([3]), window=1, negatives=1, alpha=0.1, chunks=1, backend=backend,
+                   cbow=True)
+    R_in, R_out = W_in.copy(), W_out.copy()
+    for k, (inputs, w) in enumerate([([1], 0), ([0, 2], 1), ([1], 2)]):
+        _, dh, dU = binary_w2v_loss_grad(R_in[inputs].mean(0), R_out[[w, 3]], [1, 0])
+        for x in inputs: R_in[x] -= 0.1 * (1 - k / 3) * dh      # word2vec.c: the whole step on every input
+        R_out[[w, 3]] -= 0.1 * (1 - k / 3) * dU
+    np.testing.assert_allclose(A, R_in, atol=1e-14); np.testing.assert_allclose(B, R_out, atol=1e-14)
+    # hierarchical softmax on [0, 1], window 1: input 1 predicts 0 along 0's path, then input 0 predicts 1
+    points, codes = huffman_tree([5, 3, 2, 1])
+    W_nodes = rng.normal(size=(3, 3))
+    A, B = W_in.copy(), W_nodes.copy()
+    word2vec_train(np.array([0, 1]), A, B, window=1, alpha=0.1, chunks=1, backend=backend, tree=(points, codes))
+    R_in, R_nodes = W_in.copy(), W_nodes.copy()
+    for x, w, a in ((1, 0, 0.1), (0, 1, 0.05)):
+        _, dh, dU = binary_w2v_loss_grad(R_in[x], R_nodes[points[w]], codes[w])
+        R_in[x] -= a * dh; R_nodes[points[w]] -= a * dU
+    np.testing.assert_allclose(A, R_in, atol=1e-14); np.testing.assert_allclose(B, R_nodes, atol=1e-14)
+
+def two_clusters(n_sentences=120, seed=0):
+    "Sentences of 6 words, each drawn from one of two clusters of 8 words (ids 0-7 and 8-15); the sentence's cluster."
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(2, size=n_sentences)
+    return np.concatenate([rng.integers(8, size=6) + 8 * k for k in cluster]), cluster
+
+def separation(W):
+    "Mean cosine of the rows of W to the rows of their own cluster (first half, second half), minus that to the other's."
+    Wn = W / np.linalg.norm(W, axis=1, keepdims=True)
+    S = Wn @ Wn.T
+    half = len(W) // 2
+    group = np.arange(len(W)) >= half
+    same = group[:, None] == group[None, :]
+    np.fill_diagonal(S, np.nan)
+    return np.nanmean(np.where(same, S, np.nan), 1) - np.nanmean(np.where(~same, S, np.nan), 1)
+
+@pytest.mark.parametrize('mode', ['cbow', 'hs', 'pv-dm'])
+def test_training_puts_words_of_one_cluster_together(mode):
+    corpus, cluster = two_clusters()
+    V, N = 16, 8
+    counts = np.bincount(corpus, minlength=V)
+    W_in, W_out = ((np.random.default_rng(1).random((V + len(cluster), N)) - 0.5) / N), np.zeros((V, N))
+    kw = dict(table=unigram_table(counts, 1000), cbow=mode != 'hs', alpha=0.05 if mode != 'hs' else 0.025)
+    if mode == 'hs': kw.update(table=None, tree=huffman_tree(counts)); W_out = W_out[:V - 1].copy()
+    if mode == 'pv-dm': kw['docs'] = V + np.arange(len(corpus)) // 6; W_out = np.zeros_like(W_in)
+    else: W_in = W_in[:V].copy()
+    word2vec_train(corpus, W_in, W_out, window=3, negatives=4, epochs=30, chunks=2, seed=2, backend='numba', **kw)
+    assert (separation(W_in[:V]) > 0.2).all()                   # every word is nearer its own cluster
+    if mode == 'pv-dm':                                          # and every document nearer its cluster's documents
+        Dn = W_in[V:] / np.linalg.norm(W_in[V:], axis=1, keepdims=True)
+        centre = [Dn[cluster == k].mean(0) for k in (0, 1)]
+        assert ((Dn @ centre[0] > Dn @ centre[1]) == (cluster == 0)).mean() >= 0.95
+
+def test_parallel_cbow_and_hs_agree_statistically():
+    corpus = corpus_of(150, seed=5)
+    for mode in ('cbow', 'hs'):
+        ref = run_mode('numpy', mode, corpus, chunks=8, epochs=8)
+        backends = {'numba': run_mode('numba', mode, corpus, chunks=8, epochs=8, threads=2)}
+        if mode == 'cbow': backends['cuda'] = run_mode('cuda', mode, corpus, chunks=8, epochs=8)   # 8 workers at once
+        for name, par in backends.items():
+            assert par[3] == ref[3], (mode, name)
+            assert abs(par[2] - ref[2]) < 0.1 * ref[2], (mode, name)
+            Wn = par[0] / np.linalg.norm(par[0], axis=1, keepdims=True)
+            S = Wn @ Wn.T; np.fill_diagonal(S, -np.inf)
+            assert np.mean(S.argmax(1) // 8 == np.arange(24) // 8) >= 0.9, (mode, name)
+
+TREE = huffman_tree(np.arange(6) + 1)
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(tree=TREE), r'noise table \(negative sampling\) or a Huffman tree \(hierarchical softmax\), got both'),
+    (dict(table=None), 'got neither'),
+    (dict(table=None, tree=TREE), r'W_out of shape \(5, 4\) for hierarchical softmax over 6 words'),
+    (dict(table=None, tree=TREE, W_out=np.zeros((5, 4)), corpus=np.arange(7).repeat(3), W_in=np.zeros((7, 4)),
+          keep=np.ones(7)), 'tree to hold every word of the corpus, got id 6 in a tree of 6 words'),
+    (dict(table=None, tree=(TREE[0],), W_out=np.zeros((5, 4))), r'tree = \(points, codes\) of text.huffman_tree'),
+    (dict(table=None, tree=(TREE[0][:1], TREE[1][:1]), W_out=np.zeros((0, 4))), 'for each of V >= 2 words'),
+    (dict(table=None, tree=([p + 5 for p in TREE[0]], TREE[1]), W_out=np.zeros((5, 4))), r"inner nodes in \[0, 5\)"),
+    (dict(table=None, tree=(TREE[0], [c * 2 for c in TREE[1]]), W_out=np.zeros((5, 4))), r'code bits in \{0, 1\}'),
+    (dict(table=np.array([0.5, 1.5])), 'table of ids'),
+])
+def test_bad_input_of_the_other_modes(kw, match):
+    args = dict(corpus=np.arange(6).repeat(3), W_in=np.zeros((6, 4)), W_out=np.zeros((6, 4)), table=np.arange(6), window=5)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        word2vec_train(**args)
