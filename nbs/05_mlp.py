@@ -610,7 +610,8 @@ test_close(rr(xn), -0.2 * np.ones((2, 500)))                             # the m
 # does that lookup directly, `W[x]`, and its backward pass is the dense
 # layer's $\bar W = X^\top \bar Z$ with one-hot $X$: add each upstream row
 # $\bar y_n$ into row $x_n$ of $\bar W$ (`np.add.at`, which sums repeated ids;
-# no Python loop). Ids are integers, so there is no gradient to pass down.
+# `scatter_rows` below adds the same rows in the same order with a Numba
+# loop, faster and to the same bits). Ids are integers, so there is no gradient to pass down.
 # The text chapters (12 on) use it; Keras' default initialiser is
 # uniform on $[-0.05, 0.05]$.
 #
