@@ -6,7 +6,6 @@
 from __future__ import annotations
 import functools, inspect
 import numpy as np
-from numba import njit
 from .core import (check_array, as_rng, get_dtype, get_array_module, to_device, on_device, resolve_backend,
                                   KernelArrays, cuda_kernels, launch)
 from . import init as initializers
@@ -405,11 +404,17 @@ def _keep_mask(rng, shape, rate: float, dtype, xp=np):
 # but it is a general indexed ufunc and slow for this; the Numba loop adds the same rows in the same order
 # (row i before row i+1, element by element), so it gives the same bits. The CUDA kernel adds with atomics:
 # their order, and so the last bits of a repeated id's sum, vary from run to run.
-@njit(cache=True)
-def _scatter_rows_nb(dW, ids, rows):
-    for i in range(ids.shape[0]):
-        w, r = dW[ids[i]], rows[i]
-        for j in range(r.shape[0]): w[j] += r[j]
+@functools.cache
+def _scatter_rows_nb():
+    "The Numba loop of `scatter_rows`, compiled on first use: importing the layers needs no Numba (chapter 20's path)."
+    from numba import njit
+
+    @njit(cache=True)
+    def scatter_rows_loop(dW, ids, rows):
+        for i in range(ids.shape[0]):
+            w, r = dW[ids[i]], rows[i]
+            for j in range(r.shape[0]): w[j] += r[j]
+    return scatter_rows_loop
 
 def _build_scatter_cuda():
     "The CUDA kernel of `scatter_rows`, one thread per element of `rows` (built once, by `core.cuda_kernels`)."
@@ -435,7 +440,7 @@ def scatter_rows(dW, ids, rows, backend: str = 'auto'):
     check_array(ids, 'ids', ndim=1, kind='iu', who='scatter_rows')
     check_array(rows, 'rows', shape=(ids.shape[0], dW.shape[1]), finite=False, who='scatter_rows')
     if be == 'numba':
-        _scatter_rows_nb(dW, ids, rows)
+        _scatter_rows_nb()(dW, ids, rows)
     elif be == 'numpy':
         if on_device(dW):
             import cupyx; cupyx.scatter_add(dW, ids, rows)
