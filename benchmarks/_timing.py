@@ -64,10 +64,10 @@ def in_clean_process(module: str, call: str):
 
 def interleaved(ours, theirs, rounds: int):
     """Our seconds and a peer's, measured alternately: `rounds` times `ours()` then `theirs()`, each returning
-    the seconds of one block of timed runs. Returns (our list, their list, the median of the per-round ratios).
+    the seconds of one block of timed runs. Returns (our list, their list, the per-round ratios ours / theirs).
     A load that comes and goes then weighs on both sides alike, where two separate runs could catch it on
     one side only."""
     mine, peer = [], []
     for _ in range(rounds):
         mine.append(ours()); peer.append(theirs())
-    return mine, peer, statistics.median(m / t for m, t in zip(mine, peer))
+    return mine, peer, [m / t for m, t in zip(mine, peer)]

@@ -174,9 +174,9 @@ def interleaved_table(repeat: int, rounds: int, threads: int, cases=CASES) -> li
             step = _ours(*_case_data(*case[2:])[:2], *case[6:10], 'numba') if kind == 'conv' else \
                 _ours_layer(*case[1:], 'numba')
             step()                                                     # compile
-            mine, peer, ratio = interleaved(lambda: median_time(step, repeat),
+            mine, peer, ratios = interleaved(lambda: median_time(step, repeat),
                                             lambda: proc(f'torch_case({name!r}, {repeat}, {threads})'), rounds)
-            ratios = [m / t for m, t in zip(mine, peer)]
+            ratio = statistics.median(ratios)
             rows.append(dict(case=name + ' (alternating)', numba=statistics.median(mine), torch=statistics.median(peer),
                              ratio=ratio))
             print(f"{name:<34}{rows[-1]['numba']*1e3:>10.2f}{rows[-1]['torch']*1e3:>10.2f}{ratio:>9.2f}x"

@@ -108,7 +108,7 @@ def torch_in_own_process(path: str, repeat: int, threads: int) -> list[float] | 
 
 def alternating(path: str, rounds: int, threads: int):
     """One epoch of ours, then one of PyTorch's (in a clean process kept alive), `rounds` times: (our seconds,
-    theirs, the median per-round ratio), or None when torch is not installed."""
+    theirs, the per-round ratios), or None when torch is not installed."""
     import importlib.util
     if importlib.util.find_spec('torch') is None: return None
     with CleanProcess('sentiment') as proc:
@@ -128,7 +128,7 @@ def main(n: int = 8000, repeat: int = 3, threads: int = 2, rounds: int = 0) -> d
         t_prep = time.perf_counter() - t0
         if rounds:
             r = alternating(path, rounds, threads)
-            ours, theirs = (r[0], r[1]) if r else (ours_epochs(path, rounds), None)
+            ours, theirs, ratios = r if r else (ours_epochs(path, rounds), None, None)
         else:
             theirs = torch_in_own_process(path, repeat, threads)
             ours = ours_epochs(path, repeat)
@@ -145,7 +145,6 @@ def main(n: int = 8000, repeat: int = 3, threads: int = 2, rounds: int = 0) -> d
     mt = statistics.median(theirs)
     print(f"PyTorch {mt:6.1f} s per epoch (median of {', '.join(f'{t:.1f}' for t in theirs)})")
     if rounds:
-        ratios = [o / t for o, t in zip(ours, theirs)]
         ratio = statistics.median(ratios)
         print(f"ours / PyTorch, alternating epochs: median {ratio:.2f}x over {rounds} rounds "
               f"({', '.join(f'{q:.2f}' for q in ratios)}) (goal <= 1.2x)")

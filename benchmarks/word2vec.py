@@ -18,7 +18,7 @@ kernel, a table look-up in gensim) and without (gensim's default, the baseline o
 column is skipped.
 """
 from __future__ import annotations
-import argparse, os, time
+import argparse, os, statistics, time
 from collections import Counter
 # Before NumPy loads: OpenBLAS's idle threads must sleep at once, or they starve the Numba kernels (nbs/00_core).
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
@@ -131,16 +131,16 @@ def main(argv=None):
 
 def alternating(n_reviews, epochs, threads, rounds):
     """Our kernel and gensim trained alternately, `rounds` times each, both without the loss: the words per second
-    of each and the median of the per-round ratios. A load that comes and goes then weighs on both alike."""
+    of each and the median of the per-round speed ratios. A load that comes and goes then weighs on both alike."""
     from _timing import interleaved
     sentences, vocab = load_corpus(n_reviews)
     def seconds_per_word(result): return result[1] / result[2]
-    mine, theirs, ratio = interleaved(lambda: seconds_per_word(train_ours(sentences, vocab, epochs, threads)),
+    mine, theirs, ratios = interleaved(lambda: seconds_per_word(train_ours(sentences, vocab, epochs, threads)),
                                       lambda: seconds_per_word(train_gensim(sentences, epochs, threads)), rounds)
-    speed = sorted(t / m for m, t in zip(mine, theirs))
+    speed = sorted(1 / r for r in ratios)
     print(f"\nalternating, {rounds} rounds: ours {', '.join(f'{1 / m:,.0f}' for m in mine)} words/s; "
           f"gensim {', '.join(f'{1 / t:,.0f}' for t in theirs)} words/s")
-    print(f"ours / gensim words per second: median {1 / ratio:.2f}x (rounds from {speed[0]:.2f}x to {speed[-1]:.2f}x); "
+    print(f"ours / gensim words per second: median {statistics.median(speed):.2f}x (rounds from {speed[0]:.2f}x to {speed[-1]:.2f}x); "
           f"goal >= 1.0x")
 
 
