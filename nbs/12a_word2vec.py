@@ -378,6 +378,15 @@ assert p_after > p_before
 # times a float32 array), and the kernel is compiled with `fastmath`, which lets LLVM
 # reorder the sum of the dot product and so use SIMD registers: the sum then differs from
 # the reference's in the last bits, well within the parity tolerances below.
+#
+# A third detail keeps the threads from slowing each other down. Each worker writes its own
+# row of `e` (and of `h`, `loss` and `examples`) at every target, hundreds of millions of
+# times in a run. With one row per worker side by side, the end of worker 0's row of `e`
+# (100 float32, 400 bytes) and the start of worker 1's share a 64-byte cache line, and so
+# do all of `loss` and `examples`: each write by one core then evicts the line from the
+# other's cache ("false sharing"), though no number is shared. On the CPU the buffers get
+# 16 rows per worker and each worker uses the first, so no two workers' rows come near one
+# cache line; the arithmetic is unchanged.
 
 # %%
 #| export
@@ -445,9 +454,11 @@ def _cbow_example(c, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, neg
 
 def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, cbow, window,
                 epochs, alpha, seed, compute_loss, buf, h, e, loss, examples):
-    "Worker c of word2vec training (documents too if `docs` is not empty): `word2vec_reference`'s loop."
+    """Worker c of word2vec training (documents too if `docs` is not empty): `word2vec_reference`'s loop. The
+    worker's rows of the work buffers h, e, loss and examples are c times their spacing apart (`_kernel_args`)."""
     lo, hi = bounds[c], bounds[c + 1]
     r = _chunk_seed(seed, c)
+    c = c * (loss.shape[0] // (bounds.shape[0] - 1))        # from here on, c names the worker's rows of the buffers
     for ep in range(epochs):
         n = 0
         for i in range(lo, hi):                              # 1. subsample: positions into buf[lo:lo + n]
@@ -487,21 +498,23 @@ def _w2v_numba(corpus, docs, bounds, keep, W_in, W_out, table, negatives, offset
                        window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
 
 def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs=None,
-                 compute_loss=True, cbow=False, tree=None):
+                 compute_loss=True, cbow=False, tree=None, spacing: int = 1):
     """The kernels' arguments for `word2vec_reference`'s: int64 ids, the tree as flat arrays (offsets (V + 1,),
-    nodes, codes; empty for negative sampling), work buffers, and last the loss (chunks,) and examples (chunks,)."""
+    nodes, codes; empty for negative sampling), work buffers, and last the loss and examples, each (chunks * spacing,)
+    with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps every worker's rows of h, e, loss
+    and examples off the cache lines of the others'."""
     i64 = lambda v: np.ascontiguousarray(v, dtype=np.int64)
     empty = np.empty(0, np.int64)
     if tree is None: offsets = nodes = codes = empty
     else:
         offsets = np.r_[0, np.cumsum([len(p) for p in tree[0]])].astype(np.int64)
         nodes, codes = i64(np.concatenate(tree[0])), i64(np.concatenate(tree[1]))
-    N = W_in.shape[1]
+    N, rows = W_in.shape[1], chunks * spacing
     return (i64(corpus), empty if docs is None else i64(docs), _bounds(len(corpus), chunks),
             np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, empty if table is None else i64(table),
             int(negatives), offsets, nodes, codes, bool(cbow), int(window), int(epochs), float(alpha), int(seed),
-            bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((chunks, N), W_in.dtype),
-            np.zeros((chunks, N), W_in.dtype), np.zeros(chunks), np.zeros(chunks, np.int64))
+            bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((rows, N), W_in.dtype),
+            np.zeros((rows, N), W_in.dtype), np.zeros(rows), np.zeros(rows, np.int64))
 
 # %%
 def raw_kernel_run(run_kernel, W_in, W_out, corpus=np.array([0, 1, 2, 1, 0]), chunks=2):
@@ -517,6 +530,15 @@ threads = numba.get_num_threads(); numba.set_num_threads(1)       # one thread: 
 K_in, K_out, pairs_nb = raw_kernel_run(_w2v_numba, W_in0, W_out0)
 numba.set_num_threads(threads)
 test_eq(pairs_nb, pairs_ref); test_close(K_in, R_in, eps=1e-12); test_close(K_out, R_out, eps=1e-12)
+
+# the workers' rows spaced apart (as `word2vec_train` runs the CPU kernel): the same numbers, in rows 0 and 16
+numba.set_num_threads(1)
+S_in, S_out = W_in0.copy(), W_out0.copy()
+spaced = _kernel_args(np.array([0, 1, 2, 1, 0]), S_in, S_out, np.array([3, 2]), np.ones(V), 1, 1, 2, 0.1, 2, 0, spacing=16)
+_w2v_numba(*spaced)
+numba.set_num_threads(threads)
+test_eq(np.flatnonzero(spaced[-1]), [0, 16]); test_eq(spaced[-1][[0, 16]], pairs_nb)
+test_eq(S_in, K_in); test_eq(S_out, K_out)
 
 # %% [markdown]
 # The CUDA kernel is built on first use, so that importing the package never needs
@@ -641,7 +663,7 @@ def word2vec_train(corpus, W_in, W_out, table=None, keep=None, window: int = 5, 
     args = (corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs, compute_loss, cbow, tree)
     if be == 'numpy': loss, examples = word2vec_reference(*args)
     else:
-        kernel_args = _kernel_args(*args)
+        kernel_args = _kernel_args(*args, spacing=16 if be == 'numba' else 1)   # CPU threads: apart by cache lines
         if be == 'numba': _w2v_numba(*kernel_args)
         else: launch(_w2v_cuda(), chunks, *kernel_args)
         loss, examples = kernel_args[-2:]
