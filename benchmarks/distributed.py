@@ -10,7 +10,7 @@ messages) and MPI's `Allreduce` on 2 ranks for several float32 sizes, and fits t
 MNIST prepared (`make data`); what is missing is skipped with the reason.
 """
 from __future__ import annotations
-import argparse, importlib.util, json, os, sys
+import argparse, importlib.util, json, os
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy as np
 

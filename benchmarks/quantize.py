@@ -68,7 +68,7 @@ def plan_table(repeat: int) -> dict:
     t = {'Model.predict (Numba conv kernels)': median_time(lambda: model.predict(x), repeat),
          'float32 plan (NumPy only)': median_time(lambda: plan.predict(x), repeat),
          'int8 plan (Numba int8 product)': median_time(lambda: p8.predict(x), repeat)}
-    print(f"\nLeNet-5 forward pass, 2,048 images (batches of 256):")
+    print("\nLeNet-5 forward pass, 2,048 images (batches of 256):")
     for k, v in t.items(): print(f"  {k:<36}{v*1e3:>9.1f} ms  {v / t['float32 plan (NumPy only)']:>5.2f}x the float32 plan")
     return t
 
@@ -79,7 +79,7 @@ def cuda_table(repeat: int) -> None:
     cp = cupy_or_none()
     from dl_from_scratch.quantize import int8_matmul
     sync = cp.cuda.Device().synchronize
-    print(f"\nCUDA: int8 kernel (one thread per output) against cuBLAS float32")
+    print("\nCUDA: int8 kernel (one thread per output) against cuBLAS float32")
     for name, M, K, N in SHAPES:
         a = cp.asarray(np.random.default_rng(0).integers(-127, 128, (M, K)).astype(np.int8))
         b = cp.asarray(np.random.default_rng(1).integers(-127, 128, (K, N)).astype(np.int8))

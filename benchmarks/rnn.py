@@ -19,7 +19,7 @@ if __name__ == '__main__':   # the BLAS thread count must be fixed before NumPy 
     _t = sys.argv[sys.argv.index('--threads') + 1] if '--threads' in sys.argv else '1'
     os.environ.setdefault('OPENBLAS_NUM_THREADS', _t); os.environ.setdefault('OMP_NUM_THREADS', _t)
     os.environ.setdefault('MKL_NUM_THREADS', _t)
-import argparse, statistics, subprocess, tempfile, textwrap, time
+import argparse, subprocess, tempfile, textwrap
 import numpy as np
 
 CASES = [  # name, B, T, D, H
