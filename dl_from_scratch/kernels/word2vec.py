@@ -232,6 +232,7 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
     with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps every worker's rows of h, e, loss
     and examples off the cache lines of the others'."""
     i64 = lambda v: np.ascontiguousarray(v, dtype=np.int64)
+    i32 = lambda v: np.ascontiguousarray(v, dtype=np.int32)   # the noise table: half the cache lines per random draw
     empty = np.empty(0, np.int64)
     if tree is None: offsets = nodes = codes = empty
     else:
@@ -239,7 +240,7 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
         nodes, codes = i64(np.concatenate(tree[0])), i64(np.concatenate(tree[1]))
     N, rows = W_in.shape[1], chunks * spacing
     return (i64(corpus), empty if docs is None else i64(docs), _bounds(len(corpus), chunks),
-            np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, empty if table is None else i64(table),
+            np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, i32(empty if table is None else table),
             int(negatives), offsets, nodes, codes, bool(cbow), int(window), int(epochs), float(alpha), int(seed),
             bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((rows, N), W_in.dtype),
             np.zeros((rows, N), W_in.dtype), np.zeros(rows), np.zeros(rows, np.int64))
