@@ -186,7 +186,7 @@ def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, of
     worker's rows of the work buffers h, e, loss and examples are c times their spacing apart (`_kernel_args`)."""
     lo, hi = bounds[c], bounds[c + 1]
     r = _chunk_seed(seed, c)
-    c = c * (loss.shape[0] // (bounds.shape[0] - 1))        # from here on, c names the worker's rows of the buffers
+    row = c * (loss.shape[0] // (bounds.shape[0] - 1))      # the worker's row of h, e, loss and examples
     for ep in range(epochs):
         n = 0
         for i in range(lo, hi):                              # 1. subsample: positions into buf[lo:lo + n]
@@ -201,15 +201,15 @@ def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, of
             j0, j1 = max(0, i - b), min(n, i + b + 1)
             doc = docs[buf[lo + i]] if docs.shape[0] > 0 else -1
             if cbow:
-                r = _cbow_example(c, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets, nodes,
+                r = _cbow_example(row, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets, nodes,
                                   codes, a, r, compute_loss, h, e, loss, examples)
             else:
                 for j in range(j0, j1):
                     if j != i:
-                        r = _sg_pair(c, corpus[buf[lo + j]], w, W_in, W_out, table, negatives, offsets, nodes, codes,
+                        r = _sg_pair(row, corpus[buf[lo + j]], w, W_in, W_out, table, negatives, offsets, nodes, codes,
                                      a, r, compute_loss, e, loss, examples)
                 if doc >= 0:
-                    r = _sg_pair(c, doc, w, W_in, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss,
+                    r = _sg_pair(row, doc, w, W_in, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss,
                                  e, loss, examples)
 
 # CPU: the helpers compiled with njit (inlined into the worker), the worker with njit, the workers in a prange.
