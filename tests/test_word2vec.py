@@ -93,6 +93,16 @@ def test_cuda_workers_in_turn_reproduce_the_reference():
     np.testing.assert_allclose(loss, loss_r, rtol=1e-12)
     np.testing.assert_allclose(W_in, R_in, rtol=0, atol=1e-12)
 
+def test_the_cpu_worker_is_compiled_for_its_mode():
+    "hierarchical, cbow and compute_loss reach the CPU worker as constants, so each mode compiles without the others' branches."
+    from dl_from_scratch.kernels.word2vec import _w2v_numba
+    run('numba', corpus_of(3), chunks=1, compute_loss=False)
+    names = _w2v_numba.py_func.__code__.co_varnames
+    at = [names.index(k) for k in ('hierarchical', 'cbow', 'compute_loss')]
+    sigs = _w2v_numba.signatures
+    assert sigs and all(isinstance(sig[i], numba.types.Literal) for sig in sigs for i in at)
+    assert (False, False, False) in {tuple(sig[i].literal_value for i in at) for sig in sigs}
+
 def test_parallel_cpu_training_agrees_statistically():
     corpus = corpus_of(150, seed=5)
     kw = dict(chunks=8, epochs=8)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, types
 import numpy as np
-from numba import njit, prange, get_num_threads
+from numba import njit, prange, get_num_threads, literally
 from ..core import resolve_backend, cuda_kernels, launch
 from ..text import _check_window
 
@@ -133,11 +133,12 @@ def _binary_step(c, H, x, t, label, W_out, a, compute_loss, e, loss):
         e[c, d] += g * W_out[t, d]
         W_out[t, d] += g * H[x, d]
 
-def _predict(c, H, x, w, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss, e, loss, examples):
+def _predict(c, H, x, w, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e, loss,
+             examples):
     """Worker c: the input vector H[x] predicts word w, through w's Huffman path (nodes[offsets[w]:offsets[w + 1]],
-    labels `codes`) if `offsets` is not empty, else against `negatives` noise words; its step in e[c]. Returns r."""
+    labels `codes`) if `hierarchical`, else against `negatives` noise words; its step in e[c]. Returns r."""
     for d in range(H.shape[1]): e[c, d] = 0.0
-    if offsets.shape[0] > 0:
+    if hierarchical:
         for p in range(offsets[w], offsets[w + 1]):
             _binary_step(c, H, x, nodes[p], float(codes[p]), W_out, a, compute_loss, e, loss)
     else:
@@ -153,14 +154,16 @@ def _predict(c, H, x, w, W_out, table, negatives, offsets, nodes, codes, a, r, c
     examples[c] += 1
     return r
 
-def _sg_pair(c, x, w, W_in, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss, e, loss, examples):
+def _sg_pair(c, x, w, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e, loss,
+             examples):
     "Worker c, skip-gram: row x of W_in predicts word w, one SGD step at rate a; returns r."
-    r = _predict(c, W_in, x, w, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss, e, loss, examples)
+    r = _predict(c, W_in, x, w, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e, loss,
+                 examples)
     for d in range(W_in.shape[1]): W_in[x, d] += e[c, d]
     return r
 
-def _cbow_example(c, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets, nodes, codes, a, r,
-                  compute_loss, h, e, loss, examples):
+def _cbow_example(c, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets, nodes, codes,
+                  hierarchical, a, r, compute_loss, h, e, loss, examples):
     """Worker c, CBOW: the mean of the inputs, the kept words j0..j1 - 1 but i (positions into buf[lo:]) and row
     `doc` of W_in if doc >= 0, predicts word w; each input gets the whole step (word2vec.c's rule). Returns r."""
     N = W_in.shape[1]
@@ -173,15 +176,16 @@ def _cbow_example(c, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, neg
             count += 1
     if count == 0: return r
     for d in range(N): h[c, d] /= count
-    r = _predict(c, h, c, w, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss, e, loss, examples)
+    r = _predict(c, h, c, w, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e, loss,
+                 examples)
     for j in range(j0, j1 + 1):
         x = doc if j == j1 else corpus[buf[lo + j]]
         if j != i and x >= 0:
             for d in range(N): W_in[x, d] += e[c, d]
     return r
 
-def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, cbow, window,
-                epochs, alpha, seed, compute_loss, buf, h, e, loss, examples):
+def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical, cbow,
+                window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples):
     """Worker c of word2vec training (documents too if `docs` is not empty): `word2vec_reference`'s loop. The
     worker's rows of the work buffers h, e, loss and examples are c times their spacing apart (`_kernel_args`)."""
     lo, hi = bounds[c], bounds[c + 1]
@@ -202,15 +206,15 @@ def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, of
             doc = docs[buf[lo + i]] if docs.shape[0] > 0 else -1
             if cbow:
                 r = _cbow_example(row, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets, nodes,
-                                  codes, a, r, compute_loss, h, e, loss, examples)
+                                  codes, hierarchical, a, r, compute_loss, h, e, loss, examples)
             else:
                 for j in range(j0, j1):
                     if j != i:
                         r = _sg_pair(row, corpus[buf[lo + j]], w, W_in, W_out, table, negatives, offsets, nodes, codes,
-                                     a, r, compute_loss, e, loss, examples)
+                                     hierarchical, a, r, compute_loss, e, loss, examples)
                 if doc >= 0:
-                    r = _sg_pair(row, doc, w, W_in, W_out, table, negatives, offsets, nodes, codes, a, r, compute_loss,
-                                 e, loss, examples)
+                    r = _sg_pair(row, doc, w, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r,
+                                 compute_loss, e, loss, examples)
 
 # CPU: the helpers compiled with njit (inlined into the worker), the worker with njit, the workers in a prange.
 _STEPS = ('_binary_step', '_predict', '_sg_pair', '_cbow_example')       # in the order they call one another
@@ -219,16 +223,19 @@ for _name in _SCALARS + _STEPS: globals()[_name] = njit(cache=True, inline='alwa
 _w2v_worker_nb = njit(cache=True, fastmath=True)(_w2v_worker)
 
 @njit(parallel=True, cache=True)
-def _w2v_numba(corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, cbow, window, epochs,
-               alpha, seed, compute_loss, buf, h, e, loss, examples):
+def _w2v_numba(corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical, cbow,
+               window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples):
+    # One compiled worker per mode: with the three switches constants, the compiler drops the branches a mode never
+    # takes (the loss's log1p among them) and optimises the loop that is left.
+    literally(hierarchical); literally(cbow); literally(compute_loss)
     for c in prange(len(bounds) - 1):
-        _w2v_worker_nb(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, cbow,
-                       window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
+        _w2v_worker_nb(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical,
+                       cbow, window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
 
 def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs=None,
                  compute_loss=True, cbow=False, tree=None, spacing: int = 1):
     """The kernels' arguments for `word2vec_reference`'s: int64 ids, the tree as flat arrays (offsets (V + 1,),
-    nodes, codes; empty for negative sampling), work buffers, and last the loss and examples, each (chunks * spacing,)
+    nodes, codes; empty for negative sampling) and whether there is one, work buffers, and last the loss and examples, each (chunks * spacing,)
     with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps every worker's rows of h, e, loss
     and examples off the cache lines of the others'."""
     i64 = lambda v: np.ascontiguousarray(v, dtype=np.int64)
@@ -241,8 +248,8 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
     N, rows = W_in.shape[1], chunks * spacing
     return (i64(corpus), empty if docs is None else i64(docs), _bounds(len(corpus), chunks),
             np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, i32(empty if table is None else table),
-            int(negatives), offsets, nodes, codes, bool(cbow), int(window), int(epochs), float(alpha), int(seed),
-            bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((rows, N), W_in.dtype),
+            int(negatives), offsets, nodes, codes, tree is not None, bool(cbow), int(window), int(epochs), float(alpha),
+            int(seed), bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((rows, N), W_in.dtype),
             np.zeros((rows, N), W_in.dtype), np.zeros(rows), np.zeros(rows, np.int64))
 
 # %% ../../nbs/12a_word2vec.ipynb #5db1cb82
@@ -256,12 +263,12 @@ def _build_cuda():
     worker = on_device(_w2v_worker)
 
     @cuda.jit
-    def word2vec(corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, cbow, window, epochs,
-                 alpha, seed, compute_loss, buf, h, e, loss, examples):
+    def word2vec(corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical, cbow,
+                 window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples):
         c = cuda.grid(1)
         if c < bounds.shape[0] - 1:
-            worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, cbow, window,
-                   epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
+            worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical,
+                   cbow, window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
     return {'word2vec': word2vec}
 
 def _w2v_cuda():
