@@ -157,8 +157,8 @@ def _predict(c, H, x, w, W_out, table, negatives, offsets, nodes, codes, hierarc
 def _sg_pair(c, x, w, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e, loss,
              examples):
     "Worker c, skip-gram: row x of W_in predicts word w, one SGD step at rate a; returns r."
-    r = _predict(c, W_in, x, w, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e, loss,
-                 examples)
+    r = _predict(c, W_in, x, w, W_out, table, negatives, offsets, nodes, codes, hierarchical, a, r, compute_loss, e,
+                 loss, examples)
     for d in range(W_in.shape[1]): W_in[x, d] += e[c, d]
     return r
 
@@ -205,8 +205,8 @@ def _w2v_worker(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, of
             j0, j1 = max(0, i - b), min(n, i + b + 1)
             doc = docs[buf[lo + i]] if docs.shape[0] > 0 else -1
             if cbow:
-                r = _cbow_example(row, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets, nodes,
-                                  codes, hierarchical, a, r, compute_loss, h, e, loss, examples)
+                r = _cbow_example(row, i, j0, j1, lo, doc, w, corpus, buf, W_in, W_out, table, negatives, offsets,
+                                  nodes, codes, hierarchical, a, r, compute_loss, h, e, loss, examples)
             else:
                 for j in range(j0, j1):
                     if j != i:
@@ -229,15 +229,15 @@ def _w2v_numba(corpus, docs, bounds, keep, W_in, W_out, table, negatives, offset
     # takes (the loss's log1p among them) and optimises the loop that is left.
     literally(hierarchical); literally(cbow); literally(compute_loss)
     for c in prange(len(bounds) - 1):
-        _w2v_worker_nb(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes, hierarchical,
-                       cbow, window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
+        _w2v_worker_nb(c, corpus, docs, bounds, keep, W_in, W_out, table, negatives, offsets, nodes, codes,
+                       hierarchical, cbow, window, epochs, alpha, seed, compute_loss, buf, h, e, loss, examples)
 
 def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, alpha, chunks, seed, docs=None,
                  compute_loss=True, cbow=False, tree=None, spacing: int = 1):
     """The kernels' arguments for `word2vec_reference`'s: int64 ids, the tree as flat arrays (offsets (V + 1,),
-    nodes, codes; empty for negative sampling) and whether there is one, work buffers, and last the loss and examples, each (chunks * spacing,)
-    with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps every worker's rows of h, e, loss
-    and examples off the cache lines of the others'."""
+    nodes, codes; empty for negative sampling) and whether there is one, work buffers, and last the loss and
+    examples, each (chunks * spacing,) with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps
+    every worker's rows of h, e, loss and examples off the cache lines of the others'."""
     i64 = lambda v: np.ascontiguousarray(v, dtype=np.int64)
     i32 = lambda v: np.ascontiguousarray(v, dtype=np.int32)   # the noise table: half the cache lines per random draw
     empty = np.empty(0, np.int64)
