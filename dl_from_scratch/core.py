@@ -10,8 +10,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['BACKENDS', 'THREADS_PER_BLOCK', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda',
            'on_device', 'get_array_module', 'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu',
-           'scratch', 'openblas_threads', 'set_num_threads', 'resolve_backend', 'KernelArrays', 'cuda_kernels',
-           'launch_config', 'launch', 'per_element', 'device_twin', 'check_array']
+           'scratch', 'openblas_threads', 'set_num_threads', 'one_blas_thread', 'concurrently', 'resolve_backend',
+           'KernelArrays', 'cuda_kernels', 'launch_config', 'launch', 'per_element', 'device_twin', 'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -150,6 +150,42 @@ def set_num_threads(n: int | None = None) -> int:
     _openblas_set_num_threads(n)
     if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(n)
     return n
+
+# %% ../nbs/00_core.ipynb #2883942e
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+@contextlib.contextmanager
+def one_blas_thread():
+    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
+    fns = openblas_threads()
+    if fns is None:
+        yield; return
+    set_, get = fns
+    n = get()
+    set_(1)
+    try: yield
+    finally: set_(n)
+
+_POOL, _POOL_LOCK = None, threading.Lock()
+
+def concurrently(fns: list) -> list:
+    """Call the functions of no arguments `fns` at the same time, one thread each (the first in the calling
+    thread), and return their results in order. Meanwhile OpenBLAS runs on one thread, so that each piece's
+    products stay on its core. One after the other instead when Numba has one thread (`set_num_threads(1)`),
+    OpenBLAS's thread count cannot be set, or there is one piece. An exception in any piece is raised here,
+    after all have ended."""
+    global _POOL
+    import numba
+    fns = list(fns)
+    if len(fns) < 2 or numba.get_num_threads() < 2 or openblas_threads() is None: return [f() for f in fns]
+    with _POOL_LOCK:          # the helper threads are made once and kept (a thread costs ~50 us to start)
+        if _POOL is None: _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), 'dl_from_scratch')
+    with one_blas_thread():
+        futures = [_POOL.submit(f) for f in fns[1:]]
+        try: first = fns[0]()
+        finally: wait(futures)                       # every piece ends before BLAS gets its threads back
+        return [first, *(fu.result() for fu in futures)]
 
 # %% ../nbs/00_core.ipynb #6045cca0
 BACKENDS = ('numpy', 'numba', 'cuda')

@@ -6,15 +6,15 @@
 from __future__ import annotations
 import threading
 import numpy as np
-from .core import check_array, as_rng, get_array_module
+from .core import check_array, as_rng, get_array_module, concurrently, resolve_backend
 from .layers import Layer, _who, _keep_mask
-from .model import Model, Sequential, Input
+from .model import Model, Sequential, Input, _mask_fits
 from .merge import Concatenate, Add, Average
 from . import init as initializers
 from .kernels import recurrent as K
 
 # %% auto #0
-__all__ = ['Recurrent', 'SimpleRNN', 'LSTM', 'GRU', 'Bidirectional', 'StackedRNN']
+__all__ = ['run_stages', 'Recurrent', 'SimpleRNN', 'LSTM', 'GRU', 'Bidirectional', 'StackedRNN']
 
 # %% ../nbs/11_lstm_gru.ipynb #48ac5f68
 def _check_sequence(layer, x, D=None):
@@ -52,6 +52,24 @@ def _check_mask(layer, mask, N, T):
     return mask.astype(bool)
 
 # %% ../nbs/11_lstm_gru.ipynb #cf293aec
+def run_stages(*stages, side_by_side: bool = False) -> list:
+    """Drive generators that each yield one function of no arguments (a loop) and return a result, or return
+    at once. Their code before and after the yield runs here, generator after generator (so a shared random
+    generator draws in the same order either way); the yielded functions run one after the other, or at the
+    same time with `side_by_side` (`core.concurrently`). Returns the generators' results, in order."""
+    results, pending, loops = [None] * len(stages), [], []
+    for i, g in enumerate(stages):
+        try: loops.append(next(g)); pending.append(i)
+        except StopIteration as e: results[i] = e.value
+    outs = concurrently(loops) if side_by_side else [f() for f in loops]
+    for i, out in zip(pending, outs):
+        try:
+            stages[i].send(out)
+            raise RuntimeError("run_stages expected a generator that yields once")
+        except StopIteration as e: results[i] = e.value
+    return results
+
+# %% ../nbs/11_lstm_gru.ipynb #22f7d627
 class Recurrent(_KeywordCall, Layer):
     """Base of `SimpleRNN`, `LSTM`, `GRU`: one recurrent layer over sequences `(N, T, D)`.
 
@@ -73,7 +91,7 @@ class Recurrent(_KeywordCall, Layer):
     A sequence needs at least one step; an empty batch gives an empty output and zero gradients. The work arrays
     kept between batches are per thread, so several threads may run inference on one layer at once."""
     gates, n_states = 1, 1
-    kernels = None      # (forward, backward) of `kernels.recurrent`, for a cell with one state
+    kernels = None      # (forward, bptt, weight_grads) of `kernels.recurrent`, for a cell with one state
 
     def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, mask_value=None,
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
@@ -125,13 +143,22 @@ class Recurrent(_KeywordCall, Layer):
                                     workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1],), cache
 
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        "-> dx (None unless need_dx), the initial states' gradients, the weights' gradients (as `_kernel_forward`)."
-        dx, dh0, dWx, dWh, db = self.kernels[1](dhs, cache, need_dx)
-        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+    def _kernel_bptt(self, dhs, d_states, cache):
+        "The loop back through time: -> (what `_kernel_weight_grads` takes, the initial states' gradients)."
+        dA, dh0 = self.kernels[1](dhs, cache)
+        return dA, (dh0,)
+
+    def _kernel_weight_grads(self, dA, cache, need_dx):
+        "-> dx (None unless need_dx), the weights' gradients: sums over all steps, after the loop."
+        dx, dWx, dWh, db = self.kernels[2](dA, cache, need_dx)
+        return dx, {'Wx': dWx, 'Wh': dWh, 'b': db}
 
     def forward(self, x, training=False, mask=None, initial_state=None):
         """x (N, T, D) -> (N, T, units) if return_sequences else (N, units)."""
+        return run_stages(self._forward_stages(x, training, mask, initial_state))[0]
+
+    def _forward_stages(self, x, training=False, mask=None, initial_state=None):
+        "`forward` as stages (`run_stages`): checks and dropout's draws, then the kernel's loop (yielded), then the output."
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if not self.built: self.build(tuple(x.shape[1:]))
         xp = get_array_module(x)
@@ -158,7 +185,7 @@ class Recurrent(_KeywordCall, Layer):
         if self.go_backwards:
             x = x[:, ::-1]
             if mask is not None: mask = mask[:, ::-1]
-        hs, finals, cache = self._kernel_forward(x, states, mask, h_mask)
+        hs, finals, cache = yield lambda: self._kernel_forward(x, states, mask, h_mask)
         self.final_state = finals
         if self.return_sequences:
             y = hs if mask is None else hs * mask[:, :, None]
@@ -181,6 +208,10 @@ class Recurrent(_KeywordCall, Layer):
     def backward(self, dy, need_dx: bool = True, d_final_state=None):
         """dy: dL/dy (shape of the output) -> dL/dx (N, T, D), or None when `need_dx=False`;
         fills `grads` and `d_initial_state`."""
+        return run_stages(self._backward_stages(dy, need_dx, d_final_state))[0]
+
+    def _backward_stages(self, dy, need_dx: bool = True, d_final_state=None):
+        "`backward` as stages (`run_stages`): dL/dh of every step, the loop back through time (yielded), the sums."
         cache, mask, N, T, x_mask = self.cache
         xp = get_array_module(dy)
         dt = self.dtype
@@ -202,18 +233,20 @@ class Recurrent(_KeywordCall, Layer):
             d_states = list(d_final_state)
         if d_states[0] is not None:
             dhs = dhs.copy(); dhs[:, -1] += d_states[0]
-        dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache, need_dx)
+        dhs = xp.ascontiguousarray(dhs)
+        dA, d_init = yield lambda: self._kernel_bptt(dhs, d_states, cache)
+        dx, grads = self._kernel_weight_grads(dA, cache, need_dx)
         self.grads.update(grads)
         self.d_initial_state = d_init
         if not need_dx: return None
         if self.go_backwards: dx = dx[:, ::-1]
         return dx if x_mask is None else dx * x_mask[:, None, :]
 
-# %% ../nbs/11_lstm_gru.ipynb #4e32819b
+# %% ../nbs/11_lstm_gru.ipynb #c03f01ca
 class SimpleRNN(Recurrent):
     """Elman RNN layer: h_t = tanh(x_t Wx + h_{t-1} Wh + b). Params Wx (D, H), Wh (H, H), b (H,).
     x (N, T, D) -> (N, T, H) or (N, H). See `Recurrent` for the options."""
-    gates, n_states, kernels = 1, 1, (K.rnn_forward, K.rnn_backward)
+    gates, n_states, kernels = 1, 1, (K.rnn_forward, K.rnn_bptt, K.rnn_weight_grads)
 
 class LSTM(Recurrent):
     """LSTM layer (gates i, f, g, o; Wx (D, 4H), Wh (H, 4H), b (4H,)), optional peepholes P (3, H) as in
@@ -237,16 +270,20 @@ class LSTM(Recurrent):
                                        mask=mask, backend=self.backend, workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1], cT), cache
 
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        dx, dh0, dc0, dWx, dWh, db, dP = K.lstm_backward(dhs, d_states[1], cache, need_dx)
+    def _kernel_bptt(self, dhs, d_states, cache):
+        dA, dh0, dc0 = K.lstm_bptt(dhs, d_states[1], cache)
+        return dA, (dh0, dc0)
+
+    def _kernel_weight_grads(self, dA, cache, need_dx):
+        dx, dWx, dWh, db, dP = K.lstm_weight_grads(dA, cache, need_dx)
         grads = {'Wx': dWx, 'Wh': dWh, 'b': db}
         if self.peepholes: grads['P'] = dP
-        return dx, (dh0, dc0), grads
+        return dx, grads
 
 class GRU(Recurrent):
     """GRU layer (gates z, r and candidate n on r⊙h_{t-1}; Wx (D, 3H), Wh (H, 3H), b (3H,)):
     h_t = z⊙h_{t-1} + (1-z)⊙n. x (N, T, D) -> (N, T, H) or (N, H)."""
-    gates, n_states, kernels = 3, 1, (K.gru_forward, K.gru_backward)
+    gates, n_states, kernels = 3, 1, (K.gru_forward, K.gru_bptt, K.gru_weight_grads)
 
 
 
@@ -294,21 +331,38 @@ class Bidirectional(_KeywordCall, Model):
         n = self.forward_layer.n_states
         return (None, None) if states is None else (tuple(states[:n]), tuple(states[n:]))
 
+    def _side_by_side(self, x) -> bool:
+        "Whether the two directions' loops run at the same time (`run_stages`): on the CPU, with Numba's kernels."
+        return all(resolve_backend(x, l.backend) == 'numba' for l in (self.forward_layer, self.backward_layer))
+
     def forward(self, x, training=False, mask=None, initial_state=None):
+        """The graph's plan, written out so that the two directions' loops run side by side: both layers read x
+        (and its mask), the merge reads both outputs."""
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if not self.built: self.build(tuple(x.shape[1:]))
+        fw, bw = self.forward_layer, self.backward_layer
+        if self._fresh_scratch:            # called at several nodes: no work arrays kept between calls
+            for l in (fw, bw): l.__dict__.pop('_ws', None)
         s_f, s_b = self._split(initial_state)
-        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'initial_state': s_f},
-                                                       self.backward_layer: {'initial_state': s_b}}, mask=mask)
-        self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
+        ys = run_stages(fw._forward_stages(x, training, mask, s_f), bw._forward_stages(x, training, mask, s_b),
+                        side_by_side=self._side_by_side(x))
+        y = self.merge.forward(ys, training=training)
+        masks = [m if _mask_fits(m, v) else None for m, v in zip((fw.compute_mask(x, mask), bw.compute_mask(x, mask)), ys)]
+        om = self.merge.compute_mask(ys, masks)
+        self._output_mask = [om if _mask_fits(om, y) else None]
+        self.cache = (fw.cache, bw.cache, self.merge.cache)
+        self.final_state = (*fw.final_state, *bw.final_state)
         return y
 
     def backward(self, dy, need_dx: bool = True, d_final_state=None):
+        fw, bw = self.forward_layer, self.backward_layer
+        fw.cache, bw.cache, self.merge.cache = self.cache
         d_f, d_b = self._split(d_final_state)
-        dx = super().backward(dy, need_dx, layer_kwargs={self.forward_layer: {'d_final_state': d_f},
-                                                         self.backward_layer: {'d_final_state': d_b}})
-        self.d_initial_state = (*self.forward_layer.d_initial_state, *self.backward_layer.d_initial_state)
-        return dx
+        dyf, dyb = self.merge.backward(dy)
+        dxf, dxb = run_stages(fw._backward_stages(dyf, need_dx, d_f), bw._backward_stages(dyb, need_dx, d_b),
+                              side_by_side=self._side_by_side(dy))
+        self.d_initial_state = (*fw.d_initial_state, *bw.d_initial_state)
+        return None if dxf is None else dxb + dxf
 
 # %% ../nbs/11_lstm_gru.ipynb #e605555a
 class StackedRNN(_KeywordCall, Sequential):

@@ -287,6 +287,63 @@ test_fail(lambda: set_num_threads(10_000), contains='set_num_threads expected')
 assert _openblas_set_num_threads(_before) == bool(glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', '*openblas*')))
 if openblas_threads() is not None: test_eq(openblas_threads()[1](), _before)   # the getter reads what was set
 
+# %% [markdown]
+# Some work splits into independent pieces that are each too small to keep
+# two cores busy: the two directions of a bidirectional RNN run a loop of
+# small products and small kernels each, step after step, and the threads of
+# OpenBLAS and Numba wake up and go back to sleep at every step. Such pieces
+# are better run side by side, one per core, each with one BLAS thread.
+# `concurrently` does that; the pieces must release the GIL for most of their
+# time (NumPy's products and `nogil` Numba kernels do). One BLAS thread gives
+# the same bits as two for the products the recurrent layers make inside
+# their loops (a check in chapter 11).
+
+# %%
+#| export
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+@contextlib.contextmanager
+def one_blas_thread():
+    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
+    fns = openblas_threads()
+    if fns is None:
+        yield; return
+    set_, get = fns
+    n = get()
+    set_(1)
+    try: yield
+    finally: set_(n)
+
+_POOL, _POOL_LOCK = None, threading.Lock()
+
+def concurrently(fns: list) -> list:
+    """Call the functions of no arguments `fns` at the same time, one thread each (the first in the calling
+    thread), and return their results in order. Meanwhile OpenBLAS runs on one thread, so that each piece's
+    products stay on its core. One after the other instead when Numba has one thread (`set_num_threads(1)`),
+    OpenBLAS's thread count cannot be set, or there is one piece. An exception in any piece is raised here,
+    after all have ended."""
+    global _POOL
+    import numba
+    fns = list(fns)
+    if len(fns) < 2 or numba.get_num_threads() < 2 or openblas_threads() is None: return [f() for f in fns]
+    with _POOL_LOCK:          # the helper threads are made once and kept (a thread costs ~50 us to start)
+        if _POOL is None: _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), 'dl_from_scratch')
+    with one_blas_thread():
+        futures = [_POOL.submit(f) for f in fns[1:]]
+        try: first = fns[0]()
+        finally: wait(futures)                       # every piece ends before BLAS gets its threads back
+        return [first, *(fu.result() for fu in futures)]
+
+# %%
+_ids = concurrently([threading.get_ident, threading.get_ident, lambda: openblas_threads() and openblas_threads()[1]()])
+if numba.get_num_threads() > 1 and openblas_threads() is not None:
+    assert _ids[0] == threading.get_ident() and _ids[1] != _ids[0]      # the first here, the others beside it
+    test_eq(_ids[2], 1); test_eq(openblas_threads()[1](), _before)       # one BLAS thread meanwhile, then as before
+def _boom(): raise KeyError('piece 2')
+test_fail(lambda: concurrently([lambda: 1, _boom]), contains='piece 2')
+test_eq(concurrently([lambda: 'a']), ['a'])
+
 # %%
 #| slow
 import pathlib

@@ -303,7 +303,7 @@ def _rnn_bwd_np(dout, dcarry, drec, h, m, da):
     da[...] = np.where(on, d * (1 - h * h), 0)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _rnn_fwd_nb(xw, r, h_prev, m, h):
     one = xw.dtype.type(1)
     N, H = h.shape
@@ -313,7 +313,7 @@ def _rnn_fwd_nb(xw, r, h_prev, m, h):
         else:
             for j in range(H): h[n, j] = h_prev[n, j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _rnn_bwd_nb(dout, dcarry, drec, h, m, da):
     one = dout.dtype.type(1)
     N, H = h.shape
@@ -390,7 +390,8 @@ test_eq(outs[0][1][1], np.zeros(H)); test_close(outs[0][2][1], np.full(H, 1.75))
 # ### The sequence loop
 #
 # `rnn_forward` does the input projection of all $T$ steps in one product, then loops over time;
-# `rnn_backward` loops backwards and finishes with three big products: $\partial W_h$, $\partial x$, and
+# `rnn_backward` loops backwards (`rnn_bptt`) and finishes with three big products (`rnn_weight_grads`):
+# $\partial W_h$, $\partial x$, and
 # $[\partial W_x; \partial b]$ together. That last one is the *bias trick*: append a column of ones to the
 # inputs, $X_1 = [X \mid 1]$, and a row $b$ to the weights, so $X_1 [W_x; b] = X W_x + b$ and
 # $X_1^\top \delta = [X^\top \delta;\ \mathbf 1^\top \delta]$. The bias then costs no pass of its own over the
@@ -471,11 +472,12 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_m
     cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Hm=Hm, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache     # Hs is fresh: the caller keeps hs
 
-def rnn_backward(dhs, cache, need_dx=True):
-    """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
-    final state to dhs[:, -1]). Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`
-    (a model's first layer: nothing uses dL/dx)."""
-    Hs, M, Hm, Wh, Wx = cache['Hs'], cache['M'], cache['Hm'], cache['Wh'], cache['Wx']
+def rnn_bptt(dhs, cache):
+    """The loop of `rnn_backward`, back through time. dhs (N, T, H): dL/dh_t for every step (add the gradient
+    of the final state to dhs[:, -1]). Returns (dA, dh0): dA (T, N, H) the gradients of every step's
+    pre-activation (a scratch array of the cache's workspace), dh0 (N, H). What is left, `rnn_weight_grads`,
+    are sums over all steps; `Bidirectional` runs the loops of its two directions side by side."""
+    Hs, M, Hm, Wh = cache['Hs'], cache['M'], cache['Hm'], cache['Wh']
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
     check_array(dhs, 'dhs', shape=(N, T, H), who='rnn_backward')
@@ -488,10 +490,22 @@ def rnn_backward(dhs, cache, need_dx=True):
         bwd(N * H, dH[t], dcarry, drec, Hs[t + 1], M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)             # dL/dh_{t-1} through the recurrence
         if Hm is not None: drec *= Hm               # ... which read Hm⊙h_{t-1}
-    dh0 = dcarry + drec
-    dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, H)
-    dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
-    return _results(cache, dx, dh0, dWx, dWh, db)
+    return dA, *_results(cache, dcarry + drec)
+
+def rnn_weight_grads(dA, cache, need_dx=True):
+    """The rest of `rnn_backward`, from `rnn_bptt`'s dA (T, N, H): sums over every step and sequence, one
+    product each. Returns (dx, dWx, dWh, db), dx None when not `need_dx`."""
+    T, N, H = dA.shape
+    dWh = _h_in(cache['Hs'], cache['Hm']).reshape(T * N, H).T @ dA.reshape(T * N, H)
+    dx, dWx, db = _finish_backward(get_array_module(dA), cache, dA, cache['Wx'], need_dx)
+    return _results(cache, dx, dWx, dWh, db)
+
+def rnn_backward(dhs, cache, need_dx=True):
+    """BPTT for `rnn_forward`, `rnn_bptt` then `rnn_weight_grads`. dhs (N, T, H): dL/dh_t for every step.
+    Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx` (a model's first layer: nothing uses dL/dx)."""
+    dA, dh0 = rnn_bptt(dhs, cache)
+    dx, dWx, dWh, db = rnn_weight_grads(dA, cache, need_dx)
+    return dx, dh0, dWx, dWh, db
 
 # %% [markdown]
 # **Tests.** The three implementations agree to float32 round-off (the CUDA kernels run in

@@ -179,7 +179,7 @@ def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
     # Several short passes over a row instead of one long loop body: each pass touches two or three
     # arrays, few enough for LLVM to vectorise it (with ten arrays it gives up on the aliasing checks).
@@ -204,7 +204,7 @@ def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
         for j in range(H): t[j] = _tanh_nb(cr[j], one)
         for j in range(H): hr[j] = gr[3 * H + j] * t[j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     # Row by row, in short passes that LLVM vectorises (as in the forward). `dcarry` holds d = dL/dh_t
     # during the row and is zeroed at its end; `dc` holds dL/dc_t, then dL/dc_{t-1}.
@@ -324,9 +324,10 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
                  Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws, arrays=ka)
     return (*_results(cache, Hs[1:].transpose(1, 0, 2), Cs[T].copy()), cache)   # Hs is fresh, Cs scratch: cT is copied out
 
-def lstm_backward(dhs, dcT, cache, need_dx=True):
-    """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
-    Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and dx None when not `need_dx`."""
+def lstm_bptt(dhs, dcT, cache):
+    """The loop of `lstm_backward`, back through time. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or
+    None = dL/dc_T. Returns (dA, dh0, dc0): dA (T, N, 4H) the gates' pre-activation gradients of every step
+    (a scratch array), as `rnn_bptt`; the sums over steps are left to `lstm_weight_grads`."""
     Hs, Cs, Gs, TC, M, P, Hm = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
@@ -341,14 +342,29 @@ def lstm_backward(dhs, dcT, cache, need_dx=True):
         bwd(N * H, dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)
         if Hm is not None: drec *= Hm
-    dh0 = dcarry + drec
+    return dA, *_results(cache, dcarry + drec, dc)
+
+def lstm_weight_grads(dA, cache, need_dx=True):
+    """The rest of `lstm_backward`, from `lstm_bptt`'s dA (T, N, 4H): sums over every step and sequence.
+    Returns (dx, dWx, dWh, db, dpeep), dpeep (3, H) or None, dx None when not `need_dx`."""
+    Hs, Cs, Hm = cache['Hs'], cache['Cs'], cache['Hm']
+    T, N, G = dA.shape; H = G // 4
+    xp = get_array_module(dA)
     dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
     dpeep = None
     if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
         dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
                           (dA[..., 3*H:] * Cs[1:]).sum((0, 1))])
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
-    return _results(cache, dx, dh0, dc, dWx, dWh, db, dpeep)
+    return _results(cache, dx, dWx, dWh, db, dpeep)
+
+def lstm_backward(dhs, dcT, cache, need_dx=True):
+    """BPTT for `lstm_forward`, `lstm_bptt` then `lstm_weight_grads`. dhs (N, T, H) = dL/dh_t for every step;
+    dcT (N, H) or None = dL/dc_T. Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and
+    dx None when not `need_dx`."""
+    dA, dh0, dc0 = lstm_bptt(dhs, dcT, cache)
+    dx, dWx, dWh, db, dpeep = lstm_weight_grads(dA, cache, need_dx)
+    return dx, dh0, dc0, dWx, dWh, db, dpeep
 
 # %% [markdown]
 # **Tests of the LSTM kernels.** The three implementations agree to float32 round-off, with
@@ -457,7 +473,7 @@ def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
     dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
     dcarry += np.where(on, drh * r, 0)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
@@ -468,7 +484,7 @@ def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
         hp, q = h_prev[n], rh[n]
         for j in range(H): q[j] = o[H + j] * hp[j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
@@ -482,7 +498,7 @@ def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
         else:
             for j in range(H): hr[j] = hp[j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
     one = dout.dtype.type(1)
     N, H = h_prev.shape
@@ -492,7 +508,7 @@ def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
             dazr[n, j], dan[n, j], dcarry[n, j] = _gru_grad_zn(dout[n, j] + dcarry[n, j] + drec[n, j], h_prev[n, j],
                                                                zr[n, j], n_[n, j], on, one)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
     one = drh.dtype.type(1)
     N, H = h_prev.shape
@@ -598,10 +614,11 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_m
                  ws=ws, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache
 
-def gru_backward(dhs, cache, need_dx=True):
-    """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db),
-    dx None when not `need_dx`."""
-    Hs, ZR, NN, RH, M, Hm = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M', 'Hm'))
+def gru_bptt(dhs, cache):
+    """The loop of `gru_backward`, back through time. dhs (N, T, H) = dL/dh_t for every step. Returns
+    ((dZR, dN), dh0): the pre-activation gradients of every step, dZR (T, N, 2H) of z and r and dN (T, N, H) of
+    the candidate (scratch arrays), as `rnn_bptt`; the sums over steps are left to `gru_weight_grads`."""
+    Hs, ZR, NN, M, Hm = (cache[k] for k in ('Hs', 'ZR', 'NN', 'M', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
@@ -618,14 +635,27 @@ def gru_backward(dhs, cache, need_dx=True):
         b2(N * H, drh, Hs[t], ZR[t], M[t], dcarry, dZR[t])
         xp.matmul(dZR[t], WzrT, out=drec)          # dL/dh_{t-1} through z and r
         if Hm is not None: drec *= Hm
-    dh0 = dcarry + drec
-    TN = T * N
+    return (dZR, dN), *_results(cache, dcarry + drec)
+
+def gru_weight_grads(dA, cache, need_dx=True):
+    """The rest of `gru_backward`, from `gru_bptt`'s (dZR, dN): sums over every step and sequence.
+    Returns (dx, dWx, dWh, db), dx None when not `need_dx`."""
+    (dZR, dN), Hs, RH, Hm = dA, cache['Hs'], cache['RH'], cache['Hm']
+    T, N, H = dN.shape; TN = T * N
+    xp = get_array_module(dN)
     dWh = xp.concatenate([_h_in(Hs, Hm).reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
                           RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
-    dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
+    dA = scratch(cache['ws'], 'dA', (T, N, 3 * H), dN.dtype, xp)
     dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
-    return _results(cache, dx, dh0, dWx, dWh, db)
+    return _results(cache, dx, dWx, dWh, db)
+
+def gru_backward(dhs, cache, need_dx=True):
+    """BPTT for `gru_forward`, `gru_bptt` then `gru_weight_grads`. dhs (N, T, H) = dL/dh_t for every step.
+    Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`."""
+    dA, dh0 = gru_bptt(dhs, cache)
+    dx, dWx, dWh, db = gru_weight_grads(dA, cache, need_dx)
+    return dx, dh0, dWx, dWh, db
 
 # %% [markdown]
 # **Tests of the GRU kernels**, as for the LSTM:
@@ -729,9 +759,9 @@ assert all(a < 1e-8 and b_ > 1e-2 and c_ > 1e-2 for _, a, b_, c_ in rows)
 from __future__ import annotations
 import threading
 import numpy as np
-from dl_from_scratch.core import check_array, as_rng, get_array_module
+from dl_from_scratch.core import check_array, as_rng, get_array_module, concurrently, resolve_backend
 from dl_from_scratch.layers import Layer, _who, _keep_mask
-from dl_from_scratch.model import Model, Sequential, Input
+from dl_from_scratch.model import Model, Sequential, Input, _mask_fits
 from dl_from_scratch.merge import Concatenate, Add, Average
 from dl_from_scratch import init as initializers
 from dl_from_scratch.kernels import recurrent as K
@@ -774,6 +804,53 @@ def _check_mask(layer, mask, N, T):
     return mask.astype(bool)
 
 
+# %% [markdown]
+# A recurrent layer's forward and backward passes are written as *stages*: a generator that does the
+# checks (and draws dropout's masks), then yields its loop over time as a function of no arguments,
+# receives the loop's result, and returns the layer's output. `run_stages` drives one or several of them:
+# everything but the loops runs in order, in the calling thread; the loops of several layers run side by
+# side (`core.concurrently`) when asked. `Bidirectional` asks: its two directions are independent, and
+# one loop of small products and small kernels cannot keep two cores busy.
+
+# %%
+#| export
+def run_stages(*stages, side_by_side: bool = False) -> list:
+    """Drive generators that each yield one function of no arguments (a loop) and return a result, or return
+    at once. Their code before and after the yield runs here, generator after generator (so a shared random
+    generator draws in the same order either way); the yielded functions run one after the other, or at the
+    same time with `side_by_side` (`core.concurrently`). Returns the generators' results, in order."""
+    results, pending, loops = [None] * len(stages), [], []
+    for i, g in enumerate(stages):
+        try: loops.append(next(g)); pending.append(i)
+        except StopIteration as e: results[i] = e.value
+    outs = concurrently(loops) if side_by_side else [f() for f in loops]
+    for i, out in zip(pending, outs):
+        try:
+            stages[i].send(out)
+            raise RuntimeError("run_stages expected a generator that yields once")
+        except StopIteration as e: results[i] = e.value
+    return results
+
+# %%
+_ran = []
+def g(k):
+    _ran.append(f'before {k}')
+    v = yield lambda: k * 10
+    _ran.append(f'after {k}')
+    return v + 1
+for side in (False, True):
+    _ran.clear()
+    test_eq(run_stages(g(1), g(2), side_by_side=side), [11, 21])
+    test_eq(_ran, ['before 1', 'before 2', 'after 1', 'after 2'])   # the code around the loops keeps its order
+def _early():
+    return 'empty'
+    yield
+test_eq(run_stages(_early(), g(3)), ['empty', 31])
+def _twice():
+    yield lambda: 1
+    yield lambda: 2
+test_fail(lambda: run_stages(_twice()), contains='yields once')
+
 # %%
 #| export
 class Recurrent(_KeywordCall, Layer):
@@ -797,7 +874,7 @@ class Recurrent(_KeywordCall, Layer):
     A sequence needs at least one step; an empty batch gives an empty output and zero gradients. The work arrays
     kept between batches are per thread, so several threads may run inference on one layer at once."""
     gates, n_states = 1, 1
-    kernels = None      # (forward, backward) of `kernels.recurrent`, for a cell with one state
+    kernels = None      # (forward, bptt, weight_grads) of `kernels.recurrent`, for a cell with one state
 
     def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, mask_value=None,
                  kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
@@ -849,13 +926,22 @@ class Recurrent(_KeywordCall, Layer):
                                     workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1],), cache
 
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        "-> dx (None unless need_dx), the initial states' gradients, the weights' gradients (as `_kernel_forward`)."
-        dx, dh0, dWx, dWh, db = self.kernels[1](dhs, cache, need_dx)
-        return dx, (dh0,), {'Wx': dWx, 'Wh': dWh, 'b': db}
+    def _kernel_bptt(self, dhs, d_states, cache):
+        "The loop back through time: -> (what `_kernel_weight_grads` takes, the initial states' gradients)."
+        dA, dh0 = self.kernels[1](dhs, cache)
+        return dA, (dh0,)
+
+    def _kernel_weight_grads(self, dA, cache, need_dx):
+        "-> dx (None unless need_dx), the weights' gradients: sums over all steps, after the loop."
+        dx, dWx, dWh, db = self.kernels[2](dA, cache, need_dx)
+        return dx, {'Wx': dWx, 'Wh': dWh, 'b': db}
 
     def forward(self, x, training=False, mask=None, initial_state=None):
         """x (N, T, D) -> (N, T, units) if return_sequences else (N, units)."""
+        return run_stages(self._forward_stages(x, training, mask, initial_state))[0]
+
+    def _forward_stages(self, x, training=False, mask=None, initial_state=None):
+        "`forward` as stages (`run_stages`): checks and dropout's draws, then the kernel's loop (yielded), then the output."
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if not self.built: self.build(tuple(x.shape[1:]))
         xp = get_array_module(x)
@@ -882,7 +968,7 @@ class Recurrent(_KeywordCall, Layer):
         if self.go_backwards:
             x = x[:, ::-1]
             if mask is not None: mask = mask[:, ::-1]
-        hs, finals, cache = self._kernel_forward(x, states, mask, h_mask)
+        hs, finals, cache = yield lambda: self._kernel_forward(x, states, mask, h_mask)
         self.final_state = finals
         if self.return_sequences:
             y = hs if mask is None else hs * mask[:, :, None]
@@ -905,6 +991,10 @@ class Recurrent(_KeywordCall, Layer):
     def backward(self, dy, need_dx: bool = True, d_final_state=None):
         """dy: dL/dy (shape of the output) -> dL/dx (N, T, D), or None when `need_dx=False`;
         fills `grads` and `d_initial_state`."""
+        return run_stages(self._backward_stages(dy, need_dx, d_final_state))[0]
+
+    def _backward_stages(self, dy, need_dx: bool = True, d_final_state=None):
+        "`backward` as stages (`run_stages`): dL/dh of every step, the loop back through time (yielded), the sums."
         cache, mask, N, T, x_mask = self.cache
         xp = get_array_module(dy)
         dt = self.dtype
@@ -926,7 +1016,9 @@ class Recurrent(_KeywordCall, Layer):
             d_states = list(d_final_state)
         if d_states[0] is not None:
             dhs = dhs.copy(); dhs[:, -1] += d_states[0]
-        dx, d_init, grads = self._kernel_backward(xp.ascontiguousarray(dhs), d_states, cache, need_dx)
+        dhs = xp.ascontiguousarray(dhs)
+        dA, d_init = yield lambda: self._kernel_bptt(dhs, d_states, cache)
+        dx, grads = self._kernel_weight_grads(dA, cache, need_dx)
         self.grads.update(grads)
         self.d_initial_state = d_init
         if not need_dx: return None
@@ -939,7 +1031,7 @@ class Recurrent(_KeywordCall, Layer):
 class SimpleRNN(Recurrent):
     """Elman RNN layer: h_t = tanh(x_t Wx + h_{t-1} Wh + b). Params Wx (D, H), Wh (H, H), b (H,).
     x (N, T, D) -> (N, T, H) or (N, H). See `Recurrent` for the options."""
-    gates, n_states, kernels = 1, 1, (K.rnn_forward, K.rnn_backward)
+    gates, n_states, kernels = 1, 1, (K.rnn_forward, K.rnn_bptt, K.rnn_weight_grads)
 
 class LSTM(Recurrent):
     """LSTM layer (gates i, f, g, o; Wx (D, 4H), Wh (H, 4H), b (4H,)), optional peepholes P (3, H) as in
@@ -963,16 +1055,20 @@ class LSTM(Recurrent):
                                        mask=mask, backend=self.backend, workspace=self._scratch(), h_mask=h_mask)
         return hs, (hs[:, -1], cT), cache
 
-    def _kernel_backward(self, dhs, d_states, cache, need_dx):
-        dx, dh0, dc0, dWx, dWh, db, dP = K.lstm_backward(dhs, d_states[1], cache, need_dx)
+    def _kernel_bptt(self, dhs, d_states, cache):
+        dA, dh0, dc0 = K.lstm_bptt(dhs, d_states[1], cache)
+        return dA, (dh0, dc0)
+
+    def _kernel_weight_grads(self, dA, cache, need_dx):
+        dx, dWx, dWh, db, dP = K.lstm_weight_grads(dA, cache, need_dx)
         grads = {'Wx': dWx, 'Wh': dWh, 'b': db}
         if self.peepholes: grads['P'] = dP
-        return dx, (dh0, dc0), grads
+        return dx, grads
 
 class GRU(Recurrent):
     """GRU layer (gates z, r and candidate n on r⊙h_{t-1}; Wx (D, 3H), Wh (H, 3H), b (3H,)):
     h_t = z⊙h_{t-1} + (1-z)⊙n. x (N, T, D) -> (N, T, H) or (N, H)."""
-    gates, n_states, kernels = 3, 1, (K.gru_forward, K.gru_backward)
+    gates, n_states, kernels = 3, 1, (K.gru_forward, K.gru_bptt, K.gru_weight_grads)
 
 
 
@@ -1039,21 +1135,38 @@ class Bidirectional(_KeywordCall, Model):
         n = self.forward_layer.n_states
         return (None, None) if states is None else (tuple(states[:n]), tuple(states[n:]))
 
+    def _side_by_side(self, x) -> bool:
+        "Whether the two directions' loops run at the same time (`run_stages`): on the CPU, with Numba's kernels."
+        return all(resolve_backend(x, l.backend) == 'numba' for l in (self.forward_layer, self.backward_layer))
+
     def forward(self, x, training=False, mask=None, initial_state=None):
+        """The graph's plan, written out so that the two directions' loops run side by side: both layers read x
+        (and its mask), the merge reads both outputs."""
         x = _check_sequence(self, x, self.input_shape[1] if self.built else None)
         if not self.built: self.build(tuple(x.shape[1:]))
+        fw, bw = self.forward_layer, self.backward_layer
+        if self._fresh_scratch:            # called at several nodes: no work arrays kept between calls
+            for l in (fw, bw): l.__dict__.pop('_ws', None)
         s_f, s_b = self._split(initial_state)
-        y = super().forward(x, training, layer_kwargs={self.forward_layer: {'initial_state': s_f},
-                                                       self.backward_layer: {'initial_state': s_b}}, mask=mask)
-        self.final_state = (*self.forward_layer.final_state, *self.backward_layer.final_state)
+        ys = run_stages(fw._forward_stages(x, training, mask, s_f), bw._forward_stages(x, training, mask, s_b),
+                        side_by_side=self._side_by_side(x))
+        y = self.merge.forward(ys, training=training)
+        masks = [m if _mask_fits(m, v) else None for m, v in zip((fw.compute_mask(x, mask), bw.compute_mask(x, mask)), ys)]
+        om = self.merge.compute_mask(ys, masks)
+        self._output_mask = [om if _mask_fits(om, y) else None]
+        self.cache = (fw.cache, bw.cache, self.merge.cache)
+        self.final_state = (*fw.final_state, *bw.final_state)
         return y
 
     def backward(self, dy, need_dx: bool = True, d_final_state=None):
+        fw, bw = self.forward_layer, self.backward_layer
+        fw.cache, bw.cache, self.merge.cache = self.cache
         d_f, d_b = self._split(d_final_state)
-        dx = super().backward(dy, need_dx, layer_kwargs={self.forward_layer: {'d_final_state': d_f},
-                                                         self.backward_layer: {'d_final_state': d_b}})
-        self.d_initial_state = (*self.forward_layer.d_initial_state, *self.backward_layer.d_initial_state)
-        return dx
+        dyf, dyb = self.merge.backward(dy)
+        dxf, dxb = run_stages(fw._backward_stages(dyf, need_dx, d_f), bw._backward_stages(dyb, need_dx, d_b),
+                              side_by_side=self._side_by_side(dy))
+        self.d_initial_state = (*fw.d_initial_state, *bw.d_initial_state)
+        return None if dxf is None else dxb + dxf
 
 # %%
 x1 = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
@@ -1237,6 +1350,31 @@ with precision(np.float64):
 
 # %% [markdown]
 # **Bad input** raises a `ValueError` that names the expected and the actual shape:
+
+# %% [markdown]
+# **The two directions side by side.** A `Bidirectional` layer's two loops are independent, and each is a
+# chain of small products and small kernels, too small to keep two cores busy: its threads would wake and
+# sleep at every step. So on the CPU the two loops run at the same time, one per core, with one BLAS
+# thread each (`run_stages`, `core.concurrently`); everything else, dropout's draws from the shared random
+# generator included, runs in order as before. The sums over all steps ($\partial W_h$, $\partial W_x$),
+# products over $T N$ rows, wait until both loops are done and get both cores: OpenBLAS adds such long
+# sums in another order on one thread than on two, while the products inside the loops come out the same.
+# The check: the same bits either way, for every cell, with a mask and with both dropouts:
+
+# %%
+def _bidirectional_run(cell, side_by_side, N=9, T=12, D=5, H=7):
+    bi = Bidirectional(cell(H, return_sequences=True, dropout=0.2, recurrent_dropout=0.3, rng=1))
+    bi._side_by_side = lambda x: side_by_side
+    r = np.random.default_rng(0)
+    x = r.standard_normal((N, T, D), dtype=np.float32)
+    m = np.ones((N, T), bool); m[0, T // 2:] = False; m[1, 3] = False
+    y = bi(x, training=True, mask=m)
+    dx = bi.backward(r.standard_normal(y.shape, dtype=np.float32))
+    return [y, dx, *bi.final_state, *bi.d_initial_state, *(g for l in (bi.forward_layer, bi.backward_layer) for g in l.grads.values())]
+for cell in (SimpleRNN, LSTM, GRU):
+    one_after_other, side_by_side = _bidirectional_run(cell, False), _bidirectional_run(cell, True)
+    test_eq(len(one_after_other), len(side_by_side))
+    for a, b in zip(one_after_other, side_by_side): assert np.array_equal(a, b), cell.__name__
 
 # %%
 layer = LSTM(4, rng=0); layer(np.zeros((2, 5, 3), np.float32))

@@ -37,16 +37,16 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib, math
+import math
 import numpy as np
 from numba import njit, prange
 from dl_from_scratch.core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
-                                  device_twin, openblas_threads)
+                                  device_twin)
 
 # %%
 #| hide
 import time
-from dl_from_scratch.core import simulate_cuda_without_gpu, set_num_threads
+from dl_from_scratch.core import simulate_cuda_without_gpu, set_num_threads, openblas_threads
 simulate_cuda_without_gpu()   # no GPU: run the CUDA kernels in Numba's simulator
 from fastcore.test import test_eq, test_fail, test_close
 from dl_from_scratch.attention import masked_softmax, causal_mask, layer_norm_reference, layer_norm_reference_backward
@@ -369,23 +369,13 @@ def _cuda(name):
 # $32\times 128$, or $128\times128$ by $128\times 32$), which NumPy's `matmul` hands
 # to OpenBLAS one at a time. OpenBLAS splits each across its threads, and on two
 # cores waking and joining them can cost more than the half of a product they save
-# (the cell below times the batch both ways). `one_blas_thread()` sets OpenBLAS to one thread for the products inside it and
+# (the cell below times the batch both ways). `one_blas_thread()` (chapter 00) sets OpenBLAS to one thread for the products inside it and
 # back afterwards (a call into the library, well under a microsecond); the large
 # projections $XW$ keep both threads.
 
 # %%
 #| export
-@contextlib.contextmanager
-def one_blas_thread():
-    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
-    fns = openblas_threads()                       # chapter 00's (set, get) of OpenBLAS's thread count
-    if fns is None:
-        yield; return
-    set_, get = fns
-    n = get()
-    set_(1)
-    try: yield
-    finally: set_(n)
+from dl_from_scratch.core import one_blas_thread     # chapter 00's, beside the (set, get) of OpenBLAS's thread count
 
 # %%
 with one_blas_thread():

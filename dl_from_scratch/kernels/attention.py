@@ -4,15 +4,14 @@
 
 # %% ../../nbs/13b_attention_kernels.ipynb #ae47129b
 from __future__ import annotations
-import contextlib, math
+import math
 import numpy as np
 from numba import njit, prange
 from ..core import (check_array, resolve_backend, KernelArrays, cuda_kernels, launch, per_element,
-                                  device_twin, openblas_threads)
+                                  device_twin)
 
 # %% auto #0
-__all__ = ['exp_inplace_f32', 'one_blas_thread', 'softmax_forward', 'softmax_backward', 'layer_norm_forward',
-           'layer_norm_backward']
+__all__ = ['exp_inplace_f32', 'softmax_forward', 'softmax_backward', 'layer_norm_forward', 'layer_norm_backward']
 
 # %% ../../nbs/13b_attention_kernels.ipynb #96e12d68
 @per_element
@@ -192,17 +191,7 @@ def _cuda(name):
     return cuda_kernels('attention', _build_cuda_kernels)[name]
 
 # %% ../../nbs/13b_attention_kernels.ipynb #6c287ec9
-@contextlib.contextmanager
-def one_blas_thread():
-    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
-    fns = openblas_threads()                       # chapter 00's (set, get) of OpenBLAS's thread count
-    if fns is None:
-        yield; return
-    set_, get = fns
-    n = get()
-    set_(1)
-    try: yield
-    finally: set_(n)
+from ..core import one_blas_thread     # chapter 00's, beside the (set, get) of OpenBLAS's thread count
 
 # %% ../../nbs/13b_attention_kernels.ipynb #1b66e928
 def _backend(x, backend: str, who: str) -> str:

@@ -11,7 +11,7 @@ from ..core import (check_array, resolve_backend, get_array_module, scratch, Ker
                                   launch, per_element, device_twin)
 
 # %% auto #0
-__all__ = ['rnn_forward', 'rnn_backward', 'lstm_forward', 'lstm_backward', 'gru_forward', 'gru_backward']
+__all__ = ['rnn_forward', 'rnn_bptt', 'rnn_weight_grads', 'rnn_backward', 'lstm_forward', 'lstm_bptt', 'lstm_weight_grads', 'lstm_backward', 'gru_forward', 'gru_bptt', 'gru_weight_grads', 'gru_backward']
 
 # %% ../../nbs/10_rnn.ipynb #1009c544
 from numba import types
@@ -138,7 +138,7 @@ def _rnn_bwd_np(dout, dcarry, drec, h, m, da):
     da[...] = np.where(on, d * (1 - h * h), 0)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _rnn_fwd_nb(xw, r, h_prev, m, h):
     one = xw.dtype.type(1)
     N, H = h.shape
@@ -148,7 +148,7 @@ def _rnn_fwd_nb(xw, r, h_prev, m, h):
         else:
             for j in range(H): h[n, j] = h_prev[n, j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _rnn_bwd_nb(dout, dcarry, drec, h, m, da):
     one = dout.dtype.type(1)
     N, H = h.shape
@@ -269,11 +269,12 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_m
     cache = dict(backend=be, x1=X1, Hs=Hs, M=M, Hm=Hm, Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=workspace, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache     # Hs is fresh: the caller keeps hs
 
-def rnn_backward(dhs, cache, need_dx=True):
-    """BPTT for `rnn_forward`. dhs (N, T, H): dL/dh_t for every step (add the gradient of the
-    final state to dhs[:, -1]). Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`
-    (a model's first layer: nothing uses dL/dx)."""
-    Hs, M, Hm, Wh, Wx = cache['Hs'], cache['M'], cache['Hm'], cache['Wh'], cache['Wx']
+def rnn_bptt(dhs, cache):
+    """The loop of `rnn_backward`, back through time. dhs (N, T, H): dL/dh_t for every step (add the gradient
+    of the final state to dhs[:, -1]). Returns (dA, dh0): dA (T, N, H) the gradients of every step's
+    pre-activation (a scratch array of the cache's workspace), dh0 (N, H). What is left, `rnn_weight_grads`,
+    are sums over all steps; `Bidirectional` runs the loops of its two directions side by side."""
+    Hs, M, Hm, Wh = cache['Hs'], cache['M'], cache['Hm'], cache['Wh']
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs)
     check_array(dhs, 'dhs', shape=(N, T, H), who='rnn_backward')
@@ -286,10 +287,22 @@ def rnn_backward(dhs, cache, need_dx=True):
         bwd(N * H, dH[t], dcarry, drec, Hs[t + 1], M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)             # dL/dh_{t-1} through the recurrence
         if Hm is not None: drec *= Hm               # ... which read Hm⊙h_{t-1}
-    dh0 = dcarry + drec
-    dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, H)
-    dx, dWx, db = _finish_backward(xp, cache, dA, Wx, need_dx)
-    return _results(cache, dx, dh0, dWx, dWh, db)
+    return dA, *_results(cache, dcarry + drec)
+
+def rnn_weight_grads(dA, cache, need_dx=True):
+    """The rest of `rnn_backward`, from `rnn_bptt`'s dA (T, N, H): sums over every step and sequence, one
+    product each. Returns (dx, dWx, dWh, db), dx None when not `need_dx`."""
+    T, N, H = dA.shape
+    dWh = _h_in(cache['Hs'], cache['Hm']).reshape(T * N, H).T @ dA.reshape(T * N, H)
+    dx, dWx, db = _finish_backward(get_array_module(dA), cache, dA, cache['Wx'], need_dx)
+    return _results(cache, dx, dWx, dWh, db)
+
+def rnn_backward(dhs, cache, need_dx=True):
+    """BPTT for `rnn_forward`, `rnn_bptt` then `rnn_weight_grads`. dhs (N, T, H): dL/dh_t for every step.
+    Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx` (a model's first layer: nothing uses dL/dx)."""
+    dA, dh0 = rnn_bptt(dhs, cache)
+    dx, dWx, dWh, db = rnn_weight_grads(dA, cache, need_dx)
+    return dx, dh0, dWx, dWh, db
 
 # %% ../../nbs/11_lstm_gru.ipynb #96233829
 # ---- LSTM: gate columns [i | f | g | o], peepholes P (3, H) = [p_i; p_f; p_o] (zeros = no peepholes) ----
@@ -326,7 +339,7 @@ def _lstm_bwd_np(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     dc[...] = np.where(on, dcn * f + dai * P[0] + daf * P[1], dc)
     dcarry[...] = np.where(on, 0, d)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
     # Several short passes over a row instead of one long loop body: each pass touches two or three
     # arrays, few enough for LLVM to vectorise it (with ten arrays it gives up on the aliasing checks).
@@ -351,7 +364,7 @@ def _lstm_fwd_nb(xw, r, c_prev, h_prev, P, m, g, c, h, tc):
         for j in range(H): t[j] = _tanh_nb(cr[j], one)
         for j in range(H): hr[j] = gr[3 * H + j] * t[j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _lstm_bwd_nb(dout, dcarry, drec, dc, g, c_prev, tc, P, m, da):
     # Row by row, in short passes that LLVM vectorises (as in the forward). `dcarry` holds d = dL/dh_t
     # during the row and is zeroed at its end; `dc` holds dL/dc_t, then dL/dc_{t-1}.
@@ -461,9 +474,10 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, peep=None, mask=None, backend='auto', wor
                  Wx=xp.asarray(Wx, dtype=dt), Wh=Wh, ws=ws, arrays=ka)
     return (*_results(cache, Hs[1:].transpose(1, 0, 2), Cs[T].copy()), cache)   # Hs is fresh, Cs scratch: cT is copied out
 
-def lstm_backward(dhs, dcT, cache, need_dx=True):
-    """BPTT for `lstm_forward`. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or None = dL/dc_T.
-    Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and dx None when not `need_dx`."""
+def lstm_bptt(dhs, dcT, cache):
+    """The loop of `lstm_backward`, back through time. dhs (N, T, H) = dL/dh_t for every step; dcT (N, H) or
+    None = dL/dc_T. Returns (dA, dh0, dc0): dA (T, N, 4H) the gates' pre-activation gradients of every step
+    (a scratch array), as `rnn_bptt`; the sums over steps are left to `lstm_weight_grads`."""
     Hs, Cs, Gs, TC, M, P, Hm = (cache[k] for k in ('Hs', 'Cs', 'Gs', 'TC', 'M', 'P', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
@@ -478,14 +492,29 @@ def lstm_backward(dhs, dcT, cache, need_dx=True):
         bwd(N * H, dH[t], dcarry, drec, dc, Gs[t], Cs[t], TC[t], P, M[t], dA[t])
         xp.matmul(dA[t], WhT, out=drec)
         if Hm is not None: drec *= Hm
-    dh0 = dcarry + drec
+    return dA, *_results(cache, dcarry + drec, dc)
+
+def lstm_weight_grads(dA, cache, need_dx=True):
+    """The rest of `lstm_backward`, from `lstm_bptt`'s dA (T, N, 4H): sums over every step and sequence.
+    Returns (dx, dWx, dWh, db, dpeep), dpeep (3, H) or None, dx None when not `need_dx`."""
+    Hs, Cs, Hm = cache['Hs'], cache['Cs'], cache['Hm']
+    T, N, G = dA.shape; H = G // 4
+    xp = get_array_module(dA)
     dWh = _h_in(Hs, Hm).reshape(T * N, H).T @ dA.reshape(T * N, 4 * H)
     dpeep = None
     if cache['peep']:   # peephole gradients: sums over steps and batch of da * (the cell it looked at)
         dpeep = xp.stack([(dA[..., :H] * Cs[:-1]).sum((0, 1)), (dA[..., H:2*H] * Cs[:-1]).sum((0, 1)),
                           (dA[..., 3*H:] * Cs[1:]).sum((0, 1))])
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
-    return _results(cache, dx, dh0, dc, dWx, dWh, db, dpeep)
+    return _results(cache, dx, dWx, dWh, db, dpeep)
+
+def lstm_backward(dhs, dcT, cache, need_dx=True):
+    """BPTT for `lstm_forward`, `lstm_bptt` then `lstm_weight_grads`. dhs (N, T, H) = dL/dh_t for every step;
+    dcT (N, H) or None = dL/dc_T. Returns (dx, dh0, dc0, dWx, dWh, db, dpeep) with dpeep (3, H) or None, and
+    dx None when not `need_dx`."""
+    dA, dh0, dc0 = lstm_bptt(dhs, dcT, cache)
+    dx, dWx, dWh, db, dpeep = lstm_weight_grads(dA, cache, need_dx)
+    return dx, dh0, dc0, dWx, dWh, db, dpeep
 
 # %% ../../nbs/11_lstm_gru.ipynb #999dea21
 # ---- GRU: columns [z | r | n]; z, r from h_{t-1}; candidate n from r⊙h_{t-1}, so two products per step ----
@@ -541,7 +570,7 @@ def _gru_bwd2_np(drh, h_prev, zr, m, dcarry, dazr):
     dazr[:, H:] = np.where(on, drh * h_prev * r * (1 - r), 0)
     dcarry += np.where(on, drh * r, 0)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
@@ -552,7 +581,7 @@ def _gru_fwd1_nb(xw, r1, h_prev, zr, rh):
         hp, q = h_prev[n], rh[n]
         for j in range(H): q[j] = o[H + j] * hp[j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
     one = xw.dtype.type(1)
     N, H = h_prev.shape
@@ -566,7 +595,7 @@ def _gru_fwd2_nb(xw, r2, h_prev, zr, m, n_, h):
         else:
             for j in range(H): hr[j] = hp[j]
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
     one = dout.dtype.type(1)
     N, H = h_prev.shape
@@ -576,7 +605,7 @@ def _gru_bwd1_nb(dout, dcarry, drec, h_prev, zr, n_, m, dazr, dan):
             dazr[n, j], dan[n, j], dcarry[n, j] = _gru_grad_zn(dout[n, j] + dcarry[n, j] + drec[n, j], h_prev[n, j],
                                                                zr[n, j], n_[n, j], on, one)
 
-@njit(cache=True, error_model='numpy', fastmath=_FM)
+@njit(cache=True, nogil=True, error_model='numpy', fastmath=_FM)
 def _gru_bwd2_nb(drh, h_prev, zr, m, dcarry, dazr):
     one = drh.dtype.type(1)
     N, H = h_prev.shape
@@ -677,10 +706,11 @@ def gru_forward(x, h0, Wx, Wh, b, mask=None, backend='auto', workspace=None, h_m
                  ws=ws, arrays=ka)
     return ka.result(Hs[1:].transpose(1, 0, 2)), cache
 
-def gru_backward(dhs, cache, need_dx=True):
-    """BPTT for `gru_forward`. dhs (N, T, H) = dL/dh_t for every step. Returns (dx, dh0, dWx, dWh, db),
-    dx None when not `need_dx`."""
-    Hs, ZR, NN, RH, M, Hm = (cache[k] for k in ('Hs', 'ZR', 'NN', 'RH', 'M', 'Hm'))
+def gru_bptt(dhs, cache):
+    """The loop of `gru_backward`, back through time. dhs (N, T, H) = dL/dh_t for every step. Returns
+    ((dZR, dN), dh0): the pre-activation gradients of every step, dZR (T, N, 2H) of z and r and dN (T, N, H) of
+    the candidate (scratch arrays), as `rnn_bptt`; the sums over steps are left to `gru_weight_grads`."""
+    Hs, ZR, NN, M, Hm = (cache[k] for k in ('Hs', 'ZR', 'NN', 'M', 'Hm'))
     T1, N, H = Hs.shape; T = T1 - 1
     xp = get_array_module(Hs); dt = Hs.dtype
     check_array(dhs, 'dhs', shape=(N, T, H), who='gru_backward')
@@ -697,11 +727,24 @@ def gru_backward(dhs, cache, need_dx=True):
         b2(N * H, drh, Hs[t], ZR[t], M[t], dcarry, dZR[t])
         xp.matmul(dZR[t], WzrT, out=drec)          # dL/dh_{t-1} through z and r
         if Hm is not None: drec *= Hm
-    dh0 = dcarry + drec
-    TN = T * N
+    return (dZR, dN), *_results(cache, dcarry + drec)
+
+def gru_weight_grads(dA, cache, need_dx=True):
+    """The rest of `gru_backward`, from `gru_bptt`'s (dZR, dN): sums over every step and sequence.
+    Returns (dx, dWx, dWh, db), dx None when not `need_dx`."""
+    (dZR, dN), Hs, RH, Hm = dA, cache['Hs'], cache['RH'], cache['Hm']
+    T, N, H = dN.shape; TN = T * N
+    xp = get_array_module(dN)
     dWh = xp.concatenate([_h_in(Hs, Hm).reshape(TN, H).T @ dZR.reshape(TN, 2 * H),
                           RH.reshape(TN, H).T @ dN.reshape(TN, H)], axis=1)
-    dA = scratch(ws, 'dA', (T, N, 3 * H), dt, xp)
+    dA = scratch(cache['ws'], 'dA', (T, N, 3 * H), dN.dtype, xp)
     dA[..., :2 * H] = dZR; dA[..., 2 * H:] = dN
     dx, dWx, db = _finish_backward(xp, cache, dA, cache['Wx'], need_dx)
-    return _results(cache, dx, dh0, dWx, dWh, db)
+    return _results(cache, dx, dWx, dWh, db)
+
+def gru_backward(dhs, cache, need_dx=True):
+    """BPTT for `gru_forward`, `gru_bptt` then `gru_weight_grads`. dhs (N, T, H) = dL/dh_t for every step.
+    Returns (dx, dh0, dWx, dWh, db), dx None when not `need_dx`."""
+    dA, dh0 = gru_bptt(dhs, cache)
+    dx, dWx, dWh, db = gru_weight_grads(dA, cache, need_dx)
+    return dx, dh0, dWx, dWh, db
