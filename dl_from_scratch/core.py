@@ -10,8 +10,9 @@ import numpy as np
 # %% auto #0
 __all__ = ['BACKENDS', 'THREADS_PER_BLOCK', 'get_dtype', 'set_dtype', 'precision', 'as_rng', 'cupy_or_none', 'has_cuda',
            'on_device', 'get_array_module', 'to_numpy', 'to_device', 'gpu_present', 'simulate_cuda_without_gpu',
-           'scratch', 'openblas_threads', 'set_num_threads', 'one_blas_thread', 'concurrently', 'resolve_backend',
-           'KernelArrays', 'cuda_kernels', 'launch_config', 'launch', 'per_element', 'device_twin', 'check_array']
+           'scratch', 'openblas_threads', 'set_num_threads', 'one_blas_thread', 'concurrently', 'set_flush_denormal',
+           'denormals_flushed', 'resolve_backend', 'KernelArrays', 'cuda_kernels', 'launch_config', 'launch',
+           'per_element', 'device_twin', 'check_array']
 
 # %% ../nbs/00_core.ipynb #bd0af266
 _DTYPE = np.dtype(np.float32)
@@ -186,6 +187,57 @@ def concurrently(fns: list) -> list:
         try: first = fns[0]()
         finally: wait(futures)                       # every piece ends before BLAS gets its threads back
         return [first, *(fu.result() for fu in futures)]
+
+# %% ../nbs/00_core.ipynb #930cfc0c
+import platform
+
+_FTZ_DAZ = 0x8040                     # MXCSR bit 15: flush results to zero; bit 6: read denormal inputs as zero
+_X86 = platform.machine().lower() in ('x86_64', 'amd64')
+_flush_denormal = False
+
+@functools.cache
+def _mxcsr():
+    """`(get, set)`: Numba functions that read and write this thread's MXCSR (x86-64 only), compiled on first use
+    (Numba is imported here, not when the package loads: `simulate_cuda_without_gpu` must come first)."""
+    import numba
+    from numba.extending import intrinsic
+    from numba.core import cgutils
+    from llvmlite import ir
+    def call(builder, name, slot):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()]), name)
+        builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+    @intrinsic
+    def stmxcsr(typingctx):
+        def codegen(context, builder, sig, args):
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            call(builder, 'llvm.x86.sse.stmxcsr', slot)
+            return builder.load(slot)
+        return numba.types.uint32(), codegen
+    @intrinsic
+    def ldmxcsr(typingctx, value):
+        def codegen(context, builder, sig, args):
+            call(builder, 'llvm.x86.sse.ldmxcsr', cgutils.alloca_once_value(builder, args[0]))
+            return context.get_dummy_value()
+        return numba.types.void(numba.types.uint32), codegen
+    return numba.njit(lambda: stmxcsr()), numba.njit(lambda v: ldmxcsr(np.uint32(v)))
+
+def set_flush_denormal(on: bool) -> bool:
+    """Whether the package's recurrent loops flush denormal floats to zero (FTZ and DAZ; off by default, as in
+    PyTorch). Returns True if the setting took (an x86-64 CPU), False otherwise (the loops then run as they are)."""
+    global _flush_denormal
+    _flush_denormal = bool(on) and _X86
+    return _flush_denormal == bool(on)
+
+@contextlib.contextmanager
+def denormals_flushed():
+    "With `set_flush_denormal(True)`: FTZ and DAZ in the calling thread inside the `with` block, as before after it."
+    if not _flush_denormal:
+        yield; return
+    get, set_ = _mxcsr()
+    before = int(get())
+    set_(before | _FTZ_DAZ)
+    try: yield
+    finally: set_(before)
 
 # %% ../nbs/00_core.ipynb #6045cca0
 BACKENDS = ('numpy', 'numba', 'cuda')

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import threading
 import numpy as np
-from .core import check_array, as_rng, get_array_module, concurrently, resolve_backend
+from .core import check_array, as_rng, get_array_module, concurrently, resolve_backend, denormals_flushed
 from .layers import Layer, _who, _keep_mask
 from .model import Model, Sequential, Input, _mask_fits
 from .merge import Concatenate, Add, Average
@@ -52,6 +52,12 @@ def _check_mask(layer, mask, N, T):
     return mask.astype(bool)
 
 # %% ../nbs/11_lstm_gru.ipynb #cf293aec
+def _flushed(f):
+    "`f` run inside `core.denormals_flushed()`, in whichever thread calls it."
+    def run():
+        with denormals_flushed(): return f()
+    return run
+
 def run_stages(*stages, side_by_side: bool = False) -> list:
     """Drive generators that each yield one function of no arguments (a loop) and return a result, or return
     at once. Their code before and after the yield runs here, generator after generator (so a shared random
@@ -61,6 +67,7 @@ def run_stages(*stages, side_by_side: bool = False) -> list:
     for i, g in enumerate(stages):
         try: loops.append(next(g)); pending.append(i)
         except StopIteration as e: results[i] = e.value
+    loops = [_flushed(f) for f in loops]            # with `set_flush_denormal(True)`: FTZ/DAZ in the loop's thread
     outs = concurrently(loops) if side_by_side else [f() for f in loops]
     for i, out in zip(pending, outs):
         try:

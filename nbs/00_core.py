@@ -344,6 +344,82 @@ def _boom(): raise KeyError('piece 2')
 test_fail(lambda: concurrently([lambda: 1, _boom]), contains='piece 2')
 test_eq(concurrently([lambda: 'a']), ['a'])
 
+# %% [markdown]
+# ### Denormal numbers
+#
+# Float32 numbers below $2^{-126} \approx 1.2\times10^{-38}$ are *denormal*: they
+# give up precision to reach further towards zero. A gradient carried back through
+# hundreds of steps of a recurrent net shrinks into that range, and on many x86
+# CPUs an operation that reads or writes one leaves the fast path for microcode,
+# tens of times slower. Two bits of the SSE control register MXCSR flush them to
+# zero: FTZ (results) and DAZ (inputs). TensorFlow sets both in its threads;
+# PyTorch leaves them off unless asked (`torch.set_flush_denormal`), and so does
+# this package: `set_flush_denormal(True)` makes its recurrent loops run with both
+# bits set, in whichever thread runs them (`denormals_flushed`), and changes
+# nothing else. Numba reads and writes the register through LLVM's
+# `llvm.x86.sse.stmxcsr` and `ldmxcsr`; on other CPUs the setting is refused.
+
+# %%
+#| export
+import platform
+
+_FTZ_DAZ = 0x8040                     # MXCSR bit 15: flush results to zero; bit 6: read denormal inputs as zero
+_X86 = platform.machine().lower() in ('x86_64', 'amd64')
+_flush_denormal = False
+
+@functools.cache
+def _mxcsr():
+    """`(get, set)`: Numba functions that read and write this thread's MXCSR (x86-64 only), compiled on first use
+    (Numba is imported here, not when the package loads: `simulate_cuda_without_gpu` must come first)."""
+    import numba
+    from numba.extending import intrinsic
+    from numba.core import cgutils
+    from llvmlite import ir
+    def call(builder, name, slot):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()]), name)
+        builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+    @intrinsic
+    def stmxcsr(typingctx):
+        def codegen(context, builder, sig, args):
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            call(builder, 'llvm.x86.sse.stmxcsr', slot)
+            return builder.load(slot)
+        return numba.types.uint32(), codegen
+    @intrinsic
+    def ldmxcsr(typingctx, value):
+        def codegen(context, builder, sig, args):
+            call(builder, 'llvm.x86.sse.ldmxcsr', cgutils.alloca_once_value(builder, args[0]))
+            return context.get_dummy_value()
+        return numba.types.void(numba.types.uint32), codegen
+    return numba.njit(lambda: stmxcsr()), numba.njit(lambda v: ldmxcsr(np.uint32(v)))
+
+def set_flush_denormal(on: bool) -> bool:
+    """Whether the package's recurrent loops flush denormal floats to zero (FTZ and DAZ; off by default, as in
+    PyTorch). Returns True if the setting took (an x86-64 CPU), False otherwise (the loops then run as they are)."""
+    global _flush_denormal
+    _flush_denormal = bool(on) and _X86
+    return _flush_denormal == bool(on)
+
+@contextlib.contextmanager
+def denormals_flushed():
+    "With `set_flush_denormal(True)`: FTZ and DAZ in the calling thread inside the `with` block, as before after it."
+    if not _flush_denormal:
+        yield; return
+    get, set_ = _mxcsr()
+    before = int(get())
+    set_(before | _FTZ_DAZ)
+    try: yield
+    finally: set_(before)
+
+# %%
+_a, _b = np.float32(1e-30), np.float32(1e-10)
+assert 0 < _a * _b < np.finfo(np.float32).tiny                   # a denormal result, 1e-40
+with denormals_flushed(): assert _a * _b > 0                       # off by default: nothing is flushed
+if set_flush_denormal(True):
+    with denormals_flushed(): test_eq(_a * _b, 0)                  # flushed inside the block ...
+    assert _a * _b > 0                                             # ... and only there
+test_eq(set_flush_denormal(False), True)
+
 # %%
 #| slow
 import pathlib

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 import matplotlib.pyplot as plt
 from fastcore.test import test_eq, test_close, test_fail
-from dl_from_scratch.core import check_array, get_array_module, precision
+from dl_from_scratch.core import check_array, get_array_module, precision, set_flush_denormal
 from dl_from_scratch.gradcheck import rel_error, numerical_grad, check_layer_grad
 from dl_from_scratch import optim, viz, data
 import pathlib
@@ -759,7 +759,7 @@ assert all(a < 1e-8 and b_ > 1e-2 and c_ > 1e-2 for _, a, b_, c_ in rows)
 from __future__ import annotations
 import threading
 import numpy as np
-from dl_from_scratch.core import check_array, as_rng, get_array_module, concurrently, resolve_backend
+from dl_from_scratch.core import check_array, as_rng, get_array_module, concurrently, resolve_backend, denormals_flushed
 from dl_from_scratch.layers import Layer, _who, _keep_mask
 from dl_from_scratch.model import Model, Sequential, Input, _mask_fits
 from dl_from_scratch.merge import Concatenate, Add, Average
@@ -814,6 +814,12 @@ def _check_mask(layer, mask, N, T):
 
 # %%
 #| export
+def _flushed(f):
+    "`f` run inside `core.denormals_flushed()`, in whichever thread calls it."
+    def run():
+        with denormals_flushed(): return f()
+    return run
+
 def run_stages(*stages, side_by_side: bool = False) -> list:
     """Drive generators that each yield one function of no arguments (a loop) and return a result, or return
     at once. Their code before and after the yield runs here, generator after generator (so a shared random
@@ -823,6 +829,7 @@ def run_stages(*stages, side_by_side: bool = False) -> list:
     for i, g in enumerate(stages):
         try: loops.append(next(g)); pending.append(i)
         except StopIteration as e: results[i] = e.value
+    loops = [_flushed(f) for f in loops]            # with `set_flush_denormal(True)`: FTZ/DAZ in the loop's thread
     outs = concurrently(loops) if side_by_side else [f() for f in loops]
     for i, out in zip(pending, outs):
         try:
@@ -850,6 +857,12 @@ def _twice():
     yield lambda: 1
     yield lambda: 2
 test_fail(lambda: run_stages(_twice()), contains='yields once')
+def _tiny():                                    # a loop whose result is a denormal float32, 1e-40
+    return (yield lambda: np.float32(1e-30) * np.float32(1e-10))
+assert all(v > 0 for v in run_stages(_tiny(), _tiny(), side_by_side=True))
+if set_flush_denormal(True):                    # flushed to zero in both threads: the caller's and the helper's
+    try: test_eq(run_stages(_tiny(), _tiny(), side_by_side=True), [0, 0])
+    finally: set_flush_denormal(False)
 
 # %%
 #| export
@@ -1371,10 +1384,12 @@ def _bidirectional_run(cell, side_by_side, N=9, T=12, D=5, H=7):
     y = bi(x, training=True, mask=m)
     dx = bi.backward(r.standard_normal(y.shape, dtype=np.float32))
     return [y, dx, *bi.final_state, *bi.d_initial_state, *(g for l in (bi.forward_layer, bi.backward_layer) for g in l.grads.values())]
-for cell in (SimpleRNN, LSTM, GRU):
+for cell, flush in ((SimpleRNN, False), (LSTM, False), (GRU, False), (LSTM, True)):
+    set_flush_denormal(flush)
     one_after_other, side_by_side = _bidirectional_run(cell, False), _bidirectional_run(cell, True)
     test_eq(len(one_after_other), len(side_by_side))
     for a, b in zip(one_after_other, side_by_side): assert np.array_equal(a, b), cell.__name__
+set_flush_denormal(False)
 
 # %%
 layer = LSTM(4, rng=0); layer(np.zeros((2, 5, 3), np.float32))
