@@ -156,17 +156,26 @@ def set_num_threads(n: int | None = None) -> int:
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+_BLAS_LOCK, _blas_one = threading.Lock(), [0, None]     # blocks inside `one_blas_thread` now, the count before them
+
 @contextlib.contextmanager
 def one_blas_thread():
-    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
+    """Run the NumPy products inside the `with` block on one OpenBLAS thread, and restore the count after. The
+    count is one setting for the whole process: blocks in several threads at once keep it at one until the last
+    of them ends, which restores the count from before the first."""
     fns = openblas_threads()
     if fns is None:
         yield; return
     set_, get = fns
-    n = get()
-    set_(1)
+    with _BLAS_LOCK:
+        if _blas_one[0] == 0: _blas_one[1] = get()
+        _blas_one[0] += 1
+        set_(1)
     try: yield
-    finally: set_(n)
+    finally:
+        with _BLAS_LOCK:
+            _blas_one[0] -= 1
+            if _blas_one[0] == 0: set_(_blas_one[1])
 
 _POOL, _POOL_LOCK = None, threading.Lock()
 

@@ -303,17 +303,26 @@ if openblas_threads() is not None: test_eq(openblas_threads()[1](), _before)   #
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+_BLAS_LOCK, _blas_one = threading.Lock(), [0, None]     # blocks inside `one_blas_thread` now, the count before them
+
 @contextlib.contextmanager
 def one_blas_thread():
-    "Run the NumPy products inside the `with` block on one OpenBLAS thread (and restore the count after)."
+    """Run the NumPy products inside the `with` block on one OpenBLAS thread, and restore the count after. The
+    count is one setting for the whole process: blocks in several threads at once keep it at one until the last
+    of them ends, which restores the count from before the first."""
     fns = openblas_threads()
     if fns is None:
         yield; return
     set_, get = fns
-    n = get()
-    set_(1)
+    with _BLAS_LOCK:
+        if _blas_one[0] == 0: _blas_one[1] = get()
+        _blas_one[0] += 1
+        set_(1)
     try: yield
-    finally: set_(n)
+    finally:
+        with _BLAS_LOCK:
+            _blas_one[0] -= 1
+            if _blas_one[0] == 0: set_(_blas_one[1])
 
 _POOL, _POOL_LOCK = None, threading.Lock()
 
@@ -342,6 +351,16 @@ if numba.get_num_threads() > 1 and openblas_threads() is not None:
     test_eq(_ids[2], 1); test_eq(openblas_threads()[1](), _before)       # one BLAS thread meanwhile, then as before
 def _boom(): raise KeyError('piece 2')
 test_fail(lambda: concurrently([lambda: 1, _boom]), contains='piece 2')
+if openblas_threads() is not None:       # blocks that overlap in two threads: the count comes back after the last
+    _inner = threading.Event(); _outer_done = threading.Event(); _seen = []
+    def _second():
+        with one_blas_thread():
+            _inner.set(); _outer_done.wait(5); _seen.append(openblas_threads()[1]())
+    _t = threading.Thread(target=_second)
+    with one_blas_thread():
+        _t.start(); _inner.wait(5)
+    _outer_done.set(); _t.join()
+    test_eq(_seen, [1]); test_eq(openblas_threads()[1](), _before)
 test_eq(concurrently([lambda: 'a']), ['a'])
 
 # %% [markdown]
