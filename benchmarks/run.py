@@ -13,7 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = ['data', 'conv', 'rnn', 'model']
 ARGS = {'conv': ['--lenet', '--rounds', '5'],    # the conv tables, alternating with PyTorch, and a LeNet-5 epoch
-        'word2vec': ['--rounds', '3']}           # and our kernel alternating with gensim
+        'word2vec': ['--rounds', '3'],           # our kernel alternating with gensim
+        'sentiment': ['--rounds', '3']}          # and a BiLSTM epoch alternating with PyTorch's
 
 
 def main():
