@@ -840,19 +840,19 @@ def run_stages(*stages, side_by_side: bool = False) -> list:
 
 # %%
 _ran = []
-def g(k):
+def _stage_of(k):
     _ran.append(f'before {k}')
     v = yield lambda: k * 10
     _ran.append(f'after {k}')
     return v + 1
 for side in (False, True):
     _ran.clear()
-    test_eq(run_stages(g(1), g(2), side_by_side=side), [11, 21])
+    test_eq(run_stages(_stage_of(1), _stage_of(2), side_by_side=side), [11, 21])
     test_eq(_ran, ['before 1', 'before 2', 'after 1', 'after 2'])   # the code around the loops keeps its order
 def _early():
     return 'empty'
     yield
-test_eq(run_stages(_early(), g(3)), ['empty', 31])
+test_eq(run_stages(_early(), _stage_of(3)), ['empty', 31])
 def _twice():
     yield lambda: 1
     yield lambda: 2
