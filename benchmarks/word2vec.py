@@ -7,8 +7,9 @@ The corpus is the IMDB training reviews (`data.load('imdb_reviews', 'train')`), 
 `text.tokenize` (words only, lowercase) for both. Both train with the same settings: window 5, 5 negatives,
 100 dimensions, `min_count` 5, subsampling 1e-3 by word2vec.c's rule, alpha 0.025 falling linearly. One
 difference stays: our kernel reads the reviews as one stream of words (windows run across the end of a review,
-as word2vec.c does on a text file), gensim keeps each window inside its review. Our noise words come from a
-table of 10^6 entries (chapter 12's `unigram_table`); gensim draws them by a binary search in the cumulative
+as word2vec.c does on a text file), gensim keeps each window inside its review. Our noise words come from
+Walker's alias table (chapter 12's `alias_table`: 8 bytes per word, exact), and in one more row from word2vec.c's
+table of 10^6 entries (`unigram_table`, 4 MB); gensim draws them by a binary search in the cumulative
 distribution. Throughput is the words of the corpus in the vocabulary times the epochs, over the training time
 alone (not the vocabulary building, not the tokenising). Both models are then scored by one function,
 `text.evaluate_analogies`, on Mikolov's questions-words analogies (the 30,000 most frequent words), and by
@@ -37,15 +38,17 @@ def load_corpus(n_reviews=None):
     return sentences, vocab
 
 
-def train_ours(sentences, vocab, epochs, threads, seed=1, compute_loss=False):
-    "Train our kernel on the reviews as one stream of in-vocabulary ids; (vectors (V, N), seconds, words trained)."
+def train_ours(sentences, vocab, epochs, threads, seed=1, compute_loss=False, noise='alias'):
+    """Train our kernel on the reviews as one stream of in-vocabulary ids, noise words from the `noise` table
+    ('alias' or word2vec.c's 'unigram'); (vectors (V, N), seconds, words trained)."""
     from dl_from_scratch.core import set_num_threads
-    from dl_from_scratch.text import unigram_table, keep_probability
+    from dl_from_scratch.text import unigram_table, alias_table, keep_probability
     from dl_from_scratch.kernels.word2vec import sgns_train
     set_num_threads(threads)
     corpus = np.array([i for s in sentences for i in (vocab[w] for w in s) if i != 1], dtype=np.int64)
     V, N = len(vocab), SETTINGS['dim']
-    table, keep = unigram_table(vocab.counts, 10**6), keep_probability(vocab.counts, t=SETTINGS['sample'], rule='word2vec.c')
+    table = alias_table(vocab.counts) if noise == 'alias' else unigram_table(vocab.counts, 10**6)
+    keep = keep_probability(vocab.counts, t=SETTINGS['sample'], rule='word2vec.c')
     kw = dict(window=SETTINGS['window'], negatives=SETTINGS['negatives'], alpha=SETTINGS['alpha'], chunks=threads)
     sgns_train(corpus[:2000], np.zeros((V, N), np.float32), np.zeros((V, N), np.float32), table, keep, **kw)  # compile
     rng = np.random.default_rng(seed)
@@ -83,9 +86,10 @@ def run(n_reviews=None, epochs=1, threads=2):
           f"(min_count {SETTINGS['min_count']}); tokenised in {time.perf_counter() - t0:.0f} s; {epochs} epoch(s), "
           f"{threads} thread(s)")
     rows = []
-    for compute_loss in (True, False):
-        E, seconds, words = train_ours(sentences, vocab, epochs, threads, compute_loss=compute_loss)
-        rows.append(('ours (Numba)' + (' +loss' if compute_loss else ''), E, vocab, seconds, words))
+    for compute_loss, noise in ((True, 'alias'), (False, 'alias'), (False, 'unigram')):
+        E, seconds, words = train_ours(sentences, vocab, epochs, threads, compute_loss=compute_loss, noise=noise)
+        rows.append(('ours (Numba)' + (' +loss' if compute_loss else '') + (', 10^6 table' if noise == 'unigram' else ''),
+                     E, vocab, seconds, words))
     for compute_loss in (True, False):     # gensim's default (no loss) last: the baseline of the ratios
         g = train_gensim(sentences, epochs, threads, compute_loss=compute_loss)
         if g is None:
@@ -114,12 +118,12 @@ def main(argv=None):
     a = p.parse_args(argv)
     rows = run(a.reviews, a.epochs, a.threads)
     base = rows[-1]['rate'] if len(rows) > 1 else None
-    print(f"\n{'':22s} {'words/s':>10s} {'seconds':>8s} {'vs gensim':>9s} {'semantic':>9s} {'syntactic':>9s} "
+    print(f"\n{'':26s} {'words/s':>10s} {'seconds':>8s} {'vs gensim':>9s} {'semantic':>9s} {'syntactic':>9s} "
           f"{'total':>7s} {'asked':>6s} {'WS-353':>7s} {'SL-999':>7s}")
     for r in rows:
         an = r['analogies']
         ratio = f"{r['rate'] / base:.2f}x" if base else '-'
-        print(f"{r['name']:22s} {r['rate']:10,.0f} {r['seconds']:8.1f} {ratio:>9s} {an['semantic'].accuracy:9.1%} "
+        print(f"{r['name']:26s} {r['rate']:10,.0f} {r['seconds']:8.1f} {ratio:>9s} {an['semantic'].accuracy:9.1%} "
               f"{an['syntactic'].accuracy:9.1%} {an['total'].accuracy:7.1%} {an['total'].asked:6,d} "
               f"{r['wordsim']:7.3f} {r['simlex']:7.3f}")
     if base:

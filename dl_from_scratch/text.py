@@ -14,10 +14,10 @@ import numpy as np
 __all__ = ['WORD_RE', 'SPACE', 'ANALOGY_SECTIONS_SEMANTIC', 'WORD_SIMILARITY', 'standardize', 'tokenize', 'Vocab',
            'pad_sequences', 'pretokenize', 'bpe_train_naive', 'bpe_train', 'BPE', 'skipgram_pairs', 'cbow_windows',
            'softmax_w2v_loss_grad', 'sigmoid', 'binary_w2v_loss_grad', 'huffman_tree', 'hs_probability',
-           'noise_distribution', 'unigram_table', 'keep_probability', 'unit_rows', 'nearest', 'analogy', 'pca_2d',
-           'load_analogies', 'load_word_similarity', 'AnalogyScore', 'evaluate_analogies', 'rankdata', 'spearman',
-           'SimilarityScore', 'evaluate_similarity', 'phrases', 'join_phrases', 'cooccurrence', 'glove_weights',
-           'glove_loss_grad', 'glove_train', 'bias_direction', 'neutralize', 'equalize']
+           'noise_distribution', 'unigram_table', 'alias_table', 'keep_probability', 'unit_rows', 'nearest', 'analogy',
+           'pca_2d', 'load_analogies', 'load_word_similarity', 'AnalogyScore', 'evaluate_analogies', 'rankdata',
+           'spearman', 'SimilarityScore', 'evaluate_similarity', 'phrases', 'join_phrases', 'cooccurrence',
+           'glove_weights', 'glove_loss_grad', 'glove_train', 'bias_direction', 'neutralize', 'equalize']
 
 # %% ../nbs/12_text.ipynb #f3f5e15e
 WORD_RE = r"[^\W_]+(?:'[^\W_]+)*"
@@ -327,6 +327,25 @@ def unigram_table(counts, size: int = 10**6, power: float = 0.75) -> np.ndarray:
     "word2vec.c's sampling table (int32, (size,)): word w fills a share P_n(w) of the slots, in order of id."
     cdf = np.cumsum(noise_distribution(counts, power))
     return np.minimum(np.searchsorted(cdf, (np.arange(size) + 0.5) / size, side='right'), len(cdf) - 1).astype(np.int32)
+
+# %% ../nbs/12_text.ipynb #77f50317
+def alias_table(counts, power: float = 0.75) -> np.ndarray:
+    """Walker's alias table for P_n (uint32, (V, 2)), built by Vose's method: row i holds a threshold (scaled by
+    2^32) and an alias. From a uniform 32-bit r, with column i = (r V) >> 32 and coin u = (r V) mod 2^32, a draw is
+    i if u < table[i, 0], else table[i, 1]; word w then comes with probability exactly P_n(w) (to 2^-32)."""
+    p = noise_distribution(counts, power)
+    V = len(p)
+    height = p * V                                           # the columns' heights: mean 1
+    table = np.zeros((V, 2), np.uint32)
+    table[:, 1] = np.arange(V)                               # a full column draws its own word either way
+    short = [i for i in range(V) if height[i] < 1]
+    tall = [i for i in range(V) if height[i] >= 1]
+    while short and tall:
+        s, l = short.pop(), tall[-1]
+        table[s] = min(int(height[s] * 2**32), 2**32 - 1), l  # s keeps its height, l fills the rest of its column
+        height[l] -= 1 - height[s]
+        if height[l] < 1: short.append(tall.pop())
+    return table      # the columns left in either list are full up to rounding: they keep their own word
 
 # %% ../nbs/12_text.ipynb #629c613d
 def keep_probability(counts, t: float = 1e-5, rule: str = 'paper') -> np.ndarray:

@@ -54,6 +54,7 @@ from collections import Counter
 import matplotlib.pyplot as plt
 from dl_from_scratch.data import load
 from dl_from_scratch.text import (binary_w2v_loss_grad, huffman_tree, hs_probability, unigram_table, keep_probability,
+                                  alias_table, noise_distribution,
                                   tokenize, Vocab, nearest,
                                   analogy, pca_2d, unit_rows, evaluate_analogies, evaluate_similarity)
 from dl_from_scratch.linear import fit_logistic_regression, logistic_predict
@@ -74,7 +75,9 @@ from dl_from_scratch.gradcheck import numerical_grad, rel_error
 # 3. For each neighbour $c$ within $b$: the input vector is $h = W_\text{in}[c]$, the
 #    output to predict is $w$ (word2vec.c predicts the centre from each neighbour; over a
 #    whole corpus the pairs are the same ones as the other way round). Draw $K$ noise words
-#    from the unigram$^{3/4}$ table, skipping a draw that equals $w$; for each target $t$
+#    from $P_n$, skipping a draw that equals $w$: from word2vec.c's unigram$^{3/4}$ table of
+#    $M$ slots, slot $r \bmod M$ of a random number $r$, or from Walker's alias table
+#    (chapter 12, section 7). For each target $t$
 #    with label $\ell$ (1 for $w$, 0 for noise):
 #    $$f = h\cdot W_\text{out}[t],\quad g = \alpha\,(\ell - \sigma(f)),\quad e \mathrel{+}= g\,W_\text{out}[t],\quad W_\text{out}[t] \mathrel{+}= g\,h,$$
 #    and last $W_\text{in}[c] \mathrel{+}= e$. Since $g = -\alpha\,\partial L/\partial f$, this is
@@ -176,7 +179,24 @@ def _chunk_seed(seed, c):
     r = (seed * 1000003 + c * 7919 + 12345) & 0xFFFFFFFF
     return r if r != 0 else 1
 
-_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_sigmoid_softplus', '_chunk_seed')   # the sigmoid and softplus alone: ch18b
+def _noise_word(table, r):
+    """The noise word of the 32-bit random number r. `table` (M, 1): word2vec.c's unigram table as a column, slot
+    r mod M. `table` (V, 2): Walker's alias table (`text.alias_table`), column i = (r V) >> 32, and i itself if the
+    coin (r V) mod 2^32 falls below its threshold table[i, 0], else its alias table[i, 1]."""
+    if table.shape[1] == 1: return table[r % table.shape[0], 0]
+    p = r * table.shape[0]
+    i = p >> 32
+    return i if (p & 0xFFFFFFFF) < table[i, 0] else table[i, 1]
+
+def _noise_table(table):
+    """`table` as the kernels read it: word2vec.c's (M,) as a column (M, 1) of int32 (half the cache lines of int64
+    per draw), an alias table (V, 2) as uint32, and None (hierarchical softmax) as an empty column."""
+    if table is None: return np.empty((0, 1), np.int32)
+    table = np.asarray(table)
+    if table.ndim == 1: return np.ascontiguousarray(table, dtype=np.int32).reshape(-1, 1)
+    return np.ascontiguousarray(table, dtype=np.uint32)
+
+_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_sigmoid_softplus', '_chunk_seed', '_noise_word')   # the sigmoid and softplus alone: ch18b
 _PY = {name: globals()[name] for name in _SCALARS}          # the Python versions, for the reference
 
 # %%
@@ -191,6 +211,21 @@ for f in (-800.0, -3.0, 0.0, 2.5, 800.0):
     for label in (1.0, 0.0):
         s_, l_ = _sigmoid_softplus(f, label)
         test_close(s_, _sigmoid1(f), eps=1e-15); test_close(l_, _softplus1(-f if label else f), eps=1e-12)
+
+# %% [markdown]
+# The two noise tables give the same distribution, drawn from one stream of xorshift
+# numbers: word2vec.c's table to within its slots' rounding, the alias table exactly.
+
+# %%
+counts_ = np.array([0, 0, 900, 90, 9, 1])
+draws = {}
+for name, tab in (('unigram', unigram_table(counts_, 10**4)), ('alias', alias_table(counts_))):
+    tab, r, words = _noise_table(tab), 1, []
+    for _ in range(50_000):
+        r = _xorshift32(r); words.append(int(_noise_word(tab, r)))
+    draws[name] = np.bincount(words, minlength=len(counts_)) / len(words)
+    test_close(draws[name], noise_distribution(counts_), eps=5e-3); test_eq(draws[name][:2], [0, 0])
+test_eq(_noise_table(unigram_table(counts_, 100)).shape, (100, 1)); test_eq(_noise_table(None).shape, (0, 1))
 
 # %% [markdown]
 # ## 2. The NumPy reference
@@ -212,12 +247,14 @@ def word2vec_reference(corpus, W_in, W_out, table, keep, window, negatives, epoc
                        compute_loss=True, cbow=False, tree=None):
     """NumPy reference of word2vec training as word2vec.c runs it; updates W_in (rows, N) and W_out in place.
     Skip-gram, or CBOW with `cbow` (the mean of the inputs predicts the word, as gensim's `cbow_mean=1`). Output layer:
-    negative sampling, `negatives` draws from `table` against W_out (V, N); or hierarchical softmax with `tree` =
+    negative sampling, `negatives` draws from `table` (word2vec.c's unigram table (M,), or an alias table (V, 2):
+    `_noise_word`) against W_out (V, N); or hierarchical softmax with `tree` =
     (points, codes) of `text.huffman_tree`, W_out (V - 1, N) the inner nodes (`table` and `negatives` unused).
     `docs` (optional, like `corpus`): the row of W_in holding each word's document vector, one more input (PV-DBOW,
     or PV-DM with `cbow`). Returns (loss (chunks,), examples (chunks,)): each worker's summed loss (zeros without
     `compute_loss`) and its examples (skip-gram: input-word pairs; CBOW: predicted words)."""
     xs, sig, sig_loss, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid1', '_sigmoid_softplus', '_chunk_seed'))
+    noise_word, table = _PY['_noise_word'], _noise_table(table)
     bounds = _bounds(len(corpus), chunks)
     loss, examples = np.zeros(chunks), np.zeros(chunks, np.int64)
 
@@ -227,7 +264,7 @@ def word2vec_reference(corpus, W_in, W_out, table, keep, window, negatives, epoc
         rows, labels = [w], [1.0]
         for _ in range(negatives):
             r = xs(r)
-            t = int(table[r % len(table)])
+            t = int(noise_word(table, r))
             if t != w: rows.append(t); labels.append(0.0)
         return rows, labels, r
 
@@ -386,9 +423,13 @@ assert p_after > p_before
 # do all of `loss` and `examples`: each write by one core then evicts the line from the
 # other's cache ("false sharing"), though no number is shared. On the CPU the buffers get
 # 16 rows per worker and each worker uses the first, so no two workers' rows come near one
-# cache line; the arithmetic is unchanged. For the same reason the noise table (a million
-# ids, drawn from at random five times per example) is passed as int32: 4 MB instead of 8,
-# so more of it stays in the cache.
+# cache line; the arithmetic is unchanged. For the same reason word2vec.c's noise table (a
+# million ids, drawn from at random five times per example) is passed as int32: 4 MB
+# instead of 8, so more of it stays in the cache. Even 4 MB is more than a core's cache
+# holds, though, so most draws wait on main memory. The alias table of chapter 12
+# (section 7) holds 8 bytes per word, 240 KB for IMDB's 30,000 words, and draws from $P_n$
+# exactly; the kernels take either. `benchmarks/word2vec.py` (run by `make bench`) times
+# the two on the IMDB reviews.
 #
 # A fourth detail removes what a run does not use. One worker serves four models
 # (skip-gram or CBOW, with negative sampling or the tree), with or without the loss, and
@@ -430,7 +471,7 @@ def _predict(c, H, x, w, W_out, table, negatives, offsets, nodes, codes, hierarc
                 t = w; label = 1.0
             else:
                 r = _xorshift32(r)
-                t = table[r % table.shape[0]]
+                t = _noise_word(table, r)
                 if t == w: continue
                 label = 0.0
             _binary_step(c, H, x, t, label, W_out, a, compute_loss, e, loss)
@@ -522,7 +563,6 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
     examples, each (chunks * spacing,) with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps
     every worker's rows of h, e, loss and examples off the cache lines of the others'."""
     i64 = lambda v: np.ascontiguousarray(v, dtype=np.int64)
-    i32 = lambda v: np.ascontiguousarray(v, dtype=np.int32)   # the noise table: half the cache lines per random draw
     empty = np.empty(0, np.int64)
     if tree is None: offsets = nodes = codes = empty
     else:
@@ -530,7 +570,7 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
         nodes, codes = i64(np.concatenate(tree[0])), i64(np.concatenate(tree[1]))
     N, rows = W_in.shape[1], chunks * spacing
     return (i64(corpus), empty if docs is None else i64(docs), _bounds(len(corpus), chunks),
-            np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, i32(empty if table is None else table),
+            np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, _noise_table(table),
             int(negatives), offsets, nodes, codes, tree is not None, bool(cbow), int(window), int(epochs), float(alpha),
             int(seed), bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((rows, N), W_in.dtype),
             np.zeros((rows, N), W_in.dtype), np.zeros(rows), np.zeros(rows, np.int64))
@@ -631,8 +671,9 @@ def word2vec_train(corpus, W_in, W_out, table=None, keep=None, window: int = 5, 
 
     Model: skip-gram, or CBOW with `cbow` (the mean of the context predicts the word, each context row getting the
     whole step: word2vec.c's `-cbow 1`, gensim's `cbow_mean=1`; word2vec.c starts it at alpha 0.05).
-    Output layer: negative sampling with `table` (noise words, from `text.unigram_table`) and `negatives` draws per
-    example, W_out of W_in's shape; or hierarchical softmax with `tree` = (points, codes) from `text.huffman_tree`
+    Output layer: negative sampling with `table` (noise words: word2vec.c's table (M,) from `text.unigram_table`, or
+    the faster alias table (V', 2) from `text.alias_table`, V' <= V) and `negatives` draws per example, W_out of
+    W_in's shape; or hierarchical softmax with `tree` = (points, codes) from `text.huffman_tree`
     of the V words, W_out (V - 1, N) its inner nodes. `keep` (rows,): subsampling keep probabilities (default all
     ones); `window` >= 1 words on each side; `alpha` the starting learning rate (decays linearly to 1e-4 alpha);
     `chunks` workers (default: Numba's threads on the CPU, one per ~1,000 words on CUDA, 1 for NumPy). `docs` (like
@@ -657,8 +698,14 @@ def word2vec_train(corpus, W_in, W_out, table=None, keep=None, window: int = 5, 
             raise ValueError(f"{who} expected W_in and W_out of one shape (V, N) for negative sampling, got "
                              f"{W_in.shape} and {W_out.shape}")
         table = np.asarray(table)
-        if table.ndim != 1 or len(table) == 0 or table.dtype.kind not in 'iu' or table.min() < 0 or table.max() >= V:
-            raise ValueError(f"{who} expected a non-empty 1-D table of ids in [0, {V}), got {table.dtype} {table.shape}")
+        ok = table.dtype.kind in 'iu' and table.size > 0 and table.min() >= 0
+        if table.ndim == 2 and table.shape[1] == 2:                     # an alias table: thresholds, aliases
+            ok = ok and len(table) <= V and table[:, 0].max() < 2**32 and table[:, 1].max() < len(table)
+        else: ok = ok and table.ndim == 1 and table.max() < V
+        if not ok:
+            raise ValueError(f"{who} expected a noise table: a non-empty 1-D table of ids in [0, {V}) "
+                             f"(text.unigram_table) or an alias table of at most {V} rows (V', 2), thresholds below "
+                             f"2^32 and aliases in [0, V') (text.alias_table), got {table.dtype} {table.shape}")
     else:
         V_tree = _check_tree(tree, who)
         if W_out.shape != (V_tree - 1, N):
@@ -837,6 +884,26 @@ for mode in modes:
     test_eq(args[-1].sum(), ref[3])
     if numba.config.ENABLE_CUDASIM: assert err < 1e-10
     print(f"{mode:13s} {ref[3]:5d} examples, as many on every backend; largest weight difference: " + ', '.join(line))
+
+# %% [markdown]
+# With the alias table in place of word2vec.c's, the kernels draw other noise words, and
+# must still reproduce the reference that draws them the same way:
+
+# %%
+W_in, W_out = start_weights(30, 8, np.float64)
+R_in, R_out = W_in.copy(), W_out.copy()
+ref = word2vec_reference(corpus, R_in, R_out, alias_table(counts), keep, 3, 3, 2, 0.05, 3, 7)
+numba.set_num_threads(1)
+try: got = sgns_train(corpus, W_in, W_out, alias_table(counts), keep, window=3, negatives=3, epochs=2, alpha=0.05,
+                      chunks=3, seed=7)
+finally: numba.set_num_threads(threads)
+test_eq(got[1], ref[1].sum()); test_close(W_in, R_in, eps=1e-10); test_close(W_out, R_out, eps=1e-10)
+assert not np.allclose(W_in, train_with('numpy', np.float64, chunks=3)[0])     # not the unigram table's draws
+if numba.config.ENABLE_CUDASIM:
+    W_in, W_out = start_weights(30, 8, np.float64)
+    args = _kernel_args(corpus, W_in, W_out, alias_table(counts), keep, 3, 3, 2, 0.05, 3, 7)
+    _w2v_cuda()[3, 1](*args)
+    test_eq(args[-1].sum(), ref[1].sum()); test_close(W_in, R_in, eps=1e-10); test_close(W_out, R_out, eps=1e-10)
 
 # %% [markdown]
 # **Parallel runs.** With eight workers on two threads (CPU) or at once (CUDA), the

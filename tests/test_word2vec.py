@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from dl_from_scratch.kernels.word2vec import sgns_train, word2vec_train, word2vec_reference, _w2v_cuda, _kernel_args
-from dl_from_scratch.text import unigram_table, keep_probability, binary_w2v_loss_grad, huffman_tree
+from dl_from_scratch.text import unigram_table, alias_table, keep_probability, binary_w2v_loss_grad, huffman_tree
 from dl_from_scratch.gradcheck import numerical_grad, rel_error
 
 
@@ -134,6 +134,8 @@ def test_one_update_is_one_sgd_step_on_the_checked_loss():
     (dict(corpus=np.array([0.5, 1.5] * 10)), 'integer ids'),
     (dict(corpus=np.array([0, 99] * 10)), r'ids in \[0, 6\)'),
     (dict(table=np.array([7])), 'table of ids'), (dict(keep=np.ones(3)), r'keep of shape \(6,\)'),
+    (dict(table=np.array([[0, 1]])), r"aliases in \[0, V'\)"), (dict(table=np.zeros((7, 2), int)), 'at most 6 rows'),
+    (dict(table=np.array([[2**32, 0]])), 'thresholds below'),
     (dict(negatives=-2), 'negatives a non-negative integer'),
     (dict(W_out=np.zeros((6, 3))), 'of one shape'), (dict(W_out=np.zeros((6, 4), np.float32)), 'of one dtype'),
     (dict(docs=np.zeros(5, int)), r'docs: integer rows in \[0, 6\) of shape \(18,\)'),
@@ -153,7 +155,8 @@ def mode_kwargs(mode, corpus, V=24):
     counts = np.bincount(corpus, minlength=V) + 1
     tree = huffman_tree(counts)
     kw = {'cbow': dict(cbow=True), 'hs': dict(tree=tree, table=None), 'cbow-hs': dict(cbow=True, tree=tree, table=None),
-          'pv-dm': dict(cbow=True, docs=V + np.arange(len(corpus)) // 6)}[mode]
+          'pv-dm': dict(cbow=True, docs=V + np.arange(len(corpus)) // 6),
+          'alias': dict(table=alias_table(counts)), 'cbow-alias': dict(cbow=True, table=alias_table(counts))}[mode]
     rows_in = V + (len(corpus) // 6 + 1 if mode == 'pv-dm' else 0)
     return rows_in, V - 1 if 'tree' in kw else rows_in, kw
 
@@ -162,7 +165,7 @@ def run_mode(backend, mode, corpus, dtype=np.float64, threads=1, **kw):
     W_in, W_out = weights(rows_in, 5, dtype)
     return run(backend, corpus, V=rows_in, dtype=dtype, threads=threads, W=(W_in, W_out[:rows_out].copy()), **mkw, **kw)
 
-MODES = ['cbow', 'hs', 'cbow-hs', 'pv-dm']
+MODES = ['cbow', 'hs', 'cbow-hs', 'pv-dm', 'alias', 'cbow-alias']   # alias: Walker's noise table
 
 @pytest.mark.parametrize('mode', MODES)
 @settings(max_examples=6, deadline=None)
@@ -189,8 +192,7 @@ def test_other_modes_cuda_reproduces_the_reference(mode):
         W_in, W_out = weights(rows_in, 5, np.float64)
         W_out = W_out[:rows_out].copy()
         R_in, R_out = W_in.copy(), W_out.copy()
-        table = None if 'tree' in mkw else unigram_table(np.bincount(corpus, minlength=24) + 1, 500)
-        mkw.pop('table', None)
+        table = mkw.pop('table') if 'table' in mkw else unigram_table(np.bincount(corpus, minlength=24) + 1, 500)
         keep = np.ones(rows_in)
         _, pairs_r = word2vec_reference(corpus, R_in, R_out, table, keep, 2, 2, 2, 0.05, 3, 3, **mkw)
         args = _kernel_args(corpus, W_in, W_out, table, keep, 2, 2, 2, 0.05, 3, 3, **mkw)

@@ -43,7 +43,24 @@ def _chunk_seed(seed, c):
     r = (seed * 1000003 + c * 7919 + 12345) & 0xFFFFFFFF
     return r if r != 0 else 1
 
-_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_sigmoid_softplus', '_chunk_seed')   # the sigmoid and softplus alone: ch18b
+def _noise_word(table, r):
+    """The noise word of the 32-bit random number r. `table` (M, 1): word2vec.c's unigram table as a column, slot
+    r mod M. `table` (V, 2): Walker's alias table (`text.alias_table`), column i = (r V) >> 32, and i itself if the
+    coin (r V) mod 2^32 falls below its threshold table[i, 0], else its alias table[i, 1]."""
+    if table.shape[1] == 1: return table[r % table.shape[0], 0]
+    p = r * table.shape[0]
+    i = p >> 32
+    return i if (p & 0xFFFFFFFF) < table[i, 0] else table[i, 1]
+
+def _noise_table(table):
+    """`table` as the kernels read it: word2vec.c's (M,) as a column (M, 1) of int32 (half the cache lines of int64
+    per draw), an alias table (V, 2) as uint32, and None (hierarchical softmax) as an empty column."""
+    if table is None: return np.empty((0, 1), np.int32)
+    table = np.asarray(table)
+    if table.ndim == 1: return np.ascontiguousarray(table, dtype=np.int32).reshape(-1, 1)
+    return np.ascontiguousarray(table, dtype=np.uint32)
+
+_SCALARS = ('_xorshift32', '_sigmoid1', '_softplus1', '_sigmoid_softplus', '_chunk_seed', '_noise_word')   # the sigmoid and softplus alone: ch18b
 _PY = {name: globals()[name] for name in _SCALARS}          # the Python versions, for the reference
 
 # %% ../../nbs/12a_word2vec.ipynb #9552ab93
@@ -55,12 +72,14 @@ def word2vec_reference(corpus, W_in, W_out, table, keep, window, negatives, epoc
                        compute_loss=True, cbow=False, tree=None):
     """NumPy reference of word2vec training as word2vec.c runs it; updates W_in (rows, N) and W_out in place.
     Skip-gram, or CBOW with `cbow` (the mean of the inputs predicts the word, as gensim's `cbow_mean=1`). Output layer:
-    negative sampling, `negatives` draws from `table` against W_out (V, N); or hierarchical softmax with `tree` =
+    negative sampling, `negatives` draws from `table` (word2vec.c's unigram table (M,), or an alias table (V, 2):
+    `_noise_word`) against W_out (V, N); or hierarchical softmax with `tree` =
     (points, codes) of `text.huffman_tree`, W_out (V - 1, N) the inner nodes (`table` and `negatives` unused).
     `docs` (optional, like `corpus`): the row of W_in holding each word's document vector, one more input (PV-DBOW,
     or PV-DM with `cbow`). Returns (loss (chunks,), examples (chunks,)): each worker's summed loss (zeros without
     `compute_loss`) and its examples (skip-gram: input-word pairs; CBOW: predicted words)."""
     xs, sig, sig_loss, seed_of = (_PY[k] for k in ('_xorshift32', '_sigmoid1', '_sigmoid_softplus', '_chunk_seed'))
+    noise_word, table = _PY['_noise_word'], _noise_table(table)
     bounds = _bounds(len(corpus), chunks)
     loss, examples = np.zeros(chunks), np.zeros(chunks, np.int64)
 
@@ -70,7 +89,7 @@ def word2vec_reference(corpus, W_in, W_out, table, keep, window, negatives, epoc
         rows, labels = [w], [1.0]
         for _ in range(negatives):
             r = xs(r)
-            t = int(table[r % len(table)])
+            t = int(noise_word(table, r))
             if t != w: rows.append(t); labels.append(0.0)
         return rows, labels, r
 
@@ -147,7 +166,7 @@ def _predict(c, H, x, w, W_out, table, negatives, offsets, nodes, codes, hierarc
                 t = w; label = 1.0
             else:
                 r = _xorshift32(r)
-                t = table[r % table.shape[0]]
+                t = _noise_word(table, r)
                 if t == w: continue
                 label = 0.0
             _binary_step(c, H, x, t, label, W_out, a, compute_loss, e, loss)
@@ -239,7 +258,6 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
     examples, each (chunks * spacing,) with worker c's in row c * spacing (the rest stay zero). A spacing of 16 keeps
     every worker's rows of h, e, loss and examples off the cache lines of the others'."""
     i64 = lambda v: np.ascontiguousarray(v, dtype=np.int64)
-    i32 = lambda v: np.ascontiguousarray(v, dtype=np.int32)   # the noise table: half the cache lines per random draw
     empty = np.empty(0, np.int64)
     if tree is None: offsets = nodes = codes = empty
     else:
@@ -247,7 +265,7 @@ def _kernel_args(corpus, W_in, W_out, table, keep, window, negatives, epochs, al
         nodes, codes = i64(np.concatenate(tree[0])), i64(np.concatenate(tree[1]))
     N, rows = W_in.shape[1], chunks * spacing
     return (i64(corpus), empty if docs is None else i64(docs), _bounds(len(corpus), chunks),
-            np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, i32(empty if table is None else table),
+            np.ascontiguousarray(keep, dtype=np.float64), W_in, W_out, _noise_table(table),
             int(negatives), offsets, nodes, codes, tree is not None, bool(cbow), int(window), int(epochs), float(alpha),
             int(seed), bool(compute_loss), np.empty(len(corpus), np.int64), np.zeros((rows, N), W_in.dtype),
             np.zeros((rows, N), W_in.dtype), np.zeros(rows), np.zeros(rows, np.int64))
@@ -299,8 +317,9 @@ def word2vec_train(corpus, W_in, W_out, table=None, keep=None, window: int = 5, 
 
     Model: skip-gram, or CBOW with `cbow` (the mean of the context predicts the word, each context row getting the
     whole step: word2vec.c's `-cbow 1`, gensim's `cbow_mean=1`; word2vec.c starts it at alpha 0.05).
-    Output layer: negative sampling with `table` (noise words, from `text.unigram_table`) and `negatives` draws per
-    example, W_out of W_in's shape; or hierarchical softmax with `tree` = (points, codes) from `text.huffman_tree`
+    Output layer: negative sampling with `table` (noise words: word2vec.c's table (M,) from `text.unigram_table`, or
+    the faster alias table (V', 2) from `text.alias_table`, V' <= V) and `negatives` draws per example, W_out of
+    W_in's shape; or hierarchical softmax with `tree` = (points, codes) from `text.huffman_tree`
     of the V words, W_out (V - 1, N) its inner nodes. `keep` (rows,): subsampling keep probabilities (default all
     ones); `window` >= 1 words on each side; `alpha` the starting learning rate (decays linearly to 1e-4 alpha);
     `chunks` workers (default: Numba's threads on the CPU, one per ~1,000 words on CUDA, 1 for NumPy). `docs` (like
@@ -325,8 +344,14 @@ def word2vec_train(corpus, W_in, W_out, table=None, keep=None, window: int = 5, 
             raise ValueError(f"{who} expected W_in and W_out of one shape (V, N) for negative sampling, got "
                              f"{W_in.shape} and {W_out.shape}")
         table = np.asarray(table)
-        if table.ndim != 1 or len(table) == 0 or table.dtype.kind not in 'iu' or table.min() < 0 or table.max() >= V:
-            raise ValueError(f"{who} expected a non-empty 1-D table of ids in [0, {V}), got {table.dtype} {table.shape}")
+        ok = table.dtype.kind in 'iu' and table.size > 0 and table.min() >= 0
+        if table.ndim == 2 and table.shape[1] == 2:                     # an alias table: thresholds, aliases
+            ok = ok and len(table) <= V and table[:, 0].max() < 2**32 and table[:, 1].max() < len(table)
+        else: ok = ok and table.ndim == 1 and table.max() < V
+        if not ok:
+            raise ValueError(f"{who} expected a noise table: a non-empty 1-D table of ids in [0, {V}) "
+                             f"(text.unigram_table) or an alias table of at most {V} rows (V', 2), thresholds below "
+                             f"2^32 and aliases in [0, V') (text.alias_table), got {table.dtype} {table.shape}")
     else:
         V_tree = _check_tree(tree, who)
         if W_out.shape != (V_tree - 1, N):
