@@ -779,15 +779,15 @@ def alias_probability(table):
     return (kept + np.bincount(table[:, 1], weights=1 - kept, minlength=len(table))) / len(table)
 
 counts = np.array([0, 0, 900, 90, 9, 1])
-at = alias_table(counts)
-test_close(alias_probability(at), noise_distribution(counts), eps=1e-9)
-test_eq(alias_probability(at)[:2], [0, 0])                  # <pad> and <unk>: never drawn
+toy_alias = alias_table(counts)
+test_close(alias_probability(toy_alias), noise_distribution(counts), eps=1e-9)
+test_eq(alias_probability(toy_alias)[:2], [0, 0])            # <pad> and <unk>: never drawn
 zipf = np.r_[0, 0, (10**6 / np.arange(1, 30_001)).astype(int)]   # a Zipf vocabulary of 30,000 words
 test_close(alias_probability(alias_table(zipf)), noise_distribution(zipf), eps=1e-9)
-r = np.random.default_rng(0).integers(1, 2**32, 10**6, dtype=np.uint64)  # draws by the rule in the docstring
-prod = r * np.uint64(len(at))
-i = (prod >> np.uint64(32)).astype(np.int64)
-drawn = np.where(prod & np.uint64(2**32 - 1) < at[i, 0], i, at[i, 1])
+rand32 = np.random.default_rng(0).integers(1, 2**32, 10**6, dtype=np.uint64)  # draws by the rule in the docstring
+product = rand32 * np.uint64(len(toy_alias))
+column = (product >> np.uint64(32)).astype(np.int64)
+drawn = np.where(product & np.uint64(2**32 - 1) < toy_alias[column, 0], column, toy_alias[column, 1])
 test_close(np.bincount(drawn, minlength=len(counts)) / len(drawn), noise_distribution(counts), eps=3e-3)
 
 # %% [markdown]
