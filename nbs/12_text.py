@@ -749,8 +749,9 @@ test_eq(share[:2], [0, 0])
 # since the pieces of $w$'s height ended up in its own row and in the rows it filled.
 # With 32-bit random numbers $r$ both choices come from one multiplication: $rV$ is
 # below $2^{32}V$, its high part $\lfloor rV/2^{32}\rfloor$ is the column and its low
-# 32 bits the coin, so thresholds are stored as integers scaled by $2^{32}$. For
-# IMDB's 30,000 words the table takes 240 KB, small enough to stay in a core's cache.
+# 32 bits the coin, so thresholds are stored as integers scaled by $2^{32}$. For a
+# vocabulary of 30,000 words the table takes 240 KB, small enough to stay in a core's
+# cache.
 
 # %%
 #| export

@@ -427,9 +427,9 @@ assert p_after > p_before
 # million ids, drawn from at random five times per example) is passed as int32: 4 MB
 # instead of 8, so more of it stays in the cache. Even 4 MB is more than a core's private
 # caches hold, though, so most draws wait on the shared cache or on memory. The alias
-# table of chapter 12 (section 7) holds 8 bytes per word, 240 KB for IMDB's 30,000 words,
-# and draws from $P_n$ exactly; the kernels take either. `benchmarks/word2vec.py` (run by
-# `make bench`) times the two on the IMDB reviews.
+# table of chapter 12 (section 7) holds 8 bytes per word (240 KB for a vocabulary of
+# 30,000 words) and draws from $P_n$ exactly; the kernels take either.
+# `benchmarks/word2vec.py` (run by `make bench`) times the two on the IMDB reviews.
 #
 # A fourth detail removes what a run does not use. One worker serves four models
 # (skip-gram or CBOW, with negative sampling or the tree), with or without the loss, and
