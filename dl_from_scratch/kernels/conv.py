@@ -167,46 +167,31 @@ def _window_span(i, s, p, k, n):
     return min(i * s - p + k, n) - max(i * s - p, 0)
 
 # %% ../../nbs/07_convolutions.ipynb #bc2787f3
-@njit(cache=True, inline='always')
-def _copy_run(d, s, L):
-    "d[:L] = s[:L], in 16-wide blocks (the last one overlapping: copying twice is harmless) that LLVM vectorises."
-    if L >= 16:
-        for q0 in range(0, L - 15, 16):
-            for q in range(q0, q0 + 16): d[q] = s[q]
-        for q in range(L - 16, L): d[q] = s[q]
-    else:
-        for q in range(L): d[q] = s[q]
-
-@njit(cache=True, inline='always')
-def _add_run(d, s, L):
-    "d[:L] += s[:L], in blocks of 8 that LLVM turns into vector adds (a run of 30 alone is not)."
-    for q0 in range(0, L - L % 8, 8):
-        for q in range(q0, q0 + 8): d[q] += s[q]
-    for q in range(L - L % 8, L): d[q] += s[q]
-
 @njit(parallel=True, cache=True)
 def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, dh=1, dw=1):
     N, H, W, C = x.shape
     xr = x.reshape(N, H, W * C)        # a window row (l, c) is kw*C contiguous numbers (when dw = 1)
+    L = kw * C
     for r in prange(N * OH):
         n, i = r // OH, r % OH
         for j in range(OW):
             row, w0 = r * OW + j, j * sw - pl
+            l0 = min(kw, max(0, -w0))              # when dw = 1, the taps l0 <= l < l1 inside the image
+            l1 = max(l0, min(kw, W - w0))          # are one contiguous run
             for m in range(kh):
-                h, base = i * sh + dh * m - pt, m * kw * C
+                h, win = i * sh + dh * m - pt, cols[row, m * L:(m + 1) * L]   # one window row (l, c)
                 if h < 0 or h >= H:                      # a padding row: zeros, never materialised
-                    for q in range(kw * C): cols[row, base + q] = 0
-                elif dw == 1:          # the taps l0 <= l < l1 inside the image are one contiguous run
-                    l0 = min(kw, max(0, -w0))
-                    l1 = max(l0, min(kw, W - w0))
-                    for q in range(l0 * C): cols[row, base + q] = 0          # left padding
-                    for q in range(l1 * C, kw * C): cols[row, base + q] = 0  # right padding
-                    _copy_run(cols[row, base + l0 * C:base + l1 * C], xr[n, h, (w0 + l0) * C:(w0 + l1) * C], (l1 - l0) * C)
+                    for q in range(L): win[q] = 0
+                elif dw == 1:
+                    for q in range(l0 * C): win[q] = 0                   # left padding
+                    for q in range(l1 * C, L): win[q] = 0                # right padding
+                    run, src = win[l0 * C:l1 * C], xr[n, h, (w0 + l0) * C:(w0 + l1) * C]
+                    for q in range(run.shape[0]): run[q] = src[q]
                 else:                                    # dilated: tap by tap
                     for l in range(kw):
                         w = w0 + dw * l
                         for c in range(C):
-                            cols[row, base + l * C + c] = xr[n, h, w * C + c] if 0 <= w < W else 0
+                            win[l * C + c] = xr[n, h, w * C + c] if 0 <= w < W else 0
     return cols
 
 @njit(parallel=True, cache=True)
@@ -215,10 +200,9 @@ def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1, 
     L = kw * C                           # one window row: kw*C numbers, contiguous in cols (and in dx when dw = 1)
     for r in prange(N * H):              # a gather by image row: no two threads write one pixel
         n, h = r // H, r % H
-        acc = np.zeros(W * C, cols.dtype)
-        if bias is not None:             # start from the bias: no pass of its own
-            for w in range(W):
-                for c in range(C): acc[w * C + c] = bias[c]
+        acc = dx[n, h]                   # the sums go straight into the output row
+        for w in range(W):               # start from the bias (or zero): no pass of its own
+            for c in range(C): acc[w * C + c] = 0 if bias is None else bias[c]
         for m in range(kh):              # the window rows i that read image row h through kernel row m
             i = _window_index(h + pt - dh * m, sh, OH)
             if i < 0: continue
@@ -227,13 +211,13 @@ def _col2im_numba(cols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dh=1, dw=1, 
                 if dw == 1:              # the taps inside the image: one contiguous run
                     l0, l1 = max(0, -w0), min(kw, W - w0)
                     if l1 > l0:
-                        _add_run(acc[(w0 + l0) * C:(w0 + l1) * C], cols[row, base + l0 * C:base + l1 * C], (l1 - l0) * C)
+                        run, src = acc[(w0 + l0) * C:(w0 + l1) * C], cols[row, base + l0 * C:base + l1 * C]
+                        for q in range(run.shape[0]): run[q] += src[q]
                 else:
                     for l in range(kw):
                         w = w0 + dw * l
                         if 0 <= w < W:
                             for c in range(C): acc[w * C + c] += cols[row, base + l * C + c]
-        for q in range(W * C): dx[n, h, q] = acc[q]
     return dx.reshape(N, H, W, C)
 
 # %% ../../nbs/07_convolutions.ipynb #2dbdd92e
