@@ -241,18 +241,23 @@ def _torch_layer_step(torch, kind, N, H, W, C, F, k, s, pad):
 
 
 def layers_table(repeat, theirs, cases=LAYER_CASES) -> list[dict]:
-    "Depthwise and transposed convolution, forward + backward: ours (Numba, and the NumPy reference) against PyTorch."
+    """Depthwise and transposed convolution, forward + backward: ours (Numba, and the NumPy reference) against
+    PyTorch; for the transposed one also its three matrix products alone (`_gemms`: those of the convolution it is
+    the adjoint of), the floor of a col2im layer with this BLAS. The depthwise kernel has no products."""
     print("\n== other convolution layers, forward + backward, float32, CPU ==")
-    head = f"{'case':<34}{'numba ms':>10}{'numpy ms':>10}{'torch ms':>10}{'vs torch':>10}"
+    head = f"{'case':<34}{'numba ms':>10}{'numpy ms':>10}{'torch ms':>10}{'vs torch':>10}{'GEMMs ms':>10}{'GEMMs/torch':>12}"
     print(head); print('-' * len(head))
     rows = []
     for case in cases:
+        kind, N, H, W, C, F, k = case[1:8]
         row = dict(case=case[0], numba=median_time(_ours_layer(*case[1:], 'numba'), repeat),
-                   numpy=median_time(_ours_layer(*case[1:], 'numpy'), repeat), torch=theirs.get(case[0], float('nan')))
+                   numpy=median_time(_ours_layer(*case[1:], 'numpy'), repeat), torch=theirs.get(case[0], float('nan')),
+                   gemms=median_time(_gemms(N, H, W, k * k * F, C), repeat) if kind == 'transpose' else float('nan'))
         print(f"{case[0]:<34}{row['numba']*1e3:>10.2f}{row['numpy']*1e3:>10.2f}{row['torch']*1e3:>10.2f}"
-              f"{row['numba']/row['torch']:>9.2f}x")
+              f"{row['numba']/row['torch']:>9.2f}x{row['gemms']*1e3:>10.2f}{row['gemms']/row['torch']:>11.2f}x")
         rows.append(row)
-    print("vs torch: our (Numba) time / PyTorch's (goal <= 1.0x).")
+    print("vs torch: our (Numba) time / PyTorch's (goal <= 1.0x). GEMMs: the transposed convolution's three matrix")
+    print("products alone (x W^T, d cols^T x, d cols W), the floor for its col2im/im2col layer with this BLAS.")
     return rows
 
 

@@ -111,7 +111,8 @@ def comparison_rows(text: str) -> list[dict]:
                 not all(re.fullmatch(r'[\d.,]+[x%]?|nan[x%]?', p) for p in parts[1:]):
             continue
         if len(parts) >= 6 and parts[5].endswith('x'): cols = (1, 4, 5)     # conv: numba, numpy, naive, torch, vs torch
-        elif len(parts) == 5 and parts[4].endswith('x'): cols = (1, 3, 4)   # other layers: numba, numpy, torch, vs torch
+        elif len(parts) in (5, 7) and parts[4].endswith('x'): cols = (1, 3, 4)   # other layers: numba, numpy, torch,
+                                                                              # vs torch (, GEMMs, GEMMs/torch)
         elif len(parts) == 4 and parts[3].endswith('x'): cols = (1, 2, 3)   # CUDA conv: ours, torch, vs torch
         else: continue
         rows.append(dict(setting=setting, case=parts[0], **{k: _ms(parts[c]) for k, c in zip(('ours', 'torch', 'ratio'), cols)}))
@@ -124,6 +125,7 @@ case                            numba ms  numpy ms  naive ms  torch ms  vs torch
 LeNet conv1 1->6 5x5 28x28          3.81     11.43       nan     13.01     0.29x     0.33x    18%
 == other convolution layers, forward + backward, float32, CPU ==
 depthwise 3x3 32ch 32x32               14.85     61.97    100.01     0.15x
+transpose 64->32 4x4 s2 8->16           5.88     13.69      5.68     1.04x      5.10       0.90x
 2 thread(s): 
 ours 5.7 s (5.8, 5.7, 5.7), torch 5.1 s, ratio 1.12x (goal <= 1.2x)
 ## RNN kernels: forward + BPTT, float32, CPU, 1 BLAS/PyTorch thread(s), median of 7 runs
@@ -134,8 +136,9 @@ ours 5.7 s (5.8, 5.7, 5.7), torch 5.1 s, ratio 1.12x (goal <= 1.2x)
 _r = comparison_rows(_sample)
 test_eq([(r['case'], r['ours'], r['torch'], r['ratio']) for r in _r],
         [('LeNet conv1 1->6 5x5 28x28', 3.81, 13.01, 0.29), ('depthwise 3x3 32ch 32x32', 14.85, 100.01, 0.15),
+         ('transpose 64->32 4x4 s2 8->16', 5.88, 5.68, 1.04),
          ('LeNet-5 MNIST epoch (s)', 5.7, 5.1, 1.12), ('GRU row MNIST', 15.1, 25.0, 0.6)])
-test_eq(_r[0]['setting'], 'CPU, 1 thread(s), load 3.8 on 2 cores'); test_eq(_r[2]['setting'], 'CPU, 2 thread(s)')
+test_eq(_r[0]['setting'], 'CPU, 1 thread(s), load 3.8 on 2 cores'); test_eq(_r[3]['setting'], 'CPU, 2 thread(s)')
 
 # %% [markdown]
 # ## All "ours against PyTorch" rows
