@@ -185,6 +185,21 @@ def test_col2im_is_the_adjoint_of_im2col():
         assert abs(lhs - rhs) < 1e-9 * max(1.0, abs(lhs))
 
 
+@pytest.mark.parametrize('C, k, s, pad, d', [(16, 4, 2, 1, 1), (32, 4, 2, 1, 1), (13, 5, 1, 2, 1), (40, 3, 2, 0, 1),
+                                          (64, 2, 1, (0, 1, 1, 0), 1), (6, 5, 1, 0, 1), (17, 3, 1, 2, 2)])
+def test_long_window_rows_numba_matches_numpy(C, k, s, pad, d):
+    """Window rows of k*C numbers from 30 to 200, some clipped by padding: the Numba copies and sums run LLVM's
+    vector loop and its remainder, which the small cases above (at most 16 numbers) never reach. im2col is
+    bit-equal to the NumPy reference; col2im, with a bias, equal up to the order of its float32 sums."""
+    r = np.random.default_rng(C * 100 + k)
+    x = r.normal(size=(3, 9, 10, C)).astype(np.float32)
+    cols = K.im2col(x, k, s, pad, 'numpy', dilation=d)
+    np.testing.assert_array_equal(K.im2col(x, k, s, pad, 'numba', dilation=d), cols)
+    g, b = r.normal(size=cols.shape).astype(np.float32), r.normal(size=C).astype(np.float32)
+    _close(K.col2im(g, x.shape, k, s, pad, 'numba', dilation=d, bias=b),
+           K.col2im(g, x.shape, k, s, pad, 'numpy', dilation=d, bias=b))
+
+
 def test_im2col_into_a_wider_out_keeps_the_extra_columns():
     "Every backend fills the first KH*KW*C columns of a wider `out` and leaves the rest (Conv2D's bias column)."
     x = np.random.default_rng(1).normal(size=(2, 6, 5, 3)).astype(np.float32)
