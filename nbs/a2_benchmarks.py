@@ -111,8 +111,7 @@ def comparison_rows(text: str) -> list[dict]:
                 not all(re.fullmatch(r'[\d.,]+[x%]?|nan[x%]?', p) for p in parts[1:]):
             continue
         if len(parts) >= 6 and parts[5].endswith('x'): cols = (1, 4, 5)     # conv: numba, numpy, naive, torch, vs torch
-        elif len(parts) in (5, 7) and parts[4].endswith('x'): cols = (1, 3, 4)   # other layers: numba, numpy, torch,
-                                                                              # vs torch (, GEMMs, GEMMs/torch)
+        elif len(parts) in (5, 7) and parts[4].endswith('x'): cols = (1, 3, 4)   # other layers (+ GEMMs, GEMMs/torch)
         elif len(parts) == 4 and parts[3].endswith('x'): cols = (1, 2, 3)   # CUDA conv: ours, torch, vs torch
         else: continue
         rows.append(dict(setting=setting, case=parts[0], **{k: _ms(parts[c]) for k, c in zip(('ours', 'torch', 'ratio'), cols)}))

@@ -188,7 +188,7 @@ def test_col2im_is_the_adjoint_of_im2col():
 @pytest.mark.parametrize('C, k, s, pad, d', [(16, 4, 2, 1, 1), (32, 4, 2, 1, 1), (13, 5, 1, 2, 1), (40, 3, 2, 0, 1),
                                           (64, 2, 1, (0, 1, 1, 0), 1), (6, 5, 1, 0, 1), (17, 3, 1, 2, 2)])
 def test_long_window_rows_numba_matches_numpy(C, k, s, pad, d):
-    """Window rows of k*C numbers from 30 to 200, some clipped by padding: the Numba copies and sums run LLVM's
+    """Window rows of k*C numbers from 30 to 128, some clipped by padding, one dilated: the Numba copies and sums run LLVM's
     vector loop and its remainder, which the small cases above (at most 16 numbers) never reach. im2col is
     bit-equal to the NumPy reference; col2im, with a bias, equal up to the order of its float32 sums."""
     r = np.random.default_rng(C * 100 + k)
