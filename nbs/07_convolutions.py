@@ -539,7 +539,10 @@ def _col2im_numpy(cols, x_shape, kh, kw, sh, sw, pt, pb, pl, pr, OH, OW, dh=1, d
 # `device_twin` compiles the same source for the CUDA kernels. At stride 1 it
 # needs no division. Average pooling also needs the number of real (not
 # padded) entries of a window along an axis: the window starts at $s i - p$,
-# is $k$ long, and is clipped to $[0, n)$.
+# is $k$ long, and is clipped to $[0, n)$. And each CUDA thread owns one
+# number of a 4-D array, whose four indices it recovers from its flat index $t$
+# by division with remainder, last axis first (NumPy's `unravel_index`, for
+# one number): `_unravel_index4`, written once for all the CUDA kernels.
 
 # %%
 #| export
@@ -556,11 +559,19 @@ def _window_span(i, s, p, k, n):
     "Real (unpadded) entries of window i along an axis of n: it starts at s*i - p and is k long."
     return min(i * s - p + k, n) - max(i * s - p, 0)
 
+@per_element
+def _unravel_index4(t, B, C, D):
+    "The index (a, b, c, d) of entry t of a C-contiguous (A, B, C, D) array: the element a CUDA thread t owns."
+    d, r = t % D, t // D
+    c, r = r % C, r // C
+    return r // B, r % B, c, d
+
 # %%
 test_eq([_window_index(a, 2, 3) for a in range(-1, 7)], [-1, 0, -1, 1, -1, 2, -1, -1])
 test_eq([_window_index(a, 1, 3) for a in range(-1, 4)], [-1, 0, 1, 2, -1])
 test_eq([_window_index.py_func(a, 3, 2) for a in range(7)], [0, -1, -1, 1, -1, -1, -1])
 test_eq([_window_span(i, 2, 1, 3, 5) for i in range(3)], [2, 3, 2])   # padding cuts the first and the last
+test_eq([_unravel_index4(t, 3, 4, 5) for t in (0, 7, 59, 119)], [np.unravel_index(t, (2, 3, 4, 5)) for t in (0, 7, 59, 119)])
 
 # %% [markdown]
 # ### Numba CPU
@@ -639,7 +650,7 @@ def _build_cuda_kernels():
     "The CUDA kernels of im2col, col2im and pooling (built once, by `core.cuda_kernels`)."
     global cuda
     from numba import cuda
-    window_index, window_span = device_twin(_window_index), device_twin(_window_span)
+    window_index, window_span, unravel = (device_twin(f) for f in (_window_index, _window_span, _unravel_index4))
 
     @cuda.jit
     def im2col_k(x, cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw):
@@ -660,9 +671,7 @@ def _build_cuda_kernels():
         t = cuda.grid(1)
         N, H, W, C = dx.shape
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        w, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, w, c = unravel(t, H, W, C)
         acc = cols[0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - dh * m, sh, OH)
@@ -679,9 +688,7 @@ def _build_cuda_kernels():
         N, OH, OW, C = y.shape
         H, W = x.shape[1], x.shape[2]
         if t >= N * OH * OW * C: return
-        c, r = t % C, t // C
-        j, r = r % OW, r // OW
-        i, n = r % OH, r // OH
+        n, i, j, c = unravel(t, OH, OW, C)
         best, arg = -math.inf, -1
         for m in range(kh):
             h = i * sh + m - pt
@@ -700,9 +707,7 @@ def _build_cuda_kernels():
         N, H, W, C = dx.shape
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        w, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, w, c = unravel(t, H, W, C)
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - m, sh, OH)
@@ -719,9 +724,7 @@ def _build_cuda_kernels():
         N, OH, OW, C = y.shape
         H, W = x.shape[1], x.shape[2]
         if t >= N * OH * OW * C: return
-        c, r = t % C, t // C
-        j, r = r % OW, r // OW
-        i, n = r % OH, r // OH
+        n, i, j, c = unravel(t, OH, OW, C)
         acc = x[0, 0, 0, 0] * 0
         cnt = 0
         for m in range(kh):
@@ -740,9 +743,7 @@ def _build_cuda_kernels():
         N, H, W, C = dx.shape
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        w, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, w, c = unravel(t, H, W, C)
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - m, sh, OH)
@@ -1612,7 +1613,7 @@ def _build_depthwise_cuda_kernels():
     "The depthwise CUDA kernels: forward, dW and dX (built once, by `core.cuda_kernels`)."
     global cuda
     from numba import cuda
-    window_index = device_twin(_window_index)
+    window_index, unravel = device_twin(_window_index), device_twin(_unravel_index4)
 
     @cuda.jit
     def dw_fwd_k(x, w, y, sh, sw, pt, pl):
@@ -1621,9 +1622,7 @@ def _build_depthwise_cuda_kernels():
         H, W, C = x.shape[1], x.shape[2], x.shape[3]
         kh, kw, M = w.shape[0], w.shape[1], w.shape[3]
         if t >= N * OH * OW * CM: return
-        k, r = t % CM, t // CM
-        j, r = r % OW, r // OW
-        i, n = r % OH, r // OH
+        n, i, j, k = unravel(t, OH, OW, CM)
         c, q = k // M, k % M
         acc = x[0, 0, 0, 0] * 0
         for m in range(kh):
@@ -1642,9 +1641,7 @@ def _build_depthwise_cuda_kernels():
         N, H, W = x.shape[0], x.shape[1], x.shape[2]
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= kh * kw * C * M: return
-        q, r = t % M, t // M
-        c, r = r % C, r // C
-        l, m = r % kw, r // kw
+        m, l, c, q = unravel(t, kw, C, M)
         acc = x[0, 0, 0, 0] * 0
         for n in range(N):
             for i in range(OH):
@@ -1663,9 +1660,7 @@ def _build_depthwise_cuda_kernels():
         kh, kw, M = w.shape[0], w.shape[1], w.shape[3]
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        u, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, u, c = unravel(t, H, W, C)
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - m, sh, OH)

@@ -166,6 +166,13 @@ def _window_span(i, s, p, k, n):
     "Real (unpadded) entries of window i along an axis of n: it starts at s*i - p and is k long."
     return min(i * s - p + k, n) - max(i * s - p, 0)
 
+@per_element
+def _unravel_index4(t, B, C, D):
+    "The index (a, b, c, d) of entry t of a C-contiguous (A, B, C, D) array: the element a CUDA thread t owns."
+    d, r = t % D, t // D
+    c, r = r % C, r // C
+    return r // B, r % B, c, d
+
 # %% ../../nbs/07_convolutions.ipynb #bc2787f3
 @njit(parallel=True, cache=True)
 def _im2col_numba(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, dh=1, dw=1):
@@ -227,7 +234,7 @@ def _build_cuda_kernels():
     "The CUDA kernels of im2col, col2im and pooling (built once, by `core.cuda_kernels`)."
     global cuda
     from numba import cuda
-    window_index, window_span = device_twin(_window_index), device_twin(_window_span)
+    window_index, window_span, unravel = (device_twin(f) for f in (_window_index, _window_span, _unravel_index4))
 
     @cuda.jit
     def im2col_k(x, cols, kh, kw, sh, sw, pt, pl, OH, OW, dh, dw):
@@ -248,9 +255,7 @@ def _build_cuda_kernels():
         t = cuda.grid(1)
         N, H, W, C = dx.shape
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        w, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, w, c = unravel(t, H, W, C)
         acc = cols[0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - dh * m, sh, OH)
@@ -267,9 +272,7 @@ def _build_cuda_kernels():
         N, OH, OW, C = y.shape
         H, W = x.shape[1], x.shape[2]
         if t >= N * OH * OW * C: return
-        c, r = t % C, t // C
-        j, r = r % OW, r // OW
-        i, n = r % OH, r // OH
+        n, i, j, c = unravel(t, OH, OW, C)
         best, arg = -math.inf, -1
         for m in range(kh):
             h = i * sh + m - pt
@@ -288,9 +291,7 @@ def _build_cuda_kernels():
         N, H, W, C = dx.shape
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        w, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, w, c = unravel(t, H, W, C)
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - m, sh, OH)
@@ -307,9 +308,7 @@ def _build_cuda_kernels():
         N, OH, OW, C = y.shape
         H, W = x.shape[1], x.shape[2]
         if t >= N * OH * OW * C: return
-        c, r = t % C, t // C
-        j, r = r % OW, r // OW
-        i, n = r % OH, r // OH
+        n, i, j, c = unravel(t, OH, OW, C)
         acc = x[0, 0, 0, 0] * 0
         cnt = 0
         for m in range(kh):
@@ -328,9 +327,7 @@ def _build_cuda_kernels():
         N, H, W, C = dx.shape
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        w, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, w, c = unravel(t, H, W, C)
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - m, sh, OH)
@@ -952,7 +949,7 @@ def _build_depthwise_cuda_kernels():
     "The depthwise CUDA kernels: forward, dW and dX (built once, by `core.cuda_kernels`)."
     global cuda
     from numba import cuda
-    window_index = device_twin(_window_index)
+    window_index, unravel = device_twin(_window_index), device_twin(_unravel_index4)
 
     @cuda.jit
     def dw_fwd_k(x, w, y, sh, sw, pt, pl):
@@ -961,9 +958,7 @@ def _build_depthwise_cuda_kernels():
         H, W, C = x.shape[1], x.shape[2], x.shape[3]
         kh, kw, M = w.shape[0], w.shape[1], w.shape[3]
         if t >= N * OH * OW * CM: return
-        k, r = t % CM, t // CM
-        j, r = r % OW, r // OW
-        i, n = r % OH, r // OH
+        n, i, j, k = unravel(t, OH, OW, CM)
         c, q = k // M, k % M
         acc = x[0, 0, 0, 0] * 0
         for m in range(kh):
@@ -982,9 +977,7 @@ def _build_depthwise_cuda_kernels():
         N, H, W = x.shape[0], x.shape[1], x.shape[2]
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= kh * kw * C * M: return
-        q, r = t % M, t // M
-        c, r = r % C, r // C
-        l, m = r % kw, r // kw
+        m, l, c, q = unravel(t, kw, C, M)
         acc = x[0, 0, 0, 0] * 0
         for n in range(N):
             for i in range(OH):
@@ -1003,9 +996,7 @@ def _build_depthwise_cuda_kernels():
         kh, kw, M = w.shape[0], w.shape[1], w.shape[3]
         OH, OW = dy.shape[1], dy.shape[2]
         if t >= N * H * W * C: return
-        c, r = t % C, t // C
-        u, r = r % W, r // W
-        h, n = r % H, r // H
+        n, h, u, c = unravel(t, H, W, C)
         acc = dy[0, 0, 0, 0] * 0
         for m in range(kh):
             i = window_index(h + pt - m, sh, OH)
