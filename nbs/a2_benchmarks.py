@@ -165,15 +165,20 @@ print('GPU: ' + ('tables below' if 'machine:' in gpu_text else
 # %% [markdown]
 # **Reading the table.** Every CPU row comes from a table whose header names
 # 2 cores, the core count of the machine printed at the top of this page (an
-# AMD EPYC with 2 cores and 24 GiB), on which the chapters are executed. The
-# rows measured on one thread are the steady ones: on two threads of a shared
-# 2-core machine, PyTorch's own threads lose to the load, as chapter 7a's rows
-# show (86.12 ms for LeNet's first layer on two threads against 13.01 ms on
-# one), so a ratio such as 0.10x there says more about the machine than about
-# either library. On one thread our kernels are faster in all but LeNet's
-# second convolution (1.24x, where PyTorch's direct convolution beats im2col
-# plus this BLAS); the LeNet-5 epoch is 0.87x on one thread and 1.12x on two;
-# the recurrent kernels run at 0.56x to 0.76x of PyTorch's time. There is no
+# Intel Xeon with 2 cores and 24 GiB), on which the chapters are executed. On
+# two threads of a shared 2-core machine PyTorch's own threads lose to the
+# load: chapter 7a's transposed convolution took PyTorch 9.25 ms on two
+# threads and 8.67 ms on one, LeNet's first layer 11.82 ms and 10.61 ms. A
+# two-thread ratio such as the transposed layer's 0.60x says as much about the
+# machine as about either library; the one-thread rows are the steadier ones.
+# On one thread ours is faster in LeNet's first layer (0.59x) and in the
+# depthwise convolution (0.78x); PyTorch's direct convolutions (oneDNN) win
+# LeNet's second layer (1.83x), the 3×3 layer (1.35x) and the transposed one
+# (1.56x), where our matrix products alone already take 0.99x, 1.01x and
+# 0.96x of PyTorch's whole layer (the GEMMs/torch column of the tables
+# below). The LeNet-5 epoch is 0.87x on one thread and 1.12x on two; the
+# recurrent kernels run at 0.53x to 0.77x of PyTorch's time, except the LSTM
+# on row MNIST (1.20x, its products alone 0.86x). There is no
 # GPU row: chapter 18 ran in Numba's CUDA simulator, and its script for a real
 # card (`benchmarks/gpu.py`: bandwidth as a fraction of the peak, the tiled
 # product as a fraction of cuBLAS, our CUDA convolution and recurrent kernels
@@ -213,12 +218,17 @@ for r in now:
     print(f"{r['case']:<34}{r['numba'] * 1e3:>10.2f}{old['ours']:>12.2f}{r['torch'] * 1e3:>10.2f}{old['torch']:>13.2f}")
 
 # %% [markdown]
-# This run met a load average of 8.7 on the two cores (the table's header),
-# against 3.8 when chapter 7a stored its tables, and our times came out several
-# times the stored ones (977.28 ms against 133.51 ms on the 3×3 layer), and
-# PyTorch's likewise (1244.55 ms against 169.41 ms). A ratio of ours to
-# PyTorch's measured in one run survives such load better than either time
-# (0.79x both times on the 3×3 layer); absolute CPU times on a shared machine
-# are only comparable at equal load. That is why every table in the book prints
-# the load it ran under, and why `make bench` runs each script in a fresh
-# process on an otherwise idle machine.
+# This run met the same load average as chapter 7a's stored one-thread table
+# (0.7 on the two cores, in both headers), and yet its times came out longer
+# than the stored ones, some by half or more: ours 30.98 ms against 20.35 ms
+# on the depthwise layer, PyTorch's 14.34 ms against 8.67 ms on the
+# transposed one.
+# The load average counts only the work of this machine, not that of the other
+# tenants of the host it runs on. A ratio measured in one run survives such
+# noise better than either time on some rows (LeNet's second layer: 1.87x
+# now, 1.83x stored; the depthwise layer 0.70x and 0.78x) and not on others
+# (the transposed layer: 0.90x now, 1.56x stored). Absolute CPU times on a
+# shared machine are only comparable within one run; that is why every table
+# in the book prints the load it ran under, why `make bench` runs each script
+# in a fresh process, and why `benchmarks/conv.py --rounds` times ours and
+# PyTorch's alternately, so that a passing load weighs on both.
