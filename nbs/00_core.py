@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Conventions: dtypes, random numbers, shapes and devices
 #
-# > The small rules every other chapter leans on.
+# > The small rules every other chapter leans on: the dtype policy, random generators, input checks, arrays on the CPU and the GPU, threads, denormal numbers, and the one house of the compiled kernels.
 #
 # ## Purpose
 #

@@ -1,8 +1,7 @@
 # %% [markdown]
 # # Foundations I: neurons and activation functions
 #
-# > The elementwise non-linearities every network is built from, each with its
-# > derivative, computed so that no input can overflow them.
+# > The elementwise non-linearities every network is built from, each with its derivative, computed so that no input can overflow them.
 #
 # ## Purpose
 #

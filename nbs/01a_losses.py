@@ -1,8 +1,7 @@
 # %% [markdown]
 # # Foundations II: loss functions
 #
-# > What to minimise, where it comes from, and how to compute it and its gradient
-# > without overflow.
+# > What to minimise, where it comes from, and how to compute it and its gradient without overflow.
 #
 # ## Purpose
 #

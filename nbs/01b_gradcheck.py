@@ -1,9 +1,7 @@
 # %% [markdown]
 # # Foundations III: numerical gradients and gradient checking
 #
-# > Finite differences, their error orders, and the gradient checker that
-# > every backward pass in this book must pass; plus exponentially weighted
-# > averages, the smoother inside momentum, Adam and batch norm.
+# > Finite differences, their error orders, and the gradient checker that every backward pass in this book must pass; plus exponentially weighted averages, the smoother inside momentum, Adam and batch norm.
 #
 # ## Purpose
 #

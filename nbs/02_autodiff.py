@@ -1,9 +1,7 @@
 # %% [markdown]
 # # Automatic differentiation
 #
-# > Forward mode with dual numbers, reverse mode with a tape over scalars and
-# > over arrays, and `grad(f)` for any Python function — loops and branches
-# > included.
+# > Forward mode with dual numbers, reverse mode with a tape over scalars and over arrays, and `grad(f)` for any Python function — loops and branches included.
 #
 # ## Purpose
 #

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # The model API: `Sequential`, `fit`, callbacks, checkpoints
 #
-# > Chapter 05, part 2: a small Keras on top of the `Layer` API.
+# > A small Keras on top of the `Layer` API: `Sequential` and the functional `Model`, `compile`, `fit`, `evaluate` and `predict`, metrics, and callbacks (history, early stopping, checkpoints).
 #
 # ## Purpose
 #

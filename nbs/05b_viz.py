@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Plots for training: curves, decision boundaries, image grids, confusion matrices
 #
-# > Chapter 05, part 3: the `viz` module every experiment in the book uses.
+# > The plots every experiment in the book uses: training histories, decision boundaries, grids of images, and confusion matrices.
 #
 # ## Purpose
 #

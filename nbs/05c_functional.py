@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Graphs of layers: functional models, shared weights, custom training steps
 #
-# > Chapter 05, part 4: models that are not a chain.
+# > Models that are not a chain: graphs of layers built with the functional API, the merge layers (`Add`, `Subtract`, `Multiply`, `Average`, `Concatenate`), the reshaping layers (`Reshape`, `Permute`, `RepeatVector`), and a gradient check for whole graphs.
 #
 # ## Purpose
 #

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Regularization, initialization, normalization
 #
-# > How to start a deep net so that it trains, and how to keep it from memorising.
+# > How to start a deep net so that it trains (the weight initialisers, from the variance of each layer's outputs), and how to keep it from memorising (penalties, dropout, batch normalisation, early stopping).
 #
 # ## Purpose
 #

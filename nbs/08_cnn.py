@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Convolutional networks
 #
-# > LeNet-5 and the sources' CNNs, built from the layers of chapters 05–07 and trained from scratch on MNIST, Fashion-MNIST and CIFAR-10.
+# > LeNet-5 and the sources' CNNs, built from the layers of chapters 05–07 and trained from scratch on MNIST, Fashion-MNIST and CIFAR-10, with the image augmentation they use (random affine transforms and flips, as Keras's `ImageDataGenerator`).
 #
 # ## Purpose
 #

@@ -198,3 +198,17 @@ def test_setup_stamp_follows_content_not_mtime(tmp_path):
     py.write_text(original)
     (tmp_path / 'book' / 'requirements.txt').write_text('sphinx\n')
     assert _stamp(tmp_path) != stamp
+
+
+def test_module_docstrings_are_whole_sentences_about_the_module():
+    """nbdev makes a module's docstring from the first `> ` line of its chapter's title cell: a description that
+    wraps onto a second `> ` line is cut there, and a chapter's blurb ("Chapter 05, part 2: ...") says nothing of
+    the module. Every exported module must start with one whole sentence of its own."""
+    import ast
+    bad = []
+    for path in sorted((ROOT / 'dl_from_scratch').rglob('*.py')):
+        if path.name in ('__init__.py', '_modidx.py') or 'datasets' in path.parts: continue
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        if not doc or not doc.rstrip().endswith(('.', ')')) or doc.startswith('Chapter '):
+            bad.append(f"{path.relative_to(ROOT)}: {doc!r}")
+    assert not bad, "module docstrings cut mid-sentence or describing a chapter:\n" + '\n'.join(bad)
