@@ -24,14 +24,17 @@
 # spin too, and was slower with it in our runs (one LeNet-5 epoch: a median of
 # 3.39 s with it against 2.95 s without, three runs each, single runs varying by
 # about ±30 %): the benchmarks time PyTorch in a process of its own, without it
-# (`ENV_SET_BY_PACKAGE` names what to drop). The version line is nbdev's,
-# taken from `settings.ini`.
+# (`ENV_SET_BY_PACKAGE` names what to drop). The version line is nbdev's:
+# each export rewrites it from `settings.ini`. It stands in the exported code,
+# not above it, so that the module's docstring stays the file's first
+# statement, where Python looks for it.
 
 # %%
 #| default_exp __init__
 
 # %%
 #| export
+__version__ = "0.1.0"       # rewritten by nbdev_export from settings.ini's `version`
 import os as _os, sys as _sys
 ENV_SET_BY_PACKAGE = {}      # name -> value, for the variables below that the user had not set
 def _setdefault_env(name, value):

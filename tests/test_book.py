@@ -212,3 +212,6 @@ def test_module_docstrings_are_whole_sentences_about_the_module():
         if not doc or not doc.rstrip().endswith(('.', ')')) or doc.startswith('Chapter '):
             bad.append(f"{path.relative_to(ROOT)}: {doc!r}")
     assert not bad, "module docstrings cut mid-sentence or describing a chapter:\n" + '\n'.join(bad)
+    # the package's own: nbdev puts `__version__` above everything unless the exported code holds the line
+    init = ast.parse((ROOT / 'dl_from_scratch' / '__init__.py').read_text())
+    assert ast.get_docstring(init), "dl_from_scratch/__init__.py: the docstring must be its first statement"
